@@ -1,0 +1,179 @@
+//! Tributary's own tables at HQ: per-site progress, parked rows and what they wait for, and
+//! rejected batches. Progress and parking are written in the same HQ transaction as the rows
+//! they describe (invariants 2 and 3), so HQ's data and HQ's knowledge of it never disagree.
+
+use mysql_async::Transaction;
+use mysql_async::prelude::*;
+
+/// Idempotent DDL run at applier start.
+pub const CREATE_TABLES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tributary_site_progress (
+        site_id VARCHAR(64) NOT NULL PRIMARY KEY,
+        epoch BIGINT UNSIGNED NOT NULL,
+        last_sequence BIGINT UNSIGNED NOT NULL,
+        rows_applied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        rows_parked_total BIGINT UNSIGNED NOT NULL DEFAULT 0,
+        last_committed_at BIGINT UNSIGNED NULL COMMENT 'source commit time of the last applied transaction, unix s',
+        applied_at DATETIME(3) NULL,
+        waiting_for_sequence BIGINT UNSIGNED NULL COMMENT 'set while a gap holds the site'
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS tributary_parked_row (
+        parked_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        site_id VARCHAR(64) NOT NULL,
+        epoch BIGINT UNSIGNED NOT NULL,
+        sequence BIGINT UNSIGNED NOT NULL,
+        table_name VARCHAR(64) NOT NULL,
+        identity VARCHAR(512) NOT NULL,
+        row_change LONGTEXT NOT NULL COMMENT 'the row change as it travelled (JSON)',
+        reason VARCHAR(2048) NOT NULL,
+        parked_at DATETIME(3) NOT NULL,
+        KEY entity (table_name, identity(191)),
+        KEY site (site_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS tributary_parked_wait (
+        parked_id BIGINT UNSIGNED NOT NULL,
+        table_name VARCHAR(64) NOT NULL,
+        identity VARCHAR(512) NOT NULL,
+        KEY awaited (table_name, identity(191)),
+        KEY parked (parked_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS tributary_rejected_batch (
+        rejected_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        site_id VARCHAR(64) NOT NULL,
+        epoch BIGINT UNSIGNED NOT NULL,
+        sequence BIGINT UNSIGNED NOT NULL,
+        file_name VARCHAR(255) NOT NULL,
+        reason VARCHAR(2048) NOT NULL,
+        rejected_at DATETIME(3) NOT NULL,
+        KEY site (site_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+];
+
+/// Where a site's stream stands at HQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub epoch: u64,
+    pub last_sequence: u64,
+}
+
+impl Progress {
+    /// Whether `(epoch, sequence)` is already applied.
+    pub fn covers(&self, epoch: u64, sequence: u64) -> bool {
+        (epoch, sequence) <= (self.epoch, self.last_sequence)
+    }
+
+    /// Whether `(epoch, sequence)` is the batch that must come next: the following sequence
+    /// of this epoch, or the first of a later epoch.
+    pub fn expects(&self, epoch: u64, sequence: u64) -> bool {
+        (epoch == self.epoch && sequence == self.last_sequence + 1)
+            || (epoch > self.epoch && sequence == 1)
+    }
+}
+
+/// Reads and locks the site's progress row inside the batch's transaction.
+pub async fn lock_progress(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+) -> mysql_async::Result<Option<Progress>> {
+    let row: Option<(u64, u64)> = tx
+        .exec_first(
+            "SELECT epoch, last_sequence FROM tributary_site_progress WHERE site_id = ? FOR UPDATE",
+            (site_id,),
+        )
+        .await?;
+    Ok(row.map(|(epoch, last_sequence)| Progress {
+        epoch,
+        last_sequence,
+    }))
+}
+
+pub async fn read_progress(
+    conn: &mut mysql_async::Conn,
+    site_id: &str,
+) -> mysql_async::Result<Option<Progress>> {
+    let row: Option<(u64, u64)> = conn
+        .exec_first(
+            "SELECT epoch, last_sequence FROM tributary_site_progress WHERE site_id = ?",
+            (site_id,),
+        )
+        .await?;
+    Ok(row.map(|(epoch, last_sequence)| Progress {
+        epoch,
+        last_sequence,
+    }))
+}
+
+/// Records a batch as applied, in the batch's transaction.
+pub async fn record_applied(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    rows_applied: u64,
+    rows_parked: u64,
+    last_committed_at: Option<u64>,
+) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "INSERT INTO tributary_site_progress
+            (site_id, epoch, last_sequence, rows_applied, rows_parked_total, last_committed_at, applied_at, waiting_for_sequence)
+         VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), NULL)
+         ON DUPLICATE KEY UPDATE epoch = VALUES(epoch), last_sequence = VALUES(last_sequence),
+            rows_applied = rows_applied + VALUES(rows_applied),
+            rows_parked_total = rows_parked_total + VALUES(rows_parked_total),
+            last_committed_at = COALESCE(VALUES(last_committed_at), last_committed_at),
+            applied_at = VALUES(applied_at), waiting_for_sequence = NULL",
+        (site_id, epoch, sequence, rows_applied, rows_parked, last_committed_at),
+    )
+    .await
+}
+
+/// Records that a gap holds the site (visible in status until the batch arrives).
+pub async fn record_gap(
+    conn: &mut mysql_async::Conn,
+    site_id: &str,
+    progress: Option<Progress>,
+    waiting_for: u64,
+) -> mysql_async::Result<()> {
+    let (epoch, last) = progress.map_or((0, 0), |p| (p.epoch, p.last_sequence));
+    conn.exec_drop(
+        "INSERT INTO tributary_site_progress (site_id, epoch, last_sequence, waiting_for_sequence)
+         VALUES (?, ?, ?, ?)
+         ON DUPLICATE KEY UPDATE waiting_for_sequence = VALUES(waiting_for_sequence)",
+        (site_id, epoch, last, waiting_for),
+    )
+    .await
+}
+
+pub async fn record_rejected(
+    conn: &mut mysql_async::Conn,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    file_name: &str,
+    reason: &str,
+) -> mysql_async::Result<()> {
+    conn.exec_drop(
+        "INSERT INTO tributary_rejected_batch (site_id, epoch, sequence, file_name, reason, rejected_at)
+         VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+        (site_id, epoch, sequence, file_name, reason),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_expects_the_next_sequence_or_a_new_epoch() {
+        let p = Progress {
+            epoch: 1,
+            last_sequence: 4,
+        };
+        assert!(p.covers(1, 4) && p.covers(1, 1) && !p.covers(1, 5));
+        assert!(p.expects(1, 5));
+        assert!(!p.expects(1, 6), "a gap is not the next batch");
+        assert!(p.expects(2, 1));
+        assert!(!p.expects(2, 2));
+    }
+}

@@ -1,0 +1,28 @@
+//! The applier: opens batches at HQ and writes their rows with HQ-local ids, parking rows
+//! whose parents have not arrived and releasing them when they do.
+//!
+//! Module map: [`runner`] walks the inbox in sequence order; [`batch_apply`] applies one
+//! batch in one HQ transaction; [`writer`] resolves and writes one row (with [`resolver`] for
+//! identity -> HQ id); [`parking`] parks and releases; [`bookkeeping`] owns Tributary's tables
+//! at HQ; [`status`] reads them for operators.
+//!
+//! Invariants kept here: exactly-once effect per (site, epoch, sequence) (2); no dangling
+//! reference and no placeholder row (3); source transactions stay whole (4); only
+//! authenticated batches are applied (6); every rejection and parked row is recorded with its
+//! reason (9).
+
+mod batch_apply;
+mod bookkeeping;
+mod error;
+mod parking;
+mod resolver;
+mod runner;
+mod settings;
+mod status;
+mod writer;
+
+pub use batch_apply::BatchOutcome;
+pub use error::ApplyError;
+pub use runner::{Applier, PassReport, run_apply};
+pub use settings::{ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES};
+pub use status::{ParkedSummary, SiteStatus, parked_rows, rejected_batches, site_statuses};

@@ -1,0 +1,204 @@
+//! Parking: rows whose referenced rows HQ does not have yet wait in HQ, durably, with the
+//! identities they wait for, and are released when those arrive (invariant 3).
+//!
+//! Every write here happens in the transaction of the batch that parks or releases, so a row
+//! is either written or parked, never both or neither. A later change to an entity that has a
+//! parked change queues behind it (it waits on the entity itself), so releases replay each
+//! entity's changes in their original order.
+
+use mysql_async::Transaction;
+use mysql_async::prelude::*;
+use tributary_model::{Identity, RowChange, RowRef};
+
+/// Arrivals matched per candidate query.
+const ARRIVALS_PER_QUERY: usize = 200;
+
+pub struct ParkedRow {
+    pub parked_id: u64,
+    pub site_id: String,
+    pub change: RowChange,
+}
+
+/// Whether the entity has a parked change (a new change to it must queue behind).
+pub async fn has_parked(tx: &mut Transaction<'_>, entity: &RowRef) -> mysql_async::Result<bool> {
+    let found: Option<u8> = tx
+        .exec_first(
+            "SELECT 1 FROM tributary_parked_row WHERE table_name = ? AND identity = ? LIMIT 1",
+            (entity.table.as_str(), entity.identity.as_str()),
+        )
+        .await?;
+    Ok(found.is_some())
+}
+
+pub async fn park(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    change: &RowChange,
+    waits: &[RowRef],
+    reason: &str,
+) -> mysql_async::Result<()> {
+    let json = serde_json::to_string(change).unwrap_or_default();
+    tx.exec_drop(
+        "INSERT INTO tributary_parked_row
+            (site_id, epoch, sequence, table_name, identity, row_change, reason, parked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+        (
+            site_id,
+            epoch,
+            sequence,
+            change.table.as_str(),
+            change.identity.as_str(),
+            json,
+            reason,
+        ),
+    )
+    .await?;
+    let Some(parked_id) = tx.last_insert_id() else {
+        return Ok(());
+    };
+    insert_waits(tx, parked_id, waits).await
+}
+
+async fn insert_waits(
+    tx: &mut Transaction<'_>,
+    parked_id: u64,
+    waits: &[RowRef],
+) -> mysql_async::Result<()> {
+    tx.exec_batch(
+        "INSERT INTO tributary_parked_wait (parked_id, table_name, identity) VALUES (?, ?, ?)",
+        waits
+            .iter()
+            .map(|w| (parked_id, w.table.as_str(), w.identity.as_str())),
+    )
+    .await
+}
+
+/// Parked rows waiting for any of `arrivals`, oldest first.
+pub async fn candidates(
+    tx: &mut Transaction<'_>,
+    arrivals: &[RowRef],
+) -> mysql_async::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for chunk in arrivals.chunks(ARRIVALS_PER_QUERY) {
+        let clause = vec!["(table_name = ? AND identity = ?)"; chunk.len()].join(" OR ");
+        let params: Vec<String> = chunk
+            .iter()
+            .flat_map(|r| [r.table.clone(), r.identity.as_str().to_owned()])
+            .collect();
+        let found: Vec<u64> = tx
+            .exec(
+                format!("SELECT DISTINCT parked_id FROM tributary_parked_wait WHERE {clause}"),
+                params,
+            )
+            .await?;
+        ids.extend(found);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+pub async fn load(
+    tx: &mut Transaction<'_>,
+    parked_id: u64,
+) -> mysql_async::Result<Option<ParkedRow>> {
+    let row: Option<(String, String)> = tx
+        .exec_first(
+            "SELECT site_id, row_change FROM tributary_parked_row WHERE parked_id = ?",
+            (parked_id,),
+        )
+        .await?;
+    Ok(row.and_then(|(site_id, json)| {
+        serde_json::from_str(&json).ok().map(|change| ParkedRow {
+            parked_id,
+            site_id,
+            change,
+        })
+    }))
+}
+
+/// Whether an older parked change to the same entity is still waiting.
+pub async fn has_earlier(
+    tx: &mut Transaction<'_>,
+    parked: &ParkedRow,
+) -> mysql_async::Result<bool> {
+    let found: Option<u8> = tx
+        .exec_first(
+            "SELECT 1 FROM tributary_parked_row
+             WHERE table_name = ? AND identity = ? AND parked_id < ? LIMIT 1",
+            (
+                parked.change.table.as_str(),
+                parked.change.identity.as_str(),
+                parked.parked_id,
+            ),
+        )
+        .await?;
+    Ok(found.is_some())
+}
+
+pub async fn unpark(tx: &mut Transaction<'_>, parked_id: u64) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "DELETE FROM tributary_parked_wait WHERE parked_id = ?",
+        (parked_id,),
+    )
+    .await?;
+    tx.exec_drop(
+        "DELETE FROM tributary_parked_row WHERE parked_id = ?",
+        (parked_id,),
+    )
+    .await
+}
+
+/// Replaces what a parked row waits for (some of its parents arrived, others not yet).
+pub async fn rewait(
+    tx: &mut Transaction<'_>,
+    parked_id: u64,
+    waits: &[RowRef],
+    reason: &str,
+) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "DELETE FROM tributary_parked_wait WHERE parked_id = ?",
+        (parked_id,),
+    )
+    .await?;
+    tx.exec_drop(
+        "UPDATE tributary_parked_row SET reason = ? WHERE parked_id = ?",
+        (reason, parked_id),
+    )
+    .await?;
+    insert_waits(tx, parked_id, waits).await
+}
+
+/// The operator-facing reason for rows waiting on `waits`.
+pub fn waiting_reason(waits: &[RowRef]) -> String {
+    let mut shown: Vec<String> = waits.iter().take(5).map(RowRef::to_string).collect();
+    if waits.len() > 5 {
+        shown.push(format!("and {} more", waits.len() - 5));
+    }
+    format!("waiting for {}", shown.join(", "))
+}
+
+/// The wait a change queued behind an earlier parked change of the same entity records.
+pub fn behind(change: &RowChange) -> RowRef {
+    RowRef::new(
+        change.table.clone(),
+        Identity::from_raw(change.identity.as_str().to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_reason_names_identities_and_bounds_its_length() {
+        let waits: Vec<RowRef> = (0..8)
+            .map(|i| RowRef::new("encounter", Identity::from_uuid(&format!("e-{i}"))))
+            .collect();
+        let reason = waiting_reason(&waits);
+        assert!(reason.starts_with("waiting for encounter[e-0]"), "{reason}");
+        assert!(reason.ends_with("and 3 more"), "{reason}");
+    }
+}

@@ -1,0 +1,227 @@
+//! The applier loop over the directory inbox: for each site, batches in (epoch, sequence)
+//! order; duplicates acknowledged, gaps held and reported, bad batches rejected, good ones
+//! applied and then acknowledged (deleted from the inbox only after HQ committed them).
+
+use crate::batch_apply::{BatchOutcome, Fit, apply_batch};
+use crate::bookkeeping::{self, CREATE_TABLES};
+use crate::error::ApplyError;
+use crate::resolver::Resolver;
+use crate::settings::ApplySettings;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tributary_batch::BatchHeader;
+use tributary_model::BatchPayload;
+use tributary_schema::{Catalog, SchemaMap};
+use tributary_transport::{DirectoryInbox, InboxEntry};
+
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What one pass over the inbox did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub batches_applied: u64,
+    pub rows: BatchOutcome,
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// Sites held by a gap, with the sequence they wait for.
+    pub gaps: BTreeMap<String, u64>,
+}
+
+pub struct Applier {
+    settings: ApplySettings,
+    conn: Conn,
+    schema: SchemaMap,
+    resolver: Resolver,
+    inbox: DirectoryInbox,
+    reported_gaps: BTreeMap<String, u64>,
+}
+
+impl Applier {
+    /// Connects to HQ, creates Tributary's bookkeeping tables if needed, and reads HQ's schema.
+    pub async fn connect(settings: ApplySettings) -> Result<Applier, ApplyError> {
+        let opts =
+            OptsBuilder::from_opts(settings.hq.clone()).init(vec!["SET time_zone = '+00:00'"]);
+        let mut conn = Conn::new(opts).await?;
+        for ddl in CREATE_TABLES {
+            conn.query_drop(*ddl).await?;
+        }
+        let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
+        let schema = SchemaMap::build(&catalog, &settings.policy)?;
+        let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
+        Ok(Applier {
+            resolver: Resolver::new(settings.resolver_cache_entries),
+            settings,
+            conn,
+            schema,
+            inbox,
+            reported_gaps: BTreeMap::new(),
+        })
+    }
+
+    /// One pass: every site, as far as its batches go in order.
+    pub async fn apply_available(&mut self) -> Result<PassReport, ApplyError> {
+        let mut report = PassReport::default();
+        for site in self.inbox.sites()? {
+            self.apply_site(&site, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn apply_site(&mut self, site: &str, report: &mut PassReport) -> Result<(), ApplyError> {
+        for entry in self.inbox.pending(site)? {
+            let progress = bookkeeping::read_progress(&mut self.conn, site).await?;
+            match crate::batch_apply::fit(progress, entry.epoch, entry.sequence) {
+                Fit::AlreadyApplied => {
+                    self.inbox.acknowledge(&entry)?;
+                    report.duplicates += 1;
+                    continue;
+                }
+                Fit::Gap { expected } => {
+                    report.gaps.insert(site.to_owned(), expected);
+                    if self.reported_gaps.get(site) != Some(&expected) {
+                        tracing::warn!(
+                            site,
+                            waiting_for = expected,
+                            next_available = entry.sequence,
+                            "gap in the site's batch sequence; holding later batches until it is filled"
+                        );
+                        bookkeeping::record_gap(&mut self.conn, site, progress, expected).await?;
+                        self.reported_gaps.insert(site.to_owned(), expected);
+                    }
+                    return Ok(());
+                }
+                Fit::Next => {}
+            }
+            let (header, payload) = match self.open(&entry) {
+                Ok(opened) => opened,
+                Err(reason) => {
+                    self.reject(&entry, &reason).await?;
+                    report.rejected += 1;
+                    return Ok(());
+                }
+            };
+            let (fit, outcome) = apply_batch(
+                &mut self.conn,
+                &self.schema,
+                &mut self.resolver,
+                &header,
+                &payload,
+            )
+            .await?;
+            if fit == Fit::Next {
+                report.batches_applied += 1;
+                report.rows.applied += outcome.applied;
+                report.rows.parked += outcome.parked;
+                report.rows.released += outcome.released;
+                self.reported_gaps.remove(site);
+                tracing::info!(
+                    site,
+                    epoch = header.epoch,
+                    sequence = header.sequence,
+                    applied = outcome.applied,
+                    parked = outcome.parked,
+                    released = outcome.released,
+                    "applied batch"
+                );
+            }
+            self.inbox.acknowledge(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Reads, authenticates and decodes a batch; the error is the rejection reason.
+    fn open(&self, entry: &InboxEntry) -> Result<(BatchHeader, BatchPayload), String> {
+        let bytes = self.inbox.read(entry).map_err(|e| e.to_string())?;
+        let (header, json) =
+            tributary_batch::open(&bytes, &self.settings.keyring).map_err(|e| e.to_string())?;
+        if header.site_id != entry.site_id
+            || header.epoch != entry.epoch
+            || header.sequence != entry.sequence
+        {
+            return Err(format!(
+                "authenticated header says site '{}' epoch {} sequence {}, but the file is named for \
+                 site '{}' epoch {} sequence {}; a batch was renamed or copied into the wrong place",
+                header.site_id,
+                header.epoch,
+                header.sequence,
+                entry.site_id,
+                entry.epoch,
+                entry.sequence
+            ));
+        }
+        let payload: BatchPayload = serde_json::from_slice(&json)
+            .map_err(|e| format!("authenticated payload is not a valid batch payload: {e}"))?;
+        if payload.row_count() != header.row_count as usize {
+            return Err(format!(
+                "header counts {} rows but the payload holds {}",
+                header.row_count,
+                payload.row_count()
+            ));
+        }
+        Ok((header, payload))
+    }
+
+    async fn reject(&mut self, entry: &InboxEntry, reason: &str) -> Result<(), ApplyError> {
+        tracing::error!(site = %entry.site_id, epoch = entry.epoch, sequence = entry.sequence, reason, "rejected batch; nothing of it was applied");
+        let moved = self.inbox.reject(entry, reason)?;
+        let file_name = moved
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        bookkeeping::record_rejected(
+            &mut self.conn,
+            &entry.site_id,
+            entry.epoch,
+            entry.sequence,
+            &file_name,
+            reason,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the applier until `shutdown`; transient failures reconnect with backoff.
+pub async fn run_apply(
+    settings: ApplySettings,
+    shutdown: CancellationToken,
+) -> Result<(), ApplyError> {
+    let mut backoff = settings.poll_interval;
+    let mut applier: Option<Applier> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let result = match applier.as_mut() {
+            Some(a) => a
+                .apply_available()
+                .await
+                .map(|r| r.batches_applied > 0 || r.duplicates > 0),
+            None => Applier::connect(settings.clone()).await.map(|a| {
+                applier = Some(a);
+                true
+            }),
+        };
+        let wait = match result {
+            Ok(true) => {
+                backoff = settings.poll_interval;
+                continue;
+            }
+            Ok(false) => settings.poll_interval,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "applier interrupted; retrying");
+                applier = None;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                backoff
+            }
+            Err(e) => return Err(e),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

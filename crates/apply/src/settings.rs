@@ -1,0 +1,24 @@
+//! What the applier needs to run, resolved by the binary's configuration.
+
+use mysql_async::Opts;
+use std::path::PathBuf;
+use std::time::Duration;
+use tributary_batch::Keyring;
+use tributary_schema::Policy;
+
+/// How often the inbox is scanned when it had nothing to apply.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// HQ id cache entries; like capture's identity cache, bounded (invariant 8).
+pub const DEFAULT_RESOLVER_CACHE_ENTRIES: usize = 1_000_000;
+
+#[derive(Clone)]
+pub struct ApplySettings {
+    /// Connection to HQ (credentials included; never logged).
+    pub hq: Opts,
+    pub database: String,
+    pub inbox_dir: PathBuf,
+    pub keyring: Keyring,
+    pub policy: Policy,
+    pub poll_interval: Duration,
+    pub resolver_cache_entries: usize,
+}

@@ -1,0 +1,104 @@
+//! Per-site status at HQ, read from the bookkeeping tables: how far each site's stream is
+//! applied, what is parked and why, what was rejected.
+
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteStatus {
+    pub site_id: String,
+    pub epoch: u64,
+    pub last_sequence: u64,
+    pub rows_applied: u64,
+    pub rows_parked_now: u64,
+    pub rejected_batches: u64,
+    /// Source commit time of the newest applied transaction (unix s).
+    pub last_committed_at: Option<u64>,
+    /// Seconds between that source commit and the moment HQ committed it.
+    pub lag_seconds: Option<i64>,
+    /// Set while a gap holds the site.
+    pub waiting_for_sequence: Option<u64>,
+}
+
+pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatus>> {
+    let rows: Vec<(String, u64, u64, u64, Option<u64>, Option<i64>, Option<u64>, u64, u64)> = conn
+        .query(
+            "SELECT p.site_id, p.epoch, p.last_sequence, p.rows_applied, p.last_committed_at,
+                    CAST(UNIX_TIMESTAMP(p.applied_at) AS SIGNED) - CAST(p.last_committed_at AS SIGNED),
+                    p.waiting_for_sequence,
+                    (SELECT COUNT(*) FROM tributary_parked_row r WHERE r.site_id = p.site_id),
+                    (SELECT COUNT(*) FROM tributary_rejected_batch b WHERE b.site_id = p.site_id)
+             FROM tributary_site_progress p ORDER BY p.site_id",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                site_id,
+                epoch,
+                last_sequence,
+                rows_applied,
+                last_committed_at,
+                lag,
+                waiting,
+                parked,
+                rejected,
+            )| SiteStatus {
+                site_id,
+                epoch,
+                last_sequence,
+                rows_applied,
+                rows_parked_now: parked,
+                rejected_batches: rejected,
+                last_committed_at,
+                lag_seconds: lag.map(|l| l.max(0)),
+                waiting_for_sequence: waiting,
+            },
+        )
+        .collect())
+}
+
+/// One parked row as operators see it: where it is and why, never its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedSummary {
+    pub site_id: String,
+    pub table: String,
+    pub identity: String,
+    pub reason: String,
+    pub sequence: u64,
+}
+
+pub async fn parked_rows(conn: &mut Conn, limit: u32) -> mysql_async::Result<Vec<ParkedSummary>> {
+    let rows: Vec<(String, String, String, String, u64)> = conn
+        .exec(
+            "SELECT site_id, table_name, identity, reason, sequence FROM tributary_parked_row
+             ORDER BY parked_id LIMIT ?",
+            (limit,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(site_id, table, identity, reason, sequence)| ParkedSummary {
+                site_id,
+                table,
+                identity,
+                reason,
+                sequence,
+            },
+        )
+        .collect())
+}
+
+/// Rejected batches, newest first.
+pub async fn rejected_batches(
+    conn: &mut Conn,
+    limit: u32,
+) -> mysql_async::Result<Vec<(String, u64, u64, String)>> {
+    conn.exec(
+        "SELECT site_id, epoch, sequence, reason FROM tributary_rejected_batch ORDER BY rejected_id DESC LIMIT ?",
+        (limit,),
+    )
+    .await
+}

@@ -1,0 +1,170 @@
+//! Annotation: raw source rows become travelling [`RowChange`]s.
+//!
+//! For each row: keep the synced columns, drop the surrogate key, convert values by column
+//! kind, and replace every integer reference with the referenced row's identity. The
+//! transaction's rows first teach the cache their own keys (a visit inserted in the same
+//! transaction as its encounter needs no lookup), then the keys still unknown are fetched from
+//! the source in one batched pass, then the rows are built.
+//!
+//! A reference the source can no longer resolve (the parent was deleted before capture got
+//! here) travels as an identity marked `missing-at-source:`; HQ parks the row with that reason
+//! rather than inventing a parent.
+
+use crate::binlog::{RawImage, RawRow, RawTransaction};
+use crate::error::CaptureError;
+use crate::identities::IdentityCache;
+use mysql_async::Value as Sql;
+use std::collections::{BTreeMap, BTreeSet};
+use tributary_model::{Identity, Op, RowChange, RowRef, SourceTransaction, Value};
+use tributary_schema::{IdentityRule, IdentitySource, SchemaMap, TableMap, to_value};
+
+/// Turns raw rows into row changes, resolving references through `cache` and `lookup`.
+pub struct Annotator<'a> {
+    pub schema: &'a SchemaMap,
+    pub cache: &'a mut IdentityCache,
+}
+
+impl Annotator<'_> {
+    /// Teaches the cache the keys of uuid rows in `rows`.
+    pub fn learn<'r>(&mut self, rows: impl Iterator<Item = (&'r str, &'r RawImage)>) {
+        for (table, image) in rows {
+            let Some(map) = self.schema.table(table) else {
+                continue;
+            };
+            let (Some(key), IdentityRule::OwnUuid { column }) = (&map.surrogate_key, &map.identity)
+            else {
+                continue;
+            };
+            let key = image
+                .iter()
+                .find(|(n, _)| n == key)
+                .and_then(|(_, v)| sql_int(v));
+            let uuid = image
+                .iter()
+                .find(|(n, _)| n == column)
+                .and_then(|(_, v)| sql_text(v));
+            if let (Some(key), Some(uuid)) = (key, uuid) {
+                self.cache.learn(&map.name, key, Identity::from_uuid(&uuid));
+            }
+        }
+    }
+
+    /// The (identity source, key) pairs `rows` refer to that the cache does not hold yet.
+    pub fn wanted<'r>(
+        &self,
+        rows: impl Iterator<Item = (&'r str, &'r RawImage)>,
+    ) -> BTreeSet<(IdentitySource, i64)> {
+        let mut wanted = BTreeSet::new();
+        for (table, image) in rows {
+            let Some(map) = self.schema.table(table) else {
+                continue;
+            };
+            for (column, value) in image {
+                let Some(target) = map.references.get(column) else {
+                    continue;
+                };
+                let (Some(key), Some(source)) = (
+                    sql_int(value),
+                    self.schema
+                        .table(target)
+                        .and_then(|t| t.identity_source.clone()),
+                ) else {
+                    continue;
+                };
+                if !self.cache.contains(&source.root, key) {
+                    wanted.insert((source, key));
+                }
+            }
+        }
+        wanted
+    }
+
+    pub fn transaction(&mut self, raw: RawTransaction) -> Result<SourceTransaction, CaptureError> {
+        let mut rows = Vec::with_capacity(raw.rows.len());
+        for row in raw.rows {
+            if let Some(change) = self.row(row) {
+                rows.push(change);
+            }
+        }
+        Ok(SourceTransaction {
+            gtid: raw.gtid.map(|g| g.to_string()),
+            committed_at: raw.committed_at,
+            rows,
+        })
+    }
+
+    /// Builds one row change from a full row image (snapshot rows arrive as inserts).
+    pub fn row(&mut self, row: RawRow) -> Option<RowChange> {
+        let map = self.schema.table(&row.table)?;
+        let identity_image = match row.op {
+            Op::Insert => row.after.as_ref(),
+            Op::Update | Op::Delete => row.before.as_ref(),
+        }?;
+        let identity_columns = self.columns(map, identity_image);
+        let identity = map.identity_of(&identity_columns)?;
+        let columns = match row.op {
+            Op::Update => self.columns(map, row.after.as_ref()?),
+            Op::Insert | Op::Delete => identity_columns,
+        };
+        Some(RowChange {
+            table: map.name.clone(),
+            op: row.op,
+            identity,
+            columns,
+        })
+    }
+
+    fn columns(&mut self, map: &TableMap, image: &RawImage) -> BTreeMap<String, Value> {
+        let mut columns = BTreeMap::new();
+        for (name, sql) in image {
+            let Some(column) = map.column(name) else {
+                continue;
+            };
+            if map.surrogate_key.as_deref() == Some(name.as_str()) {
+                continue;
+            }
+            let value = match (map.references.get(name), sql_int(sql)) {
+                (Some(target), Some(key)) => Value::Ref(self.reference(target, key)),
+                _ => to_value(sql.clone(), column.kind),
+            };
+            columns.insert(name.clone(), value);
+        }
+        columns
+    }
+
+    fn reference(&mut self, target: &str, key: i64) -> RowRef {
+        let identity = self
+            .schema
+            .table(target)
+            .and_then(|t| t.identity_source.as_ref())
+            .and_then(|source| self.cache.get(&source.root, key))
+            .unwrap_or_else(|| Identity::from_raw(format!("missing-at-source:{key}")));
+        RowRef::new(target, identity)
+    }
+}
+
+fn sql_int(value: &Sql) -> Option<i64> {
+    match value {
+        Sql::Int(v) => Some(*v),
+        Sql::UInt(v) => i64::try_from(*v).ok(),
+        Sql::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn sql_text(value: &Sql) -> Option<String> {
+    match value {
+        Sql::Bytes(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+/// Every image of a raw row, with its table, for learning and lookups.
+pub fn images(rows: &[RawRow]) -> impl Iterator<Item = (&str, &RawImage)> {
+    rows.iter().flat_map(|r| {
+        r.before
+            .iter()
+            .chain(r.after.iter())
+            .map(move |image| (r.table.as_str(), image))
+    })
+}

@@ -1,0 +1,74 @@
+//! Capture errors, classified once: transient ones are retried by reconnecting from the last
+//! checkpoint; fatal ones stop the agent with a message saying what the operator must do.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error("source database: {0}")]
+    Database(#[from] mysql_async::Error),
+    #[error(
+        "source server setting {variable} is '{actual}' but capture needs '{required}'; \
+         set it in the server configuration ({remedy}) and restart capture"
+    )]
+    ServerSetting {
+        variable: &'static str,
+        actual: String,
+        required: &'static str,
+        remedy: &'static str,
+    },
+    #[error("binlog event {event} is malformed: {detail}")]
+    MalformedEvent { event: &'static str, detail: String },
+    #[error(
+        "binlog event at position {log_pos} failed its CRC32 check (stored {stored:08x}, \
+         computed {computed:08x}); the binlog or the connection corrupts data"
+    )]
+    Checksum {
+        log_pos: u32,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("'{0}' is not a MariaDB GTID position (expected domain-server-sequence[,...])")]
+    BadGtidPosition(String),
+    #[error("rows event for table id {0} arrived without its table map")]
+    MissingTableMap(u64),
+    #[error(
+        "the source no longer has the binlog for GTID position '{position}' ({detail}); \
+         re-seed this site with 'tributary seed' after resetting its capture state"
+    )]
+    PositionPurged { position: String, detail: String },
+    #[error("schema: {0}")]
+    Schema(#[from] tributary_schema::SchemaError),
+    #[error("batch: {0}")]
+    Batch(#[from] tributary_batch::BatchError),
+    #[error("site key: {0}")]
+    Key(#[from] tributary_batch::KeyError),
+    #[error("transport: {0}")]
+    Transport(#[from] tributary_transport::TransportError),
+    #[error("capture state {path}: {detail}")]
+    State { path: String, detail: String },
+    #[error(
+        "capture state {path} is locked by another capture or seed process; stop it first \
+         (only one process may write a site's stream)"
+    )]
+    Locked { path: String },
+    #[error("the binlog stream ended (server closed the connection)")]
+    StreamEnded,
+    #[error("no binlog event for {0} s although heartbeats were requested")]
+    Silent(u64),
+}
+
+impl CaptureError {
+    /// Transient errors are retried from the last checkpoint after a backoff; all others
+    /// stop capture.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CaptureError::Database(e) => {
+                !matches!(e, mysql_async::Error::Server(s) if s.code == 1236)
+            }
+            CaptureError::StreamEnded | CaptureError::Silent(_) => true,
+            CaptureError::Transport(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}

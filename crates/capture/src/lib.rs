@@ -1,0 +1,107 @@
+//! The capture agent: tails a site's MariaDB binlog into sealed, sequenced batches, and seeds
+//! a site's existing rows through the same batches.
+//!
+//! Module map: [`binlog`] frames events into transactions and decodes rows; [`annotate`] turns
+//! integer references into identities (with [`identities`] as its cache and lookup);
+//! [`publisher`] seals and publishes batches with the [`checkpoint`] protocol; [`stream`] is
+//! the streaming loop, [`snapshot`] the seed; [`source`] holds the connection and preflight.
+//!
+//! Invariants kept here: the checkpoint advances only after the batch covering it is durable
+//! (1); a sequence number always carries the same transactions (2); rows are grouped by source
+//! transaction (4); the identity cache and every batch are bounded (8).
+
+mod annotate;
+mod binlog;
+mod checkpoint;
+mod error;
+mod gtid;
+mod identities;
+mod publisher;
+mod settings;
+mod snapshot;
+mod source;
+mod stream;
+
+pub use checkpoint::{Checkpoint, StateDir};
+pub use error::CaptureError;
+pub use gtid::GtidPosition;
+pub use settings::{
+    CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
+    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, StartPosition,
+};
+pub use snapshot::{SeedReport, run_seed};
+
+use identities::IdentityCache;
+use publisher::Publisher;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tributary_batch::SiteKey;
+use tributary_transport::DirectoryOutbox;
+
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Runs capture until `shutdown` is cancelled (Ok) or a fatal error occurs. Transient errors
+/// reconnect from the checkpoint with exponential backoff.
+pub async fn run_capture(
+    settings: CaptureSettings,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
+    let state = StateDir::open(&settings.state_dir)?;
+    let outbox = DirectoryOutbox::open(&settings.outbox_dir, &settings.site_id)?;
+    let key = SiteKey::load(&settings.key_file)?;
+    let checkpoint = match state.load()? {
+        Some(c) if c.seeding => {
+            return Err(CaptureError::State {
+                path: state.path().display().to_string(),
+                detail: "a seed of this site was interrupted; run 'tributary seed' again \
+                         before starting capture"
+                    .into(),
+            });
+        }
+        Some(c) if c.site_id != settings.site_id => {
+            return Err(CaptureError::State {
+                path: state.path().display().to_string(),
+                detail: format!(
+                    "belongs to site '{}', not '{}'; use another state directory",
+                    c.site_id, settings.site_id
+                ),
+            });
+        }
+        Some(c) => c,
+        None => {
+            let position = initial_position(&settings).await?;
+            let checkpoint = Checkpoint::new(&settings.site_id, position);
+            state.save(&checkpoint)?;
+            tracing::info!(site = %settings.site_id, position = %checkpoint.gtid_position, "new capture state");
+            checkpoint
+        }
+    };
+    let mut publisher = Publisher::open(state, outbox, key, checkpoint, settings.max_batch_rows)?;
+    let mut cache = IdentityCache::new(settings.identity_cache_entries);
+    let mut backoff = RETRY_MIN;
+    loop {
+        match stream::stream_session(&settings, &mut publisher, &mut cache, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(site = %settings.site_id, error = %e, retry_in_ms = backoff.as_millis() as u64, "capture interrupted; resuming from the checkpoint");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn initial_position(settings: &CaptureSettings) -> Result<String, CaptureError> {
+    match settings.start {
+        StartPosition::Oldest => Ok(String::new()),
+        StartPosition::Current => {
+            let mut conn = source::connect(&settings.source).await?;
+            Ok(source::preflight(&mut conn).await?.gtid_binlog_pos)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The publisher: collects committed source transactions into batches, seals them, and
+//! publishes each one with the checkpoint protocol of [`crate::checkpoint`].
+//!
+//! A batch closes at a transaction boundary when it holds `max_batch_rows` rows, or when the
+//! capture loop asks for a flush (the stream went idle, or shutdown). Transactions with no
+//! synced rows only move the position; when nothing is pending, that move is checkpointed on
+//! its own.
+
+use crate::checkpoint::{Checkpoint, StateDir};
+use crate::error::CaptureError;
+use tributary_batch::{BatchHeader, SiteKey};
+use tributary_model::{BatchPayload, Origin, SourceTransaction};
+use tributary_transport::DirectoryOutbox;
+
+pub struct Publisher {
+    state: StateDir,
+    outbox: DirectoryOutbox,
+    key: SiteKey,
+    checkpoint: Checkpoint,
+    origin: Origin,
+    pending: Vec<SourceTransaction>,
+    pending_rows: usize,
+    /// GTID position after the last transaction handed to this publisher.
+    position: String,
+    max_batch_rows: usize,
+}
+
+impl Publisher {
+    /// Opens the publisher, finishing whatever a crash interrupted: a staged batch the
+    /// checkpoint names is committed; staged batches it does not name are discarded.
+    pub fn open(
+        state: StateDir,
+        outbox: DirectoryOutbox,
+        key: SiteKey,
+        checkpoint: Checkpoint,
+        max_batch_rows: usize,
+    ) -> Result<Publisher, CaptureError> {
+        for staged in outbox.staged()? {
+            if checkpoint.staged_sequence == Some(staged.sequence)
+                && staged.epoch == checkpoint.epoch
+            {
+                outbox.commit(&staged)?;
+                tracing::info!(
+                    sequence = staged.sequence,
+                    "committed a batch staged before a crash"
+                );
+            } else {
+                outbox.discard(&staged)?;
+                tracing::info!(
+                    sequence = staged.sequence,
+                    "discarded a batch staged before a crash; its events are read again"
+                );
+            }
+        }
+        Ok(Publisher {
+            position: checkpoint.gtid_position.clone(),
+            state,
+            outbox,
+            key,
+            checkpoint,
+            origin: Origin::Binlog,
+            pending: Vec::new(),
+            pending_rows: 0,
+            max_batch_rows: max_batch_rows.max(1),
+        })
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Marks what the following batches carry (stream or snapshot rows).
+    pub fn set_origin(&mut self, origin: Origin) -> Result<(), CaptureError> {
+        if origin != self.origin {
+            self.flush()?;
+            self.origin = origin;
+        }
+        Ok(())
+    }
+
+    /// Adds one committed transaction; `position_after` is the source position once it is
+    /// applied. Publishes a batch when the row bound is reached.
+    pub fn add(
+        &mut self,
+        txn: SourceTransaction,
+        position_after: String,
+    ) -> Result<(), CaptureError> {
+        self.position = position_after;
+        if !txn.rows.is_empty() {
+            self.pending_rows += txn.rows.len();
+            self.pending.push(txn);
+        }
+        if self.pending_rows >= self.max_batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what is pending (or checkpoints a position-only move).
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        if self.pending.is_empty() {
+            if self.position != self.checkpoint.gtid_position {
+                let mut next = self.checkpoint.clone();
+                next.gtid_position = self.position.clone();
+                next.staged_sequence = None;
+                self.state.save(&next)?;
+                self.checkpoint = next;
+            }
+            return Ok(());
+        }
+        let payload = BatchPayload {
+            origin: self.origin,
+            transactions: std::mem::take(&mut self.pending),
+        };
+        let rows = std::mem::take(&mut self.pending_rows);
+        let sequence = self.checkpoint.next_sequence;
+        let header = BatchHeader::new(
+            &self.checkpoint.site_id,
+            self.key.key_id(),
+            self.checkpoint.epoch,
+            sequence,
+            u32::try_from(rows).unwrap_or(u32::MAX),
+        );
+        let json = serde_json::to_vec(&payload).map_err(|e| CaptureError::State {
+            path: "batch payload".into(),
+            detail: e.to_string(),
+        })?;
+        let sealed = tributary_batch::seal(&header, &json, &self.key)?;
+        let staged = self
+            .outbox
+            .stage(self.checkpoint.epoch, sequence, &sealed)?;
+        let mut next = self.checkpoint.clone();
+        next.gtid_position = self.position.clone();
+        next.next_sequence = sequence + 1;
+        next.staged_sequence = Some(sequence);
+        self.state.save(&next)?;
+        self.checkpoint = next;
+        self.outbox.commit(&staged)?;
+        tracing::debug!(sequence, rows, "published batch");
+        Ok(())
+    }
+
+    /// Rewrites checkpoint fields that are not part of batch publication.
+    pub fn update_checkpoint(
+        &mut self,
+        change: impl FnOnce(&mut Checkpoint),
+    ) -> Result<(), CaptureError> {
+        let mut next = self.checkpoint.clone();
+        change(&mut next);
+        self.state.save(&next)?;
+        self.checkpoint = next;
+        Ok(())
+    }
+}

@@ -1,0 +1,45 @@
+//! What capture and seed need to run, resolved and validated by the binary's configuration.
+
+use mysql_async::Opts;
+use std::path::PathBuf;
+use std::time::Duration;
+use tributary_schema::Policy;
+
+/// Rows per batch: large enough to amortise sealing and fsync, small enough that one batch
+/// stays a few megabytes.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 5_000;
+/// How long committed rows may wait for more before their batch is published.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Identity cache entries (about 100 bytes each): 1M entries keep capture under its memory
+/// budget while covering the working set of a busy clinic.
+pub const DEFAULT_IDENTITY_CACHE_ENTRIES: usize = 1_000_000;
+/// Rows read per snapshot query.
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 2_000;
+
+/// Where a site with no checkpoint starts streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// At the server's current position: only changes from now on (older rows come by seed).
+    Current,
+    /// At the oldest binlog the server still has.
+    Oldest,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    pub site_id: String,
+    /// Connection to the site database (credentials included; never logged).
+    pub source: Opts,
+    pub database: String,
+    /// The server id capture registers with; unique among the source's replicas.
+    pub replica_server_id: u32,
+    pub state_dir: PathBuf,
+    pub outbox_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub policy: Policy,
+    pub max_batch_rows: usize,
+    pub flush_interval: Duration,
+    pub identity_cache_entries: usize,
+    pub snapshot_chunk_rows: usize,
+    pub start: StartPosition,
+}

@@ -1,0 +1,254 @@
+//! Seeding: a consistent snapshot of the site's synced tables, sent through the same batches
+//! as the stream.
+//!
+//! The snapshot is taken without a global lock: `START TRANSACTION WITH CONSISTENT SNAPSHOT`
+//! then `binlog_snapshot_file/position` give the exact binlog point it reflects, which
+//! `BINLOG_GTID_POS` turns into a GTID position. For a new site the stream then starts exactly
+//! there; the checkpoint carries `seeding` until every snapshot row is durable, so an
+//! interrupted seed cannot leave a stream that skips the rows it had not sent. Seeding an
+//! existing site (a re-send of chosen tables) keeps the stream position: later changes that
+//! the stream replays are applied after the snapshot rows, in sequence order.
+//!
+//! Tables are read in dependency order, in keyset-paginated chunks, inside the snapshot
+//! transaction, so memory stays bounded by the chunk size.
+
+use crate::annotate::{Annotator, images};
+use crate::binlog::{RawImage, RawRow};
+use crate::checkpoint::{Checkpoint, StateDir};
+use crate::error::CaptureError;
+use crate::identities::IdentityCache;
+use crate::publisher::Publisher;
+use crate::settings::CaptureSettings;
+use crate::source;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row, Value as Sql};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tributary_batch::SiteKey;
+use tributary_model::{Op, Origin, SourceTransaction};
+use tributary_schema::{Catalog, SchemaMap, TableMap, quote_ident};
+use tributary_transport::DirectoryOutbox;
+
+#[derive(Debug, Clone, Default)]
+pub struct SeedReport {
+    pub tables: usize,
+    pub rows: u64,
+    pub snapshot_position: String,
+    pub first_sequence: u64,
+    pub next_sequence: u64,
+}
+
+/// Seeds `tables` (all synced tables when empty) and returns what was sent.
+pub async fn run_seed(
+    settings: &CaptureSettings,
+    tables: &[String],
+    mut progress: impl FnMut(&str, u64),
+) -> Result<SeedReport, CaptureError> {
+    let state = StateDir::open(&settings.state_dir)?;
+    let outbox = DirectoryOutbox::open(&settings.outbox_dir, &settings.site_id)?;
+    let key = SiteKey::load(&settings.key_file)?;
+    let existing = state.load()?;
+
+    let mut conn = source::connect(&settings.source).await?;
+    source::preflight(&mut conn).await?;
+    let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
+    let schema = SchemaMap::build(&catalog, &settings.policy)?;
+    let selected = select_tables(&schema, tables)?;
+
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await?;
+    let snapshot_position = snapshot_position(&mut conn).await?;
+
+    let new_site = existing.as_ref().is_none_or(|c| c.seeding);
+    let checkpoint = match existing {
+        Some(c) if !c.seeding => c,
+        Some(mut c) => {
+            c.gtid_position = snapshot_position.clone();
+            c
+        }
+        None => {
+            let mut c = Checkpoint::new(&settings.site_id, snapshot_position.clone());
+            c.seeding = true;
+            c
+        }
+    };
+    state.save(&checkpoint)?;
+    let first_sequence = checkpoint.next_sequence;
+    let mut publisher = Publisher::open(state, outbox, key, checkpoint, settings.max_batch_rows)?;
+    publisher.set_origin(Origin::Snapshot)?;
+    let position = publisher.checkpoint().gtid_position.clone();
+
+    let mut cache = IdentityCache::new(settings.identity_cache_entries);
+    let mut report = SeedReport {
+        tables: selected.len(),
+        snapshot_position,
+        first_sequence,
+        ..SeedReport::default()
+    };
+    for table in selected {
+        let mut after_key: Option<i64> = None;
+        loop {
+            let (rows, last_key) = read_chunk(&mut conn, settings, table, after_key).await?;
+            if rows.is_empty() {
+                break;
+            }
+            let count = rows.len() as u64;
+            let raw: Vec<RawRow> = rows
+                .into_iter()
+                .map(|image| RawRow {
+                    table: table.name.clone(),
+                    op: Op::Insert,
+                    before: None,
+                    after: Some(image),
+                })
+                .collect();
+            let mut annotator = Annotator {
+                schema: &schema,
+                cache: &mut cache,
+            };
+            annotator.learn(images(&raw));
+            let wanted = annotator.wanted(images(&raw));
+            cache
+                .fetch_missing(&mut conn, &settings.database, &wanted)
+                .await?;
+            let mut annotator = Annotator {
+                schema: &schema,
+                cache: &mut cache,
+            };
+            let changes = raw.into_iter().filter_map(|r| annotator.row(r)).collect();
+            publisher.add(
+                SourceTransaction {
+                    gtid: None,
+                    committed_at: now_unix(),
+                    rows: changes,
+                },
+                position.clone(),
+            )?;
+            report.rows += count;
+            progress(&table.name, report.rows);
+            match last_key {
+                Some(key) => after_key = Some(key),
+                None => break,
+            }
+        }
+    }
+    publisher.flush()?;
+    if new_site {
+        publisher.update_checkpoint(|c| c.seeding = false)?;
+    }
+    conn.query_drop("COMMIT").await?;
+    report.next_sequence = publisher.checkpoint().next_sequence;
+    Ok(report)
+}
+
+fn select_tables<'s>(
+    schema: &'s SchemaMap,
+    wanted: &[String],
+) -> Result<Vec<&'s TableMap>, CaptureError> {
+    for name in wanted {
+        if schema.table(name).is_none() {
+            return Err(CaptureError::State {
+                path: format!("table `{name}`"),
+                detail: "is not a synced table of the site database (excluded by the schema map, \
+                         or it does not exist)"
+                    .into(),
+            });
+        }
+    }
+    Ok(schema
+        .dependency_order()
+        .into_iter()
+        .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == &t.name))
+        .collect())
+}
+
+async fn snapshot_position(conn: &mut Conn) -> Result<String, CaptureError> {
+    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+    let find = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(pos)) = (
+        find("binlog_snapshot_file"),
+        find("binlog_snapshot_position"),
+    ) else {
+        return Err(CaptureError::ServerSetting {
+            variable: "binlog_snapshot_file",
+            actual: "missing".into(),
+            required: "a MariaDB server with log_bin",
+            remedy: "log_bin = <path>",
+        });
+    };
+    let position: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .await?;
+    Ok(position.flatten().unwrap_or_default())
+}
+
+/// Reads one chunk of `table`; returns the rows and the key to continue after (None when the
+/// table is read whole in one go because it has no single integer key).
+async fn read_chunk(
+    conn: &mut Conn,
+    settings: &CaptureSettings,
+    table: &TableMap,
+    after_key: Option<i64>,
+) -> Result<(Vec<RawImage>, Option<i64>), CaptureError> {
+    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let from = format!(
+        "{}.{}",
+        quote_ident(&settings.database),
+        quote_ident(&table.name)
+    );
+    let key = match table.primary_key.as_slice() {
+        [key] if table.column(key).is_some_and(|c| c.kind.is_integer()) => Some(key.clone()),
+        _ => None,
+    };
+    let rows: Vec<Row> = match &key {
+        Some(key) => {
+            let sql = format!(
+                "SELECT {} FROM {from} WHERE {k} > ? ORDER BY {k} LIMIT {}",
+                columns.join(", "),
+                settings.snapshot_chunk_rows.max(1),
+                k = quote_ident(key),
+            );
+            conn.exec(sql, (after_key.unwrap_or(i64::MIN),)).await?
+        }
+        None => {
+            conn.exec(format!("SELECT {} FROM {from}", columns.join(", ")), ())
+                .await?
+        }
+    };
+    let mut last_key = None;
+    let mut images = Vec::with_capacity(rows.len());
+    for row in rows {
+        let names: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        let values: Vec<Sql> = row.unwrap();
+        let image: RawImage = names.into_iter().zip(values).collect();
+        if let Some(key) = &key {
+            last_key = image
+                .iter()
+                .find(|(n, _)| n == key)
+                .and_then(|(_, v)| match v {
+                    Sql::Int(i) => Some(*i),
+                    Sql::UInt(u) => i64::try_from(*u).ok(),
+                    _ => None,
+                });
+        }
+        images.push(image);
+    }
+    Ok((images, if key.is_some() { last_key } else { None }))
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,129 @@
+//! The streaming loop: binlog events -> transactions -> annotated rows -> published batches.
+//!
+//! One session = one binlog connection from the checkpointed GTID position. Any transient
+//! failure ends the session; the caller reconnects from the checkpoint, so what was not yet
+//! published is simply read again (invariant 1).
+
+use crate::annotate::{Annotator, images};
+use crate::binlog::{Step, TransactionAssembler};
+use crate::error::CaptureError;
+use crate::gtid::GtidPosition;
+use crate::identities::IdentityCache;
+use crate::publisher::Publisher;
+use crate::settings::CaptureSettings;
+use crate::source;
+use futures_util::StreamExt;
+use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, Conn};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tributary_schema::{Catalog, SchemaMap};
+
+/// Heartbeat period requested from the server; a silent stream is noticed after a few.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const SILENCE_LIMIT: Duration = Duration::from_secs(15);
+
+pub(crate) async fn stream_session(
+    settings: &CaptureSettings,
+    publisher: &mut Publisher,
+    cache: &mut IdentityCache,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let mut lookup = source::connect(&settings.source).await?;
+    let server = source::preflight(&mut lookup).await?;
+    let mut schema = load_schema(&mut lookup, settings).await?;
+    let start = publisher.checkpoint().gtid_position.clone();
+    let mut position = GtidPosition::parse(&start)?;
+
+    let mut conn = Conn::new(settings.source.clone()).await?;
+    conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+    conn.exec_drop("SET @slave_connect_state = ?", (start.as_str(),))
+        .await?;
+    conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {}",
+        HEARTBEAT.as_nanos()
+    ))
+    .await?;
+    let mut stream = conn
+        .get_binlog_stream(BinlogStreamRequest::new(settings.replica_server_id))
+        .await?;
+    tracing::info!(site = %settings.site_id, server = %server.version, position = %start, "streaming the binlog");
+
+    let mut assembler = TransactionAssembler::new(&settings.database);
+    let mut last_event = Instant::now();
+    let mut pending_since: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                publisher.flush()?;
+                return Ok(());
+            }
+            next = tokio::time::timeout(settings.flush_interval, stream.next()) => next,
+        };
+        let event = match next {
+            Err(_idle) => {
+                publisher.flush()?;
+                pending_since = None;
+                if last_event.elapsed() > SILENCE_LIMIT {
+                    return Err(CaptureError::Silent(SILENCE_LIMIT.as_secs()));
+                }
+                continue;
+            }
+            Ok(None) => return Err(CaptureError::StreamEnded),
+            Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == 1236 => {
+                return Err(CaptureError::PositionPurged {
+                    position: position.to_string(),
+                    detail: e.message,
+                });
+            }
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(Some(Ok(event))) => event,
+        };
+        last_event = Instant::now();
+        let step = assembler.feed(&event, &stream, &schema)?;
+        let (raw, schema_changed) = match step {
+            Step::Continue => continue,
+            Step::Committed(raw) => (raw, false),
+            Step::SchemaChanged(raw) => (raw, true),
+        };
+        if let Some(gtid) = raw.gtid {
+            position.advance(gtid);
+        }
+        let mut annotator = Annotator {
+            schema: &schema,
+            cache,
+        };
+        annotator.learn(images(&raw.rows));
+        let wanted = annotator.wanted(images(&raw.rows));
+        cache
+            .fetch_missing(&mut lookup, &settings.database, &wanted)
+            .await?;
+        let txn = Annotator {
+            schema: &schema,
+            cache,
+        }
+        .transaction(raw)?;
+        if !txn.rows.is_empty() && pending_since.is_none() {
+            pending_since = Some(Instant::now());
+        }
+        publisher.add(txn, position.to_string())?;
+        if schema_changed {
+            publisher.flush()?;
+            schema = load_schema(&mut lookup, settings).await?;
+            tracing::info!(site = %settings.site_id, "schema changed; schema map reloaded");
+        }
+        if pending_since.is_some_and(|since| since.elapsed() >= settings.flush_interval) {
+            publisher.flush()?;
+            pending_since = None;
+        }
+    }
+}
+
+async fn load_schema(
+    conn: &mut Conn,
+    settings: &CaptureSettings,
+) -> Result<SchemaMap, CaptureError> {
+    let catalog = Catalog::introspect(conn, &settings.database).await?;
+    Ok(SchemaMap::build(&catalog, &settings.policy)?)
+}

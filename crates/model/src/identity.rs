@@ -1,0 +1,86 @@
+//! Global row identity: how the same row is recognised in every database.
+//!
+//! An identity is a canonical string, compared byte for byte:
+//! - a uuid (own or inherited from a parent through a shared primary key), lower-cased,
+//!   because OpenMRS core data mixes cases (`A4F30A1B-...` for the daemon user);
+//! - a natural key, for tables without a uuid: the JSON array of the key's parts, where every
+//!   reference part is itself the referenced row's identity.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Identity(String);
+
+impl Identity {
+    /// A uuid identity; case is normalised so `A4F3...` and `a4f3...` are one row.
+    pub fn from_uuid(uuid: &str) -> Self {
+        Identity(uuid.trim().to_ascii_lowercase())
+    }
+
+    /// A natural-key identity from its parts, already translated to identities where they
+    /// are references. The encoding is a JSON array, so parts cannot run into each other.
+    pub fn from_natural_key(parts: &[String]) -> Self {
+        Identity(serde_json::to_string(parts).unwrap_or_default())
+    }
+
+    /// An identity exactly as it travelled (already canonical).
+    pub fn from_raw(identity: String) -> Self {
+        Identity(identity)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A reference to one row of one table, by identity: what travels instead of an integer key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowRef {
+    pub table: String,
+    pub identity: Identity,
+}
+
+impl RowRef {
+    pub fn new(table: impl Into<String>, identity: Identity) -> Self {
+        RowRef {
+            table: table.into(),
+            identity,
+        }
+    }
+}
+
+impl fmt::Display for RowRef {
+    /// Identities are uuids or keys of metadata, not clinical values, so they may be shown to
+    /// operators (parking reasons name what a row waits for).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.table, self.identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_identities_ignore_case_and_padding() {
+        assert_eq!(
+            Identity::from_uuid(" A4F30A1B-5EB9 "),
+            Identity::from_uuid("a4f30a1b-5eb9")
+        );
+    }
+
+    #[test]
+    fn natural_keys_do_not_run_together() {
+        let a = Identity::from_natural_key(&["ab".into(), "c".into()]);
+        let b = Identity::from_natural_key(&["a".into(), "bc".into()]);
+        assert_ne!(a, b);
+    }
+}

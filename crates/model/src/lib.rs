@@ -1,0 +1,141 @@
+//! The change model: what one row change looks like on its way from a site to HQ.
+//!
+//! No I/O lives here. Capture builds these values from binlog events and snapshots, the batch
+//! format carries them as JSON, and the applier writes them into HQ.
+//!
+//! The one rule this model exists to enforce: **integer keys never travel**. A row's own
+//! surrogate key is dropped, and every integer reference it holds is replaced by a
+//! [`RowRef`], the referenced row's global [`Identity`] (its uuid, an inherited uuid, or a
+//! natural key). HQ turns identities back into its own ids.
+
+mod identity;
+mod value;
+
+pub use identity::{Identity, RowRef};
+pub use value::Value;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One row change, with references already turned into identities.
+///
+/// `columns` is the full row image after the change (insert, update) or before it (delete),
+/// minus the surrogate primary key and any column the schema map excludes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowChange {
+    pub table: String,
+    pub op: Op,
+    /// The row's identity before the change (for an insert: after it).
+    pub identity: Identity,
+    pub columns: BTreeMap<String, Value>,
+}
+
+impl RowChange {
+    /// Every reference this row holds, in column order.
+    pub fn references(&self) -> impl Iterator<Item = (&str, &RowRef)> {
+        self.columns
+            .iter()
+            .filter_map(|(column, value)| match value {
+                Value::Ref(row_ref) => Some((column.as_str(), row_ref)),
+                _ => None,
+            })
+    }
+
+    /// The reference this row is itself, for matching parked rows and arrivals.
+    pub fn row_ref(&self) -> RowRef {
+        RowRef::new(self.table.clone(), self.identity.clone())
+    }
+}
+
+/// One source transaction: the unit that is applied atomically at HQ (invariant 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceTransaction {
+    /// The source GTID (`domain-server-sequence` on MariaDB), when the source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+    /// Commit time at the source, Unix seconds (binlog event timestamp).
+    pub committed_at: u64,
+    pub rows: Vec<RowChange>,
+}
+
+/// What one sealed batch carries: whole source transactions, in commit order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BatchPayload {
+    /// Where this batch came from: `binlog` (streaming) or `snapshot` (seed / re-send).
+    pub origin: Origin,
+    pub transactions: Vec<SourceTransaction>,
+}
+
+impl BatchPayload {
+    pub fn row_count(&self) -> usize {
+        self.transactions.iter().map(|t| t.rows.len()).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    #[default]
+    Binlog,
+    Snapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> BatchPayload {
+        let mut columns = BTreeMap::new();
+        columns.insert("uuid".into(), Value::Text("a-b".into()));
+        columns.insert("value_numeric".into(), Value::Float(3.0));
+        columns.insert("voided".into(), Value::Int(0));
+        columns.insert("comments".into(), Value::Null);
+        columns.insert(
+            "encounter_id".into(),
+            Value::Ref(RowRef::new("encounter", Identity::from_uuid("E-1"))),
+        );
+        columns.insert("raw".into(), Value::Bytes(vec![0, 255]));
+        BatchPayload {
+            origin: Origin::Binlog,
+            transactions: vec![SourceTransaction {
+                gtid: Some("0-1-7".into()),
+                committed_at: 1_700_000_000,
+                rows: vec![RowChange {
+                    table: "obs".into(),
+                    op: Op::Insert,
+                    identity: Identity::from_uuid("a-b"),
+                    columns,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn payload_round_trips_through_json_keeping_value_kinds() {
+        let payload = sample();
+        let json = serde_json::to_vec(&payload).unwrap();
+        let back: BatchPayload = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, payload);
+        let row = &back.transactions[0].rows[0];
+        assert_eq!(row.columns["value_numeric"], Value::Float(3.0));
+        assert_eq!(row.columns["voided"], Value::Int(0));
+    }
+
+    #[test]
+    fn references_lists_only_ref_columns() {
+        let payload = sample();
+        let refs: Vec<_> = payload.transactions[0].rows[0].references().collect();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].0, "encounter_id");
+        assert_eq!(refs[0].1.identity.as_str(), "e-1");
+    }
+}

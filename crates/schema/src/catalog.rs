@@ -1,0 +1,191 @@
+//! The source of truth about a database's structure: what `information_schema` says.
+//!
+//! Read once per start (and again after DDL); everything else about identity is derived from
+//! this plus the policy file. Only the catalog is trusted for table and column names; they are
+//! still quoted wherever they reach SQL.
+
+use crate::error::SchemaError;
+use mysql_async::prelude::*;
+use std::collections::BTreeMap;
+
+/// How a column's values are represented, as far as replication cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Integer,
+    Float,
+    Double,
+    Decimal,
+    Text,
+    Binary,
+    Date,
+    DateTime,
+    Timestamp,
+    Time,
+    Year,
+    Other,
+}
+
+impl ColumnKind {
+    fn from_data_type(data_type: &str) -> ColumnKind {
+        match data_type {
+            "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" => {
+                ColumnKind::Integer
+            }
+            "float" => ColumnKind::Float,
+            "double" | "real" => ColumnKind::Double,
+            "decimal" | "numeric" => ColumnKind::Decimal,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum"
+            | "set" | "json" => ColumnKind::Text,
+            "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "bit" => {
+                ColumnKind::Binary
+            }
+            "date" => ColumnKind::Date,
+            "datetime" => ColumnKind::DateTime,
+            "timestamp" => ColumnKind::Timestamp,
+            "time" => ColumnKind::Time,
+            "year" => ColumnKind::Year,
+            _ => ColumnKind::Other,
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        self == ColumnKind::Integer
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogColumn {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub nullable: bool,
+    pub auto_increment: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub column: String,
+    pub parent_table: String,
+    pub parent_column: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogTable {
+    pub name: String,
+    /// In ordinal order.
+    pub columns: Vec<CatalogColumn>,
+    /// Primary key columns in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+impl CatalogTable {
+    pub fn column(&self, name: &str) -> Option<&CatalogColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// All base tables of one database schema.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub database: String,
+    pub tables: BTreeMap<String, CatalogTable>,
+}
+
+impl Catalog {
+    /// Reads tables, columns, primary keys and single-column foreign keys of `database`.
+    pub async fn introspect(
+        conn: &mut mysql_async::Conn,
+        database: &str,
+    ) -> Result<Catalog, SchemaError> {
+        let introspection = |source| SchemaError::Introspection {
+            database: database.to_owned(),
+            source,
+        };
+        let mut tables: BTreeMap<String, CatalogTable> = BTreeMap::new();
+        let names: Vec<String> = conn
+            .exec(
+                "SELECT TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+                (database,),
+            )
+            .await
+            .map_err(introspection)?;
+        for name in names {
+            tables.insert(
+                name.clone(),
+                CatalogTable {
+                    name,
+                    columns: Vec::new(),
+                    primary_key: Vec::new(),
+                    foreign_keys: Vec::new(),
+                },
+            );
+        }
+        if tables.is_empty() {
+            return Err(SchemaError::EmptyDatabase(database.to_owned()));
+        }
+
+        let columns: Vec<(String, String, String, String, String)> = conn
+            .exec(
+                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, EXTRA \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
+                 ORDER BY TABLE_NAME, ORDINAL_POSITION",
+                (database,),
+            )
+            .await
+            .map_err(introspection)?;
+        for (table, name, data_type, nullable, extra) in columns {
+            if let Some(t) = tables.get_mut(&table) {
+                t.columns.push(CatalogColumn {
+                    name,
+                    kind: ColumnKind::from_data_type(&data_type.to_ascii_lowercase()),
+                    nullable: nullable == "YES",
+                    auto_increment: extra.to_ascii_lowercase().contains("auto_increment"),
+                });
+            }
+        }
+
+        let keys: Vec<(String, String, String, Option<String>, Option<String>)> = conn
+            .exec(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, \
+                        REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \
+                 FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
+                 ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
+                (database,),
+            )
+            .await
+            .map_err(introspection)?;
+        let mut fk_columns: BTreeMap<(String, String), Vec<ForeignKey>> = BTreeMap::new();
+        for (table, constraint, column, parent_table, parent_column) in keys {
+            let Some(t) = tables.get_mut(&table) else {
+                continue;
+            };
+            if constraint == "PRIMARY" {
+                t.primary_key.push(column);
+            } else if let (Some(parent_table), Some(parent_column)) = (parent_table, parent_column)
+            {
+                fk_columns
+                    .entry((table, constraint))
+                    .or_default()
+                    .push(ForeignKey {
+                        column,
+                        parent_table,
+                        parent_column,
+                    });
+            }
+        }
+        for ((table, _), mut parts) in fk_columns {
+            // Composite foreign keys do not occur in OpenMRS; a single-column key is what
+            // identity translation can carry, so only those are recorded.
+            if parts.len() == 1
+                && let Some(t) = tables.get_mut(&table)
+            {
+                t.foreign_keys.push(parts.remove(0));
+            }
+        }
+        Ok(Catalog {
+            database: database.to_owned(),
+            tables,
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Turning what MariaDB hands us (binlog row images and binary-protocol result rows, both as
+//! `mysql_async::Value`) into travelling [`Value`]s, by the column's declared kind.
+//!
+//! Both paths must give the same value for the same stored data: verification compares a
+//! site's rows with HQ's through this one function. Temporal values become MariaDB's literal
+//! text form, which HQ accepts back as a parameter; `TIMESTAMP` is rendered in UTC (sessions
+//! that write or compare use `time_zone = '+00:00'`). `FLOAT` is widened from its 32-bit
+//! value so that binlog and query paths agree.
+
+use crate::catalog::ColumnKind;
+use mysql_async::Value as Sql;
+use tributary_model::Value;
+
+/// Converts one stored value. Never fails: bytes that are not valid text stay bytes.
+pub fn to_value(sql: Sql, kind: ColumnKind) -> Value {
+    match sql {
+        Sql::NULL => Value::Null,
+        Sql::Int(v) => Value::Int(v),
+        Sql::UInt(v) => i64::try_from(v).map_or(Value::UInt(v), Value::Int),
+        Sql::Float(v) => Value::Float(f64::from(v)),
+        Sql::Double(v) if kind == ColumnKind::Float => Value::Float(f64::from(v as f32)),
+        Sql::Double(v) => Value::Float(v),
+        Sql::Date(y, mo, d, h, mi, s, us) => Value::Text(match kind {
+            ColumnKind::Date => format!("{y:04}-{mo:02}-{d:02}"),
+            _ => format!(
+                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
+                fraction(us)
+            ),
+        }),
+        Sql::Time(negative, days, h, mi, s, us) => {
+            let hours = days * 24 + u32::from(h);
+            let sign = if negative { "-" } else { "" };
+            Value::Text(format!("{sign}{hours:02}:{mi:02}:{s:02}{}", fraction(us)))
+        }
+        Sql::Bytes(bytes) => bytes_to_value(bytes, kind),
+    }
+}
+
+fn bytes_to_value(bytes: Vec<u8>, kind: ColumnKind) -> Value {
+    match kind {
+        ColumnKind::Binary => Value::Bytes(bytes),
+        ColumnKind::Timestamp => match std::str::from_utf8(&bytes).ok().and_then(unix_to_text) {
+            Some(text) => Value::Text(text),
+            None => text_or_bytes(bytes),
+        },
+        ColumnKind::Integer => match std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            Some(v) => Value::Int(v),
+            None => text_or_bytes(bytes),
+        },
+        _ => text_or_bytes(bytes),
+    }
+}
+
+fn text_or_bytes(bytes: Vec<u8>) -> Value {
+    match String::from_utf8(bytes) {
+        Ok(text) => Value::Text(text),
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+fn fraction(micros: u32) -> String {
+    if micros == 0 {
+        String::new()
+    } else {
+        format!(".{micros:06}")
+    }
+}
+
+/// The binlog carries TIMESTAMP as `"<unix seconds>[.<micros>]"`; render it as UTC text.
+fn unix_to_text(raw: &str) -> Option<String> {
+    let (secs, micros) = match raw.split_once('.') {
+        Some((s, f)) => (
+            s.parse::<i64>().ok()?,
+            format!("{f:0<6}").get(..6)?.parse::<u32>().ok()?,
+        ),
+        None => (raw.parse::<i64>().ok()?, 0),
+    };
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    Some(format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        fraction(micros)
+    ))
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Quotes an identifier for MariaDB (backticks, with embedded backticks doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporal_values_render_as_mariadb_literals() {
+        assert_eq!(
+            to_value(Sql::Date(2024, 1, 31, 0, 0, 0, 0), ColumnKind::Date),
+            Value::Text("2024-01-31".into())
+        );
+        assert_eq!(
+            to_value(Sql::Date(2024, 1, 31, 8, 5, 9, 0), ColumnKind::DateTime),
+            Value::Text("2024-01-31 08:05:09".into())
+        );
+        assert_eq!(
+            to_value(Sql::Time(true, 1, 2, 3, 4, 5), ColumnKind::Time),
+            Value::Text("-26:03:04.000005".into())
+        );
+    }
+
+    #[test]
+    fn binlog_timestamps_become_utc_text() {
+        let v = to_value(
+            Sql::Bytes(b"1704164645.678000".to_vec()),
+            ColumnKind::Timestamp,
+        );
+        assert_eq!(v, Value::Text("2024-01-02 03:04:05.678000".into()));
+        assert_eq!(unix_to_text("0"), Some("1970-01-01 00:00:00".into()));
+        assert_eq!(unix_to_text("garbage"), None);
+    }
+
+    #[test]
+    fn floats_agree_between_binlog_and_query_paths() {
+        let from_binlog = to_value(Sql::Float(0.1), ColumnKind::Float);
+        let from_query = to_value(Sql::Double(0.1), ColumnKind::Float);
+        assert_eq!(from_binlog, from_query);
+    }
+
+    #[test]
+    fn invalid_utf8_text_stays_bytes() {
+        assert_eq!(
+            to_value(Sql::Bytes(vec![0xff, 0xfe]), ColumnKind::Text),
+            Value::Bytes(vec![0xff, 0xfe])
+        );
+        assert_eq!(
+            to_value(Sql::Bytes(b"42".to_vec()), ColumnKind::Integer),
+            Value::Int(42)
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+    }
+}

@@ -1,0 +1,517 @@
+//! The schema map: for every synced table, how its rows are identified and which of its
+//! columns are references, derived from the catalog and the policy.
+//!
+//! Identity rules (DESIGN.md, "Identity"):
+//! 1. a `uuid` column: the row's own identity;
+//! 2. inherited: a single-column primary key that is also a foreign key (patient -> person,
+//!    drug_order -> orders) takes the identity of the row it extends, found through the same
+//!    integer in the root table;
+//! 3. otherwise a natural key: the primary key columns, or the whole row when there is none,
+//!    with references replaced by identities.
+//!
+//! A column is a *reference* when it is an integer foreign key (declared, or listed in the
+//! policy) into a table whose rows have a uuid or inherited identity. References to string
+//! keys (`role.role`, `privilege.privilege`) are already the same at every site and travel as
+//! plain values.
+
+use crate::catalog::{Catalog, CatalogColumn, CatalogTable};
+use crate::error::SchemaError;
+use crate::policy::Policy;
+use std::collections::BTreeMap;
+use tributary_model::{Identity, Value};
+
+/// How the rows of one table are identified across databases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityRule {
+    /// The table's own uuid column.
+    OwnUuid { column: String },
+    /// The row shares its primary key with a row of `root`, whose uuid is its identity.
+    Inherited { root: String },
+    /// The key columns (the whole row when the table has no primary key).
+    Natural { columns: Vec<String> },
+}
+
+/// Where the identity of a row with a given integer key is looked up: `root.uuid_column`
+/// where `root.key_column` equals that integer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdentitySource {
+    pub root: String,
+    pub key_column: String,
+    pub uuid_column: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableMap {
+    pub name: String,
+    /// Synced columns, in ordinal order (excluded columns removed).
+    pub columns: Vec<CatalogColumn>,
+    /// A single integer primary key that is local to each database (dropped on the wire,
+    /// assigned by HQ).
+    pub surrogate_key: Option<String>,
+    /// Primary key columns in key order (empty when the table has none).
+    pub primary_key: Vec<String>,
+    pub identity: IdentityRule,
+    /// For an integer-keyed table: where its identity lives (itself, or its root).
+    pub identity_source: Option<IdentitySource>,
+    /// Reference columns and the table they point at.
+    pub references: BTreeMap<String, String>,
+}
+
+impl TableMap {
+    pub fn column(&self, name: &str) -> Option<&CatalogColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn is_reference(&self, column: &str) -> bool {
+        self.references.contains_key(column)
+    }
+
+    /// The identity of a row from its travelling columns (references already identities).
+    /// `None` when the identifying columns are missing or NULL.
+    pub fn identity_of(&self, columns: &BTreeMap<String, Value>) -> Option<Identity> {
+        match &self.identity {
+            IdentityRule::OwnUuid { column } => match columns.get(column)? {
+                Value::Text(uuid) if !uuid.is_empty() => Some(Identity::from_uuid(uuid)),
+                _ => None,
+            },
+            IdentityRule::Inherited { .. } => {
+                let key = self.primary_key.first()?;
+                match columns.get(key)? {
+                    Value::Ref(parent) => Some(parent.identity.clone()),
+                    _ => None,
+                }
+            }
+            IdentityRule::Natural { columns: key } => {
+                let parts: Vec<String> = key
+                    .iter()
+                    .map(|c| key_part(columns.get(c).unwrap_or(&Value::Null)))
+                    .collect();
+                Some(Identity::from_natural_key(&parts))
+            }
+        }
+    }
+}
+
+fn key_part(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Int(v) => v.to_string(),
+        Value::UInt(v) => v.to_string(),
+        Value::Float(v) => v.to_string(),
+        Value::Text(s) => s.clone(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Ref(r) => r.identity.as_str().to_owned(),
+    }
+}
+
+/// The synced tables of one database.
+#[derive(Debug, Clone)]
+pub struct SchemaMap {
+    pub database: String,
+    tables: BTreeMap<String, TableMap>,
+}
+
+impl SchemaMap {
+    pub fn build(catalog: &Catalog, policy: &Policy) -> Result<SchemaMap, SchemaError> {
+        let mut tables = BTreeMap::new();
+        for table in catalog.tables.values() {
+            if policy.excludes_table(&table.name) {
+                continue;
+            }
+            tables.insert(table.name.clone(), map_table(catalog, policy, table)?);
+        }
+        Ok(SchemaMap {
+            database: catalog.database.clone(),
+            tables,
+        })
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableMap> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &TableMap> {
+        self.tables.values()
+    }
+
+    /// Synced tables ordered so that, ignoring audit columns and self-references, a table
+    /// comes after the tables it refers to (the order a snapshot is best sent in).
+    pub fn dependency_order(&self) -> Vec<&TableMap> {
+        let mut placed: Vec<&TableMap> = Vec::new();
+        let mut remaining: Vec<&TableMap> = self.tables.values().collect();
+        while !remaining.is_empty() {
+            let before = remaining.len();
+            remaining.retain(|table| {
+                let ready = table.references.iter().all(|(column, target)| {
+                    target == &table.name
+                        || is_audit_column(column)
+                        || !self.tables.contains_key(target)
+                        || placed.iter().any(|p| &p.name == target)
+                });
+                if ready {
+                    placed.push(table);
+                }
+                !ready
+            });
+            if remaining.len() == before {
+                // A cycle that audit columns do not explain: keep going in name order; parking
+                // at HQ resolves whatever arrives early.
+                placed.push(remaining.remove(0));
+            }
+        }
+        placed
+    }
+}
+
+/// Columns that point at `users` for bookkeeping; they close the only FK cycle in OpenMRS.
+fn is_audit_column(column: &str) -> bool {
+    matches!(
+        column,
+        "creator" | "changed_by" | "voided_by" | "retired_by"
+    )
+}
+
+fn map_table(
+    catalog: &Catalog,
+    policy: &Policy,
+    table: &CatalogTable,
+) -> Result<TableMap, SchemaError> {
+    let columns: Vec<CatalogColumn> = table
+        .columns
+        .iter()
+        .filter(|c| !policy.excludes_column(&table.name, &c.name))
+        .cloned()
+        .collect();
+
+    let mut references = BTreeMap::new();
+    let declared = table
+        .foreign_keys
+        .iter()
+        .map(|fk| (fk.column.clone(), fk.parent_table.clone()));
+    let undeclared = policy
+        .references
+        .iter()
+        .filter(|r| r.table == table.name && table.column(&r.column).is_some())
+        .map(|r| (r.column.clone(), r.target.clone()));
+    for (column, target) in declared.chain(undeclared) {
+        let Some(column_info) = table.column(&column) else {
+            continue;
+        };
+        if !column_info.kind.is_integer() || policy.excludes_column(&table.name, &column) {
+            continue;
+        }
+        if policy.excludes_table(&target) {
+            // A reference into a table that is never synced cannot be resolved at HQ.
+            return Err(SchemaError::BadReference {
+                table: table.name.clone(),
+                column,
+                problem: format!(
+                    "its target `{target}` is excluded from sync; exclude the column too"
+                ),
+            });
+        }
+        if catalog.tables.get(&target).is_none() {
+            return Err(SchemaError::BadReference {
+                table: table.name.clone(),
+                column,
+                problem: format!("table `{target}` does not exist"),
+            });
+        }
+        if identity_source(catalog, &target).is_none() {
+            return Err(SchemaError::UnidentifiableTarget {
+                table: table.name.clone(),
+                column,
+                target,
+            });
+        }
+        references.insert(column, target);
+    }
+
+    let identity = identity_rule(catalog, table);
+    let surrogate_key = match table.primary_key.as_slice() {
+        [key]
+            if !matches!(identity, IdentityRule::Inherited { .. })
+                && table.column(key).is_some_and(|c| c.kind.is_integer()) =>
+        {
+            Some(key.clone())
+        }
+        _ => None,
+    };
+    Ok(TableMap {
+        name: table.name.clone(),
+        columns,
+        surrogate_key,
+        primary_key: table.primary_key.clone(),
+        identity_source: identity_source(catalog, &table.name),
+        identity,
+        references,
+    })
+}
+
+fn identity_rule(catalog: &Catalog, table: &CatalogTable) -> IdentityRule {
+    if table.column("uuid").is_some() && inherited_parent(table).is_none() {
+        return IdentityRule::OwnUuid {
+            column: "uuid".to_owned(),
+        };
+    }
+    if inherited_parent(table).is_some()
+        && let Some(source) = identity_source(catalog, &table.name)
+    {
+        return IdentityRule::Inherited { root: source.root };
+    }
+    let columns = if table.primary_key.is_empty() {
+        table.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        table.primary_key.clone()
+    };
+    IdentityRule::Natural { columns }
+}
+
+/// The parent table when the single-column primary key is also a foreign key to the parent's
+/// primary key (a subtype table).
+fn inherited_parent(table: &CatalogTable) -> Option<&str> {
+    let [key] = table.primary_key.as_slice() else {
+        return None;
+    };
+    table
+        .foreign_keys
+        .iter()
+        .find(|fk| &fk.column == key && fk.parent_table != table.name)
+        .map(|fk| fk.parent_table.as_str())
+}
+
+/// Follows subtype links up to the table that holds the uuid.
+fn identity_source(catalog: &Catalog, table_name: &str) -> Option<IdentitySource> {
+    let mut current = catalog.tables.get(table_name)?;
+    for _ in 0..8 {
+        match inherited_parent(current) {
+            Some(parent) => current = catalog.tables.get(parent)?,
+            None => {
+                let [key] = current.primary_key.as_slice() else {
+                    return None;
+                };
+                current.column("uuid")?;
+                return Some(IdentitySource {
+                    root: current.name.clone(),
+                    key_column: key.clone(),
+                    uuid_column: "uuid".to_owned(),
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnKind, ForeignKey};
+
+    fn column(name: &str, kind: ColumnKind) -> CatalogColumn {
+        CatalogColumn {
+            name: name.into(),
+            kind,
+            nullable: true,
+            auto_increment: false,
+        }
+    }
+
+    fn table(
+        name: &str,
+        columns: &[(&str, ColumnKind)],
+        pk: &[&str],
+        fks: &[(&str, &str)],
+    ) -> CatalogTable {
+        CatalogTable {
+            name: name.into(),
+            columns: columns.iter().map(|(n, k)| column(n, *k)).collect(),
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            foreign_keys: fks
+                .iter()
+                .map(|(c, p)| ForeignKey {
+                    column: c.to_string(),
+                    parent_table: p.to_string(),
+                    parent_column: "id".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn openmrs_like() -> Catalog {
+        use ColumnKind::*;
+        let tables = [
+            table(
+                "users",
+                &[
+                    ("user_id", Integer),
+                    ("person_id", Integer),
+                    ("password", Text),
+                    ("uuid", Text),
+                ],
+                &["user_id"],
+                &[("person_id", "person")],
+            ),
+            table(
+                "person",
+                &[("person_id", Integer), ("creator", Integer), ("uuid", Text)],
+                &["person_id"],
+                &[("creator", "users")],
+            ),
+            table(
+                "patient",
+                &[("patient_id", Integer), ("creator", Integer)],
+                &["patient_id"],
+                &[("patient_id", "person"), ("creator", "users")],
+            ),
+            table("role", &[("role", Text), ("uuid", Text)], &["role"], &[]),
+            table(
+                "user_role",
+                &[("user_id", Integer), ("role", Text)],
+                &["user_id", "role"],
+                &[("user_id", "users"), ("role", "role")],
+            ),
+            table("tag_map", &[("a", Integer), ("b", Integer)], &[], &[]),
+            table(
+                "global_property",
+                &[("property", Text), ("uuid", Text)],
+                &["property"],
+                &[],
+            ),
+            table(
+                "obs",
+                &[
+                    ("obs_id", Integer),
+                    ("person_id", Integer),
+                    ("value_group_id", Integer),
+                    ("uuid", Text),
+                ],
+                &["obs_id"],
+                &[("person_id", "person")],
+            ),
+        ];
+        Catalog {
+            database: "openmrs".into(),
+            tables: tables.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy::parse(
+            r#"
+            exclude_tables = ["global_property"]
+            [exclude_columns]
+            users = ["password"]
+            [[references]]
+            table = "obs"
+            column = "value_group_id"
+            target = "obs"
+            "#,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_rules_follow_uuid_inheritance_and_natural_keys() {
+        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        assert_eq!(
+            map.table("person").unwrap().identity,
+            IdentityRule::OwnUuid {
+                column: "uuid".into()
+            }
+        );
+        let patient = map.table("patient").unwrap();
+        assert_eq!(
+            patient.identity,
+            IdentityRule::Inherited {
+                root: "person".into()
+            }
+        );
+        assert_eq!(
+            patient.surrogate_key, None,
+            "an inherited key is not local to the database"
+        );
+        assert_eq!(patient.identity_source.as_ref().unwrap().root, "person");
+        assert_eq!(
+            map.table("user_role").unwrap().identity,
+            IdentityRule::Natural {
+                columns: vec!["user_id".into(), "role".into()]
+            }
+        );
+        assert_eq!(
+            map.table("tag_map").unwrap().identity,
+            IdentityRule::Natural {
+                columns: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(
+            map.table("person").unwrap().surrogate_key.as_deref(),
+            Some("person_id")
+        );
+    }
+
+    #[test]
+    fn references_cover_declared_and_policy_listed_integer_keys_only() {
+        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        let user_role = map.table("user_role").unwrap();
+        assert!(user_role.is_reference("user_id"));
+        assert!(
+            !user_role.is_reference("role"),
+            "string keys travel as values"
+        );
+        let obs = map.table("obs").unwrap();
+        assert!(
+            obs.is_reference("value_group_id"),
+            "undeclared reference from the policy"
+        );
+        assert_eq!(
+            map.table("patient")
+                .unwrap()
+                .references
+                .get("patient_id")
+                .map(String::as_str),
+            Some("person")
+        );
+    }
+
+    #[test]
+    fn exclusions_remove_tables_and_columns() {
+        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        assert!(map.table("global_property").is_none());
+        assert!(map.table("users").unwrap().column("password").is_none());
+    }
+
+    #[test]
+    fn reference_into_uuidless_table_is_a_clear_error() {
+        let mut catalog = openmrs_like();
+        catalog.tables.insert(
+            "child".into(),
+            table(
+                "child",
+                &[
+                    ("id", ColumnKind::Integer),
+                    ("a", ColumnKind::Integer),
+                    ("uuid", ColumnKind::Text),
+                ],
+                &["id"],
+                &[("a", "tag_map")],
+            ),
+        );
+        let err = SchemaMap::build(&catalog, &policy()).unwrap_err();
+        assert!(err.to_string().contains("child.a"), "{err}");
+    }
+
+    #[test]
+    fn dependency_order_puts_parents_first() {
+        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        let order: Vec<&str> = map
+            .dependency_order()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        let pos = |n| order.iter().position(|t| *t == n).unwrap();
+        assert!(pos("person") < pos("patient"));
+        assert!(pos("person") < pos("obs"));
+        assert!(pos("users") < pos("user_role"));
+    }
+}

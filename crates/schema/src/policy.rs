@@ -1,0 +1,103 @@
+//! The schema-map policy file: what the catalog cannot say.
+//!
+//! `information_schema` gives tables, keys and declared foreign keys. The policy adds the
+//! tables and columns that must never leave a site (per-server configuration, credentials,
+//! transient queues) and the integer references the schema does not declare (for example
+//! `orders.concept_id`). Module tables that carry a uuid need no entry at all.
+
+use crate::error::SchemaError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The policy for OpenMRS core, compiled in so that a default install needs no file.
+pub const OPENMRS_CORE_POLICY: &str = include_str!("../../../schema-maps/openmrs-core.toml");
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Table names or `prefix*` patterns that are never captured or applied.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    /// Per table, columns that never leave the site (they arrive at HQ as their default).
+    #[serde(default)]
+    pub exclude_columns: BTreeMap<String, Vec<String>>,
+    /// Integer references that carry no FOREIGN KEY constraint.
+    #[serde(default)]
+    pub references: Vec<UndeclaredReference>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeclaredReference {
+    pub table: String,
+    pub column: String,
+    /// The referenced table; the reference points at its primary key.
+    pub target: String,
+}
+
+impl Policy {
+    pub fn openmrs_core() -> Policy {
+        // The embedded file is checked by a unit test, so this cannot fail at run time.
+        Policy::parse(OPENMRS_CORE_POLICY, "schema-maps/openmrs-core.toml").unwrap_or_default()
+    }
+
+    pub fn load(path: &Path) -> Result<Policy, SchemaError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SchemaError::Policy {
+            path: path.display().to_string(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Policy::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, SchemaError> {
+        toml::from_str(text).map_err(|e| SchemaError::Policy {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn excludes_table(&self, table: &str) -> bool {
+        table.starts_with("tributary_")
+            || self
+                .exclude_tables
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => table.starts_with(prefix),
+                    None => table == pattern,
+                })
+    }
+
+    pub fn excludes_column(&self, table: &str, column: &str) -> bool {
+        self.exclude_columns
+            .get(table)
+            .is_some_and(|columns| columns.iter().any(|c| c == column))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_openmrs_policy_parses_and_excludes_per_server_tables() {
+        let policy = Policy::parse(OPENMRS_CORE_POLICY, "embedded").expect("embedded policy");
+        assert!(policy.excludes_table("global_property"));
+        assert!(policy.excludes_table("hl7_in_queue"));
+        assert!(policy.excludes_table("tributary_parked_row"));
+        assert!(!policy.excludes_table("obs"));
+        assert!(policy.excludes_column("users", "password"));
+        assert!(
+            policy
+                .references
+                .iter()
+                .any(|r| r.table == "orders" && r.column == "concept_id")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_origin_named() {
+        let err = Policy::parse("exclude_tabels = []", "site.toml").unwrap_err();
+        assert!(err.to_string().contains("site.toml"), "{err}");
+    }
+}

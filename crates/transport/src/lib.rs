@@ -1,0 +1,23 @@
+//! The directory transport for Tributary: a shared directory where capture
+//! agents publish sealed batches and the applier consumes them.
+//!
+//! Layout: `<root>/<site_id>/<epoch:010>-<sequence:020>.batch`. Writers make
+//! each batch durable under a hidden staged name and then publish it with an
+//! atomic rename, so readers never see partial files. The transport moves
+//! opaque sealed bytes; it never decrypts or logs batch contents.
+
+mod batch_name;
+mod durability;
+mod error;
+mod inbox;
+mod layout;
+mod outbox;
+mod rejection;
+mod staged_batch;
+
+pub use error::TransportError;
+pub use inbox::{DirectoryInbox, InboxEntry};
+pub use layout::MAX_BATCH_FILE_BYTES;
+pub use outbox::DirectoryOutbox;
+pub use rejection::MAX_REASON_BYTES;
+pub use staged_batch::StagedBatch;

@@ -1,0 +1,322 @@
+//! The configuration file: typed, strict (`deny_unknown_fields`), with units in field names and
+//! secrets by reference (a password file or an environment variable, never the file itself or
+//! the command line). One file may hold the site part, the HQ part, or both; each command
+//! checks that the part it needs is there and names what is missing.
+
+use anyhow::{Context, Result, bail};
+use mysql_async::{Opts, OptsBuilder};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tributary_apply::{ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES};
+use tributary_batch::Keyring;
+use tributary_capture::{
+    CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
+    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, StartPosition,
+};
+use tributary_schema::Policy;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The field site this capture agent serves.
+    pub site: Option<SiteSection>,
+    /// The HQ database the applier writes into.
+    pub hq: Option<HqSection>,
+    /// The shared directory batches travel through.
+    pub transport: Option<TransportSection>,
+    /// A schema-map policy file; the embedded OpenMRS core policy when absent.
+    pub schema_map: Option<PathBuf>,
+    #[serde(skip)]
+    origin: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `mysql://user@host:port/database`; a password in the URL is refused.
+    pub url: String,
+    /// A file holding the password (first line), readable by the service user only.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password, when no file is given.
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub id: String,
+    pub database: DatabaseSection,
+    /// Server id capture registers with; must be unique among the source's replicas.
+    pub replica_server_id: Option<u32>,
+    /// Capture state (checkpoint, lock).
+    pub state_dir: PathBuf,
+    /// The site's key file (`tributary keys generate`).
+    pub key_file: PathBuf,
+    pub max_batch_rows: Option<usize>,
+    pub flush_interval_ms: Option<u64>,
+    pub identity_cache_entries: Option<usize>,
+    /// `current` (default: stream from now; older rows come by `tributary seed`) or `oldest`.
+    pub start_position: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HqSection {
+    pub database: DatabaseSection,
+    /// A directory of site key files (`*.key`) the applier accepts batches from.
+    pub key_dir: PathBuf,
+    pub poll_interval_ms: Option<u64>,
+    pub resolver_cache_entries: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// The directory transport: capture writes `<directory>/<site>/...`, the applier reads it.
+    pub directory: PathBuf,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("configuration file {} is invalid", path.display()))?;
+        config.origin = path.to_owned();
+        Ok(config)
+    }
+
+    pub fn policy(&self) -> Result<Policy> {
+        match &self.schema_map {
+            Some(path) => Ok(Policy::load(&self.resolve(path))?),
+            None => Ok(Policy::openmrs_core()),
+        }
+    }
+
+    /// Relative paths in the file are relative to the file's directory.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.origin.parent().unwrap_or(Path::new(".")).join(path)
+        }
+    }
+
+    fn site(&self) -> Result<&SiteSection> {
+        self.site.as_ref().with_context(|| {
+            format!(
+                "{} has no [site] section; capture and seed need one",
+                self.origin.display()
+            )
+        })
+    }
+
+    fn hq(&self) -> Result<&HqSection> {
+        self.hq.as_ref().with_context(|| {
+            format!(
+                "{} has no [hq] section; the applier and status need one",
+                self.origin.display()
+            )
+        })
+    }
+
+    fn transport_dir(&self) -> Result<PathBuf> {
+        let transport = self.transport.as_ref().with_context(|| {
+            format!(
+                "{} has no [transport] section (directory = ...)",
+                self.origin.display()
+            )
+        })?;
+        Ok(self.resolve(&transport.directory))
+    }
+
+    pub fn site_id(&self) -> Result<String> {
+        Ok(self.site()?.id.clone())
+    }
+
+    pub fn site_database(&self) -> Result<(Opts, String)> {
+        self.database(&self.site()?.database, "site.database")
+    }
+
+    pub fn hq_database(&self) -> Result<(Opts, String)> {
+        self.database(&self.hq()?.database, "hq.database")
+    }
+
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        Ok(self.resolve(&self.site()?.state_dir))
+    }
+
+    pub fn capture_settings(&self) -> Result<CaptureSettings> {
+        let site = self.site()?;
+        tributary_batch::validate_site_id(&site.id).context("site.id")?;
+        let (source, database) = self.site_database()?;
+        let start = match site.start_position.as_deref() {
+            None | Some("current") => StartPosition::Current,
+            Some("oldest") => StartPosition::Oldest,
+            Some(other) => bail!("site.start_position is '{other}'; use 'current' or 'oldest'"),
+        };
+        Ok(CaptureSettings {
+            site_id: site.id.clone(),
+            source,
+            database,
+            replica_server_id: site
+                .replica_server_id
+                .unwrap_or_else(|| default_replica_id(&site.id)),
+            state_dir: self.resolve(&site.state_dir),
+            outbox_dir: self.transport_dir()?,
+            key_file: self.resolve(&site.key_file),
+            policy: self.policy()?,
+            max_batch_rows: site.max_batch_rows.unwrap_or(DEFAULT_MAX_BATCH_ROWS),
+            flush_interval: site
+                .flush_interval_ms
+                .map_or(DEFAULT_FLUSH_INTERVAL, Duration::from_millis),
+            identity_cache_entries: site
+                .identity_cache_entries
+                .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),
+            snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            start,
+        })
+    }
+
+    pub fn apply_settings(&self) -> Result<ApplySettings> {
+        let hq = self.hq()?;
+        let (opts, database) = self.hq_database()?;
+        let key_dir = self.resolve(&hq.key_dir);
+        let keyring = Keyring::load_dir(&key_dir)
+            .with_context(|| format!("loading site keys from hq.key_dir {}", key_dir.display()))?;
+        if keyring.is_empty() {
+            bail!(
+                "hq.key_dir {} holds no site keys (*.key); copy each site's key file there",
+                key_dir.display()
+            );
+        }
+        Ok(ApplySettings {
+            hq: opts,
+            database,
+            inbox_dir: self.transport_dir()?,
+            keyring,
+            policy: self.policy()?,
+            poll_interval: hq
+                .poll_interval_ms
+                .map_or(DEFAULT_POLL_INTERVAL, Duration::from_millis),
+            resolver_cache_entries: hq
+                .resolver_cache_entries
+                .unwrap_or(DEFAULT_RESOLVER_CACHE_ENTRIES),
+        })
+    }
+
+    fn database(&self, section: &DatabaseSection, field: &str) -> Result<(Opts, String)> {
+        let opts = Opts::from_url(&section.url)
+            .with_context(|| format!("{field}.url is not a valid mysql:// URL"))?;
+        if opts.pass().is_some() {
+            bail!(
+                "{field}.url contains a password; remove it and use {field}.password_file or \
+                 {field}.password_env (passwords never go in URLs, logs or command lines)"
+            );
+        }
+        let Some(database) = opts.db_name().map(str::to_owned) else {
+            bail!("{field}.url names no database (mysql://user@host:port/<database>)");
+        };
+        let password =
+            match (&section.password_file, &section.password_env) {
+                (Some(file), _) => {
+                    let file = self.resolve(file);
+                    let text = std::fs::read_to_string(&file).with_context(|| {
+                        format!("cannot read {field}.password_file {}", file.display())
+                    })?;
+                    Some(text.lines().next().unwrap_or_default().to_owned())
+                }
+                (None, Some(var)) => Some(std::env::var(var).with_context(|| {
+                    format!("{field}.password_env names {var}, which is not set")
+                })?),
+                (None, None) => None,
+            };
+        Ok((OptsBuilder::from_opts(opts).pass(password).into(), database))
+    }
+}
+
+/// A replica server id derived from the site id, in a range MariaDB servers rarely use.
+fn default_replica_id(site_id: &str) -> u32 {
+    let hash = site_id.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    });
+    0x5452_0000 | (hash & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("tributary.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+            [site]
+            id = "clinic-a"
+            state_dir = "state"
+            key_file = "k.key"
+            [site.database]
+            url = "mysql://u:secret@127.0.0.1:3306/openmrs"
+            "#,
+        );
+        let err = Config::load(&path)
+            .unwrap()
+            .site_database()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("contains a password"), "{err}");
+        assert!(
+            !err.contains("secret"),
+            "the password itself is never echoed"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_sections_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[hq]\nkey_dirr = \"x\"\n");
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(err.contains("key_dirr"), "{err}");
+        let path = write(dir.path(), "schema_map = \"x.toml\"\n");
+        let err = Config::load(&path)
+            .unwrap()
+            .capture_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [site] section"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+            [site]
+            id = "clinic-a"
+            state_dir = "state"
+            key_file = "k.key"
+            [site.database]
+            url = "mysql://u@127.0.0.1:3306/openmrs"
+            password_file = "pw"
+            [transport]
+            directory = "batches"
+            "#,
+        );
+        let settings = Config::load(&path).unwrap().capture_settings().unwrap();
+        assert_eq!(settings.state_dir, dir.path().join("state"));
+        assert_eq!(settings.outbox_dir, dir.path().join("batches"));
+        assert_eq!(settings.database, "openmrs");
+        assert_eq!(settings.source.pass(), Some("hunter2"));
+    }
+}

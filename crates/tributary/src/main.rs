@@ -1,0 +1,273 @@
+//! `tributary`: the command line. Each subcommand resolves its configuration and calls one
+//! library entry point; errors are reported once, here, with their whole cause chain.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tributary::config::Config;
+use tributary::demo::{DemoOptions, run_demo};
+use tributary::{report, verify};
+
+/// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
+/// apply at HQ, parking rows until their parents arrive.
+#[derive(Parser)]
+#[command(name = "tributary", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage site keys (each site seals its batches with its own key).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Stream the site's binlog into sealed batches (runs until SIGINT/SIGTERM).
+    Capture {
+        /// Configuration file with [site] and [transport] sections.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send the site's existing rows (or chosen tables again) through a consistent snapshot.
+    /// On a new site, run it before `capture`: the stream then starts exactly at the snapshot.
+    Seed {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these tables (comma-separated), e.g. to re-send rows HQ is waiting for.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+    },
+    /// Apply batches from all sites into HQ (runs until SIGINT/SIGTERM).
+    Apply {
+        /// Configuration file with [hq] and [transport] sections.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Apply what is there now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Per-site status at HQ: sequence applied, rows applied and parked, rejections, lag.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also list up to this many parked rows with what they wait for.
+        #[arg(long, default_value_t = 0)]
+        parked: u32,
+    },
+    /// Compare HQ with the site by identity (exit code 3 when they differ).
+    Verify {
+        /// Configuration file with [site] and [hq] sections.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Tables to compare (default: the clinical core).
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+    },
+    /// Run the whole pipeline on two local MariaDB instances (see deploy/demo.sh).
+    Demo {
+        /// Env file of the site instance (written by `deploy/mariadb.sh start`).
+        #[arg(long)]
+        site_env: PathBuf,
+        /// Env file of the HQ instance.
+        #[arg(long)]
+        hq_env: PathBuf,
+        /// Where keys, state, batches and the configuration go.
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Patients loaded before capture starts (they reach HQ by seed).
+        #[arg(long, default_value_t = 200)]
+        patients: u64,
+        /// Patients registered while capture runs.
+        #[arg(long, default_value_t = 20)]
+        live_patients: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new key for a site; the file is readable by its owner only. Copy it to the
+    /// HQ key directory too.
+    Generate {
+        #[arg(long)]
+        site: String,
+        /// Directory to write `<site>-<key id>.key` into.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Keys {
+            command: KeysCommand::Generate { site, out_dir },
+        } => {
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let key = tributary_batch::SiteKey::generate(&site)?;
+            let path = out_dir.join(key.file_name());
+            key.write_new(&path)?;
+            println!("{}", path.display());
+            eprintln!(
+                "key {} for site {site} written; copy it to HQ's key directory as well",
+                key.key_id()
+            );
+        }
+        Command::Capture { config } => {
+            let settings = Config::load(&config)?.capture_settings()?;
+            let shutdown = shutdown_on_signal();
+            tributary_capture::run_capture(settings, shutdown).await?;
+        }
+        Command::Seed { config, tables } => {
+            let settings = Config::load(&config)?.capture_settings()?;
+            let mut last = String::new();
+            let report = tributary_capture::run_seed(&settings, &tables, |table, rows| {
+                if table != last {
+                    eprintln!("seeding {table} ({rows} rows so far)");
+                    last = table.to_owned();
+                }
+            })
+            .await?;
+            println!(
+                "seeded {} rows from {} tables as batches {}..{}; snapshot at GTID {}",
+                report.rows,
+                report.tables,
+                report.first_sequence,
+                report.next_sequence.saturating_sub(1),
+                if report.snapshot_position.is_empty() {
+                    "(empty)"
+                } else {
+                    &report.snapshot_position
+                }
+            );
+        }
+        Command::Apply { config, once } => {
+            let settings = Config::load(&config)?.apply_settings()?;
+            if once {
+                let mut applier = tributary_apply::Applier::connect(settings).await?;
+                let pass = applier.apply_available().await?;
+                println!(
+                    "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
+                    pass.batches_applied,
+                    pass.rows.applied,
+                    pass.rows.parked,
+                    pass.rows.released,
+                    pass.duplicates,
+                    pass.rejected
+                );
+                for (site, seq) in &pass.gaps {
+                    println!("site {site} is held: waiting for batch {seq}");
+                }
+            } else {
+                tributary_apply::run_apply(settings, shutdown_on_signal()).await?;
+            }
+        }
+        Command::Status { config, parked } => {
+            let (opts, _) = Config::load(&config)?.hq_database()?;
+            let mut conn = mysql_async::Conn::new(opts)
+                .await
+                .context("connecting to HQ")?;
+            let statuses = tributary_apply::site_statuses(&mut conn)
+                .await
+                .context("reading status (has the applier run against this HQ yet?)")?;
+            print!("{}", report::status_table(&statuses));
+            if parked > 0 {
+                print!(
+                    "{}",
+                    report::parked_table(&tributary_apply::parked_rows(&mut conn, parked).await?)
+                );
+            }
+            for (site, epoch, seq, reason) in
+                tributary_apply::rejected_batches(&mut conn, 10).await?
+            {
+                println!("rejected: {site} epoch {epoch} batch {seq}: {reason}");
+            }
+        }
+        Command::Verify { config, tables } => {
+            let config = Config::load(&config)?;
+            let (site, site_db) = config.site_database()?;
+            let (hq, hq_db) = config.hq_database()?;
+            let tables: Vec<&str> = if tables.is_empty() {
+                verify::CLINICAL_TABLES.to_vec()
+            } else {
+                tables.iter().map(String::as_str).collect()
+            };
+            let reports =
+                verify::verify(&site, &site_db, &hq, &hq_db, &config.policy()?, &tables).await?;
+            print!("{}", report::verification_table(&reports));
+            if !reports.iter().all(|r| r.ok()) {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Demo {
+            site_env,
+            hq_env,
+            work_dir,
+            patients,
+            live_patients,
+        } => {
+            let options = DemoOptions {
+                work_dir,
+                site_env,
+                hq_env,
+                patients,
+                live_patients,
+            };
+            if !run_demo(&options).await? {
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled by SIGINT or SIGTERM: long-running commands drain and stop.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,77 @@
+//! Printing status and verification for people: plain aligned tables on stdout, with
+//! identities and reasons but never row values.
+
+use crate::verify::TableReport;
+use std::fmt::Write;
+use tributary_apply::{ParkedSummary, SiteStatus};
+
+pub fn status_table(statuses: &[SiteStatus]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
+        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)", "state"
+    );
+    for s in statuses {
+        let state = match s.waiting_for_sequence {
+            Some(seq) => format!("held: waiting for batch {seq}"),
+            None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
+            None => "streaming".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
+            s.site_id,
+            s.epoch,
+            s.last_sequence,
+            s.rows_applied,
+            s.rows_parked_now,
+            s.rejected_batches,
+            s.lag_seconds.map_or("-".to_owned(), |l| l.to_string()),
+            state
+        );
+    }
+    if statuses.is_empty() {
+        out.push_str("(no site has delivered a batch yet)\n");
+    }
+    out
+}
+
+pub fn parked_table(parked: &[ParkedSummary]) -> String {
+    let mut out = String::new();
+    for p in parked {
+        let _ = writeln!(
+            out,
+            "{} batch {} {}[{}]: {}",
+            p.site_id, p.sequence, p.table, p.identity, p.reason
+        );
+    }
+    out
+}
+
+pub fn verification_table(reports: &[TableReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:>9} {:>9} {:>13} {:>9}  {}",
+        "table", "site rows", "matched", "missing at HQ", "different", "result"
+    );
+    for r in reports {
+        let detail = if r.ok() {
+            "ok".to_owned()
+        } else {
+            let columns: Vec<String> = r
+                .differing_columns
+                .iter()
+                .map(|(c, n)| format!("{c} ({n})"))
+                .collect();
+            format!("MISMATCH {}", columns.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>13} {:>9}  {}",
+            r.table, r.site_rows, r.matched, r.missing_at_hq, r.different, detail
+        );
+    }
+    out
+}

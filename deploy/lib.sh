@@ -1,0 +1,89 @@
+# shellcheck shell=bash
+# Shared shell functions for deploy/*.sh. Source it; do not execute it.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Everything here is safe under `set -euo pipefail`.
+
+# Debian keeps the server binaries in /usr/sbin, which is not on every PATH.
+case ":${PATH}:" in
+  *:/usr/sbin:*) ;;
+  *) PATH="${PATH}:/usr/sbin:/sbin" ;;
+esac
+export PATH
+
+# The repository root (the parent of deploy/); used by the scripts that source this.
+# shellcheck disable=SC2034
+TRIBUTARY_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+
+log() { printf '%s: %s\n' "${TRIBUTARY_LOG_PREFIX:-tributary}" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# have_mariadb: every binary the scripts use is installed.
+have_mariadb() {
+  local b
+  for b in mariadbd mariadb-install-db mariadb mariadb-admin; do
+    command -v "$b" >/dev/null 2>&1 || return 1
+  done
+}
+
+# ensure_mariadb_server: install Debian's mariadb-server (and client) when missing.
+#
+# Idempotent: does nothing when the binaries are there. Never starts, stops or
+# configures a system-wide server: while apt-get runs, a policy-rc.d that
+# denies every service start is put in place (unless one exists already), and
+# a postinst that fails only because it could not start the service does not
+# stop us as long as the binaries got installed.
+ensure_mariadb_server() {
+  have_mariadb && return 0
+  [[ "$(id -u)" == 0 ]] || die "mariadb-server is not installed and we are not root: run 'apt-get install mariadb-server mariadb-client' as root"
+  command -v apt-get >/dev/null 2>&1 || die "mariadb-server is not installed and apt-get is not available"
+  local lock=/tmp/tributary-apt-install.lock fd
+  exec {fd}>"$lock"
+  flock -w 900 "$fd" || die "timed out waiting for $lock"
+  if ! have_mariadb; then
+    log "installing mariadb-server with apt-get (one time)"
+    local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+    if [[ ! -e "$policy" ]]; then
+      printf '#!/bin/sh\n# temporary, written by tributary deploy/lib.sh: start no service\nexit 101\n' >"$policy"
+      chmod 0755 "$policy"
+      ours=1
+    fi
+    {
+      DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+          -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+          mariadb-server mariadb-client
+    } >&2 || rc=$?
+    ((ours)) && rm -f "$policy"
+    if ((rc != 0)); then
+      have_mariadb || die "apt-get install mariadb-server failed (exit $rc)"
+      log "warning: apt-get exited $rc (a postinst that cannot start the system service, probably); the binaries are installed, continuing"
+    fi
+    have_mariadb || die "mariadb-server installed but mariadbd/mariadb-install-db/mariadb/mariadb-admin still not found"
+  fi
+  exec {fd}>&-
+}
+
+# shell_quote VALUE: VALUE as one shell word (bare when it is safe, else single-quoted).
+shell_quote() {
+  if [[ "$1" =~ ^[A-Za-z0-9_./:@+,=%-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    local q="'\\''"
+    printf "'%s'" "${1//\'/$q}"
+  fi
+}
+
+# pid_is_mariadbd PID DATADIR: PID is alive and is the mariadbd serving DATADIR.
+# (Guards against pid reuse: we only ever signal our own server.)
+pid_is_mariadbd() {
+  local pid="$1" datadir="$2" cmdline
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *mariadbd* && "$cmdline" == *"--datadir=$datadir "* ]]
+}

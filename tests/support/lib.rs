@@ -1,0 +1,41 @@
+//! Test support for Tributary's end-to-end suite (package `tributary-suite`).
+//!
+//! The end-to-end tests drive the real `tributary` binary against real, private MariaDB
+//! instances that `deploy/mariadb.sh` starts on 127.0.0.1 (never a system-wide server):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mysql_async::prelude::*;
+//! use tributary_suite::{ChildGuard, MariaDb, Role, tributary_bin, wait_until};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let (site, hq) = MariaDb::start_site_and_hq("example")?; // in parallel
+//! let mut cmd = std::process::Command::new(tributary_bin());
+//! cmd.arg("--help");
+//! let mut child = ChildGuard::spawn(&mut cmd, site.dir(), "tributary")?;
+//! let hq_ref = &hq;
+//! wait_until("the location to reach HQ", Duration::from_secs(30), move || async move {
+//!     let n: Option<u64> = hq_ref.conn().await?
+//!         .query_first("SELECT COUNT(*) FROM location").await?;
+//!     Ok(n == Some(1))
+//! })
+//! .await
+//! .map_err(|e| e.context(child.logs()))?;
+//! child.kill9()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Rules the suite keeps: tests never sleep to wait for an effect; they poll with
+//! [`wait_until`]. Every process a test starts is owned by a guard ([`MariaDb`],
+//! [`ChildGuard`]) that stops it on drop, and `deploy/test.sh` kills whatever a crashed
+//! test left behind.
+
+mod mariadb;
+mod paths;
+mod process;
+mod wait;
+
+pub use mariadb::{MariaDb, Role};
+pub use paths::{repo_root, services_root, target_dir, tributary_bin};
+pub use process::{ChildGuard, pid_alive};
+pub use wait::wait_until;
