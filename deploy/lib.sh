@@ -87,3 +87,15 @@ pid_is_mariadbd() {
   cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
   [[ "$cmdline" == *mariadbd* && "$cmdline" == *"--datadir=$datadir "* ]]
 }
+
+# ensure_cargo: put cargo on PATH (rustup installs it under ~/.cargo/bin) or explain.
+ensure_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
+      PATH="${HOME:-/root}/.cargo/bin:$PATH"
+      export PATH
+    else
+      die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.89) and put cargo on PATH"
+    fi
+  fi
+}

@@ -17,13 +17,7 @@ TRIBUTARY_LOG_PREFIX="test.sh"
 cd "$TRIBUTARY_REPO_ROOT"
 
 ensure_mariadb_server
-if ! command -v cargo >/dev/null 2>&1; then
-  if [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
-    PATH="${HOME:-/root}/.cargo/bin:$PATH"
-  else
-    die "cargo not found: install a Rust toolchain (rustup, Rust >= 1.89) and put cargo on PATH"
-  fi
-fi
+ensure_cargo
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$TRIBUTARY_REPO_ROOT/target}"
 SERVICES="$TARGET_DIR/tributary-services"

@@ -32,6 +32,7 @@
 
 mod mariadb;
 mod paths;
+pub mod pipeline;
 mod process;
 mod wait;
 

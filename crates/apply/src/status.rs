@@ -21,7 +21,7 @@ pub struct SiteStatus {
 }
 
 pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatus>> {
-    let rows: Vec<(String, u64, u64, u64, Option<u64>, Option<i64>, Option<u64>, u64, u64)> = conn
+    let rows: Vec<mysql_async::Row> = conn
         .query(
             "SELECT p.site_id, p.epoch, p.last_sequence, p.rows_applied, p.last_committed_at,
                     CAST(UNIX_TIMESTAMP(p.applied_at) AS SIGNED) - CAST(p.last_committed_at AS SIGNED),
@@ -33,29 +33,17 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
         .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                site_id,
-                epoch,
-                last_sequence,
-                rows_applied,
-                last_committed_at,
-                lag,
-                waiting,
-                parked,
-                rejected,
-            )| SiteStatus {
-                site_id,
-                epoch,
-                last_sequence,
-                rows_applied,
-                rows_parked_now: parked,
-                rejected_batches: rejected,
-                last_committed_at,
-                lag_seconds: lag.map(|l| l.max(0)),
-                waiting_for_sequence: waiting,
-            },
-        )
+        .map(|row| SiteStatus {
+            site_id: row.get(0).unwrap_or_default(),
+            epoch: row.get(1).unwrap_or_default(),
+            last_sequence: row.get(2).unwrap_or_default(),
+            rows_applied: row.get(3).unwrap_or_default(),
+            last_committed_at: row.get(4).flatten(),
+            lag_seconds: row.get::<Option<i64>, _>(5).flatten().map(|l| l.max(0)),
+            waiting_for_sequence: row.get(6).flatten(),
+            rows_parked_now: row.get(7).unwrap_or_default(),
+            rejected_batches: row.get(8).unwrap_or_default(),
+        })
         .collect())
 }
 

@@ -127,10 +127,10 @@ pub async fn write_row(
                 values.into_values().collect::<Vec<_>>(),
             )
             .await?;
-            if map.surrogate_key.is_some() {
-                if let Some(id) = tx.last_insert_id().and_then(|id| i64::try_from(id).ok()) {
-                    resolver.remember(change.row_ref(), id);
-                }
+            if map.surrogate_key.is_some()
+                && let Some(id) = tx.last_insert_id().and_then(|id| i64::try_from(id).ok())
+            {
+                resolver.remember(change.row_ref(), id);
             }
         }
     }

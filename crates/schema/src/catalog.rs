@@ -84,6 +84,9 @@ impl CatalogTable {
     }
 }
 
+/// (table, constraint, column, referenced table, referenced column) from KEY_COLUMN_USAGE.
+type KeyColumnUsage = (String, String, String, Option<String>, Option<String>);
+
 /// All base tables of one database schema.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -145,7 +148,7 @@ impl Catalog {
             }
         }
 
-        let keys: Vec<(String, String, String, Option<String>, Option<String>)> = conn
+        let keys: Vec<KeyColumnUsage> = conn
             .exec(
                 "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, \
                         REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \

@@ -210,7 +210,7 @@ fn map_table(
                 ),
             });
         }
-        if catalog.tables.get(&target).is_none() {
+        if !catalog.tables.contains_key(&target) {
             return Err(SchemaError::BadReference {
                 table: table.name.clone(),
                 column,

@@ -9,8 +9,8 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
-        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)", "state"
+        "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  state",
+        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)"
     );
     for s in statuses {
         let state = match s.waiting_for_sequence {
@@ -53,8 +53,8 @@ pub fn verification_table(reports: &[TableReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>9} {:>9} {:>13} {:>9}  {}",
-        "table", "site rows", "matched", "missing at HQ", "different", "result"
+        "{:<20} {:>9} {:>9} {:>13} {:>9}  result",
+        "table", "site rows", "matched", "missing at HQ", "different"
     );
     for r in reports {
         let detail = if r.ok() {

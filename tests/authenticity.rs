@@ -1,0 +1,165 @@
+//! Only authentic batches are applied (invariant 6): a batch altered in transit, and a batch
+//! sealed with another site's key, are rejected with a precise reason, recorded at HQ and moved
+//! aside; nothing of them is applied, and the genuine batch still applies afterwards.
+
+use anyhow::Result;
+use mysql_async::prelude::*;
+use std::time::Duration;
+use tributary::dataset::{self, PatientShape, patient_rows};
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok, run_tributary,
+    tributary_capture_checkpoint,
+};
+use tributary_suite::{ChildGuard, tributary_bin, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_applies() -> Result<()> {
+    let p = Pipeline::start("authenticity", PipelineOptions::default()).await?;
+    let outgoing = p.work.join("outgoing");
+    let rogue_out = p.work.join("rogue-out");
+    let inbox = p.work.join("inbox");
+    let keys = p.key_file.parent().unwrap().to_owned();
+
+    // Site B is a known site: its key is in HQ's key directory. A rogue copy of B's key claims
+    // to be site A's key (same key id and bytes, edited site id).
+    let out = run_ok(run_tributary(&[
+        "keys",
+        "generate",
+        "--site",
+        "clinic-b",
+        "--out-dir",
+        &keys.display().to_string(),
+    ])?)?;
+    let b_key = std::path::PathBuf::from(out.trim());
+    let rogue_key = p.work.join("rogue.key");
+    std::fs::write(
+        &rogue_key,
+        std::fs::read_to_string(&b_key)?.replace("clinic-b", "clinic-a"),
+    )?;
+    std::fs::set_permissions(
+        &rogue_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+
+    let genuine_config = p.config_with("capture.toml", &outgoing, &p.key_file, "state")?;
+    let rogue_config = p.config_with("rogue.toml", &rogue_out, &rogue_key, "rogue-state")?;
+    let apply_config = p.config_with("apply.toml", &inbox, &p.key_file, "state")?;
+
+    let shape = PatientShape {
+        visits: 1,
+        encounters_per_visit: 1,
+        obs_per_encounter: 3,
+    };
+    let mut site = p.site.conn().await?;
+    let genuine =
+        capture_one_patient(&p, &genuine_config, "state", &outgoing, &mut site, 0, shape).await?;
+    let rogue = capture_one_patient(
+        &p,
+        &rogue_config,
+        "rogue-state",
+        &rogue_out,
+        &mut site,
+        1,
+        shape,
+    )
+    .await?;
+    let file_name = genuine.file_name().unwrap().to_string_lossy().into_owned();
+
+    // 1. The genuine batch with one ciphertext byte flipped.
+    let mut tampered = std::fs::read(&genuine)?;
+    let at = tampered.len() - 20;
+    tampered[at] ^= 0x01;
+    deliver(&tampered, &inbox, "clinic-a", &file_name)?;
+    let out = run_ok(p.run_with(&apply_config, &["apply", "--once"])?)?;
+    assert!(
+        out.contains("applied 0 batches") && out.contains("1 rejected"),
+        "{out}"
+    );
+
+    // 2. A batch sealed with site B's key but claiming to be site A's.
+    deliver(&std::fs::read(&rogue)?, &inbox, "clinic-a", &file_name)?;
+    let out = run_ok(p.run_with(&apply_config, &["apply", "--once"])?)?;
+    assert!(
+        out.contains("applied 0 batches") && out.contains("1 rejected"),
+        "{out}"
+    );
+
+    let mut hq = p.hq.conn().await?;
+    for n in [0, 1] {
+        let person = patient_rows("clinic-a", n, shape).person;
+        let found: Option<u64> = hq
+            .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (&person,))
+            .await?;
+        assert_eq!(found, Some(0), "nothing of a rejected batch may be applied");
+    }
+    let reasons: Vec<String> = hq
+        .query("SELECT reason FROM tributary_rejected_batch ORDER BY rejected_id")
+        .await?;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("failed authentication"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].contains("clinic-b"),
+        "the reason names the key's real site: {}",
+        reasons[1]
+    );
+    let status = run_ok(p.run_with(&apply_config, &["status"])?)?;
+    assert!(status.contains("rejected: clinic-a"), "{status}");
+    let rejected_dir = inbox.join("clinic-a").join("rejected");
+    assert!(
+        std::fs::read_dir(&rejected_dir)?.count() >= 2,
+        "rejected batches are kept aside for inspection"
+    );
+
+    // 3. The genuine batch, unaltered, still applies.
+    deliver(&std::fs::read(&genuine)?, &inbox, "clinic-a", &file_name)?;
+    let out = run_ok(p.run_with(&apply_config, &["apply", "--once"])?)?;
+    assert!(out.contains("applied 1 batches"), "{out}");
+    let person = patient_rows("clinic-a", 0, shape).person;
+    let found: Option<u64> = hq
+        .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (&person,))
+        .await?;
+    assert_eq!(found, Some(1));
+    Ok(())
+}
+
+/// Runs capture with `config` around one new patient and returns the batch it published.
+async fn capture_one_patient(
+    p: &Pipeline,
+    config: &std::path::Path,
+    state: &str,
+    transport: &std::path::Path,
+    site: &mut mysql_async::Conn,
+    n: u64,
+    shape: PatientShape,
+) -> Result<std::path::PathBuf> {
+    let mut cmd = std::process::Command::new(tributary_bin());
+    cmd.args(["capture", "--config"]).arg(config);
+    let mut capture = ChildGuard::spawn(&mut cmd, &p.work.join("logs"), state)?;
+    let state_dir = p.work.join(state);
+    wait_until("capture to start", Duration::from_secs(30), || {
+        let started = state_dir.join("capture-state.json").exists();
+        async move { Ok(started) }
+    })
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
+    dataset::load_patients(site, CLINIC, "clinic-a", n, 1, shape).await?;
+    let site_db = &p.site;
+    wait_until("capture to publish", Duration::from_secs(60), || {
+        let state_dir = state_dir.clone();
+        async move {
+            let position: String = site_db.scalar("SELECT @@gtid_binlog_pos").await?;
+            Ok(tributary_capture_checkpoint(&state_dir)?.is_some_and(|(p, _)| p == position))
+        }
+    })
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
+    capture.signal("TERM")?;
+    capture.wait_exit(Duration::from_secs(30)).await?;
+    let files = batch_files(transport, "clinic-a")?;
+    assert_eq!(files.len(), 1, "{files:?}");
+    Ok(files[0].clone())
+}

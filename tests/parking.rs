@@ -1,0 +1,141 @@
+//! Parking (invariant 3): observations that reach HQ before the encounter and patient they
+//! belong to wait in HQ's parking tables, naming what they wait for, and are released when a
+//! seed brings those rows. A later change to a parked row queues behind it. HQ never holds a
+//! dangling reference or a placeholder row.
+
+use anyhow::Result;
+use mysql_async::prelude::*;
+use std::time::Duration;
+use tributary::dataset::{self, PatientShape, patient_rows};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok};
+use tributary_suite::wait_until;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Result<()> {
+    let p = Pipeline::start("parking", PipelineOptions::default()).await?;
+    let shape = PatientShape {
+        visits: 1,
+        encounters_per_visit: 1,
+        obs_per_encounter: 0,
+    };
+    let mut site = p.site.conn().await?;
+    // The patient, visit and encounter exist before capture starts: HQ does not have them.
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    let rows = patient_rows("clinic-a", 0, shape);
+    let encounter = rows.encounters[0].clone();
+
+    let mut capture = p.spawn("capture", "capture")?;
+    let mut apply = p.spawn("apply", "apply")?;
+    let state = p.work.join("state").join("capture-state.json");
+    wait_until(
+        "capture to record its start position",
+        Duration::from_secs(30),
+        || {
+            let exists = state.exists();
+            async move { Ok(exists) }
+        },
+    )
+    .await?;
+
+    // An obs group (parent + two members) for that encounter, then a later correction.
+    let (parent, child_a, child_b) = (
+        "0b5e0000-0000-4000-8000-000000000001",
+        "0b5e0000-0000-4000-8000-000000000002",
+        "0b5e0000-0000-4000-8000-000000000003",
+    );
+    let mut tx = site
+        .start_transaction(mysql_async::TxOpts::default())
+        .await?;
+    let insert = "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, obs_group_id, value_numeric, creator, date_created, voided, uuid, status)
+                  SELECT e.patient_id, c.concept_id, e.encounter_id, e.encounter_datetime, e.location_id, g.obs_id, ?, 1, e.encounter_datetime, 0, ?, 'FINAL'
+                  FROM encounter e JOIN concept c ON c.uuid = ? LEFT JOIN obs g ON g.uuid = ? WHERE e.uuid = ?";
+    let weight = dataset::demo_uuid("concept", 0);
+    tx.exec_drop(insert, (None::<f64>, parent, &weight, "none", &encounter))
+        .await?;
+    tx.exec_drop(insert, (Some(61.5), child_a, &weight, parent, &encounter))
+        .await?;
+    tx.exec_drop(insert, (Some(62.0), child_b, &weight, parent, &encounter))
+        .await?;
+    tx.commit().await?;
+    site.exec_drop("UPDATE obs SET voided = 1, voided_by = 1, date_voided = '2024-08-01 00:00:00', void_reason = 'corrected' WHERE uuid = ?", (child_b,)).await?;
+
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let mut hq = p.hq.conn().await?;
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(
+        parked,
+        Some(4),
+        "three obs wait for their encounter, the correction queues behind"
+    );
+    let at_hq: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM obs WHERE uuid IN (?, ?, ?)",
+            (parent, child_a, child_b),
+        )
+        .await?;
+    assert_eq!(
+        at_hq,
+        Some(0),
+        "a parked row must not be written (no placeholders)"
+    );
+    assert_eq!(p.dangling_references_at_hq().await?, 0);
+    let status = p.status()?;
+    assert!(
+        status.contains(&format!("encounter[{encounter}]")),
+        "parked rows must name what they wait for:\n{status}"
+    );
+    assert!(status.contains("queued behind"), "{status}");
+    let waits: Option<u64> = hq
+        .exec_first("SELECT COUNT(*) FROM tributary_parked_wait WHERE table_name = 'encounter' AND identity = ?", (&encounter,))
+        .await?;
+    assert_eq!(waits, Some(3));
+
+    // The encounter (and the patient and visit it needs) reach HQ through a seed of those tables.
+    capture.signal("TERM")?;
+    assert!(
+        capture.wait_exit(Duration::from_secs(30)).await?.success(),
+        "{}",
+        capture.logs()
+    );
+    run_ok(p.run(&[
+        "seed",
+        "--tables",
+        "person,person_name,patient,patient_identifier,visit,encounter",
+    ])?)?;
+    let mut capture = p.spawn("capture", "capture")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "everything was released:\n{}", p.status()?);
+    let waits: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_wait")
+        .await?;
+    assert_eq!(waits, Some(0));
+    let grouped: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM obs c JOIN obs g ON g.obs_id = c.obs_group_id JOIN encounter e ON e.encounter_id = c.encounter_id
+             WHERE g.uuid = ? AND e.uuid = ?",
+            (parent, &encounter),
+        )
+        .await?;
+    assert_eq!(
+        grouped,
+        Some(2),
+        "group members point at their parent's HQ id"
+    );
+    let voided: Option<i64> = hq
+        .exec_first("SELECT voided FROM obs WHERE uuid = ?", (child_b,))
+        .await?;
+    assert_eq!(
+        voided,
+        Some(1),
+        "the queued correction was applied after the insert it followed"
+    );
+    assert_eq!(p.dangling_references_at_hq().await?, 0);
+    p.verify()?;
+    Ok(())
+}

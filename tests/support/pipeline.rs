@@ -1,0 +1,351 @@
+//! A site, an HQ and the `tributary` binary wired together the way an operator would: a key
+//! generated with `tributary keys generate`, a configuration file, and capture/apply started
+//! as separate processes. End-to-end tests build on this.
+
+use crate::{ChildGuard, MariaDb, tributary_bin, wait_until};
+use anyhow::{Context, Result, bail};
+use mysql_async::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use tributary::dataset;
+
+/// How long a test waits for the pipeline to catch up before failing.
+pub const CATCH_UP: Duration = Duration::from_secs(90);
+
+pub struct Pipeline {
+    pub site: MariaDb,
+    pub hq: MariaDb,
+    pub site_id: String,
+    pub work: PathBuf,
+    /// The configuration with [site], [hq] and [transport] sections.
+    pub config: PathBuf,
+    pub key_file: PathBuf,
+}
+
+pub struct PipelineOptions {
+    pub max_batch_rows: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            max_batch_rows: 5_000,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Starts a site and an HQ, generates the site key, writes the configuration, and loads
+    /// the shared dictionary at both (HQ first gets rows of its own, so its ids differ).
+    pub async fn start(name: &str, options: PipelineOptions) -> Result<Pipeline> {
+        let name = name.to_owned();
+        let (site, hq) =
+            tokio::task::spawn_blocking(move || MariaDb::start_site_and_hq(&name)).await??;
+        let work = site.dir().join("work");
+        std::fs::create_dir_all(work.join("keys"))?;
+        let site_id = "clinic-a".to_owned();
+        let out = run_tributary(&[
+            "keys",
+            "generate",
+            "--site",
+            &site_id,
+            "--out-dir",
+            &work.join("keys").display().to_string(),
+        ])?;
+        let key_file = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let config = work.join("tributary.toml");
+        write_config(
+            &config,
+            &site_id,
+            &site,
+            &hq,
+            &key_file,
+            &work.join("batches"),
+            options.max_batch_rows,
+        )?;
+        let pipeline = Pipeline {
+            site,
+            hq,
+            site_id,
+            work,
+            config,
+            key_file,
+        };
+        let mut hq_conn = pipeline.hq.conn().await?;
+        dataset::load_local_extras(&mut hq_conn, "HQ Regional Hospital").await?;
+        dataset::load_patients(
+            &mut hq_conn,
+            "HQ Regional Hospital",
+            "hq-local",
+            0,
+            3,
+            dataset::PatientShape::default(),
+        )
+        .await?;
+        dataset::load_metadata(&mut hq_conn, CLINIC).await?;
+        dataset::load_metadata(&mut pipeline.site.conn().await?, CLINIC).await?;
+        Ok(pipeline)
+    }
+
+    /// Starts `tributary <command> --config <config>` as a separate process.
+    pub fn spawn(&self, command: &str, name: &str) -> Result<ChildGuard> {
+        let mut cmd = Command::new(tributary_bin());
+        cmd.args([command, "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
+        ChildGuard::spawn(&mut cmd, &self.work.join("logs"), name)
+    }
+
+    /// Runs a one-shot `tributary` command with this pipeline's configuration.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push("--config".into());
+        all.push(self.config.display().to_string());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_tributary(&refs)
+    }
+
+    /// Waits until HQ has applied everything the site committed: capture's checkpoint is at
+    /// the site's binlog position and HQ applied the last published batch.
+    pub async fn wait_caught_up(&self, children: &mut [&mut ChildGuard]) -> Result<()> {
+        let state = self.work.join("state");
+        let site = &self.site;
+        let hq = &self.hq;
+        let site_id = &self.site_id;
+        let result = wait_until("HQ to catch up with the site", CATCH_UP, move || {
+            let state = state.clone();
+            async move {
+                let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
+                let Some(checkpoint) = tributary_capture_checkpoint(&state)? else {
+                    return Ok(false);
+                };
+                let applied: Option<u64> = hq
+                    .conn()
+                    .await?
+                    .exec_first(
+                        "SELECT last_sequence FROM tributary_site_progress WHERE site_id = ?",
+                        (site_id,),
+                    )
+                    .await
+                    .unwrap_or(None);
+                Ok(checkpoint.0 == position && applied.unwrap_or(0) + 1 == checkpoint.1)
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            let logs: Vec<String> = children.iter().map(|c| c.logs()).collect();
+            return Err(e.context(logs.join("\n")));
+        }
+        Ok(())
+    }
+
+    /// `tributary verify` over the clinical tables: Ok when HQ matches the site.
+    pub fn verify(&self) -> Result<String> {
+        let out = self.run(&["verify"])?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "verification failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// `tributary status` output.
+    pub fn status(&self) -> Result<String> {
+        let out = self.run(&["status", "--parked", "50"])?;
+        if !out.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Rows at HQ whose integer references point at no row, over every reference the schema
+    /// map knows (declared FKs and undeclared ones) in the clinical tables.
+    pub async fn dangling_references_at_hq(&self) -> Result<u64> {
+        dangling_references(&self.hq).await
+    }
+}
+
+pub const CLINIC: &str = "Demo Clinic";
+
+/// Counts references at `db` (declared and undeclared) in the clinical tables that point at no
+/// row.
+pub async fn dangling_references(db: &MariaDb) -> Result<u64> {
+    let mut conn = db.conn().await?;
+    let catalog = tributary_schema::Catalog::introspect(&mut conn, db.database()).await?;
+    let map =
+        tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core())?;
+    let mut dangling = 0u64;
+    for table in tributary::verify::CLINICAL_TABLES {
+        let Some(t) = map.table(table) else { continue };
+        for (column, target) in &t.references {
+            let Some(target_map) = map.table(target) else {
+                continue;
+            };
+            let [key] = target_map.primary_key.as_slice() else {
+                continue;
+            };
+            let sql = format!(
+                "SELECT COUNT(*) FROM `{table}` c LEFT JOIN `{target}` p ON p.`{key}` = c.`{column}` \
+                 WHERE c.`{column}` IS NOT NULL AND p.`{key}` IS NULL"
+            );
+            let n: Option<u64> = conn.query_first(sql).await?;
+            dangling += n.unwrap_or(0);
+        }
+    }
+    Ok(dangling)
+}
+
+/// Reads capture's checkpoint file: (GTID position, next sequence).
+pub fn tributary_capture_checkpoint(state_dir: &Path) -> Result<Option<(String, u64)>> {
+    let path = state_dir.join("capture-state.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).context("checkpoint json")?;
+            Ok(Some((
+                v["gtid_position"].as_str().unwrap_or_default().to_owned(),
+                v["next_sequence"].as_u64().unwrap_or(0),
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn run_tributary(args: &[&str]) -> Result<Output> {
+    let out = Command::new(tributary_bin())
+        .args(args)
+        .output()
+        .with_context(|| format!("running tributary {args:?}"))?;
+    Ok(out)
+}
+
+/// Like [`run_tributary`] but fails with the command's stderr when it does not succeed.
+pub fn run_ok(out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "tributary exited with {}:\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn write_config(
+    path: &Path,
+    site_id: &str,
+    site: &MariaDb,
+    hq: &MariaDb,
+    key_file: &Path,
+    transport: &Path,
+    max_batch_rows: usize,
+) -> Result<()> {
+    let keys = key_file.parent().context("key file has a directory")?;
+    let text = format!(
+        r#"[site]
+id = "{site_id}"
+state_dir = "state"
+key_file = "{key}"
+flush_interval_ms = 50
+max_batch_rows = {max_batch_rows}
+
+[site.database]
+url = "mysql://{su}@127.0.0.1:{sp}/{sd}"
+password_file = "{spw}"
+
+[hq]
+key_dir = "{keys}"
+poll_interval_ms = 50
+
+[hq.database]
+url = "mysql://{hu}@127.0.0.1:{hp}/{hd}"
+password_file = "{hpw}"
+
+[transport]
+directory = "{transport}"
+"#,
+        key = key_file.display(),
+        keys = keys.display(),
+        transport = transport.display(),
+        su = site.user(),
+        sp = site.port(),
+        sd = site.database(),
+        spw = site.password_file().display(),
+        hu = hq.user(),
+        hp = hq.port(),
+        hd = hq.database(),
+        hpw = hq.password_file().display(),
+    );
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+impl Pipeline {
+    /// A second configuration whose transport directory is `transport` (so batches can be
+    /// moved between capture's outbox and the applier's inbox by hand), with the given key.
+    pub fn config_with(
+        &self,
+        name: &str,
+        transport: &Path,
+        key_file: &Path,
+        state_dir: &str,
+    ) -> Result<PathBuf> {
+        let path = self.work.join(name);
+        write_config(
+            &path,
+            &self.site_id,
+            &self.site,
+            &self.hq,
+            key_file,
+            transport,
+            1,
+        )?;
+        let text = std::fs::read_to_string(&path)?.replace(
+            "state_dir = \"state\"",
+            &format!("state_dir = \"{state_dir}\""),
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Runs a one-shot command with another configuration file.
+    pub fn run_with(&self, config: &Path, args: &[&str]) -> Result<Output> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push("--config".into());
+        all.push(config.display().to_string());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_tributary(&refs)
+    }
+}
+
+/// The committed batch files of one site in a transport directory, sorted by name (which is
+/// epoch then sequence, zero-padded).
+pub fn batch_files(transport: &Path, site_id: &str) -> Result<Vec<PathBuf>> {
+    let dir = transport.join(site_id);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "batch") && p.is_file())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// Places batch bytes into a site's inbox directory atomically (temp name, then rename),
+/// under the given file name.
+pub fn deliver(bytes: &[u8], inbox: &Path, site_id: &str, file_name: &str) -> Result<()> {
+    let dir = inbox.join(site_id);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{file_name}.copying"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(file_name))?;
+    Ok(())
+}
