@@ -152,3 +152,101 @@ impl Publisher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_model::{Identity, Op, RowChange};
+    use tributary_transport::DirectoryInbox;
+
+    fn txn() -> SourceTransaction {
+        SourceTransaction {
+            gtid: Some("0-1-5".into()),
+            committed_at: 1,
+            rows: vec![RowChange {
+                table: "person".into(),
+                op: Op::Insert,
+                identity: Identity::from_uuid("p-1"),
+                columns: Default::default(),
+            }],
+        }
+    }
+
+    struct Site {
+        _dir: tempfile::TempDir,
+        state: std::path::PathBuf,
+        outbox: std::path::PathBuf,
+        key: SiteKey,
+    }
+
+    impl Site {
+        fn new() -> Site {
+            let dir = tempfile::tempdir().unwrap();
+            Site {
+                state: dir.path().join("state"),
+                outbox: dir.path().join("batches"),
+                _dir: dir,
+                key: SiteKey::generate("clinic-a").unwrap(),
+            }
+        }
+
+        fn open(&self) -> Publisher {
+            let state = StateDir::open(&self.state).unwrap();
+            let checkpoint = state
+                .load()
+                .unwrap()
+                .unwrap_or_else(|| Checkpoint::new("clinic-a", "0-1-4".into()));
+            let outbox = DirectoryOutbox::open(&self.outbox, "clinic-a").unwrap();
+            Publisher::open(state, outbox, self.key.clone(), checkpoint, 100).unwrap()
+        }
+
+        fn committed(&self) -> Vec<u64> {
+            let inbox = DirectoryInbox::open(&self.outbox).unwrap();
+            inbox.pending("clinic-a").unwrap().iter().map(|e| e.sequence).collect()
+        }
+    }
+
+    #[test]
+    fn a_flush_publishes_the_batch_and_then_advances_the_checkpoint() {
+        let site = Site::new();
+        let mut publisher = site.open();
+        publisher.add(txn(), "0-1-5".into()).unwrap();
+        assert!(site.committed().is_empty(), "below the row bound nothing is published yet");
+        publisher.flush().unwrap();
+        assert_eq!(site.committed(), vec![1]);
+        assert_eq!(publisher.checkpoint().next_sequence, 2);
+        assert_eq!(publisher.checkpoint().gtid_position, "0-1-5");
+    }
+
+    #[test]
+    fn a_batch_staged_before_its_checkpoint_is_discarded_on_restart() {
+        let site = Site::new();
+        drop(site.open());
+        // Crash after staging batch 1 but before the checkpoint named it.
+        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
+        outbox.stage(1, 1, b"sealed").unwrap();
+        let publisher = site.open();
+        assert!(outbox.staged().unwrap().is_empty());
+        assert!(site.committed().is_empty(), "the events are read again into sequence 1");
+        assert_eq!(publisher.checkpoint().next_sequence, 1);
+    }
+
+    #[test]
+    fn a_batch_staged_and_checkpointed_is_committed_on_restart() {
+        let site = Site::new();
+        drop(site.open());
+        // Crash after the checkpoint named staged batch 1 but before it was committed.
+        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
+        outbox.stage(1, 1, b"sealed").unwrap();
+        {
+            let state = StateDir::open(&site.state).unwrap();
+            let mut checkpoint = Checkpoint::new("clinic-a", "0-1-5".into());
+            checkpoint.next_sequence = 2;
+            checkpoint.staged_sequence = Some(1);
+            state.save(&checkpoint).unwrap();
+        }
+        let publisher = site.open();
+        assert_eq!(site.committed(), vec![1], "the checkpoint already covers it: it must be published");
+        assert_eq!(publisher.checkpoint().next_sequence, 2);
+    }
+}
