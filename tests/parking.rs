@@ -139,3 +139,130 @@ async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Resul
     p.verify()?;
     Ok(())
 }
+
+/// A self-reference (a user who last changed their own account) never waits on itself: the
+/// row is inserted and then pointed at its own new id. The seed's copy of the same user queues
+/// behind the parked change and is applied after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Result<()> {
+    let p = Pipeline::start("self-reference", PipelineOptions::default()).await?;
+    let mut site = p.site.conn().await?;
+    let (person, user) = (
+        "5e1f0000-0000-4000-8000-000000000001",
+        "5e1f0000-0000-4000-8000-000000000002",
+    );
+    site.exec_drop(
+        "INSERT INTO person (gender, creator, date_created, voided, uuid) VALUES ('F', 1, '2024-01-01 00:00:00', 0, ?)",
+        (person,),
+    )
+    .await?;
+    site.exec_drop(
+        "INSERT INTO users (system_id, username, creator, date_created, person_id, retired, uuid)
+         SELECT 'nurse-1', 'nurse', 1, '2024-01-01 00:00:00', person_id, 0, ? FROM person WHERE uuid = ?",
+        (user, person),
+    )
+    .await?;
+
+    let mut capture = p.spawn("capture", "capture")?;
+    let mut apply = p.spawn("apply", "apply")?;
+    let state = p.work.join("state").join("capture-state.json");
+    wait_until("capture to start", Duration::from_secs(30), || {
+        let exists = state.exists();
+        async move { Ok(exists) }
+    })
+    .await?;
+    site.exec_drop(
+        "UPDATE users SET changed_by = user_id, date_changed = '2024-02-01 00:00:00', username = 'nurse.a' WHERE uuid = ?",
+        (user,),
+    )
+    .await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let mut hq = p.hq.conn().await?;
+    let waits: Vec<(String, String)> = hq
+        .query("SELECT table_name, identity FROM tributary_parked_wait")
+        .await?;
+    assert_eq!(
+        waits,
+        vec![("person".to_owned(), person.to_owned())],
+        "the update waits for its person only, not for itself"
+    );
+
+    capture.signal("TERM")?;
+    capture.wait_exit(Duration::from_secs(30)).await?;
+    run_ok(p.run(&["seed", "--tables", "person,users"])?)?;
+    p.wait_caught_up(&mut [&mut apply]).await?;
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "{}", p.status()?);
+    let own: Option<(String, i64)> = hq
+        .exec_first(
+            "SELECT username, CAST(changed_by = user_id AS SIGNED) FROM users WHERE uuid = ?",
+            (user,),
+        )
+        .await?;
+    assert_eq!(
+        own,
+        Some(("nurse.a".to_owned(), 1)),
+        "the user points at its own HQ id"
+    );
+    Ok(())
+}
+
+/// A delete needs only the identity of the row it removes: when the site has since deleted
+/// the rows it referred to (capture was behind), the delete still applies, and so does the
+/// delete of the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_apply_even_when_their_references_are_gone_at_the_site() -> Result<()> {
+    let p = Pipeline::start("late-deletes", PipelineOptions::default()).await?;
+    let shape = PatientShape {
+        visits: 1,
+        encounters_per_visit: 1,
+        obs_per_encounter: 2,
+    };
+    let mut site = p.site.conn().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    let rows = patient_rows("clinic-a", 0, shape);
+    run_ok(p.run(&["seed"])?)?;
+    let mut apply = p.spawn("apply", "apply")?;
+    p.wait_caught_up(&mut [&mut apply]).await?;
+    let mut hq = p.hq.conn().await?;
+    let at_hq: Option<u64> = hq
+        .exec_first("SELECT COUNT(*) FROM obs WHERE uuid = ?", (&rows.obs[0],))
+        .await?;
+    assert_eq!(at_hq, Some(1));
+
+    // While capture is down, the site deletes the obs and then their encounter.
+    site.exec_drop(
+        "DELETE FROM obs WHERE uuid IN (?, ?)",
+        (&rows.obs[0], &rows.obs[1]),
+    )
+    .await?;
+    site.exec_drop(
+        "DELETE FROM encounter WHERE uuid = ?",
+        (&rows.encounters[0],),
+    )
+    .await?;
+    let mut capture = p.spawn("capture", "capture")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let left: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM obs WHERE uuid IN (?, ?)",
+            (&rows.obs[0], &rows.obs[1]),
+        )
+        .await?;
+    assert_eq!(left, Some(0), "{}", p.status()?);
+    let left: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM encounter WHERE uuid = ?",
+            (&rows.encounters[0],),
+        )
+        .await?;
+    assert_eq!(left, Some(0), "{}", p.status()?);
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "{}", p.status()?);
+    p.verify()?;
+    Ok(())
+}

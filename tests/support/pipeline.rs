@@ -261,6 +261,7 @@ password_file = "{spw}"
 [hq]
 key_dir = "{keys}"
 poll_interval_ms = 50
+retry_parked_interval_ms = 300
 
 [hq.database]
 url = "mysql://{hu}@127.0.0.1:{hp}/{hd}"

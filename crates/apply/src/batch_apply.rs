@@ -7,6 +7,7 @@ use crate::parking;
 use crate::resolver::Resolver;
 use crate::writer::{Resolution, resolve_row, write_row};
 use mysql_async::{Conn, Transaction, TxOpts};
+use std::collections::BTreeMap;
 use tributary_batch::BatchHeader;
 use tributary_model::{BatchPayload, RowChange, RowRef};
 use tributary_schema::SchemaMap;
@@ -91,18 +92,22 @@ async fn apply_in(
             Placed::Parked => outcome.parked += 1,
         }
     }
-    outcome.released = release(tx, schema, resolver, arrivals).await?;
+    let released = release(tx, schema, resolver, arrivals).await?;
+    outcome.released = released.values().sum();
     let last_committed_at = payload.transactions.iter().map(|t| t.committed_at).max();
     bookkeeping::record_applied(
         tx,
         &header.site_id,
         header.epoch,
         header.sequence,
-        outcome.applied + outcome.released,
+        outcome.applied,
         outcome.parked,
         last_committed_at,
     )
     .await?;
+    for (site, rows) in &released {
+        bookkeeping::record_released(tx, site, *rows).await?;
+    }
     Ok((Fit::Next, outcome))
 }
 
@@ -157,18 +162,31 @@ async fn place(
     Ok(Placed::Parked)
 }
 
+/// Rows released, per site they came from (a site's row may wait for another site's).
+pub type Released = BTreeMap<String, u64>;
+
 /// Releases parked rows whose waits are satisfied by `arrivals`, and then those satisfied by
-/// what they release, until nothing more moves. Returns how many rows were released.
+/// what they release, until nothing more moves.
 async fn release(
     tx: &mut Transaction<'_>,
     schema: &SchemaMap,
     resolver: &mut Resolver,
-    mut arrivals: Vec<RowRef>,
-) -> Result<u64, ApplyError> {
-    let mut released = 0;
-    while !arrivals.is_empty() {
-        let candidates = parking::candidates(tx, &arrivals).await?;
-        arrivals.clear();
+    arrivals: Vec<RowRef>,
+) -> Result<Released, ApplyError> {
+    let candidates = parking::candidates(tx, &arrivals).await?;
+    release_candidates(tx, schema, resolver, candidates).await
+}
+
+/// Retries the given parked rows (oldest first), then whatever their release unblocks.
+async fn release_candidates(
+    tx: &mut Transaction<'_>,
+    schema: &SchemaMap,
+    resolver: &mut Resolver,
+    mut candidates: Vec<u64>,
+) -> Result<Released, ApplyError> {
+    let mut released = Released::new();
+    while !candidates.is_empty() {
+        let mut arrivals = Vec::new();
         for parked_id in candidates {
             let Some(parked) = parking::load(tx, parked_id).await? else {
                 continue;
@@ -177,8 +195,8 @@ async fn release(
                 continue;
             }
             match resolve_row(tx, schema, resolver, &parked.change).await? {
-                Resolution::Ready(values) => {
-                    match write_row(tx, schema, resolver, &parked.change, values).await {
+                Resolution::Ready(row) => {
+                    match write_row(tx, schema, resolver, &parked.change, row).await {
                         Ok(()) => {}
                         Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => {
                             let reason = format!("HQ refused the row: {}", refusal_text(e.code));
@@ -190,7 +208,7 @@ async fn release(
                     parking::unpark(tx, parked_id).await?;
                     tracing::debug!(site = %parked.site_id, table = %parked.change.table, "released a parked row");
                     arrivals.push(parked.change.row_ref());
-                    released += 1;
+                    *released.entry(parked.site_id).or_default() += 1;
                 }
                 Resolution::Waiting(waits) => {
                     parking::rewait(tx, parked_id, &waits, &parking::waiting_reason(&waits))
@@ -199,15 +217,53 @@ async fn release(
                 Resolution::Blocked(reason) => parking::rewait(tx, parked_id, &[], &reason).await?,
             }
         }
+        candidates = if arrivals.is_empty() {
+            Vec::new()
+        } else {
+            parking::candidates(tx, &arrivals).await?
+        };
     }
     Ok(released)
 }
 
-/// Server errors that mean "this row cannot be written as it is" rather than "HQ is down".
+/// Retries every parked row (up to `limit`, oldest first) in one HQ transaction: rows whose
+/// parents were created at HQ directly, or that HQ refused before an operator fixed HQ (a
+/// missing table, a colliding name), are released without waiting for another arrival.
+pub async fn retry_parked(
+    conn: &mut Conn,
+    schema: &SchemaMap,
+    resolver: &mut Resolver,
+    limit: u32,
+) -> Result<Released, ApplyError> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let result = async {
+        let candidates = parking::oldest(&mut tx, limit).await?;
+        let released = release_candidates(&mut tx, schema, resolver, candidates).await?;
+        for (site, rows) in &released {
+            bookkeeping::record_released(&mut tx, site, *rows).await?;
+        }
+        Ok::<_, ApplyError>(released)
+    }
+    .await;
+    match result {
+        Ok(released) => {
+            tx.commit().await?;
+            Ok(released)
+        }
+        Err(e) => {
+            resolver.clear();
+            Err(e)
+        }
+    }
+}
+
+/// Server errors that mean "this row cannot be written as it is" rather than "HQ is busy or
+/// down": every server error except the transient ones (deadlock, lock wait, shutdown,
+/// connection limits), which roll the whole batch back to be retried.
 fn is_row_refusal(code: u16) -> bool {
-    matches!(
+    !matches!(
         code,
-        1048 | 1062 | 1364 | 1366 | 1406 | 1451 | 1452 | 1264 | 1292 | 3819 | 4025
+        1040 | 1053 | 1152 | 1156 | 1158 | 1159 | 1160 | 1161 | 1205 | 1213 | 2006 | 2013
     )
 }
 

@@ -127,6 +127,19 @@ pub async fn record_applied(
     .await
 }
 
+/// Counts parked rows of `site_id` released into HQ, in the releasing transaction.
+pub async fn record_released(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    rows: u64,
+) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "UPDATE tributary_site_progress SET rows_applied = rows_applied + ? WHERE site_id = ?",
+        (rows, site_id),
+    )
+    .await
+}
+
 /// Records that a gap holds the site (visible in status until the batch arrives).
 pub async fn record_gap(
     conn: &mut mysql_async::Conn,

@@ -24,5 +24,8 @@ mod writer;
 pub use batch_apply::BatchOutcome;
 pub use error::ApplyError;
 pub use runner::{Applier, PassReport, run_apply};
-pub use settings::{ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES};
+pub use settings::{
+    ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
+    DEFAULT_RETRY_PARKED_INTERVAL,
+};
 pub use status::{ParkedSummary, SiteStatus, parked_rows, rejected_batches, site_statuses};

@@ -100,6 +100,15 @@ pub async fn candidates(
     Ok(ids)
 }
 
+/// The oldest parked rows, for a periodic retry.
+pub async fn oldest(tx: &mut Transaction<'_>, limit: u32) -> mysql_async::Result<Vec<u64>> {
+    tx.exec(
+        "SELECT parked_id FROM tributary_parked_row ORDER BY parked_id LIMIT ?",
+        (limit,),
+    )
+    .await
+}
+
 pub async fn load(
     tx: &mut Transaction<'_>,
     parked_id: u64,

@@ -10,7 +10,7 @@ use crate::settings::ApplySettings;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary_batch::BatchHeader;
 use tributary_model::BatchPayload;
@@ -18,6 +18,8 @@ use tributary_schema::{Catalog, SchemaMap};
 use tributary_transport::{DirectoryInbox, InboxEntry};
 
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Parked rows one periodic retry looks at (oldest first), bounding the transaction.
+const PARKED_RETRY_LIMIT: u32 = 5_000;
 
 /// What one pass over the inbox did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +39,7 @@ pub struct Applier {
     resolver: Resolver,
     inbox: DirectoryInbox,
     reported_gaps: BTreeMap<String, u64>,
+    last_parked_retry: Instant,
 }
 
 impl Applier {
@@ -58,6 +61,7 @@ impl Applier {
             schema,
             inbox,
             reported_gaps: BTreeMap::new(),
+            last_parked_retry: Instant::now(),
         })
     }
 
@@ -67,7 +71,31 @@ impl Applier {
         for site in self.inbox.sites()? {
             self.apply_site(&site, &mut report).await?;
         }
+        if self.last_parked_retry.elapsed() >= self.settings.retry_parked_interval {
+            report.rows.released += self.retry_parked().await?;
+        }
         Ok(report)
+    }
+
+    /// Re-reads HQ's schema and retries every parked row (oldest first, bounded per call):
+    /// what an operator fixed at HQ, or parents created at HQ directly, release rows without
+    /// waiting for another batch. Returns how many rows were released.
+    pub async fn retry_parked(&mut self) -> Result<u64, ApplyError> {
+        self.last_parked_retry = Instant::now();
+        let catalog = Catalog::introspect(&mut self.conn, &self.settings.database).await?;
+        self.schema = SchemaMap::build(&catalog, &self.settings.policy)?;
+        let released = crate::batch_apply::retry_parked(
+            &mut self.conn,
+            &self.schema,
+            &mut self.resolver,
+            PARKED_RETRY_LIMIT,
+        )
+        .await?;
+        let total = released.values().sum();
+        if total > 0 {
+            tracing::info!(released = total, "released parked rows on retry");
+        }
+        Ok(total)
     }
 
     async fn apply_site(&mut self, site: &str, report: &mut PassReport) -> Result<(), ApplyError> {
@@ -95,7 +123,9 @@ impl Applier {
                 }
                 Fit::Next => {}
             }
-            let (header, payload) = match self.open(&entry) {
+            // A read error (a share that dropped for a moment) is transient: the batch stays.
+            let bytes = self.inbox.read(&entry)?;
+            let (header, payload) = match self.open(&entry, &bytes) {
                 Ok(opened) => opened,
                 Err(reason) => {
                     self.reject(&entry, &reason).await?;
@@ -111,6 +141,10 @@ impl Applier {
                 &payload,
             )
             .await?;
+            if let Fit::Gap { .. } = fit {
+                // Another applier moved this site meanwhile: keep the batch, look again later.
+                return Ok(());
+            }
             if fit == Fit::Next {
                 report.batches_applied += 1;
                 report.rows.applied += outcome.applied;
@@ -133,10 +167,13 @@ impl Applier {
     }
 
     /// Reads, authenticates and decodes a batch; the error is the rejection reason.
-    fn open(&self, entry: &InboxEntry) -> Result<(BatchHeader, BatchPayload), String> {
-        let bytes = self.inbox.read(entry).map_err(|e| e.to_string())?;
+    fn open(
+        &self,
+        entry: &InboxEntry,
+        bytes: &[u8],
+    ) -> Result<(BatchHeader, BatchPayload), String> {
         let (header, json) =
-            tributary_batch::open(&bytes, &self.settings.keyring).map_err(|e| e.to_string())?;
+            tributary_batch::open(bytes, &self.settings.keyring).map_err(|e| e.to_string())?;
         if header.site_id != entry.site_id
             || header.epoch != entry.epoch
             || header.sequence != entry.sequence
@@ -153,7 +190,15 @@ impl Applier {
             ));
         }
         let payload: BatchPayload = serde_json::from_slice(&json)
-            .map_err(|e| format!("authenticated payload is not a valid batch payload: {e}"))?;
+            // The position only: serde's message may quote payload values.
+            .map_err(|e| {
+                format!(
+                    "authenticated payload is not a valid batch payload ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+            })?;
         if payload.row_count() != header.row_count as usize {
             return Err(format!(
                 "header counts {} rows but the payload holds {}",

@@ -8,6 +8,9 @@ use tributary_schema::Policy;
 
 /// How often the inbox is scanned when it had nothing to apply.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often every parked row is retried even without an arrival (parents created at HQ
+/// directly, or an HQ problem an operator fixed).
+pub const DEFAULT_RETRY_PARKED_INTERVAL: Duration = Duration::from_secs(60);
 /// HQ id cache entries; like capture's identity cache, bounded (invariant 8).
 pub const DEFAULT_RESOLVER_CACHE_ENTRIES: usize = 1_000_000;
 
@@ -21,4 +24,5 @@ pub struct ApplySettings {
     pub policy: Policy,
     pub poll_interval: Duration,
     pub resolver_cache_entries: usize,
+    pub retry_parked_interval: Duration,
 }

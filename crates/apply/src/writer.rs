@@ -19,12 +19,20 @@ const MISSING_AT_SOURCE: &str = "missing-at-source:";
 /// Whether a row can be written now.
 pub enum Resolution {
     /// Every reference resolved: the column values to write, ids already HQ-local.
-    Ready(BTreeMap<String, Sql>),
+    Ready(ResolvedRow),
     /// Some referenced rows are not at HQ yet: park until they arrive.
     Waiting(Vec<RowRef>),
     /// The row cannot be written by waiting (unknown table or column at HQ, a reference the
     /// source could not resolve): park with this reason for an operator.
     Blocked(String),
+}
+
+/// A row ready to be written.
+pub struct ResolvedRow {
+    pub values: BTreeMap<String, Sql>,
+    /// Columns that refer to the row itself (a user who created their own account) while the
+    /// row is not at HQ yet: filled in with the row's new id right after it is inserted.
+    pub self_references: Vec<String>,
 }
 
 pub async fn resolve_row(
@@ -47,8 +55,23 @@ pub async fn resolve_row(
     }
     let mut values = BTreeMap::new();
     let mut waiting = Vec::new();
+    let mut self_references = Vec::new();
+    let own = change.row_ref();
+    let key_columns = locator_columns(map);
     for (column, value) in &change.columns {
+        // A delete needs only what finds the row; its other references may be long gone.
+        if change.op == Op::Delete && !key_columns.contains(column) {
+            continue;
+        }
         let sql = match value {
+            Value::Ref(_) if change.op == Op::Delete => match value {
+                Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
+                    Some(id) => Sql::Int(id),
+                    // The row cannot be at HQ if what identifies it is not: nothing to delete.
+                    None => continue,
+                },
+                _ => continue,
+            },
             Value::Ref(target) if target.identity.as_str().starts_with(MISSING_AT_SOURCE) => {
                 return Ok(Resolution::Blocked(format!(
                     "column `{column}` refers to a `{}` row the site no longer had when it was captured",
@@ -57,6 +80,10 @@ pub async fn resolve_row(
             }
             Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
                 Some(id) => Sql::Int(id),
+                None if *target == own => {
+                    self_references.push(column.clone());
+                    continue;
+                }
                 None => {
                     waiting.push(target.clone());
                     continue;
@@ -67,7 +94,10 @@ pub async fn resolve_row(
         values.insert(column.clone(), sql);
     }
     if waiting.is_empty() {
-        Ok(Resolution::Ready(values))
+        Ok(Resolution::Ready(ResolvedRow {
+            values,
+            self_references,
+        }))
     } else {
         waiting.sort();
         waiting.dedup();
@@ -81,11 +111,15 @@ pub async fn write_row(
     schema: &SchemaMap,
     resolver: &mut Resolver,
     change: &RowChange,
-    values: BTreeMap<String, Sql>,
+    row: ResolvedRow,
 ) -> mysql_async::Result<()> {
     let Some(map) = schema.table(&change.table) else {
         return Ok(());
     };
+    let ResolvedRow {
+        mut values,
+        self_references,
+    } = row;
     let existing = locate(tx, map, change, &values).await?;
     let table = quote_ident(&map.name);
     match (change.op, existing) {
@@ -117,24 +151,70 @@ pub async fn write_row(
             .await?;
         }
         (Op::Insert | Op::Update, None) => {
+            // A NOT NULL self-reference cannot be NULL for the instant between the insert and
+            // the update that points it at the new id: only then are FK checks paused, for
+            // that one statement, and the row is complete before the transaction goes on.
+            let mut pause_fk_checks = false;
+            for column in &self_references {
+                let nullable = map.column(column).is_none_or(|c| c.nullable);
+                pause_fk_checks |= !nullable;
+                values.insert(
+                    column.clone(),
+                    if nullable { Sql::NULL } else { Sql::Int(0) },
+                );
+            }
             let columns: Vec<String> = values.keys().map(|c| quote_ident(c)).collect();
             let marks = vec!["?"; columns.len()].join(", ");
-            tx.exec_drop(
-                format!(
-                    "INSERT INTO {table} ({}) VALUES ({marks})",
-                    columns.join(", ")
-                ),
-                values.into_values().collect::<Vec<_>>(),
-            )
-            .await?;
-            if map.surrogate_key.is_some()
-                && let Some(id) = tx.last_insert_id().and_then(|id| i64::try_from(id).ok())
-            {
+            if pause_fk_checks {
+                tx.query_drop("SET SESSION foreign_key_checks = 0").await?;
+            }
+            let inserted = tx
+                .exec_drop(
+                    format!(
+                        "INSERT INTO {table} ({}) VALUES ({marks})",
+                        columns.join(", ")
+                    ),
+                    values.into_values().collect::<Vec<_>>(),
+                )
+                .await;
+            if pause_fk_checks {
+                tx.query_drop("SET SESSION foreign_key_checks = 1").await?;
+            }
+            inserted?;
+            let new_id = tx.last_insert_id().and_then(|id| i64::try_from(id).ok());
+            if let (Some(key), Some(id)) = (&map.surrogate_key, new_id) {
                 resolver.remember(change.row_ref(), id);
+                if !self_references.is_empty() {
+                    let assignments: Vec<String> = self_references
+                        .iter()
+                        .map(|c| format!("{} = ?", quote_ident(c)))
+                        .collect();
+                    let mut params = vec![Sql::Int(id); self_references.len()];
+                    params.push(Sql::Int(id));
+                    tx.exec_drop(
+                        format!(
+                            "UPDATE {table} SET {} WHERE {} = ?",
+                            assignments.join(", "),
+                            quote_ident(key)
+                        ),
+                        params,
+                    )
+                    .await?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The columns that find a row at HQ (besides its uuid): the key of an inherited or
+/// natural-key table.
+fn locator_columns(map: &TableMap) -> Vec<String> {
+    match &map.identity {
+        IdentityRule::OwnUuid { column } => vec![column.clone()],
+        IdentityRule::Inherited { .. } => map.primary_key.clone(),
+        IdentityRule::Natural { columns } => columns.clone(),
+    }
 }
 
 /// How an existing HQ row is addressed.

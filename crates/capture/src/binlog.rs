@@ -114,11 +114,17 @@ impl TransactionAssembler {
                     }
                     return Ok(Step::Continue);
                 }
-                let mut txn = self.current.take().unwrap_or_default();
-                txn.committed_at = u64::from(header.timestamp());
                 if statement.eq_ignore_ascii_case("COMMIT") {
+                    let mut txn = self.current.take().unwrap_or_default();
+                    txn.committed_at = u64::from(header.timestamp());
                     return Ok(Step::Committed(txn));
                 }
+                if self.current.is_some() && !self.standalone {
+                    // SAVEPOINT / ROLLBACK TO inside a transaction: not a boundary.
+                    return Ok(Step::Continue);
+                }
+                let mut txn = self.current.take().unwrap_or_default();
+                txn.committed_at = u64::from(header.timestamp());
                 // Any other query is DDL (statement-format DML is refused at preflight).
                 self.standalone = false;
                 let schema_name = query.schema();

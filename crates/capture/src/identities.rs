@@ -8,7 +8,7 @@
 use crate::error::CaptureError;
 use lru::LruCache;
 use mysql_async::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use tributary_model::Identity;
 use tributary_schema::{IdentitySource, quote_ident};
@@ -18,25 +18,41 @@ const LOOKUP_CHUNK: usize = 500;
 
 pub struct IdentityCache {
     entries: LruCache<(String, i64), Identity>,
+    /// What the current transaction learned or fetched: kept whole until the next
+    /// transaction, so a transaction with more keys than the LRU holds cannot evict what it
+    /// is about to use.
+    pinned: HashMap<(String, i64), Identity>,
 }
 
 impl IdentityCache {
     pub fn new(capacity: usize) -> IdentityCache {
         IdentityCache {
             entries: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            pinned: HashMap::new(),
         }
     }
 
+    /// Starts a new source transaction (or snapshot chunk): releases the previous pins.
+    pub fn begin_transaction(&mut self) {
+        self.pinned.clear();
+    }
+
     pub fn learn(&mut self, root: &str, key: i64, identity: Identity) {
+        self.pinned.insert((root.to_owned(), key), identity.clone());
         self.entries.put((root.to_owned(), key), identity);
     }
 
     pub fn get(&mut self, root: &str, key: i64) -> Option<Identity> {
-        self.entries.get(&(root.to_owned(), key)).cloned()
+        let id = (root.to_owned(), key);
+        self.pinned
+            .get(&id)
+            .cloned()
+            .or_else(|| self.entries.get(&id).cloned())
     }
 
     pub fn contains(&self, root: &str, key: i64) -> bool {
-        self.entries.contains(&(root.to_owned(), key))
+        let id = (root.to_owned(), key);
+        self.pinned.contains_key(&id) || self.entries.contains(&id)
     }
 
     /// Looks up every wanted key the cache lacks, in batched queries on `conn`. Keys the source
@@ -66,9 +82,13 @@ impl IdentityCache {
                     db = quote_ident(database),
                     table = quote_ident(root),
                 );
-                let rows: Vec<(i64, Option<String>)> = conn.exec(sql, chunk.to_vec()).await?;
-                for (key, uuid) in rows {
-                    if let Some(uuid) = uuid {
+                // Rows are read untyped: a key or uuid the source stores oddly is skipped (and
+                // its references travel as unresolved) rather than panicking a typed read.
+                let rows: Vec<mysql_async::Row> = conn.exec(sql, chunk.to_vec()).await?;
+                for mut row in rows {
+                    let key = row.take_opt::<i64, _>(0).and_then(Result::ok);
+                    let uuid = row.take_opt::<String, _>(1).and_then(Result::ok);
+                    if let (Some(key), Some(uuid)) = (key, uuid) {
                         self.learn(root, key, Identity::from_uuid(&uuid));
                     }
                 }
@@ -87,6 +107,7 @@ mod tests {
         let mut cache = IdentityCache::new(2);
         cache.learn("person", 1, Identity::from_uuid("a"));
         cache.learn("concept", 1, Identity::from_uuid("b"));
+        cache.begin_transaction();
         assert_eq!(cache.get("person", 1), Some(Identity::from_uuid("a")));
         cache.learn("person", 2, Identity::from_uuid("c"));
         assert_eq!(
@@ -95,5 +116,17 @@ mod tests {
             "least recently used entry evicted"
         );
         assert_eq!(cache.get("person", 2), Some(Identity::from_uuid("c")));
+    }
+
+    #[test]
+    fn a_transaction_keeps_everything_it_learned_even_past_the_lru_bound() {
+        let mut cache = IdentityCache::new(2);
+        cache.begin_transaction();
+        for key in 0..10 {
+            cache.learn("obs", key, Identity::from_uuid(&format!("o-{key}")));
+        }
+        assert_eq!(cache.get("obs", 0), Some(Identity::from_uuid("o-0")));
+        cache.begin_transaction();
+        assert_eq!(cache.get("obs", 0), None, "pins end with the transaction");
     }
 }

@@ -26,8 +26,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens the publisher, finishing whatever a crash interrupted: a staged batch the
-    /// checkpoint names is committed; staged batches it does not name are discarded.
+    /// Opens the publisher, finishing whatever a crash interrupted (see [`Publisher::resume`]).
     pub fn open(
         state: StateDir,
         outbox: DirectoryOutbox,
@@ -35,24 +34,7 @@ impl Publisher {
         checkpoint: Checkpoint,
         max_batch_rows: usize,
     ) -> Result<Publisher, CaptureError> {
-        for staged in outbox.staged()? {
-            if checkpoint.staged_sequence == Some(staged.sequence)
-                && staged.epoch == checkpoint.epoch
-            {
-                outbox.commit(&staged)?;
-                tracing::info!(
-                    sequence = staged.sequence,
-                    "committed a batch staged before a crash"
-                );
-            } else {
-                outbox.discard(&staged)?;
-                tracing::info!(
-                    sequence = staged.sequence,
-                    "discarded a batch staged before a crash; its events are read again"
-                );
-            }
-        }
-        Ok(Publisher {
+        let mut publisher = Publisher {
             position: checkpoint.gtid_position.clone(),
             state,
             outbox,
@@ -62,7 +44,38 @@ impl Publisher {
             pending: Vec::new(),
             pending_rows: 0,
             max_batch_rows: max_batch_rows.max(1),
-        })
+        };
+        publisher.resume()?;
+        Ok(publisher)
+    }
+
+    /// Brings the publisher back to exactly what the checkpoint says, before a (new) stream
+    /// session reads from the checkpoint's position: staged batches the checkpoint already
+    /// covers (sequence below `next_sequence`) are committed, any other staged batch is
+    /// discarded (its events will be read again into the same sequence), and whatever was
+    /// pending in memory is dropped (it will be read again too).
+    pub fn resume(&mut self) -> Result<(), CaptureError> {
+        for staged in self.outbox.staged()? {
+            if staged.epoch == self.checkpoint.epoch
+                && staged.sequence < self.checkpoint.next_sequence
+            {
+                self.outbox.commit(&staged)?;
+                tracing::info!(
+                    sequence = staged.sequence,
+                    "committed a batch staged before an interruption"
+                );
+            } else {
+                self.outbox.discard(&staged)?;
+                tracing::info!(
+                    sequence = staged.sequence,
+                    "discarded a batch staged before an interruption; its events are read again"
+                );
+            }
+        }
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.position = self.checkpoint.gtid_position.clone();
+        Ok(())
     }
 
     pub fn checkpoint(&self) -> &Checkpoint {
@@ -192,17 +205,23 @@ mod tests {
 
         fn open(&self) -> Publisher {
             let state = StateDir::open(&self.state).unwrap();
-            let checkpoint = state
-                .load()
-                .unwrap()
-                .unwrap_or_else(|| Checkpoint::new("clinic-a", "0-1-4".into()));
+            let checkpoint = state.load().unwrap().unwrap_or_else(|| {
+                let checkpoint = Checkpoint::new("clinic-a", "0-1-4".into());
+                state.save(&checkpoint).unwrap();
+                checkpoint
+            });
             let outbox = DirectoryOutbox::open(&self.outbox, "clinic-a").unwrap();
             Publisher::open(state, outbox, self.key.clone(), checkpoint, 100).unwrap()
         }
 
         fn committed(&self) -> Vec<u64> {
             let inbox = DirectoryInbox::open(&self.outbox).unwrap();
-            inbox.pending("clinic-a").unwrap().iter().map(|e| e.sequence).collect()
+            inbox
+                .pending("clinic-a")
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect()
         }
     }
 
@@ -211,7 +230,10 @@ mod tests {
         let site = Site::new();
         let mut publisher = site.open();
         publisher.add(txn(), "0-1-5".into()).unwrap();
-        assert!(site.committed().is_empty(), "below the row bound nothing is published yet");
+        assert!(
+            site.committed().is_empty(),
+            "below the row bound nothing is published yet"
+        );
         publisher.flush().unwrap();
         assert_eq!(site.committed(), vec![1]);
         assert_eq!(publisher.checkpoint().next_sequence, 2);
@@ -222,31 +244,63 @@ mod tests {
     fn a_batch_staged_before_its_checkpoint_is_discarded_on_restart() {
         let site = Site::new();
         drop(site.open());
-        // Crash after staging batch 1 but before the checkpoint named it.
+        // Crash after staging batch 1 but before the checkpoint covered it.
+        let epoch = StateDir::peek(&site.state).unwrap().map_or(1, |c| c.epoch);
         let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
-        outbox.stage(1, 1, b"sealed").unwrap();
+        outbox.stage(epoch, 1, b"sealed").unwrap();
         let publisher = site.open();
         assert!(outbox.staged().unwrap().is_empty());
-        assert!(site.committed().is_empty(), "the events are read again into sequence 1");
+        assert!(
+            site.committed().is_empty(),
+            "the events are read again into sequence 1"
+        );
         assert_eq!(publisher.checkpoint().next_sequence, 1);
+    }
+
+    #[test]
+    fn a_failed_commit_is_finished_when_the_next_session_resumes() {
+        let site = Site::new();
+        let mut publisher = site.open();
+        publisher.add(txn(), "0-1-5".into()).unwrap();
+        publisher.flush().unwrap();
+        // As if the commit of batch 2 had failed after its checkpoint was saved: staged only.
+        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
+        let epoch = publisher.checkpoint().epoch;
+        publisher
+            .update_checkpoint(|c| c.next_sequence = 3)
+            .unwrap();
+        outbox.stage(epoch, 2, b"sealed").unwrap();
+        publisher.add(txn(), "0-1-6".into()).unwrap();
+        publisher.resume().unwrap();
+        assert_eq!(site.committed(), vec![1, 2]);
+        publisher.flush().unwrap();
+        assert_eq!(
+            site.committed(),
+            vec![1, 2],
+            "pending rows were dropped: they are read again"
+        );
     }
 
     #[test]
     fn a_batch_staged_and_checkpointed_is_committed_on_restart() {
         let site = Site::new();
         drop(site.open());
-        // Crash after the checkpoint named staged batch 1 but before it was committed.
+        // Crash after the checkpoint covered staged batch 1 but before it was committed.
         let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
-        outbox.stage(1, 1, b"sealed").unwrap();
         {
             let state = StateDir::open(&site.state).unwrap();
             let mut checkpoint = Checkpoint::new("clinic-a", "0-1-5".into());
+            outbox.stage(checkpoint.epoch, 1, b"sealed").unwrap();
             checkpoint.next_sequence = 2;
             checkpoint.staged_sequence = Some(1);
             state.save(&checkpoint).unwrap();
         }
         let publisher = site.open();
-        assert_eq!(site.committed(), vec![1], "the checkpoint already covers it: it must be published");
+        assert_eq!(
+            site.committed(),
+            vec![1],
+            "the checkpoint already covers it: it must be published"
+        );
         assert_eq!(publisher.checkpoint().next_sequence, 2);
     }
 }

@@ -103,6 +103,7 @@ pub async fn run_seed(
                     after: Some(image),
                 })
                 .collect();
+            cache.begin_transaction();
             let mut annotator = Annotator {
                 schema: &schema,
                 cache: &mut cache,

@@ -29,6 +29,7 @@ pub(crate) async fn stream_session(
     cache: &mut IdentityCache,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
+    publisher.resume()?;
     let mut lookup = source::connect(&settings.source).await?;
     let server = source::preflight(&mut lookup).await?;
     let mut schema = load_schema(&mut lookup, settings).await?;
@@ -90,6 +91,7 @@ pub(crate) async fn stream_session(
         if let Some(gtid) = raw.gtid {
             position.advance(gtid);
         }
+        cache.begin_transaction();
         let mut annotator = Annotator {
             schema: &schema,
             cache,

@@ -8,7 +8,10 @@ use mysql_async::{Opts, OptsBuilder};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tributary_apply::{ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES};
+use tributary_apply::{
+    ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
+    DEFAULT_RETRY_PARKED_INTERVAL,
+};
 use tributary_batch::Keyring;
 use tributary_capture::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
@@ -68,6 +71,8 @@ pub struct HqSection {
     pub key_dir: PathBuf,
     pub poll_interval_ms: Option<u64>,
     pub resolver_cache_entries: Option<usize>,
+    /// How often every parked row is retried without an arrival (default 60 000).
+    pub retry_parked_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +208,9 @@ impl Config {
             resolver_cache_entries: hq
                 .resolver_cache_entries
                 .unwrap_or(DEFAULT_RESOLVER_CACHE_ENTRIES),
+            retry_parked_interval: hq
+                .retry_parked_interval_ms
+                .map_or(DEFAULT_RETRY_PARKED_INTERVAL, Duration::from_millis),
         })
     }
 

@@ -46,7 +46,7 @@ enum Command {
         /// Configuration file with [hq] and [transport] sections.
         #[arg(long, short)]
         config: PathBuf,
-        /// Apply what is there now, then exit.
+        /// Apply what is there now, retry every parked row once, then exit.
         #[arg(long)]
         once: bool,
     },
@@ -176,7 +176,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             let settings = Config::load(&config)?.apply_settings()?;
             if once {
                 let mut applier = tributary_apply::Applier::connect(settings).await?;
-                let pass = applier.apply_available().await?;
+                let mut pass = applier.apply_available().await?;
+                pass.rows.released += applier.retry_parked().await?;
                 println!(
                     "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
                     pass.batches_applied,
