@@ -8,9 +8,7 @@ use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
 use tributary_suite::pipeline::{
     CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok, run_tributary,
-    tributary_capture_checkpoint,
 };
-use tributary_suite::{ChildGuard, tributary_bin, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_applies() -> Result<()> {
@@ -136,27 +134,10 @@ async fn capture_one_patient(
     n: u64,
     shape: PatientShape,
 ) -> Result<std::path::PathBuf> {
-    let mut cmd = std::process::Command::new(tributary_bin());
-    cmd.args(["capture", "--config"]).arg(config);
-    let mut capture = ChildGuard::spawn(&mut cmd, &p.work.join("logs"), state)?;
-    let state_dir = p.work.join(state);
-    wait_until("capture to start", Duration::from_secs(30), || {
-        let started = state_dir.join("capture-state.json").exists();
-        async move { Ok(started) }
-    })
-    .await
-    .map_err(|e| e.context(capture.logs()))?;
+    let mut capture = p.spawn_with("capture", config, state)?;
+    p.wait_capture_started(state, &capture).await?;
     dataset::load_patients(site, CLINIC, "clinic-a", n, 1, shape).await?;
-    let site_db = &p.site;
-    wait_until("capture to publish", Duration::from_secs(60), || {
-        let state_dir = state_dir.clone();
-        async move {
-            let position: String = site_db.scalar("SELECT @@gtid_binlog_pos").await?;
-            Ok(tributary_capture_checkpoint(&state_dir)?.is_some_and(|(p, _)| p == position))
-        }
-    })
-    .await
-    .map_err(|e| e.context(capture.logs()))?;
+    p.wait_capture_published(state, &capture).await?;
     capture.signal("TERM")?;
     capture.wait_exit(Duration::from_secs(30)).await?;
     let files = batch_files(transport, "clinic-a")?;

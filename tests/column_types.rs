@@ -35,14 +35,7 @@ const DDL: &str = "CREATE TABLE demo_types (
 async fn every_openmrs_column_type_and_null_round_trips_exactly() -> Result<()> {
     let p = Pipeline::start("column-types", PipelineOptions::default()).await?;
     p.site.exec(DDL).await?;
-    let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
-    let state = p.work.join("state").join("capture-state.json");
-    wait_until("capture to start", Duration::from_secs(30), || {
-        let exists = state.exists();
-        async move { Ok(exists) }
-    })
-    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
 
     let mut site = p.site.conn().await?;
     site.query_drop("SET time_zone = '+03:00'").await?;

@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use mysql_async::prelude::*;
-use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CATCH_UP, CLINIC, Pipeline, PipelineOptions};
 use tributary_suite::{ChildGuard, MariaDb, wait_until};
@@ -14,14 +13,7 @@ const PATIENTS_PER_PHASE: u64 = 15;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -> Result<()> {
     let p = Pipeline::start("crash", PipelineOptions { max_batch_rows: 40 }).await?;
-    let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
-    let state = p.work.join("state").join("capture-state.json");
-    wait_until("capture to start", Duration::from_secs(30), || {
-        let exists = state.exists();
-        async move { Ok(exists) }
-    })
-    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
 
     let shape = PatientShape::default();
     let mut site = p.site.conn().await?;

@@ -8,7 +8,6 @@ use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok};
-use tributary_suite::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Result<()> {
@@ -24,18 +23,7 @@ async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Resul
     let rows = patient_rows("clinic-a", 0, shape);
     let encounter = rows.encounters[0].clone();
 
-    let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
-    let state = p.work.join("state").join("capture-state.json");
-    wait_until(
-        "capture to record its start position",
-        Duration::from_secs(30),
-        || {
-            let exists = state.exists();
-            async move { Ok(exists) }
-        },
-    )
-    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
 
     // An obs group (parent + two members) for that encounter, then a later correction.
     let (parent, child_a, child_b) = (
@@ -163,14 +151,7 @@ async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Re
     )
     .await?;
 
-    let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
-    let state = p.work.join("state").join("capture-state.json");
-    wait_until("capture to start", Duration::from_secs(30), || {
-        let exists = state.exists();
-        async move { Ok(exists) }
-    })
-    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
     site.exec_drop(
         "UPDATE users SET changed_by = user_id, date_changed = '2024-02-01 00:00:00', username = 'nurse.a' WHERE uuid = ?",
         (user,),

@@ -7,7 +7,6 @@ use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
-use tributary_suite::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinical_changes_reach_hq_with_translated_ids_and_intact_references() -> Result<()> {
@@ -18,18 +17,7 @@ async fn clinical_changes_reach_hq_with_translated_ids_and_intact_references() -
         },
     )
     .await?;
-    let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
-    let state = p.work.join("state").join("capture-state.json");
-    wait_until(
-        "capture to record its start position",
-        Duration::from_secs(30),
-        || {
-            let exists = state.exists();
-            async move { Ok(exists) }
-        },
-    )
-    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
 
     let shape = PatientShape::default();
     let mut site = p.site.conn().await?;

@@ -6,10 +6,7 @@ use anyhow::Result;
 use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok, tributary_capture_checkpoint,
-};
-use tributary_suite::wait_until;
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_batches_wait_for_the_gap_and_apply_in_sequence() -> Result<()> {
@@ -20,16 +17,8 @@ async fn out_of_order_batches_wait_for_the_gap_and_apply_in_sequence() -> Result
     // `inbox`, where the test places batches by hand.
     let capture_config = p.config_with("capture.toml", &outgoing, &p.key_file, "state")?;
     let apply_config = p.config_with("apply.toml", &inbox, &p.key_file, "state")?;
-    let mut cmd = std::process::Command::new(tributary_suite::tributary_bin());
-    cmd.args(["capture", "--config"]).arg(&capture_config);
-    let mut capture =
-        tributary_suite::ChildGuard::spawn(&mut cmd, &p.work.join("logs"), "capture")?;
-    let state = p.work.join("state");
-    wait_until("capture to start", Duration::from_secs(30), || {
-        let started = state.join("capture-state.json").exists();
-        async move { Ok(started) }
-    })
-    .await?;
+    let mut capture = p.spawn_with("capture", &capture_config, "capture")?;
+    p.wait_capture_started("state", &capture).await?;
 
     let shape = PatientShape {
         visits: 1,
@@ -46,20 +35,7 @@ async fn out_of_order_batches_wait_for_the_gap_and_apply_in_sequence() -> Result
         )
         .await?;
     }
-    let site_ref = &p.site;
-    wait_until(
-        "capture to publish every transaction",
-        Duration::from_secs(60),
-        || {
-            let state = state.clone();
-            async move {
-                let position: String = site_ref.scalar("SELECT @@gtid_binlog_pos").await?;
-                Ok(tributary_capture_checkpoint(&state)?.is_some_and(|(p, _)| p == position))
-            }
-        },
-    )
-    .await
-    .map_err(|e| e.context(capture.logs()))?;
+    p.wait_capture_published("state", &capture).await?;
     capture.signal("TERM")?;
     capture.wait_exit(Duration::from_secs(30)).await?;
 

@@ -350,3 +350,62 @@ pub fn deliver(bytes: &[u8], inbox: &Path, site_id: &str, file_name: &str) -> Re
     std::fs::rename(&tmp, dir.join(file_name))?;
     Ok(())
 }
+
+impl Pipeline {
+    /// Starts `tributary <command>` with another configuration file.
+    pub fn spawn_with(&self, command: &str, config: &Path, name: &str) -> Result<ChildGuard> {
+        let mut cmd = Command::new(tributary_bin());
+        cmd.args([command, "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info");
+        ChildGuard::spawn(&mut cmd, &self.work.join("logs"), name)
+    }
+
+    /// Starts capture and the applier with the main configuration and waits until capture
+    /// has recorded where it starts (changes after that are streamed).
+    pub async fn start_streaming(&self) -> Result<(ChildGuard, ChildGuard)> {
+        let capture = self.spawn("capture", "capture")?;
+        let apply = self.spawn("apply", "apply")?;
+        self.wait_capture_started("state", &capture).await?;
+        Ok((capture, apply))
+    }
+
+    /// Waits until the capture using `<work>/<state_dir>` has written its checkpoint.
+    pub async fn wait_capture_started(&self, state_dir: &str, capture: &ChildGuard) -> Result<()> {
+        let state = self.work.join(state_dir).join("capture-state.json");
+        wait_until(
+            "capture to record its start position",
+            Duration::from_secs(30),
+            || {
+                let exists = state.exists();
+                async move { Ok(exists) }
+            },
+        )
+        .await
+        .map_err(|e| e.context(capture.logs()))
+    }
+
+    /// Waits until the capture using `<work>/<state_dir>` has published everything the site
+    /// committed (its checkpoint is at the site's binlog position).
+    pub async fn wait_capture_published(
+        &self,
+        state_dir: &str,
+        capture: &ChildGuard,
+    ) -> Result<()> {
+        let state = self.work.join(state_dir);
+        let site = &self.site;
+        wait_until(
+            "capture to publish every transaction",
+            Duration::from_secs(60),
+            || {
+                let state = state.clone();
+                async move {
+                    let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
+                    Ok(tributary_capture_checkpoint(&state)?.is_some_and(|(p, _)| p == position))
+                }
+            },
+        )
+        .await
+        .map_err(|e| e.context(capture.logs()))
+    }
+}
