@@ -82,17 +82,26 @@ async fn apply_in(
     }
     let mut outcome = BatchOutcome::default();
     let mut arrivals = Vec::new();
+    // With nothing parked anywhere (the common case), no row needs the queue-behind check.
+    let mut anything_parked = parking::any(tx).await?;
     for change in payload.transactions.iter().flat_map(|t| t.rows.iter()) {
-        let placed = place(tx, schema, resolver, header, change).await?;
+        let placed = place(tx, schema, resolver, header, change, anything_parked).await?;
         match placed {
             Placed::Written => {
                 outcome.applied += 1;
                 arrivals.push(change.row_ref());
             }
-            Placed::Parked => outcome.parked += 1,
+            Placed::Parked => {
+                outcome.parked += 1;
+                anything_parked = true;
+            }
         }
     }
-    let released = release(tx, schema, resolver, arrivals).await?;
+    let released = if anything_parked {
+        release(tx, schema, resolver, arrivals).await?
+    } else {
+        Released::new()
+    };
     outcome.released = released.values().sum();
     let last_committed_at = payload.transactions.iter().map(|t| t.committed_at).max();
     bookkeeping::record_applied(
@@ -123,9 +132,10 @@ async fn place(
     resolver: &mut Resolver,
     header: &BatchHeader,
     change: &RowChange,
+    anything_parked: bool,
 ) -> Result<Placed, ApplyError> {
     let park = |waits: Vec<RowRef>, reason: String| (waits, reason);
-    let (waits, reason) = if parking::has_parked(tx, &change.row_ref()).await? {
+    let (waits, reason) = if anything_parked && parking::has_parked(tx, &change.row_ref()).await? {
         park(
             vec![parking::behind(change)],
             "queued behind an earlier parked change to the same row".to_owned(),

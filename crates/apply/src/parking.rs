@@ -19,6 +19,14 @@ pub struct ParkedRow {
     pub change: RowChange,
 }
 
+/// Whether any row is parked at all.
+pub async fn any(tx: &mut Transaction<'_>) -> mysql_async::Result<bool> {
+    let found: Option<u8> = tx
+        .query_first("SELECT 1 FROM tributary_parked_row LIMIT 1")
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Whether the entity has a parked change (a new change to it must queue behind).
 pub async fn has_parked(tx: &mut Transaction<'_>, entity: &RowRef) -> mysql_async::Result<bool> {
     let found: Option<u8> = tx

@@ -9,7 +9,7 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  state",
+        "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8}  state",
         "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)"
     );
     for s in statuses {
@@ -20,7 +20,7 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>5} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
+            "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
             s.site_id,
             s.epoch,
             s.last_sequence,
