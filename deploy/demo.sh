@@ -23,7 +23,7 @@ DEMO="$TARGET_DIR/demo"
 export TRIBUTARY_SERVICES_CACHE="${TRIBUTARY_SERVICES_CACHE:-$TARGET_DIR/tributary-services/templates}"
 
 log "building tributary (the first build takes a few minutes)"
-cargo build -p tributary --bin tributary
+cargo build --locked -p tributary --bin tributary
 
 stop_instances() {
   deploy/mariadb.sh stop "$DEMO/site" >/dev/null 2>&1 || true

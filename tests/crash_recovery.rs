@@ -46,10 +46,25 @@ async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -
         }
         writer.await??;
     }
-    dataset::live_changes(&mut site, "clinic-a", PHASES * PATIENTS_PER_PHASE, shape).await?;
+    let live =
+        dataset::live_changes(&mut site, "clinic-a", PHASES * PATIENTS_PER_PHASE, shape).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     p.verify()?;
     assert_eq!(p.dangling_references_at_hq().await?, 0);
+
+    // Nothing applied twice: HQ counted exactly one application of every row change the site
+    // made (a batch applied again after a crash would count its rows again).
+    let rows_applied: Option<u64> =
+        p.hq.conn()
+            .await?
+            .query_first("SELECT rows_applied FROM tributary_site_progress")
+            .await?;
+    let changes = PHASES * PATIENTS_PER_PHASE * shape.rows_per_patient() + live.rows;
+    assert_eq!(
+        rows_applied,
+        Some(changes),
+        "every row change applied exactly once"
+    );
 
     // Nothing doubled: HQ holds exactly the site's rows plus its own.
     let mut hq = p.hq.conn().await?;

@@ -128,8 +128,8 @@ async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Resul
     Ok(())
 }
 
-/// A self-reference (a user who last changed their own account) never waits on itself: the
-/// row is inserted and then pointed at its own new id. The seed's copy of the same user queues
+/// A self-reference (a user who created and last changed their own account; `creator` is NOT
+/// NULL) never waits on itself: the row is inserted and then pointed at its own new id. The seed's copy of the same user queues
 /// behind the parked change and is applied after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Result<()> {
@@ -145,8 +145,8 @@ async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Re
     )
     .await?;
     site.exec_drop(
-        "INSERT INTO users (system_id, username, creator, date_created, person_id, retired, uuid)
-         SELECT 'nurse-1', 'nurse', 1, '2024-01-01 00:00:00', person_id, 0, ? FROM person WHERE uuid = ?",
+        "INSERT INTO users (user_id, system_id, username, creator, date_created, person_id, retired, uuid)
+         SELECT 500, 'nurse-1', 'nurse', 500, '2024-01-01 00:00:00', person_id, 0, ? FROM person WHERE uuid = ?",
         (user, person),
     )
     .await?;
@@ -178,7 +178,7 @@ async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Re
     assert_eq!(parked, Some(0), "{}", p.status()?);
     let own: Option<(String, i64)> = hq
         .exec_first(
-            "SELECT username, CAST(changed_by = user_id AS SIGNED) FROM users WHERE uuid = ?",
+            "SELECT username, CAST(changed_by = user_id AND creator = user_id AS SIGNED) FROM users WHERE uuid = ?",
             (user,),
         )
         .await?;

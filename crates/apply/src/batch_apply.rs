@@ -25,11 +25,22 @@ pub struct BatchOutcome {
 pub enum Fit {
     Next,
     AlreadyApplied,
-    Gap { expected: u64 },
+    Gap {
+        expected: u64,
+    },
+    /// From an epoch older than the one HQ applies: a capture state reset on a machine whose
+    /// clock is behind, or a restored old state directory. Rejected, never taken for a
+    /// duplicate.
+    Stale {
+        current_epoch: u64,
+    },
 }
 
 pub fn fit(progress: Option<Progress>, epoch: u64, sequence: u64) -> Fit {
     match progress {
+        Some(p) if epoch < p.epoch => Fit::Stale {
+            current_epoch: p.epoch,
+        },
         Some(p) if p.covers(epoch, sequence) => Fit::AlreadyApplied,
         Some(p) if p.expects(epoch, sequence) => Fit::Next,
         Some(p) if epoch == p.epoch => Fit::Gap {
@@ -221,10 +232,18 @@ async fn release_candidates(
                     *released.entry(parked.site_id).or_default() += 1;
                 }
                 Resolution::Waiting(waits) => {
-                    parking::rewait(tx, parked_id, &waits, &parking::waiting_reason(&waits))
-                        .await?;
+                    let reason = parking::waiting_reason(&waits);
+                    // Waits only shrink (parents arrive, they do not leave): an unchanged reason
+                    // means there is nothing to rewrite.
+                    if reason != parked.reason {
+                        parking::rewait(tx, parked_id, &waits, &reason).await?;
+                    }
                 }
-                Resolution::Blocked(reason) => parking::rewait(tx, parked_id, &[], &reason).await?,
+                Resolution::Blocked(reason) => {
+                    if reason != parked.reason {
+                        parking::rewait(tx, parked_id, &[], &reason).await?;
+                    }
+                }
             }
         }
         candidates = if arrivals.is_empty() {
@@ -236,29 +255,36 @@ async fn release_candidates(
     Ok(released)
 }
 
-/// Retries every parked row (up to `limit`, oldest first) in one HQ transaction: rows whose
-/// parents were created at HQ directly, or that HQ refused before an operator fixed HQ (a
-/// missing table, a colliding name), are released without waiting for another arrival.
+/// Retries a page of parked rows (those after `after`, up to `limit`, in parking order) in
+/// one HQ transaction: rows whose parents were created at HQ directly, or that HQ refused
+/// before an operator fixed HQ (a missing table, a colliding name), are released without
+/// waiting for another arrival. Returns what was released and where the next page starts
+/// (`0` after the last page: the next retry wraps around).
 pub async fn retry_parked(
     conn: &mut Conn,
     schema: &SchemaMap,
     resolver: &mut Resolver,
+    after: u64,
     limit: u32,
-) -> Result<Released, ApplyError> {
+) -> Result<(Released, u64), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
     let result = async {
-        let candidates = parking::oldest(&mut tx, limit).await?;
+        let candidates = parking::page(&mut tx, after, limit).await?;
+        let next = match candidates.last() {
+            Some(last) if candidates.len() >= limit as usize => *last,
+            _ => 0,
+        };
         let released = release_candidates(&mut tx, schema, resolver, candidates).await?;
         for (site, rows) in &released {
             bookkeeping::record_released(&mut tx, site, *rows).await?;
         }
-        Ok::<_, ApplyError>(released)
+        Ok::<_, ApplyError>((released, next))
     }
     .await;
     match result {
-        Ok(released) => {
+        Ok(outcome) => {
             tx.commit().await?;
-            Ok(released)
+            Ok(outcome)
         }
         Err(e) => {
             resolver.clear();
@@ -271,10 +297,7 @@ pub async fn retry_parked(
 /// down": every server error except the transient ones (deadlock, lock wait, shutdown,
 /// connection limits), which roll the whole batch back to be retried.
 fn is_row_refusal(code: u16) -> bool {
-    !matches!(
-        code,
-        1040 | 1053 | 1152 | 1156 | 1158 | 1159 | 1160 | 1161 | 1205 | 1213 | 2006 | 2013
-    )
+    !crate::error::is_transient_server_code(code)
 }
 
 /// A description of a refusal that carries no row values (server messages quote them).
@@ -306,5 +329,6 @@ mod tests {
         assert_eq!(fit(p, 1, 4), Fit::Next);
         assert_eq!(fit(p, 1, 6), Fit::Gap { expected: 4 });
         assert_eq!(fit(p, 2, 1), Fit::Next);
+        assert_eq!(fit(p, 0, 1), Fit::Stale { current_epoch: 1 });
     }
 }

@@ -59,7 +59,7 @@ pub struct Progress {
 impl Progress {
     /// Whether `(epoch, sequence)` is already applied.
     pub fn covers(&self, epoch: u64, sequence: u64) -> bool {
-        (epoch, sequence) <= (self.epoch, self.last_sequence)
+        epoch == self.epoch && sequence <= self.last_sequence
     }
 
     /// Whether `(epoch, sequence)` is the batch that must come next: the following sequence
@@ -184,6 +184,10 @@ mod tests {
             last_sequence: 4,
         };
         assert!(p.covers(1, 4) && p.covers(1, 1) && !p.covers(1, 5));
+        assert!(
+            !p.covers(0, 1),
+            "an older lineage is not a duplicate of this one"
+        );
         assert!(p.expects(1, 5));
         assert!(!p.expects(1, 6), "a gap is not the next batch");
         assert!(p.expects(2, 1));

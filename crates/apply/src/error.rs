@@ -35,13 +35,33 @@ impl ApplyError {
     /// Transient errors leave the batch in place to be retried.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApplyError::Database(mysql_async::Error::Server(e)) => {
-                // Deadlock, lock wait timeout, server shutting down, too many connections.
-                matches!(e.code, 1205 | 1213 | 1053 | 1040 | 2006 | 2013)
-            }
+            ApplyError::Database(mysql_async::Error::Server(e)) => is_transient_server_code(e.code),
             ApplyError::Database(_) => true,
             ApplyError::Transport(e) => e.is_transient(),
             _ => false,
         }
     }
+}
+
+/// Server errors that say "HQ is busy or going away", not "this row is wrong": deadlock, lock
+/// wait timeout, shutdown, connection limits and aborts, interrupted or timed-out statements.
+/// Every other server error while writing a row is that row's problem (it parks).
+pub(crate) fn is_transient_server_code(code: u16) -> bool {
+    matches!(
+        code,
+        1040 | 1053
+            | 1152
+            | 1156
+            | 1158
+            | 1159
+            | 1160
+            | 1161
+            | 1205
+            | 1213
+            | 1317
+            | 1927
+            | 1969
+            | 2006
+            | 2013
+    )
 }

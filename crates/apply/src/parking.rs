@@ -17,6 +17,8 @@ pub struct ParkedRow {
     pub parked_id: u64,
     pub site_id: String,
     pub change: RowChange,
+    /// The recorded reason; a retry that reaches the same verdict rewrites nothing.
+    pub reason: String,
 }
 
 /// Whether any row is parked at all.
@@ -108,11 +110,16 @@ pub async fn candidates(
     Ok(ids)
 }
 
-/// The oldest parked rows, for a periodic retry.
-pub async fn oldest(tx: &mut Transaction<'_>, limit: u32) -> mysql_async::Result<Vec<u64>> {
+/// Parked rows after `after` in parking order, for the periodic retry (which pages through
+/// all of them, wrapping around, so no row is starved by older ones that cannot move).
+pub async fn page(
+    tx: &mut Transaction<'_>,
+    after: u64,
+    limit: u32,
+) -> mysql_async::Result<Vec<u64>> {
     tx.exec(
-        "SELECT parked_id FROM tributary_parked_row ORDER BY parked_id LIMIT ?",
-        (limit,),
+        "SELECT parked_id FROM tributary_parked_row WHERE parked_id > ? ORDER BY parked_id LIMIT ?",
+        (after, limit),
     )
     .await
 }
@@ -121,17 +128,18 @@ pub async fn load(
     tx: &mut Transaction<'_>,
     parked_id: u64,
 ) -> mysql_async::Result<Option<ParkedRow>> {
-    let row: Option<(String, String)> = tx
+    let row: Option<(String, String, String)> = tx
         .exec_first(
-            "SELECT site_id, row_change FROM tributary_parked_row WHERE parked_id = ?",
+            "SELECT site_id, row_change, reason FROM tributary_parked_row WHERE parked_id = ?",
             (parked_id,),
         )
         .await?;
-    Ok(row.and_then(|(site_id, json)| {
+    Ok(row.and_then(|(site_id, json, reason)| {
         serde_json::from_str(&json).ok().map(|change| ParkedRow {
             parked_id,
             site_id,
             change,
+            reason,
         })
     }))
 }

@@ -40,6 +40,8 @@ pub struct Applier {
     inbox: DirectoryInbox,
     reported_gaps: BTreeMap<String, u64>,
     last_parked_retry: Instant,
+    /// Where the next periodic retry page of parked rows starts.
+    parked_retry_cursor: u64,
 }
 
 impl Applier {
@@ -62,6 +64,7 @@ impl Applier {
             inbox,
             reported_gaps: BTreeMap::new(),
             last_parked_retry: Instant::now(),
+            parked_retry_cursor: 0,
         })
     }
 
@@ -84,13 +87,15 @@ impl Applier {
         self.last_parked_retry = Instant::now();
         let catalog = Catalog::introspect(&mut self.conn, &self.settings.database).await?;
         self.schema = SchemaMap::build(&catalog, &self.settings.policy)?;
-        let released = crate::batch_apply::retry_parked(
+        let (released, next) = crate::batch_apply::retry_parked(
             &mut self.conn,
             &self.schema,
             &mut self.resolver,
+            self.parked_retry_cursor,
             PARKED_RETRY_LIMIT,
         )
         .await?;
+        self.parked_retry_cursor = next;
         let total = released.values().sum();
         if total > 0 {
             tracing::info!(released = total, "released parked rows on retry");
@@ -121,10 +126,34 @@ impl Applier {
                     }
                     return Ok(());
                 }
+                Fit::Stale { current_epoch } => {
+                    let reason = format!(
+                        "batch of epoch {} is older than epoch {current_epoch}, which HQ already applies \
+                         for this site; the site's capture state was reset or restored (check the site's \
+                         clock), re-seed the site to start a new epoch",
+                        entry.epoch
+                    );
+                    self.reject(&entry, &reason).await?;
+                    report.rejected += 1;
+                    continue;
+                }
                 Fit::Next => {}
             }
-            // A read error (a share that dropped for a moment) is transient: the batch stays.
-            let bytes = self.inbox.read(&entry)?;
+            // A transient read error (a share that dropped for a moment) leaves the batch for
+            // the next pass and holds only this site; a file that can never be read (too
+            // large) is rejected.
+            let bytes = match self.inbox.read(&entry) {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(site, sequence = entry.sequence, error = %e, "cannot read batch now; trying again on the next pass");
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.reject(&entry, &e.to_string()).await?;
+                    report.rejected += 1;
+                    return Ok(());
+                }
+            };
             let (header, payload) = match self.open(&entry, &bytes) {
                 Ok(opened) => opened,
                 Err(reason) => {
@@ -141,7 +170,7 @@ impl Applier {
                 &payload,
             )
             .await?;
-            if let Fit::Gap { .. } = fit {
+            if matches!(fit, Fit::Gap { .. } | Fit::Stale { .. }) {
                 // Another applier moved this site meanwhile: keep the batch, look again later.
                 return Ok(());
             }

@@ -47,7 +47,16 @@ pub async fn resolve_row(
             change.table
         )));
     };
-    if let Some(column) = change.columns.keys().find(|c| map.column(c).is_none()) {
+    // A delete needs only what finds the row; its other columns and references (the rows it
+    // referred to may be long gone at the site) do not matter.
+    let key_columns = locator_columns(map);
+    let needed = |column: &&String| change.op != Op::Delete || key_columns.contains(*column);
+    if let Some(column) = change
+        .columns
+        .keys()
+        .filter(needed)
+        .find(|c| map.column(c).is_none())
+    {
         return Ok(Resolution::Blocked(format!(
             "HQ table `{}` has no column `{column}`; upgrade HQ's schema",
             change.table
@@ -57,21 +66,8 @@ pub async fn resolve_row(
     let mut waiting = Vec::new();
     let mut self_references = Vec::new();
     let own = change.row_ref();
-    let key_columns = locator_columns(map);
-    for (column, value) in &change.columns {
-        // A delete needs only what finds the row; its other references may be long gone.
-        if change.op == Op::Delete && !key_columns.contains(column) {
-            continue;
-        }
+    for (column, value) in change.columns.iter().filter(|(c, _)| needed(c)) {
         let sql = match value {
-            Value::Ref(_) if change.op == Op::Delete => match value {
-                Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
-                    Some(id) => Sql::Int(id),
-                    // The row cannot be at HQ if what identifies it is not: nothing to delete.
-                    None => continue,
-                },
-                _ => continue,
-            },
             Value::Ref(target) if target.identity.as_str().starts_with(MISSING_AT_SOURCE) => {
                 return Ok(Resolution::Blocked(format!(
                     "column `{column}` refers to a `{}` row the site no longer had when it was captured",
@@ -80,6 +76,8 @@ pub async fn resolve_row(
             }
             Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
                 Some(id) => Sql::Int(id),
+                // What identifies the row is not at HQ, so neither is the row: nothing to delete.
+                None if change.op == Op::Delete => continue,
                 None if *target == own => {
                     self_references.push(column.clone());
                     continue;
@@ -117,7 +115,7 @@ pub async fn write_row(
         return Ok(());
     };
     let ResolvedRow {
-        mut values,
+        values,
         self_references,
     } = row;
     let existing = locate(tx, map, change, &values).await?;
@@ -150,61 +148,100 @@ pub async fn write_row(
             )
             .await?;
         }
+        (Op::Insert | Op::Update, None) if self_references.is_empty() => {
+            let id = insert(tx, map, &values).await?;
+            remember_new_id(map, resolver, change, id);
+        }
         (Op::Insert | Op::Update, None) => {
-            // A NOT NULL self-reference cannot be NULL for the instant between the insert and
-            // the update that points it at the new id: only then are FK checks paused, for
-            // that one statement, and the row is complete before the transaction goes on.
-            let mut pause_fk_checks = false;
-            for column in &self_references {
-                let nullable = map.column(column).is_none_or(|c| c.nullable);
-                pause_fk_checks |= !nullable;
-                values.insert(
-                    column.clone(),
-                    if nullable { Sql::NULL } else { Sql::Int(0) },
-                );
+            // Several statements make one row here: a savepoint keeps a refused row from
+            // leaving half of itself behind.
+            tx.query_drop("SAVEPOINT tributary_row").await?;
+            let written = insert_referring_to_itself(tx, map, values, &self_references).await;
+            if written.is_err() {
+                tx.query_drop("ROLLBACK TO SAVEPOINT tributary_row").await?;
             }
-            let columns: Vec<String> = values.keys().map(|c| quote_ident(c)).collect();
-            let marks = vec!["?"; columns.len()].join(", ");
-            if pause_fk_checks {
-                tx.query_drop("SET SESSION foreign_key_checks = 0").await?;
-            }
-            let inserted = tx
-                .exec_drop(
-                    format!(
-                        "INSERT INTO {table} ({}) VALUES ({marks})",
-                        columns.join(", ")
-                    ),
-                    values.into_values().collect::<Vec<_>>(),
-                )
-                .await;
-            if pause_fk_checks {
-                tx.query_drop("SET SESSION foreign_key_checks = 1").await?;
-            }
-            inserted?;
-            let new_id = tx.last_insert_id().and_then(|id| i64::try_from(id).ok());
-            if let (Some(key), Some(id)) = (&map.surrogate_key, new_id) {
-                resolver.remember(change.row_ref(), id);
-                if !self_references.is_empty() {
-                    let assignments: Vec<String> = self_references
-                        .iter()
-                        .map(|c| format!("{} = ?", quote_ident(c)))
-                        .collect();
-                    let mut params = vec![Sql::Int(id); self_references.len()];
-                    params.push(Sql::Int(id));
-                    tx.exec_drop(
-                        format!(
-                            "UPDATE {table} SET {} WHERE {} = ?",
-                            assignments.join(", "),
-                            quote_ident(key)
-                        ),
-                        params,
-                    )
-                    .await?;
-                }
-            }
+            remember_new_id(map, resolver, change, written?);
         }
     }
     Ok(())
+}
+
+/// Inserts a row; returns the id HQ gave it, for tables with an auto-increment key.
+async fn insert(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    values: &BTreeMap<String, Sql>,
+) -> mysql_async::Result<Option<u64>> {
+    let columns: Vec<String> = values.keys().map(|c| quote_ident(c)).collect();
+    let marks = vec!["?"; columns.len()].join(", ");
+    tx.exec_drop(
+        format!(
+            "INSERT INTO {} ({}) VALUES ({marks})",
+            quote_ident(&map.name),
+            columns.join(", ")
+        ),
+        values.values().cloned().collect::<Vec<_>>(),
+    )
+    .await?;
+    Ok(tx.last_insert_id().filter(|id| *id > 0))
+}
+
+/// Inserts a row whose `self_references` columns must hold its own new id: inserted with NULL
+/// there, then updated. A NOT NULL self-reference cannot be NULL for that instant, so only
+/// then are FK checks paused, for the insert alone, and switched back on before anything else.
+async fn insert_referring_to_itself(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    mut values: BTreeMap<String, Sql>,
+    self_references: &[String],
+) -> mysql_async::Result<Option<u64>> {
+    let Some(key) = &map.surrogate_key else {
+        return insert(tx, map, &values).await;
+    };
+    let mut pause_fk_checks = false;
+    for column in self_references {
+        let nullable = map.column(column).is_none_or(|c| c.nullable);
+        pause_fk_checks |= !nullable;
+        values.insert(
+            column.clone(),
+            if nullable { Sql::NULL } else { Sql::Int(0) },
+        );
+    }
+    if pause_fk_checks {
+        tx.query_drop("SET SESSION foreign_key_checks = 0").await?;
+    }
+    let inserted = insert(tx, map, &values).await;
+    if pause_fk_checks {
+        tx.query_drop("SET SESSION foreign_key_checks = 1").await?;
+    }
+    let Some(id) = inserted? else {
+        return Ok(None);
+    };
+    let assignments: Vec<String> = self_references
+        .iter()
+        .map(|c| format!("{} = ?", quote_ident(c)))
+        .collect();
+    let mut params = vec![Sql::UInt(id); self_references.len()];
+    params.push(Sql::UInt(id));
+    tx.exec_drop(
+        format!(
+            "UPDATE {} SET {} WHERE {} = ?",
+            quote_ident(&map.name),
+            assignments.join(", "),
+            quote_ident(key)
+        ),
+        params,
+    )
+    .await?;
+    Ok(Some(id))
+}
+
+fn remember_new_id(map: &TableMap, resolver: &mut Resolver, change: &RowChange, id: Option<u64>) {
+    if map.surrogate_key.is_some()
+        && let Some(id) = id.and_then(|id| i64::try_from(id).ok())
+    {
+        resolver.remember(change.row_ref(), id);
+    }
 }
 
 /// The columns that find a row at HQ (besides its uuid): the key of an inherited or

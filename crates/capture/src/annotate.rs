@@ -51,7 +51,7 @@ impl Annotator<'_> {
 
     /// The (identity source, key) pairs `rows` refer to that the cache does not hold yet.
     pub fn wanted<'r>(
-        &self,
+        &mut self,
         rows: impl Iterator<Item = (&'r str, &'r RawImage)>,
     ) -> BTreeSet<(IdentitySource, i64)> {
         let mut wanted = BTreeSet::new();
@@ -71,7 +71,9 @@ impl Annotator<'_> {
                 ) else {
                     continue;
                 };
-                if !self.cache.contains(&source.root, key) {
+                // A cached key is pinned now, so the lookups of this same transaction cannot
+                // evict it before it is used.
+                if !self.cache.pin(&source.root, key) {
                     wanted.insert((source, key));
                 }
             }

@@ -55,6 +55,8 @@ pub struct TransactionAssembler {
     database: String,
     current: Option<RawTransaction>,
     standalone: bool,
+    /// A statement inside the open transaction may have changed the schema.
+    schema_touched: bool,
 }
 
 impl TransactionAssembler {
@@ -63,6 +65,7 @@ impl TransactionAssembler {
             database: database.to_owned(),
             current: None,
             standalone: false,
+            schema_touched: false,
         }
     }
 
@@ -78,6 +81,18 @@ impl TransactionAssembler {
         let header = event.header();
         if header.event_type_raw() == GTID_EVENT {
             let body = GtidEventBody::parse(event.data())?;
+            if let Some(open) = self.current.as_ref().filter(|t| !t.rows.is_empty()) {
+                // Rows must never be dropped silently: a group that never committed (XA
+                // PREPARE, which OpenMRS does not use) stops capture with a clear error.
+                return Err(CaptureError::MalformedEvent {
+                    event: "GTID (162)",
+                    detail: format!(
+                        "transaction {} has rows but ended without COMMIT or XID (XA transactions are not supported)",
+                        open.gtid.map(|g| g.to_string()).unwrap_or_default()
+                    ),
+                });
+            }
+            self.schema_touched = false;
             self.current = Some(RawTransaction {
                 gtid: Some(Gtid {
                     domain: body.domain,
@@ -115,12 +130,16 @@ impl TransactionAssembler {
                     return Ok(Step::Continue);
                 }
                 if statement.eq_ignore_ascii_case("COMMIT") {
-                    let mut txn = self.current.take().unwrap_or_default();
-                    txn.committed_at = u64::from(header.timestamp());
-                    return Ok(Step::Committed(txn));
+                    return Ok(self.commit(header.timestamp()));
                 }
                 if self.current.is_some() && !self.standalone {
-                    // SAVEPOINT / ROLLBACK TO inside a transaction: not a boundary.
+                    // Inside an open transaction a query is not a boundary. Savepoints are
+                    // harmless; anything else (CREATE TABLE ... SELECT) may change the schema,
+                    // which is re-read when the transaction commits.
+                    if !is_savepoint(statement) {
+                        self.schema_touched |=
+                            query.schema() == self.database || mentions(statement, &self.database);
+                    }
                     return Ok(Step::Continue);
                 }
                 let mut txn = self.current.take().unwrap_or_default();
@@ -134,16 +153,22 @@ impl TransactionAssembler {
                     Ok(Step::Committed(txn))
                 }
             }
-            EventData::XidEvent(_) => {
-                let mut txn = self.current.take().unwrap_or_default();
-                txn.committed_at = u64::from(header.timestamp());
-                Ok(Step::Committed(txn))
-            }
+            EventData::XidEvent(_) => Ok(self.commit(header.timestamp())),
             EventData::RowsEvent(rows) => {
                 self.decode_rows(&rows, stream, schema)?;
                 Ok(Step::Continue)
             }
             _ => Ok(Step::Continue),
+        }
+    }
+
+    fn commit(&mut self, timestamp: u32) -> Step {
+        let mut txn = self.current.take().unwrap_or_default();
+        txn.committed_at = u64::from(timestamp);
+        if std::mem::take(&mut self.schema_touched) {
+            Step::SchemaChanged(txn)
+        } else {
+            Step::Committed(txn)
         }
     }
 
@@ -209,6 +234,16 @@ fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
             }
         })
         .collect()
+}
+
+fn is_savepoint(statement: &str) -> bool {
+    let upper = statement
+        .get(..20)
+        .unwrap_or(statement)
+        .to_ascii_uppercase();
+    upper.starts_with("SAVEPOINT")
+        || upper.starts_with("ROLLBACK TO")
+        || upper.starts_with("RELEASE SAVEPOINT")
 }
 
 fn mentions(statement: &str, database: &str) -> bool {

@@ -46,12 +46,14 @@ impl Checkpoint {
     /// A new sequence lineage. Its epoch is the current Unix time, so a site whose capture
     /// state is reset (after a purged binlog, a lost state directory) starts an epoch HQ has
     /// not seen, instead of reusing sequence numbers HQ would skip as duplicates.
+    /// (A clock set far behind could give an epoch below one HQ has seen; HQ rejects such
+    /// batches visibly rather than taking them for duplicates.)
     pub fn new(site_id: &str, gtid_position: String) -> Checkpoint {
-        let epoch = std::time::SystemTime::now()
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
-            .unwrap_or(1)
-            .max(1);
+            .unwrap_or(1);
+        let epoch = now.max(1);
         Checkpoint {
             site_id: site_id.to_owned(),
             epoch,

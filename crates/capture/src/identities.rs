@@ -50,9 +50,19 @@ impl IdentityCache {
             .or_else(|| self.entries.get(&id).cloned())
     }
 
-    pub fn contains(&self, root: &str, key: i64) -> bool {
+    /// Whether the identity is known; a known one is pinned for the current transaction.
+    pub fn pin(&mut self, root: &str, key: i64) -> bool {
         let id = (root.to_owned(), key);
-        self.pinned.contains_key(&id) || self.entries.contains(&id)
+        if self.pinned.contains_key(&id) {
+            return true;
+        }
+        match self.entries.get(&id).cloned() {
+            Some(identity) => {
+                self.pinned.insert(id, identity);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Looks up every wanted key the cache lacks, in batched queries on `conn`. Keys the source
@@ -65,7 +75,7 @@ impl IdentityCache {
     ) -> Result<(), CaptureError> {
         let mut by_source: BTreeMap<(&str, &str, &str), Vec<i64>> = BTreeMap::new();
         for (source, key) in wanted {
-            if !self.contains(&source.root, *key) {
+            if !self.pin(&source.root, *key) {
                 by_source
                     .entry((&source.root, &source.key_column, &source.uuid_column))
                     .or_default()
@@ -128,5 +138,17 @@ mod tests {
         assert_eq!(cache.get("obs", 0), Some(Identity::from_uuid("o-0")));
         cache.begin_transaction();
         assert_eq!(cache.get("obs", 0), None, "pins end with the transaction");
+    }
+
+    #[test]
+    fn a_key_found_in_the_cache_stays_available_while_the_transaction_fetches_others() {
+        let mut cache = IdentityCache::new(2);
+        cache.learn("encounter", 7, Identity::from_uuid("e-7"));
+        cache.begin_transaction();
+        assert!(cache.pin("encounter", 7), "known keys need no lookup");
+        for key in 0..3 {
+            cache.learn("concept", key, Identity::from_uuid(&format!("c-{key}")));
+        }
+        assert_eq!(cache.get("encounter", 7), Some(Identity::from_uuid("e-7")));
     }
 }

@@ -55,6 +55,10 @@ impl Publisher {
     /// discarded (its events will be read again into the same sequence), and whatever was
     /// pending in memory is dropped (it will be read again too).
     pub fn resume(&mut self) -> Result<(), CaptureError> {
+        // What is on disk is the truth (a save whose directory fsync failed may have landed).
+        if let Some(on_disk) = self.state.load()? {
+            self.checkpoint = on_disk;
+        }
         for staged in self.outbox.staged()? {
             if staged.epoch == self.checkpoint.epoch
                 && staged.sequence < self.checkpoint.next_sequence

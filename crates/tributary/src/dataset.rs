@@ -370,67 +370,86 @@ async fn write_patient(
     Ok(shape.rows_per_patient())
 }
 
+/// What [`live_changes`] did: descriptions (no values), how many rows changed (each one row
+/// event in the binlog), and the rows it deleted, as (table, uuid).
+#[derive(Debug, Clone, Default)]
+pub struct LiveChanges {
+    pub descriptions: Vec<String>,
+    pub rows: u64,
+    pub deleted: Vec<(String, String)>,
+}
+
 /// Live clinical work on patients already loaded: what the demo does while capture runs.
-/// Returns a description of each change (no values).
 pub async fn live_changes(
     conn: &mut Conn,
     prefix: &str,
     patients: u64,
     shape: PatientShape,
-) -> mysql_async::Result<Vec<String>> {
-    let mut done = Vec::new();
-    let ids_admin: i64 = conn
+) -> mysql_async::Result<LiveChanges> {
+    let mut done = LiveChanges::default();
+    let admin: i64 = conn
         .exec_first("SELECT user_id FROM users WHERE uuid = ?", (ADMIN_USER,))
         .await?
         .unwrap_or(1);
+    let patient = |n: u64| patient_rows(prefix, n.min(patients.saturating_sub(1)), shape);
     // A name correction (update).
-    let p0 = patient_rows(prefix, 0, shape);
     conn.exec_drop(
         "UPDATE person_name SET given_name = CONCAT(given_name, 'a'), changed_by = ?, date_changed = '2024-06-01 10:00:00' WHERE uuid = ?",
-        (ids_admin, &p0.name),
+        (admin, &patient(0).name),
     )
     .await?;
-    done.push("updated a person_name".to_owned());
+    done.rows += conn.affected_rows();
+    done.descriptions.push("updated a person_name".to_owned());
     // An obs edit: void the old value and insert the new one pointing at it (one transaction).
-    let p1 = patient_rows(prefix, 1.min(patients.saturating_sub(1)), shape);
+    let edited = patient(1).obs[0].clone();
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
     tx.exec_drop(
         "UPDATE obs SET voided = 1, voided_by = ?, date_voided = '2024-06-01 10:05:00', void_reason = 'corrected' WHERE uuid = ?",
-        (ids_admin, &p1.obs[0]),
+        (admin, &edited),
     )
     .await?;
+    done.rows += tx.affected_rows();
     tx.exec_drop(
         "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, creator, date_created, voided, uuid, previous_version, status)
          SELECT person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric + 1.5, ?, '2024-06-01 10:05:00', 0, ?, obs_id, 'AMENDED'
          FROM obs WHERE uuid = ?",
-        (ids_admin, demo_uuid(&format!("{prefix}/obs-edit"), 1), &p1.obs[0]),
+        (admin, demo_uuid(&format!("{prefix}/obs-edit"), 1), &edited),
     )
     .await?;
+    done.rows += tx.affected_rows();
     tx.commit().await?;
-    done.push("edited an obs (void + insert with previous_version)".to_owned());
+    done.descriptions
+        .push("edited an obs (void + insert with previous_version)".to_owned());
     // Void a whole encounter with its obs.
-    let p2 = patient_rows(prefix, 2.min(patients.saturating_sub(1)), shape);
+    let voided = patient(2).encounters[0].clone();
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
     tx.exec_drop(
         "UPDATE obs o JOIN encounter e ON e.encounter_id = o.encounter_id SET o.voided = 1, o.voided_by = ?, o.date_voided = '2024-06-02 08:00:00', o.void_reason = 'entered in error' WHERE e.uuid = ?",
-        (ids_admin, &p2.encounters[0]),
+        (admin, &voided),
     )
     .await?;
+    done.rows += tx.affected_rows();
     tx.exec_drop(
         "UPDATE encounter SET voided = 1, voided_by = ?, date_voided = '2024-06-02 08:00:00', void_reason = 'entered in error' WHERE uuid = ?",
-        (ids_admin, &p2.encounters[0]),
+        (admin, &voided),
     )
     .await?;
+    done.rows += tx.affected_rows();
     tx.commit().await?;
-    done.push("voided an encounter and its obs".to_owned());
+    done.descriptions
+        .push("voided an encounter and its obs".to_owned());
     // Delete an identifier entered twice (a physical delete).
-    let p3 = patient_rows(prefix, 3.min(patients.saturating_sub(1)), shape);
+    let identifier = patient(3).identifier;
     conn.exec_drop(
         "DELETE FROM patient_identifier WHERE uuid = ?",
-        (&p3.identifier,),
+        (&identifier,),
     )
     .await?;
-    done.push("deleted a patient_identifier".to_owned());
+    done.rows += conn.affected_rows();
+    done.deleted
+        .push(("patient_identifier".to_owned(), identifier));
+    done.descriptions
+        .push("deleted a patient_identifier".to_owned());
     Ok(done)
 }
 

@@ -128,7 +128,8 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
             "registered {} new patients ({live_rows} rows, one transaction each)",
             options.live_patients
         );
-        for change in dataset::live_changes(&mut site, DEMO_SITE, options.patients, shape).await? {
+        let live = dataset::live_changes(&mut site, DEMO_SITE, options.patients, shape).await?;
+        for change in &live.descriptions {
             println!("{change}");
         }
         wait_caught_up(&mut site, &mut hq, &state_dir, &mut tasks).await?;
@@ -137,14 +138,14 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
             "HQ caught up {live_secs:.1} s after the first live change ({:.0} rows/s)",
             live_rows as f64 / live_secs
         );
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(live.deleted)
     }
     .await;
     shutdown.cancel();
     while let Some(joined) = tasks.join_next().await {
         joined.context("a pipeline task panicked")??;
     }
-    outcome?;
+    let deleted = outcome?;
 
     println!("\n== status at HQ");
     let statuses = tributary_apply::site_statuses(&mut hq).await?;
@@ -167,7 +168,22 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
     )
     .await?;
     print!("{}", report::verification_table(&reports));
-    let ok = reports.iter().all(|r| r.ok());
+    // Verification compares the site's rows; rows the site deleted must be gone at HQ too.
+    let mut deletes_reached_hq = true;
+    for (table, uuid) in &deleted {
+        let left: Option<u64> = hq
+            .exec_first(
+                format!("SELECT COUNT(*) FROM {table} WHERE uuid = ?"),
+                (uuid,),
+            )
+            .await?;
+        deletes_reached_hq &= left == Some(0);
+    }
+    println!(
+        "rows deleted at the site are gone at HQ: {}",
+        if deletes_reached_hq { "yes" } else { "NO" }
+    );
+    let ok = deletes_reached_hq && reports.iter().all(|r| r.ok());
     let ids_differ = ids_differ(&mut site, &mut hq).await?;
     println!(
         "\n{}: {} rows compared; HQ ids differ from the site's for {} of {} sampled patients (references were translated)",
