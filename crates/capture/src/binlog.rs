@@ -269,3 +269,60 @@ fn verify_checksum(event: &Event) -> Result<(), CaptureError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::binlog::BinlogVersion;
+    use mysql_async::binlog::events::{BinlogEventFooter, FormatDescriptionEvent};
+
+    /// An XID event (type 16) as a CRC32 binlog carries it, with the given trailing checksum.
+    fn xid_event(xid: u64, checksum: u32) -> Vec<u8> {
+        let size = 19 + 8 + 4;
+        let mut bytes = Vec::with_capacity(size);
+        bytes.extend(1_700_000_000u32.to_le_bytes());
+        bytes.push(16);
+        bytes.extend(1u32.to_le_bytes());
+        bytes.extend((size as u32).to_le_bytes());
+        bytes.extend(4_096u32.to_le_bytes());
+        bytes.extend(0u16.to_le_bytes());
+        bytes.extend(xid.to_le_bytes());
+        bytes.extend(checksum.to_le_bytes());
+        bytes
+    }
+
+    fn read(bytes: &[u8]) -> Event {
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4).with_footer(
+            BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32),
+        );
+        Event::read(&fde, bytes).expect("well-formed event")
+    }
+
+    #[test]
+    fn events_whose_crc32_does_not_match_are_refused() {
+        let computed =
+            read(&xid_event(42, 0)).calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+        assert!(verify_checksum(&read(&xid_event(42, computed))).is_ok());
+
+        let mut corrupted = xid_event(42, computed);
+        corrupted[20] ^= 0x40;
+        let err = verify_checksum(&read(&corrupted)).unwrap_err();
+        assert!(
+            matches!(err, CaptureError::Checksum { log_pos: 4_096, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn savepoint_statements_are_recognised() {
+        assert!(is_savepoint("SAVEPOINT `s1`"));
+        assert!(is_savepoint("rollback to savepoint s1"));
+        assert!(is_savepoint("RELEASE SAVEPOINT s1"));
+        assert!(!is_savepoint("ROLLBACK"));
+        assert!(!is_savepoint("CREATE TABLE t SELECT 1"));
+        assert!(
+            !is_savepoint("ÅÅÅÅÅÅÅÅÅÅÅÅ multibyte"),
+            "no panic on a char boundary"
+        );
+    }
+}

@@ -12,9 +12,10 @@ use crate::identities::IdentityCache;
 use crate::publisher::Publisher;
 use crate::settings::CaptureSettings;
 use crate::source;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn};
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary_schema::{Catalog, SchemaMap};
@@ -60,7 +61,12 @@ pub(crate) async fn stream_session(
                 publisher.flush()?;
                 return Ok(());
             }
-            next = tokio::time::timeout(settings.flush_interval, stream.next()) => next,
+            // mysql_common unwraps a short read inside its event reader: a truncated or
+            // malformed packet panics there. It is caught and reported as a bad event.
+            next = tokio::time::timeout(
+                settings.flush_interval,
+                AssertUnwindSafe(stream.next()).catch_unwind(),
+            ) => next,
         };
         let event = match next {
             Err(_idle) => {
@@ -71,18 +77,22 @@ pub(crate) async fn stream_session(
                 }
                 continue;
             }
-            Ok(None) => return Err(CaptureError::StreamEnded),
-            Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == 1236 => {
+            Ok(Err(_panic)) => return Err(decoder_panicked()),
+            Ok(Ok(None)) => return Err(CaptureError::StreamEnded),
+            Ok(Ok(Some(Err(mysql_async::Error::Server(e))))) if e.code == 1236 => {
                 return Err(CaptureError::PositionPurged {
                     position: position.to_string(),
                     detail: e.message,
                 });
             }
-            Ok(Some(Err(e))) => return Err(e.into()),
-            Ok(Some(Ok(event))) => event,
+            Ok(Ok(Some(Err(e)))) => return Err(e.into()),
+            Ok(Ok(Some(Ok(event)))) => event,
         };
         last_event = Instant::now();
-        let step = assembler.feed(&event, &stream, &schema)?;
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            assembler.feed(&event, &stream, &schema)
+        }))
+        .map_err(|_| decoder_panicked())??;
         let (raw, schema_changed) = match step {
             Step::Continue => continue,
             Step::Committed(raw) => (raw, false),
@@ -119,6 +129,15 @@ pub(crate) async fn stream_session(
             publisher.flush()?;
             pending_since = None;
         }
+    }
+}
+
+fn decoder_panicked() -> CaptureError {
+    CaptureError::MalformedEvent {
+        event: "binlog packet",
+        detail: "the event decoder failed on a truncated or malformed event; check the source \
+                 server and the network, then restart capture (it resumes at the checkpoint)"
+            .into(),
     }
 }
 
