@@ -146,8 +146,12 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Capture { config } => {
             let settings = Config::load(&config)?.capture_settings()?;
-            let shutdown = shutdown_on_signal();
-            tributary_capture::run_capture(settings, shutdown).await?;
+            let shutdown = CancellationToken::new();
+            until_signal(
+                &shutdown,
+                tributary_capture::run_capture(settings, shutdown.clone()),
+            )
+            .await?;
         }
         Command::Seed { config, tables } => {
             let settings = Config::load(&config)?.capture_settings()?;
@@ -191,7 +195,12 @@ async fn run(command: Command) -> Result<ExitCode> {
                     println!("site {site} is held: waiting for batch {seq}");
                 }
             } else {
-                tributary_apply::run_apply(settings, shutdown_on_signal()).await?;
+                let shutdown = CancellationToken::new();
+                until_signal(
+                    &shutdown,
+                    tributary_apply::run_apply(settings, shutdown.clone()),
+                )
+                .await?;
             }
         }
         Command::Status { config, parked } => {
@@ -253,22 +262,28 @@ async fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A token cancelled by SIGINT or SIGTERM: long-running commands drain and stop.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+/// Runs `work` to its end; SIGINT or SIGTERM cancel `shutdown` first, so the work drains
+/// (capture flushes what is pending) and stops.
+async fn until_signal<E>(
+    shutdown: &CancellationToken,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    tokio::pin!(work);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
         }
-        tracing::info!("shutting down");
-        trigger.cancel();
-    });
-    token
+    };
+    tokio::select! {
+        result = &mut work => return result,
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    work.await
 }
