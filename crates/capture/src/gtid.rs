@@ -91,6 +91,25 @@ impl GtidPosition {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The domains where `earliest` (what the oldest binlog begins after) is ahead of this
+    /// position: transactions this position has not seen were purged. A domain this position
+    /// never saw counts too, unless the position is empty (stream from the oldest binlog).
+    pub fn purged_against(&self, earliest: &GtidPosition) -> Vec<Gtid> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        earliest
+            .0
+            .values()
+            .filter(|oldest| {
+                self.0
+                    .get(&oldest.domain)
+                    .is_none_or(|seen| seen.sequence < oldest.sequence)
+            })
+            .copied()
+            .collect()
+    }
 }
 
 impl fmt::Display for GtidPosition {
@@ -117,6 +136,37 @@ mod tests {
         assert!(GtidPosition::parse("0-1").is_err());
         assert!(GtidPosition::parse("0-1-2-3").is_err());
         assert!(GtidPosition::parse("a-b-c").is_err());
+    }
+
+    #[test]
+    fn a_position_behind_the_oldest_binlog_is_purged() {
+        let earliest = GtidPosition::parse("0-1-10,1-2-5").unwrap();
+        assert!(
+            GtidPosition::parse("0-1-10,1-2-7")
+                .unwrap()
+                .purged_against(&earliest)
+                .is_empty()
+        );
+        let purged = GtidPosition::parse("0-1-9,1-2-7")
+            .unwrap()
+            .purged_against(&earliest);
+        assert_eq!(
+            purged,
+            vec![Gtid {
+                domain: 0,
+                server: 1,
+                sequence: 10
+            }]
+        );
+        let purged = GtidPosition::parse("0-1-12")
+            .unwrap()
+            .purged_against(&earliest);
+        assert_eq!(
+            purged.len(),
+            1,
+            "domain 1 was never seen but has purged history"
+        );
+        assert!(GtidPosition::default().purged_against(&earliest).is_empty());
     }
 
     #[test]

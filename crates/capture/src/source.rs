@@ -2,6 +2,7 @@
 //! check of the server settings capture depends on (DESIGN.md, "Source server requirements").
 
 use crate::error::CaptureError;
+use crate::gtid::GtidPosition;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
@@ -97,4 +98,50 @@ fn require(
             remedy,
         })
     }
+}
+
+/// Fails when the binlog that follows `position` is no longer on the server: its oldest binlog
+/// begins after transactions the position has not seen. (MariaDB itself may start the stream
+/// from the oldest file anyway, silently skipping what was purged.)
+pub async fn check_not_purged(
+    conn: &mut Conn,
+    position: &GtidPosition,
+) -> Result<(), CaptureError> {
+    let files: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
+    let Some(oldest) = files.first().and_then(|r| r.get::<String, _>(0)) else {
+        return Ok(());
+    };
+    let events: Vec<mysql_async::Row> = conn
+        .query(format!(
+            "SHOW BINLOG EVENTS IN '{}' LIMIT 4",
+            oldest.replace(['\\', '\''], "")
+        ))
+        .await?;
+    let earliest = events
+        .iter()
+        .filter(|e| {
+            e.get::<String, _>(2)
+                .is_some_and(|t| t.eq_ignore_ascii_case("Gtid_list"))
+        })
+        .find_map(|e| e.get::<String, _>(5))
+        .map(|info| {
+            info.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let earliest = GtidPosition::parse(&earliest)?;
+    let purged = position.purged_against(&earliest);
+    if purged.is_empty() {
+        return Ok(());
+    }
+    let first: Vec<String> = purged.iter().map(|g| g.to_string()).collect();
+    Err(CaptureError::PositionPurged {
+        position: position.to_string(),
+        detail: format!(
+            "the oldest binlog, {oldest}, begins after {}",
+            first.join(", ")
+        ),
+    })
 }

@@ -36,6 +36,9 @@ pub(crate) async fn stream_session(
     let mut schema = load_schema(&mut lookup, settings).await?;
     let start = publisher.checkpoint().gtid_position.clone();
     let mut position = GtidPosition::parse(&start)?;
+    // MariaDB refuses a purged position itself under @slave_gtid_strict_mode; checking here
+    // too names the oldest binlog and does not depend on the server's mode.
+    source::check_not_purged(&mut lookup, &position).await?;
 
     let mut conn = Conn::new(settings.source.clone()).await?;
     conn.query_drop("SET @mariadb_slave_capability = 4").await?;

@@ -1,0 +1,61 @@
+//! A checkpoint whose binlog the site has purged is detected when capture starts: capture
+//! stops with a message naming the position and the remedy (re-seed), instead of skipping
+//! the missing changes.
+
+use anyhow::Result;
+use mysql_async::prelude::*;
+use std::time::Duration;
+use tributary::dataset::{self, PatientShape};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
+use tributary_suite::wait_until;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_refuses_to_resume_from_a_purged_position_and_names_the_remedy() -> Result<()> {
+    let p = Pipeline::start("purged-binlog", PipelineOptions::default()).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let shape = PatientShape {
+        visits: 1,
+        encounters_per_visit: 1,
+        obs_per_encounter: 1,
+    };
+    let mut site = p.site.conn().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    capture.signal("TERM")?;
+    assert!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+
+    // While capture is down the site writes more and purges the binlog that held it.
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 1, 1, shape).await?;
+    // MariaDB keeps a binlog until InnoDB has checkpointed past it, so rotate and purge until
+    // only the newest file is left.
+    let site_db = &p.site;
+    wait_until(
+        "the site to purge its older binlogs",
+        Duration::from_secs(60),
+        || async move {
+            site_db.exec("FLUSH BINARY LOGS").await?;
+            let mut conn = site_db.conn().await?;
+            let files: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+            let newest = files.last().map(|(f, _)| f.clone()).unwrap_or_default();
+            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+                .await?;
+            let left: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+            Ok(left.len() == 1)
+        },
+    )
+    .await?;
+
+    let mut capture = p.spawn("capture", "capture-after-purge")?;
+    let status = capture.wait_exit(Duration::from_secs(60)).await?;
+    assert!(
+        !status.success(),
+        "capture must not resume past a gap in the binlog"
+    );
+    let logs = capture.logs();
+    assert!(logs.contains("no longer has the binlog"), "{logs}");
+    assert!(
+        logs.contains("tributary seed"),
+        "the remedy is named: {logs}"
+    );
+    Ok(())
+}
