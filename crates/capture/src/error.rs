@@ -17,6 +17,15 @@ pub enum CaptureError {
         required: &'static str,
         remedy: &'static str,
     },
+    #[error(
+        "the site database does not meet capture's requirements: {name} is {actual}; fix: \
+         {fix} (run 'tributary doctor' to see every check)"
+    )]
+    Requirement {
+        name: String,
+        actual: String,
+        fix: String,
+    },
     #[error("binlog event {event} is malformed: {detail}")]
     MalformedEvent { event: &'static str, detail: String },
     #[error(

@@ -17,6 +17,7 @@ mod error;
 mod gtid;
 mod identities;
 mod publisher;
+mod requirements;
 mod settings;
 mod snapshot;
 mod source;
@@ -25,11 +26,13 @@ mod stream;
 pub use checkpoint::{Checkpoint, StateDir};
 pub use error::CaptureError;
 pub use gtid::GtidPosition;
+pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server};
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
     DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, StartPosition,
 };
 pub use snapshot::{SeedReport, run_seed};
+pub use source::connect;
 
 use identities::IdentityCache;
 use publisher::Publisher;
@@ -101,7 +104,9 @@ async fn initial_position(settings: &CaptureSettings) -> Result<String, CaptureE
         StartPosition::Oldest => Ok(String::new()),
         StartPosition::Current => {
             let mut conn = source::connect(&settings.source).await?;
-            Ok(source::preflight(&mut conn).await?.gtid_binlog_pos)
+            Ok(source::preflight(&mut conn, &settings.database)
+                .await?
+                .gtid_binlog_pos)
         }
     }
 }

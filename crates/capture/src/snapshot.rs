@@ -49,7 +49,7 @@ pub async fn run_seed(
     let existing = state.load()?;
 
     let mut conn = source::connect(&settings.source).await?;
-    source::preflight(&mut conn).await?;
+    source::preflight(&mut conn, &settings.database).await?;
     let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
     let schema = SchemaMap::build(&catalog, &settings.policy)?;
     let selected = select_tables(&schema, tables)?;

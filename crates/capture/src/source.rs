@@ -20,84 +20,19 @@ pub struct ServerInfo {
     pub gtid_binlog_pos: String,
 }
 
-/// Checks every server setting capture relies on; the first one that is wrong is reported
-/// with its remedy.
-pub async fn preflight(conn: &mut Conn) -> Result<ServerInfo, CaptureError> {
-    let row: Option<(String, String, String, String, String, String, String)> = conn
-        .query_first(
-            "SELECT @@version, CAST(@@log_bin AS CHAR), @@binlog_format, @@binlog_row_image, \
-             @@binlog_row_metadata, @@binlog_checksum, @@gtid_binlog_pos",
-        )
+/// Checks every server setting and privilege capture relies on (see [`crate::requirements`]);
+/// the first one that is wrong is reported with its fix.
+pub async fn preflight(conn: &mut Conn, database: &str) -> Result<ServerInfo, CaptureError> {
+    let checks = crate::requirements::check_server(conn, database).await?;
+    crate::requirements::first_failure(&checks)?;
+    let row: Option<(String, String)> = conn
+        .query_first("SELECT @@version, @@gtid_binlog_pos")
         .await?;
-    let Some((version, log_bin, format, image, metadata, checksum, gtid_binlog_pos)) = row else {
-        return Err(CaptureError::StreamEnded);
-    };
-    require("log_bin", &log_bin, &["1", "ON"], "ON", "log_bin = <path>")?;
-    require(
-        "binlog_format",
-        &format,
-        &["ROW"],
-        "ROW",
-        "binlog_format = ROW",
-    )?;
-    require(
-        "binlog_row_image",
-        &image,
-        &["FULL"],
-        "FULL",
-        "binlog_row_image = FULL",
-    )?;
-    require(
-        "binlog_row_metadata",
-        &metadata,
-        &["FULL"],
-        "FULL",
-        "binlog_row_metadata = FULL",
-    )?;
-    require(
-        "binlog_checksum",
-        &checksum,
-        &["CRC32"],
-        "CRC32",
-        "binlog_checksum = CRC32",
-    )?;
-    let compress: Option<String> = conn
-        .query_first("SELECT CAST(@@log_bin_compress AS CHAR)")
-        .await
-        .ok()
-        .flatten();
-    if let Some(compress) = compress {
-        require(
-            "log_bin_compress",
-            &compress,
-            &["0", "OFF"],
-            "OFF",
-            "log_bin_compress = OFF",
-        )?;
-    }
+    let (version, gtid_binlog_pos) = row.unwrap_or_default();
     Ok(ServerInfo {
         version,
         gtid_binlog_pos,
     })
-}
-
-fn require(
-    variable: &'static str,
-    actual: &str,
-    accepted: &[&str],
-    required: &'static str,
-    remedy: &'static str,
-) -> Result<(), CaptureError> {
-    if accepted.iter().any(|a| a.eq_ignore_ascii_case(actual)) {
-        Ok(())
-    } else {
-        Err(CaptureError::ServerSetting {
-            variable,
-            actual: actual.to_owned(),
-            required,
-            remedy,
-        })
-    }
 }
 
 /// Fails when the binlog that follows `position` is no longer on the server: its oldest binlog

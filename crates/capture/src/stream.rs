@@ -32,7 +32,7 @@ pub(crate) async fn stream_session(
 ) -> Result<(), CaptureError> {
     publisher.resume()?;
     let mut lookup = source::connect(&settings.source).await?;
-    let server = source::preflight(&mut lookup).await?;
+    let server = source::preflight(&mut lookup, &settings.database).await?;
     let mut schema = load_schema(&mut lookup, settings).await?;
     let start = publisher.checkpoint().gtid_position.clone();
     let mut position = GtidPosition::parse(&start)?;

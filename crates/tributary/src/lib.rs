@@ -4,5 +4,7 @@
 pub mod config;
 pub mod dataset;
 pub mod demo;
+pub mod doctor;
 pub mod report;
+pub mod schema_report;
 pub mod verify;

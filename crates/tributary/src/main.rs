@@ -26,6 +26,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Check everything capture needs at a site (server settings, privileges, key, directories,
+    /// schema map); print the fix for each failure. Exit code 2 when a check fails.
+    Doctor {
+        /// Configuration file with [site] and [transport] sections.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Stream the site's binlog into sealed batches (runs until SIGINT/SIGTERM).
     Capture {
         /// Configuration file with [site] and [transport] sections.
@@ -67,6 +74,12 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
     },
+    /// Show how a live database's tables are identified and which columns travel as
+    /// references (the resolved schema map), flagging tables whose rows cannot be identified.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Run the whole pipeline on two local MariaDB instances (see deploy/demo.sh).
     Demo {
         /// Env file of the site instance (written by `deploy/mariadb.sh start`).
@@ -84,6 +97,18 @@ enum Command {
         /// Patients registered while capture runs.
         #[arg(long, default_value_t = 20)]
         live_patients: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print the resolved schema map of the site database (or HQ's, with --hq).
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Read HQ's database instead of the site's.
+        #[arg(long)]
+        hq: bool,
     },
 }
 
@@ -143,6 +168,13 @@ async fn run(command: Command) -> Result<ExitCode> {
                 "key {} for site {site} written; copy it to HQ's key directory as well",
                 key.key_id()
             );
+        }
+        Command::Doctor { config } => {
+            let (report, healthy) = tributary::doctor::run_doctor(&Config::load(&config)?).await?;
+            print!("{report}");
+            if !healthy {
+                return Ok(ExitCode::from(2));
+            }
         }
         Command::Capture { config } => {
             let settings = Config::load(&config)?.capture_settings()?;
@@ -239,6 +271,26 @@ async fn run(command: Command) -> Result<ExitCode> {
             if !reports.iter().all(|r| r.ok()) {
                 return Ok(ExitCode::from(3));
             }
+        }
+        Command::Schema {
+            command: SchemaCommand::Show { config, hq },
+        } => {
+            let config = Config::load(&config)?;
+            let (opts, database) = if hq {
+                config.hq_database()?
+            } else {
+                config.site_database()?
+            };
+            let policy = config.policy()?;
+            let mut conn = mysql_async::Conn::new(opts)
+                .await
+                .context("connecting to the database")?;
+            let catalog = tributary_schema::Catalog::introspect(&mut conn, &database).await?;
+            let map = tributary_schema::SchemaMap::build(&catalog, &policy)?;
+            print!(
+                "{}",
+                tributary::schema_report::render(&catalog, &map, &policy)
+            );
         }
         Command::Demo {
             site_env,
