@@ -1,0 +1,55 @@
+//! The links to the databases drop (the site's and HQ's servers crash and come back) while the
+//! pipeline runs: capture and the applier reconnect with backoff and go on from their
+//! checkpoints; nothing is lost or applied twice, and neither process needs a restart.
+
+use anyhow::Result;
+use mysql_async::prelude::*;
+use tributary::dataset::{self, PatientShape};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_and_apply_survive_crashes_of_the_site_and_hq_servers() -> Result<()> {
+    let mut p = Pipeline::start("db-restarts", PipelineOptions { max_batch_rows: 50 }).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let shape = PatientShape::default();
+    let load = |first: u64, opts: mysql_async::Opts| async move {
+        let mut conn = mysql_async::Conn::new(opts).await?;
+        dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, 10, shape).await?;
+        anyhow::Ok(())
+    };
+
+    load(0, p.site.opts()).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    p.site.kill9_server()?;
+    p.site.start_server()?;
+    load(10, p.site.opts()).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    p.hq.kill9_server()?;
+    load(20, p.site.opts()).await?;
+    p.hq.start_server()?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    assert!(
+        capture.is_running(),
+        "capture reconnects by itself:\n{}",
+        capture.logs()
+    );
+    assert!(
+        apply.is_running(),
+        "the applier reconnects by itself:\n{}",
+        apply.logs()
+    );
+    p.verify()?;
+    let rows_applied: Option<u64> =
+        p.hq.conn()
+            .await?
+            .query_first("SELECT rows_applied FROM tributary_site_progress")
+            .await?;
+    assert_eq!(
+        rows_applied,
+        Some(30 * shape.rows_per_patient()),
+        "each row change applied once"
+    );
+    Ok(())
+}
