@@ -35,14 +35,8 @@ impl Annotator<'_> {
             else {
                 continue;
             };
-            let key = image
-                .iter()
-                .find(|(n, _)| n == key)
-                .and_then(|(_, v)| sql_int(v));
-            let uuid = image
-                .iter()
-                .find(|(n, _)| n == column)
-                .and_then(|(_, v)| sql_text(v));
+            let key = image.get(key).and_then(sql_int);
+            let uuid = image.get(column).and_then(sql_text);
             if let (Some(key), Some(uuid)) = (key, uuid) {
                 self.cache.learn(&map.name, key, Identity::from_uuid(&uuid));
             }
@@ -59,7 +53,8 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            for (column, value) in image {
+            for raw in image.iter() {
+                let (column, value) = (&raw.name, &raw.value);
                 let Some(target) = map.references.get(column) else {
                     continue;
                 };
@@ -116,18 +111,21 @@ impl Annotator<'_> {
         })
     }
 
+    /// The travelling columns of one image. Values are converted by the kind the row's own
+    /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
+    /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
     fn columns(&mut self, map: &TableMap, image: &RawImage) -> BTreeMap<String, Value> {
         let mut columns = BTreeMap::new();
-        for (name, sql) in image {
-            let Some(column) = map.column(name) else {
-                continue;
-            };
-            if map.surrogate_key.as_deref() == Some(name.as_str()) {
+        for raw in image.iter() {
+            let name = &raw.name;
+            if map.excluded_columns.contains(name)
+                || map.surrogate_key.as_deref() == Some(name.as_str())
+            {
                 continue;
             }
-            let value = match (map.references.get(name), sql_int(sql)) {
+            let value = match (map.references.get(name), sql_int(&raw.value)) {
                 (Some(target), Some(key)) => Value::Ref(self.reference(target, key)),
-                _ => to_value(sql.clone(), column.kind),
+                _ => to_value(raw.value.clone(), raw.kind),
             };
             columns.insert(name.clone(), value);
         }

@@ -15,12 +15,36 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::{BinlogStream, Value as Sql};
 use tributary_model::Op;
-use tributary_schema::SchemaMap;
+use tributary_schema::{ColumnKind, SchemaMap};
 
 const GTID_EVENT: u8 = 162;
 
-/// One row image as the binlog gave it: column names with raw values.
-pub type RawImage = Vec<(String, Sql)>;
+/// One column of a row image: its name and kind as the row's own TABLE_MAP describes them
+/// (so a row is decoded with the schema valid at its position), and the raw value.
+#[derive(Debug)]
+pub struct RawColumn {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub value: Sql,
+}
+
+/// One row image as the binlog (or a snapshot query) gave it.
+#[derive(Debug, Default)]
+pub struct RawImage(Vec<RawColumn>);
+
+impl RawImage {
+    pub fn new(columns: Vec<RawColumn>) -> RawImage {
+        RawImage(columns)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Sql> {
+        self.0.iter().find(|c| c.name == name).map(|c| &c.value)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &RawColumn> {
+        self.0.iter()
+    }
+}
 
 #[derive(Debug)]
 pub struct RawRow {
@@ -213,27 +237,32 @@ impl TransactionAssembler {
 }
 
 fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
-    let names: Vec<String> = row
+    let described: Vec<(String, ColumnKind)> = row
         .columns_ref()
         .iter()
-        .map(|c| c.name_str().into_owned())
+        .map(|c| {
+            (
+                c.name_str().into_owned(),
+                ColumnKind::from_column_type(c.column_type(), c.character_set()),
+            )
+        })
         .collect();
-    names
+    let columns = described
         .into_iter()
         .zip(row.unwrap())
-        .map(|(name, value)| match value {
-            BinlogValue::Value(v) => Ok((name, v)),
-            // JSON columns do not occur in OpenMRS; MariaDB writes JSON as text anyway.
-            other => {
-                Sql::try_from(other)
-                    .map(|v| (name, v))
-                    .map_err(|e| CaptureError::MalformedEvent {
-                        event: "rows",
-                        detail: e.to_string(),
-                    })
-            }
+        .map(|((name, kind), value)| {
+            let value = match value {
+                BinlogValue::Value(v) => v,
+                // MySQL's binary JSON; MariaDB writes JSON as text.
+                other => Sql::try_from(other).map_err(|e| CaptureError::MalformedEvent {
+                    event: "rows",
+                    detail: e.to_string(),
+                })?,
+            };
+            Ok(RawColumn { name, kind, value })
         })
-        .collect()
+        .collect::<Result<Vec<_>, CaptureError>>()?;
+    Ok(RawImage::new(columns))
 }
 
 fn is_savepoint(statement: &str) -> bool {

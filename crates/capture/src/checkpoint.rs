@@ -40,6 +40,9 @@ pub struct Checkpoint {
     /// position before every snapshot row is durable.
     #[serde(default)]
     pub seeding: bool,
+    /// The schema-history version valid at `gtid_position` (see `schema_history`).
+    #[serde(default)]
+    pub schema_version: Option<u64>,
 }
 
 impl Checkpoint {
@@ -61,6 +64,7 @@ impl Checkpoint {
             gtid_position,
             staged_sequence: None,
             seeding: false,
+            schema_version: None,
         }
     }
 }

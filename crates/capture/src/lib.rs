@@ -18,6 +18,7 @@ mod gtid;
 mod identities;
 mod publisher;
 mod requirements;
+mod schema_history;
 mod settings;
 mod snapshot;
 mod source;

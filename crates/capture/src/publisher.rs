@@ -23,6 +23,9 @@ pub struct Publisher {
     /// GTID position after the last transaction handed to this publisher.
     position: String,
     max_batch_rows: usize,
+    /// Schema-history version valid after the last transaction handed over; saved with the
+    /// next checkpoint, together with the position.
+    schema_version: Option<u64>,
 }
 
 impl Publisher {
@@ -44,6 +47,7 @@ impl Publisher {
             pending: Vec::new(),
             pending_rows: 0,
             max_batch_rows: max_batch_rows.max(1),
+            schema_version: None,
         };
         publisher.resume()?;
         Ok(publisher)
@@ -79,7 +83,13 @@ impl Publisher {
         self.pending.clear();
         self.pending_rows = 0;
         self.position = self.checkpoint.gtid_position.clone();
+        self.schema_version = self.checkpoint.schema_version;
         Ok(())
+    }
+
+    /// The schema version the next checkpoint records (set after a DDL statement).
+    pub fn set_schema_version(&mut self, version: u64) {
+        self.schema_version = Some(version);
     }
 
     pub fn checkpoint(&self) -> &Checkpoint {
@@ -116,9 +126,12 @@ impl Publisher {
     /// Publishes what is pending (or checkpoints a position-only move).
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if self.pending.is_empty() {
-            if self.position != self.checkpoint.gtid_position {
+            if self.position != self.checkpoint.gtid_position
+                || self.schema_version != self.checkpoint.schema_version
+            {
                 let mut next = self.checkpoint.clone();
                 next.gtid_position = self.position.clone();
+                next.schema_version = self.schema_version;
                 next.staged_sequence = None;
                 self.state.save(&next)?;
                 self.checkpoint = next;
@@ -150,6 +163,7 @@ impl Publisher {
         next.gtid_position = self.position.clone();
         next.next_sequence = sequence + 1;
         next.staged_sequence = Some(sequence);
+        next.schema_version = self.schema_version;
         self.state.save(&next)?;
         self.checkpoint = next;
         self.outbox.commit(&staged)?;

@@ -13,11 +13,12 @@
 //! transaction, so memory stays bounded by the chunk size.
 
 use crate::annotate::{Annotator, images};
-use crate::binlog::{RawImage, RawRow};
+use crate::binlog::{RawColumn, RawImage, RawRow};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
 use crate::publisher::Publisher;
+use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
 use crate::source;
 use mysql_async::prelude::*;
@@ -25,7 +26,7 @@ use mysql_async::{Conn, Row, Value as Sql};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
 use tributary_model::{Op, Origin, SourceTransaction};
-use tributary_schema::{Catalog, SchemaMap, TableMap, quote_ident};
+use tributary_schema::{Catalog, ColumnKind, SchemaMap, TableMap, quote_ident};
 use tributary_transport::DirectoryOutbox;
 
 #[derive(Debug, Clone, Default)]
@@ -73,6 +74,13 @@ pub async fn run_seed(
             c
         }
     };
+    // The stream of a new site starts at the snapshot: the catalog read for it is the
+    // schema version valid there.
+    let mut checkpoint = checkpoint;
+    if new_site {
+        SchemaHistory::new(&settings.state_dir).save(1, &catalog)?;
+        checkpoint.schema_version = Some(1);
+    }
     state.save(&checkpoint)?;
     let first_sequence = checkpoint.next_sequence;
     let mut publisher = Publisher::open(state, outbox, key, checkpoint, settings.max_batch_rows)?;
@@ -231,16 +239,23 @@ async fn read_chunk(
             .map(|c| c.name_str().into_owned())
             .collect();
         let values: Vec<Sql> = row.unwrap();
-        let image: RawImage = names.into_iter().zip(values).collect();
+        let image = RawImage::new(
+            names
+                .into_iter()
+                .zip(values)
+                .map(|(name, value)| RawColumn {
+                    kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
+                    name,
+                    value,
+                })
+                .collect(),
+        );
         if let Some(key) = &key {
-            last_key = image
-                .iter()
-                .find(|(n, _)| n == key)
-                .and_then(|(_, v)| match v {
-                    Sql::Int(i) => Some(*i),
-                    Sql::UInt(u) => i64::try_from(*u).ok(),
-                    _ => None,
-                });
+            last_key = image.get(key).and_then(|v| match v {
+                Sql::Int(i) => Some(*i),
+                Sql::UInt(u) => i64::try_from(*u).ok(),
+                _ => None,
+            });
         }
         images.push(image);
     }

@@ -10,6 +10,7 @@ use crate::error::CaptureError;
 use crate::gtid::GtidPosition;
 use crate::identities::IdentityCache;
 use crate::publisher::Publisher;
+use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
 use crate::source;
 use futures_util::{FutureExt, StreamExt};
@@ -33,7 +34,9 @@ pub(crate) async fn stream_session(
     publisher.resume()?;
     let mut lookup = source::connect(&settings.source).await?;
     let server = source::preflight(&mut lookup, &settings.database).await?;
-    let mut schema = load_schema(&mut lookup, settings).await?;
+    let history = SchemaHistory::new(&settings.state_dir);
+    let (mut schema_version, mut schema) =
+        schema_at_checkpoint(&history, publisher, &mut lookup, settings).await?;
     let start = publisher.checkpoint().gtid_position.clone();
     let mut position = GtidPosition::parse(&start)?;
     // MariaDB refuses a purged position itself under @slave_gtid_strict_mode; checking here
@@ -124,9 +127,16 @@ pub(crate) async fn stream_session(
         }
         publisher.add(txn, position.to_string())?;
         if schema_changed {
+            // The new version is durable before the checkpoint that names it.
+            let catalog = Catalog::introspect(&mut lookup, &settings.database).await?;
+            schema = SchemaMap::build(&catalog, &settings.policy)?;
+            schema_version += 1;
+            history.save(schema_version, &catalog)?;
+            publisher.set_schema_version(schema_version);
             publisher.flush()?;
-            schema = load_schema(&mut lookup, settings).await?;
-            tracing::info!(site = %settings.site_id, "schema changed; schema map reloaded");
+            pending_since = None;
+            history.prune(schema_version)?;
+            tracing::info!(site = %settings.site_id, version = schema_version, "schema changed; schema map saved and reloaded");
         }
         if pending_since.is_some_and(|since| since.elapsed() >= settings.flush_interval) {
             publisher.flush()?;
@@ -144,10 +154,23 @@ fn decoder_panicked() -> CaptureError {
     }
 }
 
-async fn load_schema(
+/// The schema map valid at the checkpoint: the saved version it names, or (first start) the
+/// catalog read now, saved as version 1.
+async fn schema_at_checkpoint(
+    history: &SchemaHistory,
+    publisher: &mut Publisher,
     conn: &mut Conn,
     settings: &CaptureSettings,
-) -> Result<SchemaMap, CaptureError> {
-    let catalog = Catalog::introspect(conn, &settings.database).await?;
-    Ok(SchemaMap::build(&catalog, &settings.policy)?)
+) -> Result<(u64, SchemaMap), CaptureError> {
+    let (version, catalog) = match publisher.checkpoint().schema_version {
+        Some(version) => (version, history.load(version)?),
+        None => {
+            let catalog = Catalog::introspect(conn, &settings.database).await?;
+            history.save(1, &catalog)?;
+            publisher.set_schema_version(1);
+            publisher.flush()?;
+            (1, catalog)
+        }
+    };
+    Ok((version, SchemaMap::build(&catalog, &settings.policy)?))
 }

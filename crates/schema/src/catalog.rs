@@ -5,11 +5,13 @@
 //! still quoted wherever they reach SQL.
 
 use crate::error::SchemaError;
+use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How a column's values are represented, as far as replication cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnKind {
     Integer,
     Float,
@@ -48,12 +50,47 @@ impl ColumnKind {
         }
     }
 
+    /// The kind a binlog TABLE_MAP gives a column (its type code and, for strings, whether the
+    /// charset is `binary`, 63): rows are decoded with the schema of their own position.
+    pub fn from_column_type(column_type: ColumnType, charset: u16) -> ColumnKind {
+        use ColumnType::*;
+        const BINARY_CHARSET: u16 = 63;
+        match column_type {
+            MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG => ColumnKind::Integer,
+            MYSQL_TYPE_FLOAT => ColumnKind::Float,
+            MYSQL_TYPE_DOUBLE => ColumnKind::Double,
+            MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => ColumnKind::Decimal,
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime,
+            MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp,
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => ColumnKind::Time,
+            MYSQL_TYPE_YEAR => ColumnKind::Year,
+            MYSQL_TYPE_BIT | MYSQL_TYPE_GEOMETRY => ColumnKind::Binary,
+            MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_STRING
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB => {
+                if charset == BINARY_CHARSET {
+                    ColumnKind::Binary
+                } else {
+                    ColumnKind::Text
+                }
+            }
+            MYSQL_TYPE_JSON | MYSQL_TYPE_ENUM | MYSQL_TYPE_SET => ColumnKind::Text,
+            _ => ColumnKind::Other,
+        }
+    }
+
     pub fn is_integer(self) -> bool {
         self == ColumnKind::Integer
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogColumn {
     pub name: String,
     pub kind: ColumnKind,
@@ -61,14 +98,14 @@ pub struct CatalogColumn {
     pub auto_increment: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForeignKey {
     pub column: String,
     pub parent_table: String,
     pub parent_column: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogTable {
     pub name: String,
     /// In ordinal order.
@@ -88,7 +125,7 @@ impl CatalogTable {
 type KeyColumnUsage = (String, String, String, Option<String>, Option<String>);
 
 /// All base tables of one database schema.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Catalog {
     pub database: String,
     pub tables: BTreeMap<String, CatalogTable>,

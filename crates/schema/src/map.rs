@@ -45,6 +45,8 @@ pub struct TableMap {
     pub name: String,
     /// Synced columns, in ordinal order (excluded columns removed).
     pub columns: Vec<CatalogColumn>,
+    /// Columns the policy keeps at the site.
+    pub excluded_columns: Vec<String>,
     /// A single integer primary key that is local to each database (dropped on the wire,
     /// assigned by HQ).
     pub surrogate_key: Option<String>,
@@ -237,9 +239,16 @@ fn map_table(
         }
         _ => None,
     };
+    let excluded_columns = table
+        .columns
+        .iter()
+        .filter(|c| policy.excludes_column(&table.name, &c.name))
+        .map(|c| c.name.clone())
+        .collect();
     Ok(TableMap {
         name: table.name.clone(),
         columns,
+        excluded_columns,
         surrogate_key,
         primary_key: table.primary_key.clone(),
         identity_source: identity_source(catalog, &table.name),
