@@ -27,6 +27,9 @@ const MODULE_AT_HQ: &str = "CREATE TABLE demo_module (
     CONSTRAINT demo_module_person FOREIGN KEY (person_id) REFERENCES person (person_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+/// (uuid, note, remark, extra) of a demo_module row at HQ.
+type ModuleRow = (String, Option<String>, Option<String>, Option<String>);
+
 const LEGACY: &str = "CREATE TABLE demo_legacy (
     demo_legacy_id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     uuid CHAR(38) NOT NULL UNIQUE,
@@ -93,7 +96,7 @@ async fn rows_keep_the_schema_of_their_position_across_ddl_while_capture_was_off
         vec!["kept", "last"],
         "rows written before the DROP still arrive"
     );
-    let module: Vec<(String, Option<String>, Option<String>, Option<String>)> = hq
+    let module: Vec<ModuleRow> = hq
         .query("SELECT uuid, note, remark, extra FROM demo_module ORDER BY uuid")
         .await?;
     let expected = [
@@ -128,7 +131,7 @@ async fn rows_keep_the_schema_of_their_position_across_ddl_while_capture_was_off
             None,
         ),
     ];
-    let expected: Vec<(String, Option<String>, Option<String>, Option<String>)> = expected
+    let expected: Vec<ModuleRow> = expected
         .iter()
         .map(|(u, n, r, e)| {
             (
