@@ -1,0 +1,181 @@
+//! Capture throughput on an OpenMRS-shaped, obs-heavy binlog, side by side with
+//! `mariadb-binlog --verbose` decoding the same binlog files.
+//!
+//! `cargo bench --bench capture` (release build). `TRIBUTARY_BENCH_ROWS` sets the size
+//! (default 1,000,000 row events). It starts its own site MariaDB, loads patients the way
+//! OpenMRS writes them (one transaction per patient), then captures the whole binlog from the
+//! oldest position into sealed batches in a local directory (the real publisher: seal, fsync,
+//! checkpoint), and prints rows/s, MB/s of binlog, peak RSS of this process during capture,
+//! and the ratio to `mariadb-binlog --verbose`. It asserts nothing about time.
+
+use anyhow::{Context, Result};
+use mysql_async::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tributary::dataset::{self, PatientShape};
+use tributary_capture::{CaptureSettings, StartPosition, StateDir};
+use tributary_suite::{MariaDb, Role};
+
+const CLINIC: &str = "Bench Clinic";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let shape = PatientShape {
+        visits: 2,
+        encounters_per_visit: 2,
+        obs_per_encounter: 12,
+    };
+    let patients = target_rows.div_ceil(shape.rows_per_patient());
+    let site =
+        tokio::task::spawn_blocking(|| MariaDb::start(Role::Site, "bench-capture")).await??;
+
+    eprintln!(
+        "loading {patients} patients ({} row events) at the site...",
+        patients * shape.rows_per_patient()
+    );
+    let started = Instant::now();
+    let mut conn = site.conn().await?;
+    dataset::load_metadata(&mut conn, CLINIC).await?;
+    let rows = load_in_parallel(&site, patients, shape).await?;
+    eprintln!(
+        "loaded {rows} rows in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
+    let binlogs = binlog_files(&site, &mut conn).await?;
+    let binlog_bytes: u64 = binlogs
+        .iter()
+        .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+
+    // Capture, in this process, through the real publisher.
+    let work = site.dir().join("bench");
+    std::fs::create_dir_all(&work)?;
+    let key = tributary_batch::SiteKey::generate("bench-site")?;
+    let key_file = work.join(key.file_name());
+    key.write_new(&key_file)?;
+    let settings = CaptureSettings {
+        site_id: "bench-site".into(),
+        source: site.opts(),
+        database: site.database().to_owned(),
+        replica_server_id: 0x5452_ffff,
+        state_dir: work.join("state"),
+        outbox_dir: work.join("batches"),
+        key_file,
+        policy: tributary_schema::Policy::openmrs_core(),
+        max_batch_rows: tributary_capture::DEFAULT_MAX_BATCH_ROWS,
+        flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
+        identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
+        snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
+        start: StartPosition::Oldest,
+    };
+    let rss_before = peak_rss_kib();
+    let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));
+    let state_dir = work.join("state");
+    loop {
+        if task.is_finished() {
+            task.await??;
+            anyhow::bail!("capture stopped before reaching the end of the binlog");
+        }
+        if StateDir::peek(&state_dir)?.is_some_and(|c| c.gtid_position == position) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let capture_secs = started.elapsed().as_secs_f64();
+    let peak_kib = peak_rss_kib();
+    shutdown.cancel();
+    task.await??;
+    let batch_bytes: u64 = std::fs::read_dir(work.join("batches").join("bench-site"))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+
+    // The reference: mariadb-binlog decoding the same files, rows printed as pseudo-SQL.
+    let started = Instant::now();
+    let status = Command::new("mariadb-binlog")
+        .arg("--verbose")
+        .args(&binlogs)
+        .stdout(Stdio::null())
+        .status()
+        .context("running mariadb-binlog")?;
+    anyhow::ensure!(status.success(), "mariadb-binlog failed: {status}");
+    let reference_secs = started.elapsed().as_secs_f64();
+
+    let mb = binlog_bytes as f64 / 1e6;
+    println!(
+        "capture benchmark: {rows} row events, {mb:.0} MB of binlog in {} files",
+        binlogs.len()
+    );
+    println!(
+        "  tributary capture      {capture_secs:>7.2} s  {:>9.0} rows/s  {:>6.1} MB/s  peak RSS {} MiB (process before: {} MiB)  batches {:.1} MB",
+        rows as f64 / capture_secs,
+        mb / capture_secs,
+        peak_kib / 1024,
+        rss_before / 1024,
+        batch_bytes as f64 / 1e6
+    );
+    println!(
+        "  mariadb-binlog -v      {reference_secs:>7.2} s  {:>9.0} rows/s  {:>6.1} MB/s",
+        rows as f64 / reference_secs,
+        mb / reference_secs
+    );
+    println!(
+        "  ratio (capture / mariadb-binlog): {:.2}x",
+        reference_secs / capture_secs
+    );
+    Ok(())
+}
+
+/// Loads patients over two connections (the machine has two cores).
+async fn load_in_parallel(site: &MariaDb, patients: u64, shape: PatientShape) -> Result<u64> {
+    let half = patients / 2;
+    let mut tasks = Vec::new();
+    for (first, count) in [(0, half), (half, patients - half)] {
+        let opts = site.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            anyhow::Ok(
+                dataset::load_patients(&mut conn, CLINIC, "bench", first, count, shape).await?,
+            )
+        }));
+    }
+    let mut rows = 0;
+    for task in tasks {
+        rows += task.await??;
+    }
+    Ok(rows)
+}
+
+async fn binlog_files(site: &MariaDb, conn: &mut mysql_async::Conn) -> Result<Vec<PathBuf>> {
+    let basename = site
+        .env("BINLOG_BASENAME")
+        .context("instance env has BINLOG_BASENAME")?;
+    let dir = Path::new(basename)
+        .parent()
+        .context("binlog directory")?
+        .to_owned();
+    let files: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+    Ok(files.into_iter().map(|(name, _)| dir.join(name)).collect())
+}
+
+/// This process's peak resident set (VmHWM), KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
