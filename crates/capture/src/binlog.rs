@@ -13,6 +13,7 @@ use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::{BinlogStream, Value as Sql};
 use tributary_model::Op;
 use tributary_schema::{ColumnKind, SchemaMap};
@@ -237,20 +238,25 @@ impl TransactionAssembler {
 }
 
 fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
-    let described: Vec<(String, ColumnKind)> = row
+    let described: Vec<(String, ColumnKind, BinlogColumn)> = row
         .columns_ref()
         .iter()
         .map(|c| {
             (
                 c.name_str().into_owned(),
                 ColumnKind::from_column_type(c.column_type(), c.character_set()),
+                BinlogColumn {
+                    column_type: c.column_type(),
+                    charset: c.character_set(),
+                    unsigned: c.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+                },
             )
         })
         .collect();
     let columns = described
         .into_iter()
         .zip(row.unwrap())
-        .map(|((name, kind), value)| {
+        .map(|((name, kind, column), value)| {
             let value = match value {
                 BinlogValue::Value(v) => v,
                 // MySQL's binary JSON; MariaDB writes JSON as text.
@@ -259,10 +265,72 @@ fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
                     detail: e.to_string(),
                 })?,
             };
-            Ok(RawColumn { name, kind, value })
+            Ok(RawColumn {
+                name,
+                kind,
+                value: column.normalise(value),
+            })
         })
         .collect::<Result<Vec<_>, CaptureError>>()?;
     Ok(RawImage::new(columns))
+}
+
+/// What a row value's TABLE_MAP says about its column, for the corrections below.
+struct BinlogColumn {
+    column_type: ColumnType,
+    charset: u16,
+    unsigned: bool,
+}
+
+impl BinlogColumn {
+    /// Brings a decoded binlog value to the form a query of the same column returns:
+    /// - a signed MEDIUMINT is read by mysql_common without sign extension;
+    /// - a SET arrives as its little-endian member bitmap (written back as that number);
+    /// - latin1 text arrives in latin1 bytes (our connections speak utf8mb4).
+    ///
+    /// ENUM arrives as its 1-based index, which HQ's identical ENUM accepts as is.
+    fn normalise(&self, value: Sql) -> Sql {
+        match (self.column_type, value) {
+            (ColumnType::MYSQL_TYPE_INT24, Sql::Int(v)) if !self.unsigned && v > 0x7f_ffff => {
+                Sql::Int(v - 0x100_0000)
+            }
+            (ColumnType::MYSQL_TYPE_SET, Sql::Bytes(bitmap)) => Sql::UInt(
+                bitmap
+                    .iter()
+                    .take(8)
+                    .enumerate()
+                    .fold(0u64, |acc, (i, b)| acc | (u64::from(*b) << (8 * i))),
+            ),
+            (_, Sql::Bytes(bytes)) if is_latin1(self.charset) && !bytes.is_ascii() => {
+                Sql::Bytes(latin1_to_utf8(&bytes).into_bytes())
+            }
+            (_, value) => value,
+        }
+    }
+}
+
+/// MariaDB's latin1 collations (`latin1` is Windows-1252 there).
+fn is_latin1(charset: u16) -> bool {
+    matches!(charset, 5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 | 1032 | 1071)
+}
+
+/// Windows-1252 to UTF-8; the five bytes 1252 leaves undefined map to the same code points,
+/// as MariaDB does.
+fn latin1_to_utf8(bytes: &[u8]) -> String {
+    const HIGH: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
+    ];
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9f => HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
+        })
+        .collect()
 }
 
 fn is_savepoint(statement: &str) -> bool {
@@ -339,6 +407,28 @@ mod tests {
         assert!(
             matches!(err, CaptureError::Checksum { log_pos: 4_096, .. }),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn binlog_values_are_brought_to_their_query_form() {
+        let column = |column_type, charset, unsigned| BinlogColumn {
+            column_type,
+            charset,
+            unsigned,
+        };
+        let int24 = column(ColumnType::MYSQL_TYPE_INT24, 63, false);
+        assert_eq!(int24.normalise(Sql::Int(0x80_0000)), Sql::Int(-8_388_608));
+        assert_eq!(int24.normalise(Sql::Int(0xff_ffff)), Sql::Int(-1));
+        assert_eq!(int24.normalise(Sql::Int(5)), Sql::Int(5));
+        let uint24 = column(ColumnType::MYSQL_TYPE_INT24, 63, true);
+        assert_eq!(uint24.normalise(Sql::Int(0xff_ffff)), Sql::Int(0xff_ffff));
+        let set = column(ColumnType::MYSQL_TYPE_SET, 45, false);
+        assert_eq!(set.normalise(Sql::Bytes(vec![0x0d])), Sql::UInt(13));
+        let latin1 = column(ColumnType::MYSQL_TYPE_VARCHAR, 8, false);
+        assert_eq!(
+            latin1.normalise(Sql::Bytes(b"M\xfcller \x80".to_vec())),
+            Sql::Bytes("Müller €".as_bytes().to_vec())
         );
     }
 
