@@ -12,7 +12,14 @@ const PATIENTS_PER_PHASE: u64 = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -> Result<()> {
-    let p = Pipeline::start("crash", PipelineOptions { max_batch_rows: 40 }).await?;
+    let p = Pipeline::start(
+        "crash",
+        PipelineOptions {
+            max_batch_rows: 40,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
 
     let shape = PatientShape::default();

@@ -9,7 +9,14 @@ use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_and_apply_survive_crashes_of_the_site_and_hq_servers() -> Result<()> {
-    let mut p = Pipeline::start("db-restarts", PipelineOptions { max_batch_rows: 50 }).await?;
+    let mut p = Pipeline::start(
+        "db-restarts",
+        PipelineOptions {
+            max_batch_rows: 50,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
     let shape = PatientShape::default();
     let load = |first: u64, opts: mysql_async::Opts| async move {

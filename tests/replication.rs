@@ -14,6 +14,7 @@ async fn clinical_changes_reach_hq_with_translated_ids_and_intact_references() -
         "replication",
         PipelineOptions {
             max_batch_rows: 200,
+            ..PipelineOptions::default()
         },
     )
     .await?;

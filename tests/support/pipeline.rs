@@ -25,12 +25,14 @@ pub struct Pipeline {
 
 pub struct PipelineOptions {
     pub max_batch_rows: usize,
+    pub transaction_part_rows: usize,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             max_batch_rows: 5_000,
+            transaction_part_rows: 5_000,
         }
     }
 }
@@ -62,7 +64,7 @@ impl Pipeline {
             &hq,
             &key_file,
             &work.join("batches"),
-            options.max_batch_rows,
+            &options,
         )?;
         let pipeline = Pipeline {
             site,
@@ -243,7 +245,7 @@ pub fn write_config(
     hq: &MariaDb,
     key_file: &Path,
     transport: &Path,
-    max_batch_rows: usize,
+    options: &PipelineOptions,
 ) -> Result<()> {
     let keys = key_file.parent().context("key file has a directory")?;
     let text = format!(
@@ -253,6 +255,7 @@ state_dir = "state"
 key_file = "{key}"
 flush_interval_ms = 50
 max_batch_rows = {max_batch_rows}
+transaction_part_rows = {transaction_part_rows}
 
 [site.database]
 url = "mysql://{su}@127.0.0.1:{sp}/{sd}"
@@ -270,6 +273,8 @@ password_file = "{hpw}"
 [transport]
 directory = "{transport}"
 "#,
+        max_batch_rows = options.max_batch_rows,
+        transaction_part_rows = options.transaction_part_rows,
         key = key_file.display(),
         keys = keys.display(),
         transport = transport.display(),
@@ -289,6 +294,8 @@ directory = "{transport}"
 impl Pipeline {
     /// A second configuration whose transport directory is `transport` (so batches can be
     /// moved between capture's outbox and the applier's inbox by hand), with the given key.
+    ///
+    /// Capture there publishes every source transaction as its own batch.
     pub fn config_with(
         &self,
         name: &str,
@@ -304,7 +311,10 @@ impl Pipeline {
             &self.hq,
             key_file,
             transport,
-            1,
+            &PipelineOptions {
+                max_batch_rows: 1,
+                ..PipelineOptions::default()
+            },
         )?;
         let text = std::fs::read_to_string(&path)?.replace(
             "state_dir = \"state\"",

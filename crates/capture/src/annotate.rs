@@ -87,6 +87,7 @@ impl Annotator<'_> {
             gtid: raw.gtid.map(|g| g.to_string()),
             committed_at: raw.committed_at,
             rows,
+            part: raw.part,
         })
     }
 

@@ -15,7 +15,7 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::{BinlogStream, Value as Sql};
-use tributary_model::Op;
+use tributary_model::{Op, Part};
 use tributary_schema::{ColumnKind, SchemaMap};
 
 const GTID_EVENT: u8 = 162;
@@ -62,6 +62,8 @@ pub struct RawTransaction {
     pub gtid: Option<Gtid>,
     pub committed_at: u64,
     pub rows: Vec<RawRow>,
+    /// Set on the parts of a transaction cut into chunks.
+    pub part: Option<Part>,
 }
 
 /// What one event meant for the transaction being assembled.
@@ -73,25 +75,62 @@ pub enum Step {
     /// A standalone DDL statement on the captured database committed; the schema map must be
     /// re-read before more rows are decoded.
     SchemaChanged(RawTransaction),
+    /// The open transaction reached the chunk bound: these rows are a non-final part of it;
+    /// `rows_so_far` of its synced rows are now handed over, including these.
+    Chunk {
+        part: RawTransaction,
+        rows_so_far: u64,
+    },
+}
+
+/// Where a restarted capture resumes inside a chunked transaction.
+#[derive(Debug, Clone)]
+pub struct ResumeInside {
+    pub gtid: Gtid,
+    /// Synced rows already published: decoded again and dropped.
+    pub rows: u64,
+    pub parts: u32,
 }
 
 /// Assembles transactions for one database from the event stream.
+///
+/// Memory is bounded by `chunk_rows` (invariant 8): a transaction with more synced rows is
+/// handed over in parts at rows-event boundaries. The boundaries depend only on the events,
+/// so a capture restarted inside such a transaction (see [`ResumeInside`]) drops exactly the
+/// rows already published and cuts the rest where it cut them before.
 pub struct TransactionAssembler {
     database: String,
     current: Option<RawTransaction>,
     standalone: bool,
     /// A statement inside the open transaction may have changed the schema.
     schema_touched: bool,
+    chunk_rows: usize,
+    /// Synced rows of the open transaction handed over in earlier parts.
+    rows_handed_over: u64,
+    parts_handed_over: u32,
+    /// Rows of the open transaction still to drop after a restart inside it.
+    skip_rows: u64,
+    resume: Option<ResumeInside>,
 }
 
 impl TransactionAssembler {
-    pub fn new(database: &str) -> TransactionAssembler {
+    pub fn new(database: &str, chunk_rows: usize) -> TransactionAssembler {
         TransactionAssembler {
             database: database.to_owned(),
             current: None,
             standalone: false,
             schema_touched: false,
+            chunk_rows: chunk_rows.max(1),
+            rows_handed_over: 0,
+            parts_handed_over: 0,
+            skip_rows: 0,
+            resume: None,
         }
+    }
+
+    /// Resumes inside a chunked transaction whose first parts are already published.
+    pub fn resume_inside(&mut self, resume: Option<ResumeInside>) {
+        self.resume = resume;
     }
 
     /// Feeds one event. Row events are decoded with the stream's table map and `schema`
@@ -106,7 +145,11 @@ impl TransactionAssembler {
         let header = event.header();
         if header.event_type_raw() == GTID_EVENT {
             let body = GtidEventBody::parse(event.data())?;
-            if let Some(open) = self.current.as_ref().filter(|t| !t.rows.is_empty()) {
+            if let Some(open) = self
+                .current
+                .as_ref()
+                .filter(|t| !t.rows.is_empty() || self.parts_handed_over > 0)
+            {
                 // Rows must never be dropped silently: a group that never committed (XA
                 // PREPARE, which OpenMRS does not use) stops capture with a clear error.
                 return Err(CaptureError::MalformedEvent {
@@ -118,14 +161,32 @@ impl TransactionAssembler {
                 });
             }
             self.schema_touched = false;
+            let gtid = Gtid {
+                domain: body.domain,
+                server: header.server_id(),
+                sequence: body.sequence,
+            };
+            (
+                self.rows_handed_over,
+                self.parts_handed_over,
+                self.skip_rows,
+            ) = (0, 0, 0);
+            if let Some(resume) = self.resume.take() {
+                if resume.gtid == gtid {
+                    (
+                        self.rows_handed_over,
+                        self.parts_handed_over,
+                        self.skip_rows,
+                    ) = (resume.rows, resume.parts, resume.rows);
+                } else {
+                    // The stream starts before the partial transaction; keep waiting for it.
+                    self.resume = Some(resume);
+                }
+            }
             self.current = Some(RawTransaction {
-                gtid: Some(Gtid {
-                    domain: body.domain,
-                    server: header.server_id(),
-                    sequence: body.sequence,
-                }),
+                gtid: Some(gtid),
                 committed_at: u64::from(header.timestamp()),
-                rows: Vec::new(),
+                ..RawTransaction::default()
             });
             self.standalone = body.standalone;
             return Ok(Step::Continue);
@@ -181,15 +242,52 @@ impl TransactionAssembler {
             EventData::XidEvent(_) => Ok(self.commit(header.timestamp())),
             EventData::RowsEvent(rows) => {
                 self.decode_rows(&rows, stream, schema)?;
-                Ok(Step::Continue)
+                Ok(self.chunk_if_full())
             }
             _ => Ok(Step::Continue),
+        }
+    }
+
+    /// Hands over the open transaction's rows as a part when they reach the chunk bound.
+    fn chunk_if_full(&mut self) -> Step {
+        let Some(current) = self.current.as_mut() else {
+            return Step::Continue;
+        };
+        if current.rows.len() < self.chunk_rows {
+            return Step::Continue;
+        }
+        let rows = std::mem::take(&mut current.rows);
+        self.rows_handed_over += rows.len() as u64;
+        let part = RawTransaction {
+            gtid: current.gtid,
+            committed_at: current.committed_at,
+            rows,
+            part: Some(Part {
+                index: self.parts_handed_over,
+                last: false,
+            }),
+        };
+        self.parts_handed_over += 1;
+        Step::Chunk {
+            part,
+            rows_so_far: self.rows_handed_over,
         }
     }
 
     fn commit(&mut self, timestamp: u32) -> Step {
         let mut txn = self.current.take().unwrap_or_default();
         txn.committed_at = u64::from(timestamp);
+        if self.parts_handed_over > 0 {
+            txn.part = Some(Part {
+                index: self.parts_handed_over,
+                last: true,
+            });
+        }
+        (
+            self.rows_handed_over,
+            self.parts_handed_over,
+            self.skip_rows,
+        ) = (0, 0, 0);
         if std::mem::take(&mut self.schema_touched) {
             Step::SchemaChanged(txn)
         } else {
@@ -226,6 +324,11 @@ impl TransactionAssembler {
                 event: "rows",
                 detail: format!("table {table}: {e}"),
             })?;
+            if self.skip_rows > 0 {
+                // Published before a restart inside this transaction.
+                self.skip_rows -= 1;
+                continue;
+            }
             txn.rows.push(RawRow {
                 table: table.clone(),
                 op,

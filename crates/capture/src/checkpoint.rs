@@ -43,6 +43,21 @@ pub struct Checkpoint {
     /// The schema-history version valid at `gtid_position` (see `schema_history`).
     #[serde(default)]
     pub schema_version: Option<u64>,
+    /// Set while a transaction too large for one batch is being published in parts: the
+    /// position is still before it, and this many of its rows are already durable.
+    #[serde(default)]
+    pub partial: Option<PartialTransaction>,
+}
+
+/// How far into a chunked source transaction the published batches reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialTransaction {
+    pub gtid: String,
+    /// Synced rows of the transaction already in published batches.
+    pub rows: u64,
+    /// Parts already published.
+    pub parts: u32,
 }
 
 impl Checkpoint {
@@ -65,6 +80,7 @@ impl Checkpoint {
             staged_sequence: None,
             seeding: false,
             schema_version: None,
+            partial: None,
         }
     }
 }

@@ -92,6 +92,11 @@ impl GtidPosition {
         self.0.is_empty()
     }
 
+    /// The GTID of a single-domain position (one transaction's id written as a position).
+    pub fn first(&self) -> Option<Gtid> {
+        self.0.values().next().copied()
+    }
+
     /// The domains where `earliest` (what the oldest binlog begins after) is ahead of this
     /// position: transactions this position has not seen were purged. A domain this position
     /// never saw counts too, unless the position is empty (stream from the oldest binlog).

@@ -6,7 +6,7 @@
 //! synced rows only move the position; when nothing is pending, that move is checkpointed on
 //! its own.
 
-use crate::checkpoint::{Checkpoint, StateDir};
+use crate::checkpoint::{Checkpoint, PartialTransaction, StateDir};
 use crate::error::CaptureError;
 use tributary_batch::{BatchHeader, SiteKey};
 use tributary_model::{BatchPayload, Origin, SourceTransaction};
@@ -26,6 +26,8 @@ pub struct Publisher {
     /// Schema-history version valid after the last transaction handed over; saved with the
     /// next checkpoint, together with the position.
     schema_version: Option<u64>,
+    /// How far into a chunked transaction the batches handed over reach.
+    partial: Option<PartialTransaction>,
 }
 
 impl Publisher {
@@ -48,6 +50,7 @@ impl Publisher {
             pending_rows: 0,
             max_batch_rows: max_batch_rows.max(1),
             schema_version: None,
+            partial: None,
         };
         publisher.resume()?;
         Ok(publisher)
@@ -84,6 +87,7 @@ impl Publisher {
         self.pending_rows = 0;
         self.position = self.checkpoint.gtid_position.clone();
         self.schema_version = self.checkpoint.schema_version;
+        self.partial = self.checkpoint.partial.clone();
         Ok(())
     }
 
@@ -113,6 +117,7 @@ impl Publisher {
         position_after: String,
     ) -> Result<(), CaptureError> {
         self.position = position_after;
+        self.partial = None;
         if !txn.rows.is_empty() {
             self.pending_rows += txn.rows.len();
             self.pending.push(txn);
@@ -123,15 +128,32 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publishes a non-final part of a chunked transaction at once, after what was pending: the
+    /// checkpoint keeps the position before the transaction and records how far into it the
+    /// published parts reach.
+    pub fn add_part(
+        &mut self,
+        part: SourceTransaction,
+        partial: PartialTransaction,
+    ) -> Result<(), CaptureError> {
+        self.flush()?;
+        self.pending_rows = part.rows.len();
+        self.pending.push(part);
+        self.partial = Some(partial);
+        self.flush()
+    }
+
     /// Publishes what is pending (or checkpoints a position-only move).
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if self.pending.is_empty() {
             if self.position != self.checkpoint.gtid_position
                 || self.schema_version != self.checkpoint.schema_version
+                || self.partial != self.checkpoint.partial
             {
                 let mut next = self.checkpoint.clone();
                 next.gtid_position = self.position.clone();
                 next.schema_version = self.schema_version;
+                next.partial = self.partial.clone();
                 next.staged_sequence = None;
                 self.state.save(&next)?;
                 self.checkpoint = next;
@@ -164,6 +186,7 @@ impl Publisher {
         next.next_sequence = sequence + 1;
         next.staged_sequence = Some(sequence);
         next.schema_version = self.schema_version;
+        next.partial = self.partial.clone();
         self.state.save(&next)?;
         self.checkpoint = next;
         self.outbox.commit(&staged)?;
@@ -194,6 +217,7 @@ mod tests {
         SourceTransaction {
             gtid: Some("0-1-5".into()),
             committed_at: 1,
+            part: None,
             rows: vec![RowChange {
                 table: "person".into(),
                 op: Op::Insert,

@@ -13,6 +13,8 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Identity cache entries (about 100 bytes each): 1M entries keep capture under its memory
 /// budget while covering the working set of a busy clinic.
 pub const DEFAULT_IDENTITY_CACHE_ENTRIES: usize = 1_000_000;
+/// Synced rows of one source transaction held in memory before it is sent in parts.
+pub const DEFAULT_TRANSACTION_PART_ROWS: usize = 5_000;
 /// Rows read per snapshot query.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 2_000;
 
@@ -38,6 +40,8 @@ pub struct CaptureSettings {
     pub key_file: PathBuf,
     pub policy: Policy,
     pub max_batch_rows: usize,
+    /// A source transaction with more synced rows travels in parts of about this size.
+    pub transaction_part_rows: usize,
     pub flush_interval: Duration,
     pub identity_cache_entries: usize,
     pub snapshot_chunk_rows: usize,

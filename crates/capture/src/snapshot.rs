@@ -131,6 +131,7 @@ pub async fn run_seed(
                     gtid: None,
                     committed_at: now_unix(),
                     rows: changes,
+                    part: None,
                 },
                 position.clone(),
             )?;

@@ -5,7 +5,8 @@
 //! published is simply read again (invariant 1).
 
 use crate::annotate::{Annotator, images};
-use crate::binlog::{Step, TransactionAssembler};
+use crate::binlog::{RawTransaction, ResumeInside, Step, TransactionAssembler};
+use crate::checkpoint::PartialTransaction;
 use crate::error::CaptureError;
 use crate::gtid::GtidPosition;
 use crate::identities::IdentityCache;
@@ -19,6 +20,7 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tributary_model::SourceTransaction;
 use tributary_schema::{Catalog, SchemaMap};
 
 /// Heartbeat period requested from the server; a silent stream is noticed after a few.
@@ -58,7 +60,9 @@ pub(crate) async fn stream_session(
         .await?;
     tracing::info!(site = %settings.site_id, server = %server.version, position = %start, "streaming the binlog");
 
-    let mut assembler = TransactionAssembler::new(&settings.database);
+    let mut assembler =
+        TransactionAssembler::new(&settings.database, settings.transaction_part_rows);
+    assembler.resume_inside(resume_inside(publisher)?);
     let mut last_event = Instant::now();
     let mut pending_since: Option<Instant> = None;
     loop {
@@ -101,27 +105,28 @@ pub(crate) async fn stream_session(
         .map_err(|_| decoder_panicked())??;
         let (raw, schema_changed) = match step {
             Step::Continue => continue,
+            Step::Chunk { part, rows_so_far } => {
+                let gtid = part.gtid.map(|g| g.to_string()).unwrap_or_default();
+                let parts = part.part.map_or(0, |p| p.index + 1);
+                let txn = annotate(part, &schema, cache, &mut lookup, settings).await?;
+                publisher.add_part(
+                    txn,
+                    PartialTransaction {
+                        gtid,
+                        rows: rows_so_far,
+                        parts,
+                    },
+                )?;
+                pending_since = None;
+                continue;
+            }
             Step::Committed(raw) => (raw, false),
             Step::SchemaChanged(raw) => (raw, true),
         };
         if let Some(gtid) = raw.gtid {
             position.advance(gtid);
         }
-        cache.begin_transaction();
-        let mut annotator = Annotator {
-            schema: &schema,
-            cache,
-        };
-        annotator.learn(images(&raw.rows));
-        let wanted = annotator.wanted(images(&raw.rows));
-        cache
-            .fetch_missing(&mut lookup, &settings.database, &wanted)
-            .await?;
-        let txn = Annotator {
-            schema: &schema,
-            cache,
-        }
-        .transaction(raw)?;
+        let txn = annotate(raw, &schema, cache, &mut lookup, settings).await?;
         if !txn.rows.is_empty() && pending_since.is_none() {
             pending_since = Some(Instant::now());
         }
@@ -152,6 +157,40 @@ fn decoder_panicked() -> CaptureError {
                  server and the network, then restart capture (it resumes at the checkpoint)"
             .into(),
     }
+}
+
+/// Turns a transaction (or part) into row changes: the rows teach the cache their own keys,
+/// the keys still unknown are fetched from the site in one batched pass, then the rows are
+/// built.
+async fn annotate(
+    raw: RawTransaction,
+    schema: &SchemaMap,
+    cache: &mut IdentityCache,
+    lookup: &mut Conn,
+    settings: &CaptureSettings,
+) -> Result<SourceTransaction, CaptureError> {
+    cache.begin_transaction();
+    let mut annotator = Annotator { schema, cache };
+    annotator.learn(images(&raw.rows));
+    let wanted = annotator.wanted(images(&raw.rows));
+    cache
+        .fetch_missing(lookup, &settings.database, &wanted)
+        .await?;
+    Annotator { schema, cache }.transaction(raw)
+}
+
+/// Where to resume inside a chunked transaction, from the checkpoint.
+fn resume_inside(publisher: &Publisher) -> Result<Option<ResumeInside>, CaptureError> {
+    let Some(partial) = &publisher.checkpoint().partial else {
+        return Ok(None);
+    };
+    let position = GtidPosition::parse(&partial.gtid)?;
+    tracing::info!(gtid = %partial.gtid, rows = partial.rows, "resuming inside a transaction published in parts");
+    Ok(position.first().map(|gtid| ResumeInside {
+        gtid,
+        rows: partial.rows,
+        parts: partial.parts,
+    }))
 }
 
 /// The schema map valid at the checkpoint: the saved version it names, or (first start) the

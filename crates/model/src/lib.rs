@@ -65,6 +65,18 @@ pub struct SourceTransaction {
     /// Commit time at the source, Unix seconds (binlog event timestamp).
     pub committed_at: u64,
     pub rows: Vec<RowChange>,
+    /// Set when a transaction too large for one batch travels in parts, in order; each part
+    /// is applied in its own HQ transaction (DESIGN.md invariant 4, documented exception).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
+}
+
+/// Which part of a chunked source transaction a [`SourceTransaction`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// 0-based.
+    pub index: u32,
+    pub last: bool,
 }
 
 /// What one sealed batch carries: whole source transactions, in commit order.
@@ -109,6 +121,7 @@ mod tests {
             transactions: vec![SourceTransaction {
                 gtid: Some("0-1-7".into()),
                 committed_at: 1_700_000_000,
+                part: None,
                 rows: vec![RowChange {
                     table: "obs".into(),
                     op: Op::Insert,

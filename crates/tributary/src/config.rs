@@ -15,7 +15,8 @@ use tributary_apply::{
 use tributary_batch::Keyring;
 use tributary_capture::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
-    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, StartPosition,
+    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
+    StartPosition,
 };
 use tributary_schema::Policy;
 
@@ -57,6 +58,8 @@ pub struct SiteSection {
     /// The site's key file (`tributary keys generate`).
     pub key_file: PathBuf,
     pub max_batch_rows: Option<usize>,
+    /// Rows of one source transaction held in memory before it travels in parts.
+    pub transaction_part_rows: Option<usize>,
     pub flush_interval_ms: Option<u64>,
     pub identity_cache_entries: Option<usize>,
     /// `current` (default: stream from now; older rows come by `tributary seed`) or `oldest`.
@@ -173,6 +176,9 @@ impl Config {
             key_file: self.resolve(&site.key_file),
             policy: self.policy()?,
             max_batch_rows: site.max_batch_rows.unwrap_or(DEFAULT_MAX_BATCH_ROWS),
+            transaction_part_rows: site
+                .transaction_part_rows
+                .unwrap_or(DEFAULT_TRANSACTION_PART_ROWS),
             flush_interval: site
                 .flush_interval_ms
                 .map_or(DEFAULT_FLUSH_INTERVAL, Duration::from_millis),
