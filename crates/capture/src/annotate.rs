@@ -10,6 +10,7 @@
 //! here) travels as an identity marked `missing-at-source:`; HQ parks the row with that reason
 //! rather than inventing a parent.
 
+use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
@@ -22,6 +23,7 @@ use tributary_schema::{IdentityRule, IdentitySource, SchemaMap, TableMap, to_val
 pub struct Annotator<'a> {
     pub schema: &'a SchemaMap,
     pub cache: &'a mut IdentityCache,
+    pub formats: &'a AttributeFormats,
 }
 
 impl Annotator<'_> {
@@ -53,17 +55,21 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            for raw in image.iter() {
-                let (column, value) = (&raw.name, &raw.value);
-                let Some(target) = map.references.get(column) else {
-                    continue;
-                };
-                let (Some(key), Some(source)) = (
-                    sql_int(value),
-                    self.schema
-                        .table(target)
-                        .and_then(|t| t.identity_source.clone()),
-                ) else {
+            let declared = image.iter().filter_map(|raw| {
+                let target = map.references.get(&raw.name)?;
+                Some((target.as_str(), sql_int(&raw.value)?))
+            });
+            let polymorphic = map
+                .polymorphic
+                .iter()
+                .filter_map(|column| self.formats.target(column, image));
+            let references: Vec<(&str, i64)> = declared.chain(polymorphic).collect();
+            for (target, key) in references {
+                let Some(source) = self
+                    .schema
+                    .table(target)
+                    .and_then(|t| t.identity_source.clone())
+                else {
                     continue;
                 };
                 // A cached key is pinned now, so the lookups of this same transaction cannot
@@ -124,8 +130,14 @@ impl Annotator<'_> {
             {
                 continue;
             }
-            let value = match (map.references.get(name), sql_int(&raw.value)) {
-                (Some(target), Some(key)) => Value::Ref(self.reference(target, key)),
+            let polymorphic = map
+                .polymorphic
+                .iter()
+                .find(|c| &c.column == name)
+                .and_then(|c| self.formats.target(c, image));
+            let value = match (map.references.get(name), sql_int(&raw.value), polymorphic) {
+                (Some(target), Some(key), _) => Value::Ref(self.reference(target, key)),
+                (None, _, Some((target, key))) => Value::Ref(self.reference(target, key)),
                 _ => to_value(raw.value.clone(), raw.kind),
             };
             columns.insert(name.clone(), value);
@@ -158,6 +170,35 @@ fn sql_text(value: &Sql) -> Option<String> {
         Sql::Bytes(b) => String::from_utf8(b.clone()).ok(),
         _ => None,
     }
+}
+
+/// Turns a transaction (or part, or snapshot chunk) into row changes: type formats for
+/// polymorphic columns are made known, the rows teach the cache their own keys, the keys still
+/// unknown are fetched from the site in one batched pass, then the rows are built.
+pub async fn annotate(
+    raw: RawTransaction,
+    schema: &SchemaMap,
+    cache: &mut IdentityCache,
+    formats: &mut AttributeFormats,
+    conn: &mut mysql_async::Conn,
+    database: &str,
+) -> Result<SourceTransaction, CaptureError> {
+    cache.begin_transaction();
+    formats.prepare(&raw.rows, schema, conn, database).await?;
+    let mut annotator = Annotator {
+        schema,
+        cache,
+        formats,
+    };
+    annotator.learn(images(&raw.rows));
+    let wanted = annotator.wanted(images(&raw.rows));
+    cache.fetch_missing(conn, database, &wanted).await?;
+    Annotator {
+        schema,
+        cache,
+        formats,
+    }
+    .transaction(raw)
 }
 
 /// Every image of a raw row, with its table, for learning and lookups.

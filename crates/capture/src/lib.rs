@@ -11,6 +11,7 @@
 //! transaction (4); the identity cache and every batch are bounded (8).
 
 mod annotate;
+mod attribute_formats;
 mod binlog;
 mod checkpoint;
 mod error;

@@ -12,8 +12,9 @@
 //! Tables are read in dependency order, in keyset-paginated chunks, inside the snapshot
 //! transaction, so memory stays bounded by the chunk size.
 
-use crate::annotate::{Annotator, images};
-use crate::binlog::{RawColumn, RawImage, RawRow};
+use crate::annotate::annotate;
+use crate::attribute_formats::AttributeFormats;
+use crate::binlog::{RawColumn, RawImage, RawRow, RawTransaction};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
@@ -25,7 +26,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value as Sql};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
-use tributary_model::{Op, Origin, SourceTransaction};
+use tributary_model::{Op, Origin};
 use tributary_schema::{Catalog, ColumnKind, SchemaMap, TableMap, quote_ident};
 use tributary_transport::DirectoryOutbox;
 
@@ -88,6 +89,7 @@ pub async fn run_seed(
     let position = publisher.checkpoint().gtid_position.clone();
 
     let mut cache = IdentityCache::new(settings.identity_cache_entries);
+    let mut formats = AttributeFormats::default();
     let mut report = SeedReport {
         tables: selected.len(),
         snapshot_position,
@@ -111,30 +113,21 @@ pub async fn run_seed(
                     after: Some(image),
                 })
                 .collect();
-            cache.begin_transaction();
-            let mut annotator = Annotator {
-                schema: &schema,
-                cache: &mut cache,
+            let snapshot = RawTransaction {
+                committed_at: now_unix(),
+                rows: raw,
+                ..RawTransaction::default()
             };
-            annotator.learn(images(&raw));
-            let wanted = annotator.wanted(images(&raw));
-            cache
-                .fetch_missing(&mut conn, &settings.database, &wanted)
-                .await?;
-            let mut annotator = Annotator {
-                schema: &schema,
-                cache: &mut cache,
-            };
-            let changes = raw.into_iter().filter_map(|r| annotator.row(r)).collect();
-            publisher.add(
-                SourceTransaction {
-                    gtid: None,
-                    committed_at: now_unix(),
-                    rows: changes,
-                    part: None,
-                },
-                position.clone(),
-            )?;
+            let txn = annotate(
+                snapshot,
+                &schema,
+                &mut cache,
+                &mut formats,
+                &mut conn,
+                &settings.database,
+            )
+            .await?;
+            publisher.add(txn, position.clone())?;
             report.rows += count;
             progress(&table.name, report.rows);
             match last_key {

@@ -4,8 +4,9 @@
 //! failure ends the session; the caller reconnects from the checkpoint, so what was not yet
 //! published is simply read again (invariant 1).
 
-use crate::annotate::{Annotator, images};
-use crate::binlog::{RawTransaction, ResumeInside, Step, TransactionAssembler};
+use crate::annotate::annotate;
+use crate::attribute_formats::AttributeFormats;
+use crate::binlog::{ResumeInside, Step, TransactionAssembler};
 use crate::checkpoint::PartialTransaction;
 use crate::error::CaptureError;
 use crate::gtid::GtidPosition;
@@ -20,7 +21,6 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tributary_model::SourceTransaction;
 use tributary_schema::{Catalog, SchemaMap};
 
 /// Heartbeat period requested from the server; a silent stream is noticed after a few.
@@ -60,6 +60,7 @@ pub(crate) async fn stream_session(
         .await?;
     tracing::info!(site = %settings.site_id, server = %server.version, position = %start, "streaming the binlog");
 
+    let mut formats = AttributeFormats::default();
     let mut assembler =
         TransactionAssembler::new(&settings.database, settings.transaction_part_rows);
     assembler.resume_inside(resume_inside(publisher)?);
@@ -108,7 +109,15 @@ pub(crate) async fn stream_session(
             Step::Chunk { part, rows_so_far } => {
                 let gtid = part.gtid.map(|g| g.to_string()).unwrap_or_default();
                 let parts = part.part.map_or(0, |p| p.index + 1);
-                let txn = annotate(part, &schema, cache, &mut lookup, settings).await?;
+                let txn = annotate(
+                    part,
+                    &schema,
+                    cache,
+                    &mut formats,
+                    &mut lookup,
+                    &settings.database,
+                )
+                .await?;
                 publisher.add_part(
                     txn,
                     PartialTransaction {
@@ -126,7 +135,15 @@ pub(crate) async fn stream_session(
         if let Some(gtid) = raw.gtid {
             position.advance(gtid);
         }
-        let txn = annotate(raw, &schema, cache, &mut lookup, settings).await?;
+        let txn = annotate(
+            raw,
+            &schema,
+            cache,
+            &mut formats,
+            &mut lookup,
+            &settings.database,
+        )
+        .await?;
         if !txn.rows.is_empty() && pending_since.is_none() {
             pending_since = Some(Instant::now());
         }
@@ -157,26 +174,6 @@ fn decoder_panicked() -> CaptureError {
                  server and the network, then restart capture (it resumes at the checkpoint)"
             .into(),
     }
-}
-
-/// Turns a transaction (or part) into row changes: the rows teach the cache their own keys,
-/// the keys still unknown are fetched from the site in one batched pass, then the rows are
-/// built.
-async fn annotate(
-    raw: RawTransaction,
-    schema: &SchemaMap,
-    cache: &mut IdentityCache,
-    lookup: &mut Conn,
-    settings: &CaptureSettings,
-) -> Result<SourceTransaction, CaptureError> {
-    cache.begin_transaction();
-    let mut annotator = Annotator { schema, cache };
-    annotator.learn(images(&raw.rows));
-    let wanted = annotator.wanted(images(&raw.rows));
-    cache
-        .fetch_missing(lookup, &settings.database, &wanted)
-        .await?;
-    Annotator { schema, cache }.transaction(raw)
 }
 
 /// Where to resume inside a chunked transaction, from the checkpoint.

@@ -14,5 +14,5 @@ mod policy;
 pub use catalog::{Catalog, CatalogColumn, CatalogTable, ColumnKind, ForeignKey};
 pub use column_value::{quote_ident, to_value};
 pub use error::SchemaError;
-pub use map::{IdentityRule, IdentitySource, SchemaMap, TableMap};
-pub use policy::{OPENMRS_CORE_POLICY, Policy, UndeclaredReference};
+pub use map::{IdentityRule, IdentitySource, PolymorphicColumn, SchemaMap, TableMap};
+pub use policy::{OPENMRS_CORE_POLICY, Policy, PolymorphicReference, UndeclaredReference};

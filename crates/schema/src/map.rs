@@ -57,6 +57,28 @@ pub struct TableMap {
     pub identity_source: Option<IdentitySource>,
     /// Reference columns and the table they point at.
     pub references: BTreeMap<String, String>,
+    /// Text columns that hold an id when the row's type says so.
+    pub polymorphic: Vec<PolymorphicColumn>,
+}
+
+/// A polymorphic reference resolved against the catalog (see
+/// [`crate::PolymorphicReference`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolymorphicColumn {
+    pub column: String,
+    pub type_column: String,
+    pub type_table: String,
+    /// The integer primary key of `type_table`.
+    pub type_key: String,
+    pub format_column: String,
+    pub targets: BTreeMap<String, String>,
+}
+
+impl PolymorphicColumn {
+    /// The table the column refers into for a type of this `format`, if any.
+    pub fn target(&self, format: &str) -> Option<&str> {
+        self.targets.get(format).map(String::as_str)
+    }
 }
 
 impl TableMap {
@@ -229,6 +251,44 @@ fn map_table(
         references.insert(column, target);
     }
 
+    let mut polymorphic = Vec::new();
+    for rule in policy
+        .polymorphic_references
+        .iter()
+        .filter(|r| r.table == table.name)
+    {
+        let type_table = catalog.tables.get(&rule.type_table);
+        let type_key = type_table.and_then(|t| match t.primary_key.as_slice() {
+            [key] => Some(key.clone()),
+            _ => None,
+        });
+        let (Some(type_table), Some(type_key)) = (type_table, type_key) else {
+            continue;
+        };
+        if table.column(&rule.column).is_none()
+            || table.column(&rule.type_column).is_none()
+            || type_table.column(&rule.format_column).is_none()
+        {
+            continue;
+        }
+        for target in rule.targets.values() {
+            if identity_source(catalog, target).is_none() {
+                return Err(SchemaError::UnidentifiableTarget {
+                    table: table.name.clone(),
+                    column: rule.column.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+        polymorphic.push(PolymorphicColumn {
+            column: rule.column.clone(),
+            type_column: rule.type_column.clone(),
+            type_table: rule.type_table.clone(),
+            type_key,
+            format_column: rule.format_column.clone(),
+            targets: rule.targets.clone(),
+        });
+    }
     let identity = identity_rule(catalog, table);
     let surrogate_key = match table.primary_key.as_slice() {
         [key]
@@ -254,6 +314,7 @@ fn map_table(
         identity_source: identity_source(catalog, &table.name),
         identity,
         references,
+        polymorphic,
     })
 }
 

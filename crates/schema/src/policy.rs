@@ -25,6 +25,26 @@ pub struct Policy {
     /// Integer references that carry no FOREIGN KEY constraint.
     #[serde(default)]
     pub references: Vec<UndeclaredReference>,
+    /// Text columns that hold a row's integer id when the row's type says so.
+    #[serde(default)]
+    pub polymorphic_references: Vec<PolymorphicReference>,
+}
+
+/// A text column holding the integer id of a row of a table chosen by the row's type: e.g.
+/// `person_attribute.value` holds a location id when its `person_attribute_type.format` is
+/// `org.openmrs.Location`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolymorphicReference {
+    pub table: String,
+    pub column: String,
+    /// The column of `table` that refers to the type row.
+    pub type_column: String,
+    pub type_table: String,
+    /// The column of `type_table` that names the format.
+    pub format_column: String,
+    /// Format -> the table whose id the column then holds.
+    pub targets: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,9 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, Value as Sql};
 use std::collections::{BTreeMap, HashMap};
 use tributary_model::{Identity, RowRef, Value};
-use tributary_schema::{Catalog, Policy, SchemaMap, TableMap, quote_ident, to_value};
+use tributary_schema::{
+    Catalog, CatalogColumn, Policy, PolymorphicColumn, SchemaMap, TableMap, quote_ident, to_value,
+};
 
 /// Tables the demo and the tests check by default: the clinical core.
 pub const CLINICAL_TABLES: &[&str] = &[
@@ -98,6 +100,8 @@ struct Side {
     schema: SchemaMap,
     /// (root table, key) -> identity, loaded per root on first use.
     identities: HashMap<String, HashMap<i64, Identity>>,
+    /// (type table, key) -> format, for polymorphic references, loaded on first use.
+    formats: HashMap<String, HashMap<i64, String>>,
 }
 
 type Rows = HashMap<Identity, BTreeMap<String, Value>>;
@@ -113,6 +117,7 @@ impl Side {
             database: database.to_owned(),
             schema,
             identities: HashMap::new(),
+            formats: HashMap::new(),
         })
     }
 
@@ -124,6 +129,12 @@ impl Side {
             .clone();
         for target in map.references.values() {
             self.load_identities(target).await?;
+        }
+        for column in &map.polymorphic {
+            for target in column.targets.values() {
+                self.load_identities(target).await?;
+            }
+            self.load_formats(column).await?;
         }
         let columns: Vec<String> = map.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
@@ -144,28 +155,75 @@ impl Side {
     }
 
     fn canonical(&self, map: &TableMap, row: Row) -> BTreeMap<String, Value> {
-        let values: Vec<Sql> = row.unwrap();
+        let values: Vec<(&CatalogColumn, Sql)> = map.columns.iter().zip(row.unwrap()).collect();
         let mut columns = BTreeMap::new();
-        for (column, sql) in map.columns.iter().zip(values) {
+        for (column, sql) in &values {
             if map.surrogate_key.as_deref() == Some(column.name.as_str()) {
                 continue;
             }
-            let value = match (map.references.get(&column.name), &sql) {
-                (Some(target), Sql::Int(key)) => {
-                    let root = self.root_of(target);
-                    let identity = self
-                        .identities
-                        .get(&root)
-                        .and_then(|m| m.get(key))
-                        .cloned()
-                        .unwrap_or_else(|| Identity::from_raw(format!("dangling:{key}")));
-                    Value::Ref(RowRef::new(target.clone(), identity))
-                }
-                _ => to_value(sql, column.kind),
+            let polymorphic = map
+                .polymorphic
+                .iter()
+                .find(|p| p.column == column.name)
+                .and_then(|p| self.polymorphic_target(p, &values));
+            let value = match (map.references.get(&column.name), sql, polymorphic) {
+                (Some(target), Sql::Int(key), _) => Value::Ref(self.reference(target, *key)),
+                (None, _, Some((target, key))) => Value::Ref(self.reference(target, key)),
+                _ => to_value(sql.clone(), column.kind),
             };
             columns.insert(column.name.clone(), value);
         }
         columns
+    }
+
+    fn reference(&self, target: &str, key: i64) -> RowRef {
+        let identity = self
+            .identities
+            .get(&self.root_of(target))
+            .and_then(|m| m.get(&key))
+            .cloned()
+            .unwrap_or_else(|| Identity::from_raw(format!("dangling:{key}")));
+        RowRef::new(target, identity)
+    }
+
+    /// The (table, id) a polymorphic column refers to in this row, as capture reads it.
+    fn polymorphic_target<'p>(
+        &self,
+        column: &'p PolymorphicColumn,
+        values: &[(&CatalogColumn, Sql)],
+    ) -> Option<(&'p str, i64)> {
+        let value_of = |name: &str| values.iter().find(|(c, _)| c.name == name).map(|(_, v)| v);
+        let type_id = match value_of(&column.type_column)? {
+            Sql::Int(id) => *id,
+            _ => return None,
+        };
+        let format = self.formats.get(&column.type_table)?.get(&type_id)?;
+        let target = column.target(format)?;
+        let id = match value_of(&column.column)? {
+            Sql::Bytes(text) => std::str::from_utf8(text).ok()?.trim().parse().ok()?,
+            _ => return None,
+        };
+        Some((target, id))
+    }
+
+    async fn load_formats(&mut self, column: &PolymorphicColumn) -> Result<()> {
+        if self.formats.contains_key(&column.type_table) {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT {}, {} FROM {}.{}",
+            quote_ident(&column.type_key),
+            quote_ident(&column.format_column),
+            quote_ident(&self.database),
+            quote_ident(&column.type_table)
+        );
+        let pairs: Vec<(i64, Option<String>)> = self.conn.exec(sql, ()).await?;
+        let map = pairs
+            .into_iter()
+            .filter_map(|(k, f)| f.map(|f| (k, f)))
+            .collect();
+        self.formats.insert(column.type_table.clone(), map);
+        Ok(())
     }
 
     fn root_of(&self, table: &str) -> String {
