@@ -131,6 +131,8 @@ async fn schema_show_prints_the_resolved_map_and_flags_unidentifiable_tables() -
         "concept_name_tag_map: whole row",
         "FLAG",
         "columns kept at the site: password, salt, secret_question, secret_answer, activation_key",
+        "cascade: changed_by -> users ON DELETE CASCADE",
+        "cascade: patient_id -> person ON UPDATE CASCADE",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }

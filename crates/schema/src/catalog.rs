@@ -103,6 +103,11 @@ pub struct ForeignKey {
     pub column: String,
     pub parent_table: String,
     pub parent_column: String,
+    /// `ON DELETE` / `ON UPDATE` rules other than RESTRICT / NO ACTION. InnoDB carries out
+    /// cascades inside the engine, so their effects never reach the binlog: HQ must have the
+    /// same rules to stay equal (`tributary schema show` lists them).
+    #[serde(default)]
+    pub cascades: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,7 +216,29 @@ impl Catalog {
                         column,
                         parent_table,
                         parent_column,
+                        cascades: Vec::new(),
                     });
+            }
+        }
+        let rules: Vec<(String, String, String, String)> = conn
+            .exec(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE \
+                 FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+                (database,),
+            )
+            .await
+            .map_err(introspection)?;
+        for (table, constraint, on_delete, on_update) in rules {
+            if let Some(parts) = fk_columns.get_mut(&(table, constraint)) {
+                let mut cascades = Vec::new();
+                for (event, rule) in [("DELETE", on_delete), ("UPDATE", on_update)] {
+                    if !matches!(rule.as_str(), "RESTRICT" | "NO ACTION") {
+                        cascades.push(format!("ON {event} {rule}"));
+                    }
+                }
+                for part in parts.iter_mut() {
+                    part.cascades.clone_from(&cascades);
+                }
             }
         }
         for ((table, _), mut parts) in fk_columns {

@@ -402,6 +402,7 @@ mod tests {
                     column: c.to_string(),
                     parent_table: p.to_string(),
                     parent_column: "id".into(),
+                    cascades: Vec::new(),
                 })
                 .collect(),
         }

@@ -48,6 +48,22 @@ pub fn render(catalog: &Catalog, map: &SchemaMap, policy: &Policy) -> String {
         if !excluded.is_empty() {
             let _ = writeln!(out, "    columns kept at the site: {}", excluded.join(", "));
         }
+        for fk in catalog
+            .tables
+            .get(&table.name)
+            .map(|t| t.foreign_keys.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|fk| !fk.cascades.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "    cascade: {} -> {} {} (done inside InnoDB, never in the binlog: HQ needs the same rule)",
+                fk.column,
+                fk.parent_table,
+                fk.cascades.join(" ")
+            );
+        }
     }
     let excluded: Vec<&str> = catalog
         .tables
