@@ -13,7 +13,16 @@ use tributary::{report, verify};
 /// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
 /// apply at HQ, parking rows until their parents arrive.
 #[derive(Parser)]
-#[command(name = "tributary", version, about, long_about = None)]
+#[command(
+    name = "tributary",
+    version,
+    about,
+    after_help = "A site: `keys generate`, then `doctor`, then `seed` (once), then `capture`.\n\
+                  HQ: copy every site's key into the key directory, then `apply`; `status` and \
+                  `verify` show how far each site is and whether HQ matches it.\n\
+                  Passwords come from files or the environment (see README.md), never from the \
+                  command line. RUST_LOG sets the log level (default info)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +51,7 @@ enum Command {
     /// Send the site's existing rows (or chosen tables again) through a consistent snapshot.
     /// On a new site, run it before `capture`: the stream then starts exactly at the snapshot.
     Seed {
+        /// The configuration file (TOML); see README.md for its sections.
         #[arg(long, short)]
         config: PathBuf,
         /// Only these tables (comma-separated), e.g. to re-send rows HQ is waiting for.
@@ -59,6 +69,7 @@ enum Command {
     },
     /// Per-site status at HQ: sequence applied, rows applied and parked, rejections, lag.
     Status {
+        /// The configuration file (TOML); see README.md for its sections.
         #[arg(long, short)]
         config: PathBuf,
         /// Also list up to this many parked rows with what they wait for.
@@ -104,6 +115,7 @@ enum Command {
 enum SchemaCommand {
     /// Print the resolved schema map of the site database (or HQ's, with --hq).
     Show {
+        /// The configuration file (TOML); see README.md for its sections.
         #[arg(long, short)]
         config: PathBuf,
         /// Read HQ's database instead of the site's.
