@@ -145,6 +145,17 @@ impl TransactionAssembler {
         let header = event.header();
         if header.event_type_raw() == GTID_EVENT {
             let body = GtidEventBody::parse(event.data())?;
+            if body.xa {
+                return Err(CaptureError::MalformedEvent {
+                    event: "GTID (162)",
+                    detail: format!(
+                        "transaction {}-{}-{} is an XA transaction, which capture does not support",
+                        body.domain,
+                        header.server_id(),
+                        body.sequence
+                    ),
+                });
+            }
             if let Some(open) = self
                 .current
                 .as_ref()
@@ -356,6 +367,15 @@ fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
             )
         })
         .collect();
+    if described.iter().any(|(name, _, _)| name.starts_with('@')) {
+        return Err(CaptureError::MalformedEvent {
+            event: "TABLE_MAP",
+            detail: "it carries no column names: binlog_row_metadata was not FULL when this part \
+                     of the binlog was written; capture cannot decode it safely. Re-seed the site \
+                     from a position written with binlog_row_metadata=FULL"
+                .into(),
+        });
+    }
     let columns = described
         .into_iter()
         .zip(row.unwrap())

@@ -29,9 +29,13 @@ pub struct GtidEventBody {
     pub sequence: u64,
     /// A standalone event group (DDL) has no XID or COMMIT after it.
     pub standalone: bool,
+    /// Part of an XA transaction (prepared or completed).
+    pub xa: bool,
 }
 
 const FL_STANDALONE: u8 = 0x01;
+const FL_PREPARED_XA: u8 = 0x40;
+const FL_COMPLETED_XA: u8 = 0x80;
 
 impl GtidEventBody {
     /// Parses the post-header of a GTID event: `u64 seq_no, u32 domain_id, u8 flags2, ...`.
@@ -57,6 +61,7 @@ impl GtidEventBody {
             domain,
             sequence,
             standalone: flags & FL_STANDALONE != 0,
+            xa: flags & (FL_PREPARED_XA | FL_COMPLETED_XA) != 0,
         })
     }
 }
@@ -185,11 +190,14 @@ mod tests {
             GtidEventBody {
                 domain: 3,
                 sequence: 42,
-                standalone: true
+                standalone: true,
+                xa: false,
             }
         );
         for len in 0..body.len() {
             assert!(GtidEventBody::parse(&body[..len]).is_err());
         }
+        *body.last_mut().unwrap() = FL_PREPARED_XA;
+        assert!(GtidEventBody::parse(&body).unwrap().xa);
     }
 }

@@ -118,7 +118,9 @@ impl Publisher {
     ) -> Result<(), CaptureError> {
         self.position = position_after;
         self.partial = None;
-        if !txn.rows.is_empty() {
+        // The final part of a transaction sent in parts travels even when empty: it marks the
+        // transaction's end for whoever reads the parts.
+        if !txn.rows.is_empty() || txn.part.is_some() {
             self.pending_rows += txn.rows.len();
             self.pending.push(txn);
         }

@@ -188,9 +188,15 @@ async fn privileges(conn: &mut Conn, database: &str) -> Result<Vec<Check>, Captu
     Ok(checks)
 }
 
-/// The first failed check as a capture error (preflight refuses to start on it).
+/// The first failed server setting as a capture error (preflight refuses to start on it).
+/// Privileges are read from `SHOW GRANTS` text, which wildcard and table-level grants can
+/// defeat, so they only inform `doctor`: a right that is really missing fails on its own
+/// statement with the server's error.
 pub fn first_failure(checks: &[Check]) -> Result<(), CaptureError> {
-    match checks.iter().find(|c| c.verdict == Verdict::Fail) {
+    match checks
+        .iter()
+        .find(|c| c.verdict == Verdict::Fail && !c.name.starts_with("privilege "))
+    {
         None => Ok(()),
         Some(check) => Err(CaptureError::Requirement {
             name: check.name.clone(),

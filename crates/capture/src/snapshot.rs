@@ -49,18 +49,21 @@ pub async fn run_seed(
     let outbox = DirectoryOutbox::open(&settings.outbox_dir, &settings.site_id)?;
     let key = SiteKey::load(&settings.key_file)?;
     let existing = state.load()?;
+    if existing.as_ref().is_some_and(|c| c.partial.is_some()) {
+        return Err(CaptureError::State {
+            path: settings.state_dir.display().to_string(),
+            detail: "capture stopped inside a large source transaction it had begun to send in \
+                     parts; run capture until that transaction is complete (status shows the \
+                     checkpoint moving on), then seed"
+                .into(),
+        });
+    }
 
     let mut conn = source::connect(&settings.source).await?;
     source::preflight(&mut conn, &settings.database).await?;
-    let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
+    let (catalog, snapshot_position) = consistent_snapshot(&mut conn, &settings.database).await?;
     let schema = SchemaMap::build(&catalog, &settings.policy)?;
     let selected = select_tables(&schema, tables)?;
-
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await?;
-    let snapshot_position = snapshot_position(&mut conn).await?;
 
     let new_site = existing.as_ref().is_none_or(|c| c.seeding);
     let checkpoint = match existing {
@@ -164,6 +167,37 @@ fn select_tables<'s>(
         .into_iter()
         .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == &t.name))
         .collect())
+}
+
+/// Attempts at a snapshot whose catalog did not change while it was being taken.
+const SNAPSHOT_ATTEMPTS: usize = 5;
+
+/// Opens the consistent-snapshot transaction and returns the catalog valid at it with its GTID
+/// position. `information_schema` is not versioned, so the catalog is read before and after
+/// the snapshot starts; if DDL slipped in between, the snapshot is taken again.
+async fn consistent_snapshot(
+    conn: &mut Conn,
+    database: &str,
+) -> Result<(Catalog, String), CaptureError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    for _ in 0..SNAPSHOT_ATTEMPTS {
+        let before = Catalog::introspect(conn, database).await?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await?;
+        let position = snapshot_position(conn).await?;
+        let after = Catalog::introspect(conn, database).await?;
+        if serde_json::to_string(&before).ok() == serde_json::to_string(&after).ok() {
+            return Ok((after, position));
+        }
+        conn.query_drop("ROLLBACK").await?;
+    }
+    Err(CaptureError::State {
+        path: format!("database `{database}`"),
+        detail: "its schema kept changing while the snapshot was being taken; seed again when \
+                 no upgrade is running"
+            .into(),
+    })
 }
 
 async fn snapshot_position(conn: &mut Conn) -> Result<String, CaptureError> {

@@ -147,14 +147,21 @@ pub(crate) async fn stream_session(
         if !txn.rows.is_empty() && pending_since.is_none() {
             pending_since = Some(Instant::now());
         }
-        publisher.add(txn, position.to_string())?;
-        if schema_changed {
-            // The new version is durable before the checkpoint that names it.
+        let new_schema = if schema_changed {
+            // The version valid after this transaction is durable before any checkpoint
+            // past the transaction names it (adding the transaction may already flush).
             let catalog = Catalog::introspect(&mut lookup, &settings.database).await?;
-            schema = SchemaMap::build(&catalog, &settings.policy)?;
+            let map = SchemaMap::build(&catalog, &settings.policy)?;
             schema_version += 1;
             history.save(schema_version, &catalog)?;
             publisher.set_schema_version(schema_version);
+            Some(map)
+        } else {
+            None
+        };
+        publisher.add(txn, position.to_string())?;
+        if let Some(map) = new_schema {
+            schema = map;
             publisher.flush()?;
             pending_since = None;
             history.prune(schema_version)?;

@@ -299,12 +299,13 @@ fn map_table(
         }
         _ => None,
     };
-    let excluded_columns = table
-        .columns
-        .iter()
-        .filter(|c| policy.excludes_column(&table.name, &c.name))
-        .map(|c| c.name.clone())
-        .collect();
+    // Every name the policy keeps home, also those this catalog version does not have: a
+    // row decoded from an older position may still carry them.
+    let excluded_columns = policy
+        .exclude_columns
+        .get(&table.name)
+        .cloned()
+        .unwrap_or_default();
     Ok(TableMap {
         name: table.name.clone(),
         columns,
@@ -547,7 +548,20 @@ mod tests {
 
     #[test]
     fn exclusions_remove_tables_and_columns() {
-        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        let mut policy = policy();
+        policy
+            .exclude_columns
+            .get_mut("users")
+            .unwrap()
+            .push("api_token".into());
+        let map = SchemaMap::build(&openmrs_like(), &policy).unwrap();
+        assert!(
+            map.table("users")
+                .unwrap()
+                .excluded_columns
+                .contains(&"api_token".to_owned()),
+            "a column this catalog version lacks stays excluded for rows that still carry it"
+        );
         assert!(map.table("global_property").is_none());
         assert!(map.table("users").unwrap().column("password").is_none());
     }
