@@ -2,7 +2,8 @@
 //! `mariadb-binlog --verbose` decoding the same binlog files.
 //!
 //! `cargo bench --bench capture` (release build). `TRIBUTARY_BENCH_ROWS` sets the size
-//! (default 1,000,000 row events). It starts its own site MariaDB, loads patients the way
+//! (default 1,000,000 row events); `TRIBUTARY_BENCH_ONE_TRANSACTION=1` writes them as a
+//! single source transaction (the bounded-memory case) instead of one per patient. It starts its own site MariaDB, loads patients the way
 //! OpenMRS writes them (one transaction per patient), then captures the whole binlog from the
 //! oldest position into sealed batches in a local directory (the real publisher: seal, fsync,
 //! checkpoint), and prints rows/s, MB/s of binlog, peak RSS of this process during capture,
@@ -35,14 +36,16 @@ async fn main() -> Result<()> {
     let site =
         tokio::task::spawn_blocking(|| MariaDb::start(Role::Site, "bench-capture")).await??;
 
-    eprintln!(
-        "loading {patients} patients ({} row events) at the site...",
-        patients * shape.rows_per_patient()
-    );
+    eprintln!("loading about {target_rows} row events at the site...");
     let started = Instant::now();
     let mut conn = site.conn().await?;
     dataset::load_metadata(&mut conn, CLINIC).await?;
-    let rows = load_in_parallel(&site, patients, shape).await?;
+    let one_transaction = std::env::var("TRIBUTARY_BENCH_ONE_TRANSACTION").is_ok_and(|v| v == "1");
+    let rows = if one_transaction {
+        load_one_transaction(&site, target_rows).await?
+    } else {
+        load_in_parallel(&site, patients, shape).await?
+    };
     eprintln!(
         "loaded {rows} rows in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -135,6 +138,32 @@ async fn main() -> Result<()> {
         reference_secs / capture_secs
     );
     Ok(())
+}
+
+/// One patient, then `rows` observations of it in a single INSERT ... SELECT transaction.
+async fn load_one_transaction(site: &MariaDb, rows: u64) -> Result<u64> {
+    let shape = PatientShape {
+        visits: 1,
+        encounters_per_visit: 1,
+        obs_per_encounter: 0,
+    };
+    let mut conn = site.conn().await?;
+    let mut written = dataset::load_patients(&mut conn, CLINIC, "bench", 0, 1, shape).await?;
+    let encounter = dataset::patient_rows("bench", 0, shape).encounters[0].clone();
+    conn.query_drop("SET SESSION max_statement_time = 0")
+        .await?;
+    conn.exec_drop(
+        format!(
+            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, creator, date_created, voided, uuid, status)
+             SELECT e.patient_id, c.concept_id, e.encounter_id, e.encounter_datetime, e.location_id, s.seq, 1, e.encounter_datetime, 0,
+                    CONCAT('b0000000-0000-4000-8000-', LPAD(s.seq, 12, '0')), 'FINAL'
+             FROM seq_1_to_{rows} s JOIN encounter e ON e.uuid = ? JOIN concept c ON c.uuid = ?"
+        ),
+        (&encounter, dataset::demo_uuid("concept", 0)),
+    )
+    .await?;
+    written += rows;
+    Ok(written)
 }
 
 /// Loads patients over two connections (the machine has two cores).
