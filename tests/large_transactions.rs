@@ -19,6 +19,7 @@ async fn a_transaction_larger_than_a_batch_travels_in_parts_and_resumes_inside_a
         PipelineOptions {
             max_batch_rows: 20,
             transaction_part_rows: 20,
+            ..PipelineOptions::default()
         },
     )
     .await?;

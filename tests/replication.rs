@@ -127,7 +127,27 @@ async fn clinical_changes_reach_hq_with_translated_ids_and_intact_references() -
     assert_eq!(hq_own, Some(3));
 
     let status = p.status()?;
-    assert!(status.contains("clinic-a"), "{status}");
+    assert!(
+        status.contains("clinic-a") && status.contains(" s ago"),
+        "{status}"
+    );
+
+    // An idle site keeps sending (empty) batches, so HQ can tell quiet from silent.
+    let idle_from: u64 =
+        p.hq.scalar("SELECT last_sequence FROM tributary_site_progress")
+            .await?;
+    let hq_db = &p.hq;
+    tributary_suite::wait_until(
+        "a keepalive batch from the idle site",
+        std::time::Duration::from_secs(30),
+        || async move {
+            let now: u64 = hq_db
+                .scalar("SELECT last_sequence FROM tributary_site_progress")
+                .await?;
+            Ok(now > idle_from)
+        },
+    )
+    .await?;
     capture.signal("TERM")?;
     apply.signal("TERM")?;
     assert!(

@@ -26,6 +26,8 @@ pub struct Pipeline {
 pub struct PipelineOptions {
     pub max_batch_rows: usize,
     pub transaction_part_rows: usize,
+    /// How often idle capture sends an empty batch.
+    pub keepalive_interval_ms: u64,
 }
 
 impl Default for PipelineOptions {
@@ -33,6 +35,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             max_batch_rows: 5_000,
             transaction_part_rows: 5_000,
+            keepalive_interval_ms: 500,
         }
     }
 }
@@ -254,6 +257,7 @@ id = "{site_id}"
 state_dir = "state"
 key_file = "{key}"
 flush_interval_ms = 50
+keepalive_interval_ms = {keepalive_interval_ms}
 max_batch_rows = {max_batch_rows}
 transaction_part_rows = {transaction_part_rows}
 
@@ -274,6 +278,7 @@ password_file = "{hpw}"
 directory = "{transport}"
 "#,
         max_batch_rows = options.max_batch_rows,
+        keepalive_interval_ms = options.keepalive_interval_ms,
         transaction_part_rows = options.transaction_part_rows,
         key = key_file.display(),
         keys = keys.display(),
@@ -313,6 +318,8 @@ impl Pipeline {
             transport,
             &PipelineOptions {
                 max_batch_rows: 1,
+                // These tests count the batches capture publishes.
+                keepalive_interval_ms: 3_600_000,
                 ..PipelineOptions::default()
             },
         )?;

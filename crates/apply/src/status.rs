@@ -18,6 +18,9 @@ pub struct SiteStatus {
     pub lag_seconds: Option<i64>,
     /// Set while a gap holds the site.
     pub waiting_for_sequence: Option<u64>,
+    /// Seconds since HQ last applied a batch of this site (an idle capture still sends one
+    /// every keepalive interval, so a large value means the site or its link is down).
+    pub silent_seconds: Option<i64>,
 }
 
 pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatus>> {
@@ -27,7 +30,8 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                     CAST(UNIX_TIMESTAMP(p.applied_at) AS SIGNED) - CAST(p.last_committed_at AS SIGNED),
                     p.waiting_for_sequence,
                     (SELECT COUNT(*) FROM tributary_parked_row r WHERE r.site_id = p.site_id),
-                    (SELECT COUNT(*) FROM tributary_rejected_batch b WHERE b.site_id = p.site_id)
+                    (SELECT COUNT(*) FROM tributary_rejected_batch b WHERE b.site_id = p.site_id),
+                    CAST(TIMESTAMPDIFF(SECOND, p.applied_at, UTC_TIMESTAMP(3)) AS SIGNED)
              FROM tributary_site_progress p ORDER BY p.site_id",
         )
         .await?;
@@ -43,6 +47,7 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
             waiting_for_sequence: row.get(6).flatten(),
             rows_parked_now: row.get(7).unwrap_or_default(),
             rejected_batches: row.get(8).unwrap_or_default(),
+            silent_seconds: row.get::<Option<i64>, _>(9).flatten(),
         })
         .collect())
 }

@@ -31,8 +31,8 @@ pub use gtid::GtidPosition;
 pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server};
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
-    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
-    StartPosition,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,
+    DEFAULT_TRANSACTION_PART_ROWS, StartPosition,
 };
 pub use snapshot::{SeedReport, run_seed};
 pub use source::connect;

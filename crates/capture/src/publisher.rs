@@ -28,6 +28,7 @@ pub struct Publisher {
     schema_version: Option<u64>,
     /// How far into a chunked transaction the batches handed over reach.
     partial: Option<PartialTransaction>,
+    last_published: std::time::Instant,
 }
 
 impl Publisher {
@@ -51,6 +52,7 @@ impl Publisher {
             max_batch_rows: max_batch_rows.max(1),
             schema_version: None,
             partial: None,
+            last_published: std::time::Instant::now(),
         };
         publisher.resume()?;
         Ok(publisher)
@@ -71,6 +73,7 @@ impl Publisher {
                 && staged.sequence < self.checkpoint.next_sequence
             {
                 self.outbox.commit(&staged)?;
+                self.last_published = std::time::Instant::now();
                 tracing::info!(
                     sequence = staged.sequence,
                     "committed a batch staged before an interruption"
@@ -145,6 +148,25 @@ impl Publisher {
         self.flush()
     }
 
+    /// When nothing was published for `interval` and nothing is pending, publishes an empty
+    /// batch stamped now: HQ then knows the site is alive and caught up.
+    pub fn keep_alive(&mut self, interval: std::time::Duration) -> Result<(), CaptureError> {
+        if !self.pending.is_empty() || self.last_published.elapsed() < interval {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.pending.push(SourceTransaction {
+            gtid: None,
+            committed_at: now,
+            rows: Vec::new(),
+            part: None,
+        });
+        self.flush()
+    }
+
     /// Publishes what is pending (or checkpoints a position-only move).
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if self.pending.is_empty() {
@@ -192,6 +214,7 @@ impl Publisher {
         self.state.save(&next)?;
         self.checkpoint = next;
         self.outbox.commit(&staged)?;
+        self.last_published = std::time::Instant::now();
         tracing::debug!(sequence, rows, "published batch");
         Ok(())
     }

@@ -18,6 +18,9 @@ pub const DEFAULT_IDENTITY_CACHE_ENTRIES: usize = 200_000;
 /// Synced rows of one source transaction held in memory before it is sent in parts (about
 /// one batch).
 pub const DEFAULT_TRANSACTION_PART_ROWS: usize = 1_000;
+/// How often an idle capture sends an empty batch, so HQ can tell a quiet clinic from a
+/// silent one (status shows when each site was last heard from).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Rows read per snapshot query.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 2_000;
 
@@ -46,6 +49,7 @@ pub struct CaptureSettings {
     /// A source transaction with more synced rows travels in parts of about this size.
     pub transaction_part_rows: usize,
     pub flush_interval: Duration,
+    pub keepalive_interval: Duration,
     pub identity_cache_entries: usize,
     pub snapshot_chunk_rows: usize,
     pub start: StartPosition,

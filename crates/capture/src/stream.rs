@@ -82,6 +82,7 @@ pub(crate) async fn stream_session(
         let event = match next {
             Err(_idle) => {
                 publisher.flush()?;
+                publisher.keep_alive(settings.keepalive_interval)?;
                 pending_since = None;
                 if last_event.elapsed() > SILENCE_LIMIT {
                     return Err(CaptureError::Silent(SILENCE_LIMIT.as_secs()));

@@ -15,8 +15,8 @@ use tributary_apply::{
 use tributary_batch::Keyring;
 use tributary_capture::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
-    DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
-    StartPosition,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,
+    DEFAULT_TRANSACTION_PART_ROWS, StartPosition,
 };
 use tributary_schema::Policy;
 
@@ -61,6 +61,8 @@ pub struct SiteSection {
     /// Rows of one source transaction held in memory before it travels in parts.
     pub transaction_part_rows: Option<usize>,
     pub flush_interval_ms: Option<u64>,
+    /// An idle capture sends an empty batch this often (default 60 000).
+    pub keepalive_interval_ms: Option<u64>,
     pub identity_cache_entries: Option<usize>,
     /// `current` (default: stream from now; older rows come by `tributary seed`) or `oldest`.
     pub start_position: Option<String>,
@@ -182,6 +184,9 @@ impl Config {
             flush_interval: site
                 .flush_interval_ms
                 .map_or(DEFAULT_FLUSH_INTERVAL, Duration::from_millis),
+            keepalive_interval: site
+                .keepalive_interval_ms
+                .map_or(DEFAULT_KEEPALIVE_INTERVAL, Duration::from_millis),
             identity_cache_entries: site
                 .identity_cache_entries
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),

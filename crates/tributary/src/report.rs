@@ -9,8 +9,8 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8}  state",
-        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)"
+        "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8} {:>11}  state",
+        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)", "last heard"
     );
     for s in statuses {
         let state = match s.waiting_for_sequence {
@@ -20,7 +20,7 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8}  {}",
+            "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8} {:>11}  {}",
             s.site_id,
             s.epoch,
             s.last_sequence,
@@ -28,6 +28,8 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
             s.rows_parked_now,
             s.rejected_batches,
             s.lag_seconds.map_or("-".to_owned(), |l| l.to_string()),
+            s.silent_seconds
+                .map_or("-".to_owned(), |l| format!("{l} s ago")),
             state
         );
     }
