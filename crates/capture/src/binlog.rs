@@ -10,7 +10,9 @@
 use crate::error::CaptureError;
 use crate::gtid::{Gtid, GtidEventBody};
 use mysql_async::binlog::BinlogChecksumAlg;
-use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::binlog::events::{
+    Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
+};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
@@ -329,6 +331,7 @@ impl TransactionAssembler {
             | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
         };
+        let members = member_names(tme)?;
         let txn = self.current.get_or_insert_with(RawTransaction::default);
         for row in rows.rows(tme) {
             let (before, after) = row.map_err(|e| CaptureError::MalformedEvent {
@@ -343,19 +346,65 @@ impl TransactionAssembler {
             txn.rows.push(RawRow {
                 table: table.clone(),
                 op,
-                before: before.map(image).transpose()?,
-                after: after.map(image).transpose()?,
+                before: before.map(|r| image(r, &members)).transpose()?,
+                after: after.map(|r| image(r, &members)).transpose()?,
             });
         }
         Ok(())
     }
 }
 
-fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
+/// The member names of every ENUM and SET column of a table map, by column index (the
+/// optional metadata lists them in column order, ENUMs and SETs separately).
+fn member_names(tme: &TableMapEvent<'_>) -> Result<Vec<Option<Vec<String>>>, CaptureError> {
+    let malformed = |e: std::io::Error| CaptureError::MalformedEvent {
+        event: "TABLE_MAP",
+        detail: e.to_string(),
+    };
+    let names = |values: Vec<&[u8]>| -> Vec<String> {
+        values
+            .into_iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    };
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    for field in tme.iter_optional_meta() {
+        match field.map_err(malformed)? {
+            OptionalMetadataField::EnumStrValue(columns) => {
+                for column in columns.iter_values() {
+                    let column = column.map_err(malformed)?;
+                    enums.push(names(
+                        column.values().iter().map(|v| v.value_raw()).collect(),
+                    ));
+                }
+            }
+            OptionalMetadataField::SetStrValue(columns) => {
+                for column in columns.iter_values() {
+                    let column = column.map_err(malformed)?;
+                    sets.push(names(
+                        column.values().iter().map(|v| v.value_raw()).collect(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
+    Ok((0..tme.columns_count() as usize)
+        .map(|i| match tme.get_column_type(i) {
+            Ok(Some(ColumnType::MYSQL_TYPE_ENUM)) => enums.next(),
+            Ok(Some(ColumnType::MYSQL_TYPE_SET)) => sets.next(),
+            _ => None,
+        })
+        .collect())
+}
+
+fn image(row: BinlogRow, members: &[Option<Vec<String>>]) -> Result<RawImage, CaptureError> {
     let described: Vec<(String, ColumnKind, BinlogColumn)> = row
         .columns_ref()
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             (
                 c.name_str().into_owned(),
                 ColumnKind::from_column_type(c.column_type(), c.character_set()),
@@ -363,6 +412,7 @@ fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
                     column_type: c.column_type(),
                     charset: c.character_set(),
                     unsigned: c.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+                    members: members.get(i).and_then(|m| m.as_deref()),
                 },
             )
         })
@@ -399,31 +449,53 @@ fn image(row: BinlogRow) -> Result<RawImage, CaptureError> {
 }
 
 /// What a row value's TABLE_MAP says about its column, for the corrections below.
-struct BinlogColumn {
+struct BinlogColumn<'m> {
     column_type: ColumnType,
     charset: u16,
     unsigned: bool,
+    /// ENUM and SET member names, in definition order.
+    members: Option<&'m [String]>,
 }
 
-impl BinlogColumn {
+impl BinlogColumn<'_> {
     /// Brings a decoded binlog value to the form a query of the same column returns:
     /// - a signed MEDIUMINT is read by mysql_common without sign extension;
-    /// - a SET arrives as its little-endian member bitmap (written back as that number);
+    /// - an ENUM arrives as its 1-based index and a SET as its little-endian member bitmap:
+    ///   both become their member names (the bitmap's number, should the names be missing);
     /// - latin1 text arrives in latin1 bytes (our connections speak utf8mb4).
-    ///
-    /// ENUM arrives as its 1-based index, which HQ's identical ENUM accepts as is.
     fn normalise(&self, value: Sql) -> Sql {
         match (self.column_type, value) {
             (ColumnType::MYSQL_TYPE_INT24, Sql::Int(v)) if !self.unsigned && v > 0x7f_ffff => {
                 Sql::Int(v - 0x100_0000)
             }
-            (ColumnType::MYSQL_TYPE_SET, Sql::Bytes(bitmap)) => Sql::UInt(
-                bitmap
+            (ColumnType::MYSQL_TYPE_ENUM, Sql::Int(index)) => match (self.members, index) {
+                (Some(_), 0) => Sql::Bytes(Vec::new()),
+                (Some(members), i) => usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| members.get(i))
+                    .map_or(Sql::Int(index), |name| Sql::Bytes(name.as_bytes().to_vec())),
+                (None, _) => Sql::Int(index),
+            },
+            (ColumnType::MYSQL_TYPE_SET, Sql::Bytes(bitmap)) => {
+                let bits = bitmap
                     .iter()
                     .take(8)
                     .enumerate()
-                    .fold(0u64, |acc, (i, b)| acc | (u64::from(*b) << (8 * i))),
-            ),
+                    .fold(0u64, |acc, (i, b)| acc | (u64::from(*b) << (8 * i)));
+                match self.members {
+                    Some(members) => Sql::Bytes(
+                        members
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i < 64 && bits & (1 << i) != 0)
+                            .map(|(_, name)| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                            .into_bytes(),
+                    ),
+                    None => Sql::UInt(bits),
+                }
+            }
             (_, Sql::Bytes(bytes)) if is_latin1(self.charset) && !bytes.is_ascii() => {
                 Sql::Bytes(latin1_to_utf8(&bytes).into_bytes())
             }
@@ -539,6 +611,7 @@ mod tests {
             column_type,
             charset,
             unsigned,
+            members: None,
         };
         let int24 = column(ColumnType::MYSQL_TYPE_INT24, 63, false);
         assert_eq!(int24.normalise(Sql::Int(0x80_0000)), Sql::Int(-8_388_608));
@@ -548,6 +621,34 @@ mod tests {
         assert_eq!(uint24.normalise(Sql::Int(0xff_ffff)), Sql::Int(0xff_ffff));
         let set = column(ColumnType::MYSQL_TYPE_SET, 45, false);
         assert_eq!(set.normalise(Sql::Bytes(vec![0x0d])), Sql::UInt(13));
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let named_set = BinlogColumn {
+            members: Some(&names),
+            ..column(ColumnType::MYSQL_TYPE_SET, 45, false)
+        };
+        assert_eq!(
+            named_set.normalise(Sql::Bytes(vec![0x0d])),
+            Sql::Bytes(b"a,c,d".to_vec())
+        );
+        assert_eq!(
+            named_set.normalise(Sql::Bytes(vec![0])),
+            Sql::Bytes(Vec::new())
+        );
+        let named_enum = BinlogColumn {
+            members: Some(&names),
+            ..column(ColumnType::MYSQL_TYPE_ENUM, 45, false)
+        };
+        assert_eq!(named_enum.normalise(Sql::Int(2)), Sql::Bytes(b"b".to_vec()));
+        assert_eq!(
+            named_enum.normalise(Sql::Int(0)),
+            Sql::Bytes(Vec::new()),
+            "the invalid-value ''"
+        );
+        assert_eq!(
+            named_enum.normalise(Sql::Int(9)),
+            Sql::Int(9),
+            "out of range stays a number"
+        );
         let latin1 = column(ColumnType::MYSQL_TYPE_VARCHAR, 8, false);
         assert_eq!(
             latin1.normalise(Sql::Bytes(b"M\xfcller \x80".to_vec())),
