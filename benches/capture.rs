@@ -153,16 +153,7 @@ async fn load_one_transaction(site: &MariaDb, rows: u64) -> Result<u64> {
     let encounter = dataset::patient_rows("bench", 0, shape).encounters[0].clone();
     conn.query_drop("SET SESSION max_statement_time = 0")
         .await?;
-    conn.exec_drop(
-        format!(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, creator, date_created, voided, uuid, status)
-             SELECT e.patient_id, c.concept_id, e.encounter_id, e.encounter_datetime, e.location_id, s.seq, 1, e.encounter_datetime, 0,
-                    CONCAT('b0000000-0000-4000-8000-', LPAD(s.seq, 12, '0')), 'FINAL'
-             FROM seq_1_to_{rows} s JOIN encounter e ON e.uuid = ? JOIN concept c ON c.uuid = ?"
-        ),
-        (&encounter, dataset::demo_uuid("concept", 0)),
-    )
-    .await?;
+    dataset::load_bulk_obs(&mut conn, &encounter, rows).await?;
     written += rows;
     Ok(written)
 }

@@ -3,7 +3,6 @@
 //! such a transaction resumes inside it, dropping exactly the rows already published.
 
 use anyhow::Result;
-use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
@@ -38,16 +37,7 @@ async fn a_transaction_larger_than_a_batch_travels_in_parts_and_resumes_inside_a
 
     // One transaction: a form with thousands of observations (a bulk import, a migration).
     let encounter = patient_rows("clinic-a", 0, shape).encounters[0].clone();
-    site.exec_drop(
-        format!(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, creator, date_created, voided, uuid, status)
-             SELECT e.patient_id, c.concept_id, e.encounter_id, e.encounter_datetime, e.location_id, s.seq, 1, e.encounter_datetime, 0,
-                    CONCAT('b0000000-0000-4000-8000-', LPAD(s.seq, 12, '0')), 'FINAL'
-             FROM seq_1_to_{ROWS} s JOIN encounter e ON e.uuid = ? JOIN concept c ON c.uuid = ?"
-        ),
-        (&encounter, dataset::demo_uuid("concept", 0)),
-    )
-    .await?;
+    dataset::load_bulk_obs(&mut site, &encounter, ROWS).await?;
 
     // Kill capture while it is inside that transaction (parts published, not all of them).
     let state = p.work.join("state").join("capture-state.json");

@@ -370,6 +370,28 @@ async fn write_patient(
     Ok(shape.rows_per_patient())
 }
 
+/// Writes `rows` weight observations for one encounter in a single statement, so a single
+/// source transaction (a bulk import, a migration). Their uuids are
+/// `b0000000-0000-4000-8000-<12-digit number>`, numbered from 1.
+pub async fn load_bulk_obs(
+    conn: &mut Conn,
+    encounter_uuid: &str,
+    rows: u64,
+) -> mysql_async::Result<u64> {
+    conn.exec_drop(
+        format!(
+            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric,
+                              creator, date_created, voided, uuid, status)
+             SELECT e.patient_id, c.concept_id, e.encounter_id, e.encounter_datetime, e.location_id, s.seq,
+                    1, e.encounter_datetime, 0, CONCAT('b0000000-0000-4000-8000-', LPAD(s.seq, 12, '0')), 'FINAL'
+             FROM seq_1_to_{rows} s JOIN encounter e ON e.uuid = ? JOIN concept c ON c.uuid = ?"
+        ),
+        (encounter_uuid, demo_uuid("concept", 0)),
+    )
+    .await?;
+    Ok(conn.affected_rows())
+}
+
 /// What [`live_changes`] did: descriptions (no values), how many rows changed (each one row
 /// event in the binlog), and the rows it deleted, as (table, uuid).
 #[derive(Debug, Clone, Default)]
