@@ -28,6 +28,8 @@ pub struct PipelineOptions {
     pub transaction_part_rows: usize,
     /// How often idle capture sends an empty batch.
     pub keepalive_interval_ms: u64,
+    /// Extra mariadbd options for the site (they override the defaults).
+    pub site_server_args: &'static [&'static str],
 }
 
 impl Default for PipelineOptions {
@@ -36,6 +38,7 @@ impl Default for PipelineOptions {
             max_batch_rows: 5_000,
             transaction_part_rows: 5_000,
             keepalive_interval_ms: 500,
+            site_server_args: &[],
         }
     }
 }
@@ -45,8 +48,18 @@ impl Pipeline {
     /// the shared dictionary at both (HQ first gets rows of its own, so its ids differ).
     pub async fn start(name: &str, options: PipelineOptions) -> Result<Pipeline> {
         let name = name.to_owned();
-        let (site, hq) =
-            tokio::task::spawn_blocking(move || MariaDb::start_site_and_hq(&name)).await??;
+        let site_args = options.site_server_args;
+        let (site, hq) = tokio::task::spawn_blocking(move || {
+            if site_args.is_empty() {
+                MariaDb::start_site_and_hq(&name)
+            } else {
+                Ok((
+                    MariaDb::start_with_args(crate::Role::Site, &name, site_args)?,
+                    MariaDb::start(crate::Role::Hq, &name)?,
+                ))
+            }
+        })
+        .await??;
         let work = site.dir().join("work");
         std::fs::create_dir_all(work.join("keys"))?;
         let site_id = "clinic-a".to_owned();

@@ -18,7 +18,7 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::{BinlogStream, Value as Sql};
 use tributary_model::{Op, Part};
-use tributary_schema::{ColumnKind, SchemaMap};
+use tributary_schema::{CatalogColumn, ColumnKind, SchemaMap};
 
 const GTID_EVENT: u8 = 162;
 
@@ -332,6 +332,10 @@ impl TransactionAssembler {
             RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
         };
         let members = member_names(tme)?;
+        let map = schema
+            .table(&table)
+            .ok_or(CaptureError::MissingTableMap(rows.table_id()))?;
+        let ordinal = &map.ordinal_columns;
         let txn = self.current.get_or_insert_with(RawTransaction::default);
         for row in rows.rows(tme) {
             let (before, after) = row.map_err(|e| CaptureError::MalformedEvent {
@@ -346,8 +350,12 @@ impl TransactionAssembler {
             txn.rows.push(RawRow {
                 table: table.clone(),
                 op,
-                before: before.map(|r| image(r, &members)).transpose()?,
-                after: after.map(|r| image(r, &members)).transpose()?,
+                before: before
+                    .map(|r| image(r, &members, ordinal, &table))
+                    .transpose()?,
+                after: after
+                    .map(|r| image(r, &members, ordinal, &table))
+                    .transpose()?,
             });
         }
         Ok(())
@@ -399,32 +407,51 @@ fn member_names(tme: &TableMapEvent<'_>) -> Result<Vec<Option<Vec<String>>>, Cap
         .collect())
 }
 
-fn image(row: BinlogRow, members: &[Option<Vec<String>>]) -> Result<RawImage, CaptureError> {
-    let described: Vec<(String, ColumnKind, BinlogColumn)> = row
-        .columns_ref()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                c.name_str().into_owned(),
-                ColumnKind::from_column_type(c.column_type(), c.character_set()),
-                BinlogColumn {
-                    column_type: c.column_type(),
-                    charset: c.character_set(),
-                    unsigned: c.flags().contains(ColumnFlags::UNSIGNED_FLAG),
-                    members: members.get(i).and_then(|m| m.as_deref()),
-                },
-            )
-        })
-        .collect();
-    if described.iter().any(|(name, _, _)| name.starts_with('@')) {
-        return Err(CaptureError::MalformedEvent {
-            event: "TABLE_MAP",
-            detail: "it carries no column names: binlog_row_metadata was not FULL when this part \
-                     of the binlog was written; capture cannot decode it safely. Re-seed the site \
-                     from a position written with binlog_row_metadata=FULL"
-                .into(),
-        });
+/// Decodes one row image. Column names and signedness come from the TABLE_MAP
+/// (`binlog_row_metadata=FULL`); a binlog written without them (`MINIMAL`, `NO_LOG`, older
+/// servers) is read by position against the schema-history version valid here (`ordinal`).
+fn image(
+    row: BinlogRow,
+    members: &[Option<Vec<String>>],
+    ordinal: &[CatalogColumn],
+    table: &str,
+) -> Result<RawImage, CaptureError> {
+    let mut described = Vec::with_capacity(row.columns_ref().len());
+    for (i, c) in row.columns_ref().iter().enumerate() {
+        let name = c.name_str();
+        let (name, unsigned) = match name.strip_prefix('@') {
+            None => (
+                name.into_owned(),
+                c.flags().contains(ColumnFlags::UNSIGNED_FLAG),
+            ),
+            Some(_) => {
+                if row.columns_ref().len() != ordinal.len() {
+                    return Err(CaptureError::MalformedEvent {
+                        event: "TABLE_MAP",
+                        detail: format!(
+                            "table {table} has {} columns in the binlog but {} in the schema \
+                             version valid here, and the binlog carries no column names \
+                             (binlog_row_metadata below FULL); set binlog_row_metadata=FULL, \
+                             then re-seed the site",
+                            row.columns_ref().len(),
+                            ordinal.len()
+                        ),
+                    });
+                }
+                let known = &ordinal[i];
+                (known.name.clone(), known.unsigned)
+            }
+        };
+        described.push((
+            name,
+            ColumnKind::from_column_type(c.column_type(), c.character_set()),
+            BinlogColumn {
+                column_type: c.column_type(),
+                charset: c.character_set(),
+                unsigned,
+                members: members.get(i).and_then(|m| m.as_deref()),
+            },
+        ));
     }
     let columns = described
         .into_iter()
@@ -467,6 +494,19 @@ impl BinlogColumn<'_> {
         match (self.column_type, value) {
             (ColumnType::MYSQL_TYPE_INT24, Sql::Int(v)) if !self.unsigned && v > 0x7f_ffff => {
                 Sql::Int(v - 0x100_0000)
+            }
+            // Without SIGNEDNESS metadata mysql_common reads unsigned integers as signed.
+            (ColumnType::MYSQL_TYPE_TINY, Sql::Int(v)) if self.unsigned && v < 0 => {
+                Sql::Int(v + 0x100)
+            }
+            (ColumnType::MYSQL_TYPE_SHORT, Sql::Int(v)) if self.unsigned && v < 0 => {
+                Sql::Int(v + 0x1_0000)
+            }
+            (ColumnType::MYSQL_TYPE_LONG, Sql::Int(v)) if self.unsigned && v < 0 => {
+                Sql::Int(v + 0x1_0000_0000)
+            }
+            (ColumnType::MYSQL_TYPE_LONGLONG, Sql::Int(v)) if self.unsigned && v < 0 => {
+                Sql::UInt(v as u64)
             }
             (ColumnType::MYSQL_TYPE_ENUM, Sql::Int(index)) => match (self.members, index) {
                 (Some(_), 0) => Sql::Bytes(Vec::new()),
@@ -619,6 +659,12 @@ mod tests {
         assert_eq!(int24.normalise(Sql::Int(5)), Sql::Int(5));
         let uint24 = column(ColumnType::MYSQL_TYPE_INT24, 63, true);
         assert_eq!(uint24.normalise(Sql::Int(0xff_ffff)), Sql::Int(0xff_ffff));
+        let uint32 = column(ColumnType::MYSQL_TYPE_LONG, 63, true);
+        assert_eq!(uint32.normalise(Sql::Int(-1)), Sql::Int(4_294_967_295));
+        let uint64 = column(ColumnType::MYSQL_TYPE_LONGLONG, 63, true);
+        assert_eq!(uint64.normalise(Sql::Int(-1)), Sql::UInt(u64::MAX));
+        let int32 = column(ColumnType::MYSQL_TYPE_LONG, 63, false);
+        assert_eq!(int32.normalise(Sql::Int(-1)), Sql::Int(-1));
         let set = column(ColumnType::MYSQL_TYPE_SET, 45, false);
         assert_eq!(set.normalise(Sql::Bytes(vec![0x0d])), Sql::UInt(13));
         let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();

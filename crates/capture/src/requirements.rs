@@ -45,17 +45,18 @@ pub async fn check_server(conn: &mut Conn, database: &str) -> Result<Vec<Check>,
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     let mut checks = Vec::new();
-    let mut setting = |name: &str, accepted: &[&str], wanted: &str, dynamic: bool| {
-        let actual = variables
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| "(missing)".to_owned());
-        let ok = accepted.iter().any(|a| a.eq_ignore_ascii_case(&actual));
-        let config = format!("[mysqld] {name} = {wanted}");
-        checks.push(Check {
+    let mut setting =
+        |name: &str, accepted: &[&str], wanted: &str, dynamic: bool, otherwise: Verdict| {
+            let actual = variables
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| "(missing)".to_owned());
+            let ok = accepted.iter().any(|a| a.eq_ignore_ascii_case(&actual));
+            let config = format!("[mysqld] {name} = {wanted}");
+            checks.push(Check {
             name: name.to_owned(),
             actual,
-            verdict: if ok { Verdict::Ok } else { Verdict::Fail },
+            verdict: if ok { Verdict::Ok } else { otherwise },
             fix: (!ok).then(|| {
                 if dynamic {
                     format!(
@@ -66,14 +67,28 @@ pub async fn check_server(conn: &mut Conn, database: &str) -> Result<Vec<Check>,
                 }
             }),
         });
-    };
-    setting("log_bin", &["ON", "1"], "mysql-bin", false);
-    setting("binlog_format", &["ROW"], "ROW", true);
-    setting("binlog_row_image", &["FULL"], "FULL", true);
-    setting("binlog_row_metadata", &["FULL"], "FULL", true);
-    setting("binlog_checksum", &["CRC32"], "CRC32", true);
+        };
+    setting("log_bin", &["ON", "1"], "mysql-bin", false, Verdict::Fail);
+    setting("binlog_format", &["ROW"], "ROW", true, Verdict::Fail);
+    setting("binlog_row_image", &["FULL"], "FULL", true, Verdict::Fail);
+    // Without FULL metadata rows are read by position against the schema history: correct as
+    // long as capture sees every DDL in order, but latin1 text and ENUM/SET names need FULL.
+    setting(
+        "binlog_row_metadata",
+        &["FULL"],
+        "FULL",
+        true,
+        Verdict::Warn,
+    );
+    setting("binlog_checksum", &["CRC32"], "CRC32", true, Verdict::Fail);
     if variables.contains_key("log_bin_compress") {
-        setting("log_bin_compress", &["OFF", "0"], "OFF", true);
+        setting(
+            "log_bin_compress",
+            &["OFF", "0"],
+            "OFF",
+            true,
+            Verdict::Fail,
+        );
     }
     let server_id = variables.get("server_id").cloned().unwrap_or_default();
     let unset = server_id.is_empty() || server_id == "0";

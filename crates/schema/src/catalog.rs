@@ -96,6 +96,9 @@ pub struct CatalogColumn {
     pub kind: ColumnKind,
     pub nullable: bool,
     pub auto_increment: bool,
+    /// An UNSIGNED integer: a binlog written without `binlog_row_metadata=FULL` does not say so.
+    #[serde(default)]
+    pub unsigned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,22 +173,24 @@ impl Catalog {
             return Err(SchemaError::EmptyDatabase(database.to_owned()));
         }
 
-        let columns: Vec<(String, String, String, String, String)> = conn
+        let columns: Vec<mysql_async::Row> = conn
             .exec(
-                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, EXTRA \
+                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, EXTRA, COLUMN_TYPE \
                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
                  ORDER BY TABLE_NAME, ORDINAL_POSITION",
                 (database,),
             )
             .await
             .map_err(introspection)?;
-        for (table, name, data_type, nullable, extra) in columns {
-            if let Some(t) = tables.get_mut(&table) {
+        for row in columns {
+            let text = |i: usize| row.get::<String, _>(i).unwrap_or_default();
+            if let Some(t) = tables.get_mut(&text(0)) {
                 t.columns.push(CatalogColumn {
-                    name,
-                    kind: ColumnKind::from_data_type(&data_type.to_ascii_lowercase()),
-                    nullable: nullable == "YES",
-                    auto_increment: extra.to_ascii_lowercase().contains("auto_increment"),
+                    name: text(1),
+                    kind: ColumnKind::from_data_type(&text(2).to_ascii_lowercase()),
+                    nullable: text(3) == "YES",
+                    auto_increment: text(4).to_ascii_lowercase().contains("auto_increment"),
+                    unsigned: text(5).to_ascii_lowercase().contains("unsigned"),
                 });
             }
         }

@@ -47,6 +47,9 @@ pub struct TableMap {
     pub columns: Vec<CatalogColumn>,
     /// Columns the policy keeps at the site.
     pub excluded_columns: Vec<String>,
+    /// Every column of the table in ordinal order, excluded ones included: how a binlog row
+    /// written without column names (`binlog_row_metadata` below FULL) is read.
+    pub ordinal_columns: Vec<CatalogColumn>,
     /// A single integer primary key that is local to each database (dropped on the wire,
     /// assigned by HQ).
     pub surrogate_key: Option<String>,
@@ -310,6 +313,7 @@ fn map_table(
         name: table.name.clone(),
         columns,
         excluded_columns,
+        ordinal_columns: table.columns.clone(),
         surrogate_key,
         primary_key: table.primary_key.clone(),
         identity_source: identity_source(catalog, &table.name),
@@ -384,6 +388,7 @@ mod tests {
             kind,
             nullable: true,
             auto_increment: false,
+            unsigned: false,
         }
     }
 
