@@ -149,3 +149,48 @@ async fn rows_keep_the_schema_of_their_position_across_ddl_while_capture_was_off
     assert_eq!(parked, Some(0), "{}", p.status()?);
     Ok(())
 }
+
+/// The same, while capture streams: DDL lands between row transactions as they flow, and every
+/// row arrives with the columns it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_while_rows_stream_keeps_every_row_with_its_own_columns() -> Result<()> {
+    let p = Pipeline::start("schema-changes-live", PipelineOptions::default()).await?;
+    p.site.exec(MODULE_AT_SITE).await?;
+    p.hq.exec(MODULE_AT_HQ).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let mut site = p.site.conn().await?;
+    let (mut note_column, mut with_extra) = ("note", false);
+    for i in 1..=300u32 {
+        match i {
+            100 => {
+                site.query_drop("ALTER TABLE demo_module ADD COLUMN extra VARCHAR(20) NULL")
+                    .await?;
+                with_extra = true;
+            }
+            200 => {
+                site.query_drop("ALTER TABLE demo_module RENAME COLUMN note TO remark")
+                    .await?;
+                note_column = "remark";
+            }
+            _ => {}
+        }
+        let uuid = format!("d1000000-0000-4000-8000-{i:012}");
+        let sql = if with_extra {
+            format!(
+                "INSERT INTO demo_module (uuid, person_id, {note_column}, extra) VALUES (?, 1, ?, 'x')"
+            )
+        } else {
+            format!("INSERT INTO demo_module (uuid, person_id, {note_column}) VALUES (?, 1, ?)")
+        };
+        site.exec_drop(sql, (uuid, format!("row {i}"))).await?;
+    }
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let mut hq = p.hq.conn().await?;
+    let counts: Option<(u64, u64, u64, u64)> = hq
+        .query_first(
+            "SELECT COUNT(*), SUM(note IS NOT NULL), SUM(remark IS NOT NULL), SUM(extra = 'x') FROM demo_module",
+        )
+        .await?;
+    assert_eq!(counts, Some((300, 199, 101, 201)), "{}", p.status()?);
+    Ok(())
+}
