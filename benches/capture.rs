@@ -143,11 +143,7 @@ async fn main() -> Result<()> {
 
 /// One patient, then `rows` observations of it in a single INSERT ... SELECT transaction.
 async fn load_one_transaction(site: &MariaDb, rows: u64) -> Result<u64> {
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 0,
-    };
+    let shape = PatientShape::one_encounter(0);
     let mut conn = site.conn().await?;
     let mut written = dataset::load_patients(&mut conn, CLINIC, "bench", 0, 1, shape).await?;
     let encounter = dataset::patient_rows("bench", 0, shape).encounters[0].clone();

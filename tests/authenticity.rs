@@ -43,11 +43,7 @@ async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_appli
     let rogue_config = p.config_with("rogue.toml", &rogue_out, &rogue_key, "rogue-state")?;
     let apply_config = p.config_with("apply.toml", &inbox, &p.key_file, "state")?;
 
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 3,
-    };
+    let shape = PatientShape::one_encounter(3);
     let mut site = p.site.conn().await?;
     let genuine =
         capture_one_patient(&p, &genuine_config, "state", &outgoing, &mut site, 0, shape).await?;

@@ -23,11 +23,7 @@ async fn a_transaction_larger_than_a_batch_travels_in_parts_and_resumes_inside_a
     )
     .await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 0,
-    };
+    let shape = PatientShape::one_encounter(0);
     let mut site = p.site.conn().await?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;

@@ -12,11 +12,7 @@ use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_park_until_their_encounter_arrives_then_release_in_order() -> Result<()> {
     let p = Pipeline::start("parking", PipelineOptions::default()).await?;
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 0,
-    };
+    let shape = PatientShape::one_encounter(0);
     let mut site = p.site.conn().await?;
     // The patient, visit and encounter exist before capture starts: HQ does not have them.
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
@@ -196,11 +192,7 @@ async fn a_row_referring_to_itself_is_released_without_waiting_on_itself() -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_apply_even_when_their_references_are_gone_at_the_site() -> Result<()> {
     let p = Pipeline::start("late-deletes", PipelineOptions::default()).await?;
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 2,
-    };
+    let shape = PatientShape::one_encounter(2);
     let mut site = p.site.conn().await?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
     let rows = patient_rows("clinic-a", 0, shape);

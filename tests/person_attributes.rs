@@ -12,11 +12,7 @@ use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok};
 async fn attribute_values_that_are_ids_are_translated_and_text_is_not() -> Result<()> {
     let p = Pipeline::start("person-attributes", PipelineOptions::default()).await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 0,
-    };
+    let shape = PatientShape::one_encounter(0);
     let mut site = p.site.conn().await?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
     let person = patient_rows("clinic-a", 0, shape).person;

@@ -13,11 +13,7 @@ use tributary_suite::wait_until;
 async fn capture_refuses_to_resume_from_a_purged_position_and_names_the_remedy() -> Result<()> {
     let p = Pipeline::start("purged-binlog", PipelineOptions::default()).await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 1,
-    };
+    let shape = PatientShape::one_encounter(1);
     let mut site = p.site.conn().await?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;

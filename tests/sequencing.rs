@@ -20,11 +20,7 @@ async fn out_of_order_batches_wait_for_the_gap_and_apply_in_sequence() -> Result
     let mut capture = p.spawn_with("capture", &capture_config, "capture")?;
     p.wait_capture_started("state", &capture).await?;
 
-    let shape = PatientShape {
-        visits: 1,
-        encounters_per_visit: 1,
-        obs_per_encounter: 2,
-    };
+    let shape = PatientShape::one_encounter(2);
     let mut site = p.site.conn().await?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
     let name = patient_rows("clinic-a", 0, shape).name;

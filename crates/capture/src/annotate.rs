@@ -156,7 +156,8 @@ impl Annotator<'_> {
     }
 }
 
-fn sql_int(value: &Sql) -> Option<i64> {
+/// The value as an integer key (ints, or digits in text).
+pub(crate) fn sql_int(value: &Sql) -> Option<i64> {
     match value {
         Sql::Int(v) => Some(*v),
         Sql::UInt(v) => i64::try_from(*v).ok(),
@@ -165,7 +166,8 @@ fn sql_int(value: &Sql) -> Option<i64> {
     }
 }
 
-fn sql_text(value: &Sql) -> Option<String> {
+/// The value as UTF-8 text.
+pub(crate) fn sql_text(value: &Sql) -> Option<String> {
     match value {
         Sql::Bytes(b) => String::from_utf8(b.clone()).ok(),
         _ => None,

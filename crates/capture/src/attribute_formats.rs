@@ -3,10 +3,11 @@
 //! learns formats from the type rows it streams and asks the site for the others; attribute
 //! types are few (tens), so the cache is small and bounded by that.
 
+use crate::annotate::{sql_int, sql_text};
 use crate::binlog::{RawImage, RawRow};
 use crate::error::CaptureError;
+use mysql_async::Conn;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Value as Sql};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tributary_schema::{PolymorphicColumn, SchemaMap, quote_ident};
 
@@ -49,12 +50,12 @@ impl AttributeFormats {
         for row in rows {
             for column in columns.iter().filter(|c| c.type_table == row.table) {
                 if let Some(image) = &row.after
-                    && let Some(id) = image.get(&column.type_key).and_then(int)
+                    && let Some(id) = image.get(&column.type_key).and_then(sql_int)
                 {
                     self.put(
                         &column.type_table,
                         id,
-                        image.get(&column.format_column).and_then(text),
+                        image.get(&column.format_column).and_then(sql_text),
                     );
                 }
             }
@@ -66,7 +67,7 @@ impl AttributeFormats {
             };
             for column in &map.polymorphic {
                 for image in row.before.iter().chain(row.after.iter()) {
-                    if let Some(id) = image.get(&column.type_column).and_then(int)
+                    if let Some(id) = image.get(&column.type_column).and_then(sql_int)
                         && !self.formats.contains_key(&(column.type_table.clone(), id))
                     {
                         wanted
@@ -111,30 +112,14 @@ impl AttributeFormats {
         column: &'c PolymorphicColumn,
         image: &RawImage,
     ) -> Option<(&'c str, i64)> {
-        let type_id = image.get(&column.type_column).and_then(int)?;
+        let type_id = image.get(&column.type_column).and_then(sql_int)?;
         let target = column.target(self.get(&column.type_table, type_id)?)?;
         let id = image
             .get(&column.column)
-            .and_then(text)?
+            .and_then(sql_text)?
             .trim()
             .parse()
             .ok()?;
         Some((target, id))
-    }
-}
-
-fn int(value: &Sql) -> Option<i64> {
-    match value {
-        Sql::Int(v) => Some(*v),
-        Sql::UInt(v) => i64::try_from(*v).ok(),
-        Sql::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn text(value: &Sql) -> Option<String> {
-    match value {
-        Sql::Bytes(b) => String::from_utf8(b.clone()).ok(),
-        _ => None,
     }
 }

@@ -139,6 +139,15 @@ impl Default for PatientShape {
 }
 
 impl PatientShape {
+    /// One visit with one encounter holding `obs` observations: the smallest complete patient.
+    pub fn one_encounter(obs: u32) -> PatientShape {
+        PatientShape {
+            visits: 1,
+            encounters_per_visit: 1,
+            obs_per_encounter: obs,
+        }
+    }
+
     /// Rows one patient adds: person, name, patient, identifier, visits, encounters, obs.
     pub fn rows_per_patient(&self) -> u64 {
         let encounters = u64::from(self.visits * self.encounters_per_visit);
