@@ -55,9 +55,9 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            let declared = image.iter().filter_map(|raw| {
-                let target = map.references.get(&raw.name)?;
-                Some((target.as_str(), sql_int(&raw.value)?))
+            let declared = image.iter().filter_map(|(column, value)| {
+                let target = map.references.get(&column.name)?;
+                Some((target.as_str(), sql_int(value)?))
             });
             let polymorphic = map
                 .polymorphic
@@ -99,16 +99,22 @@ impl Annotator<'_> {
 
     /// Builds one row change from a full row image (snapshot rows arrive as inserts).
     pub fn row(&mut self, row: RawRow) -> Option<RowChange> {
-        let map = self.schema.table(&row.table)?;
-        let identity_image = match row.op {
-            Op::Insert => row.after.as_ref(),
-            Op::Update | Op::Delete => row.before.as_ref(),
-        }?;
-        let identity_columns = self.columns(map, identity_image);
-        let identity = map.identity_of(&identity_columns)?;
-        let columns = match row.op {
-            Op::Update => self.columns(map, row.after.as_ref()?),
-            Op::Insert | Op::Delete => identity_columns,
+        let schema = self.schema;
+        let map = schema.table(&row.table)?;
+        let (identity, columns) = match row.op {
+            Op::Insert | Op::Delete => {
+                let image = if row.op == Op::Insert {
+                    row.after?
+                } else {
+                    row.before?
+                };
+                let columns = self.columns(map, image);
+                (map.identity_of(&columns)?, columns)
+            }
+            Op::Update => {
+                let identity = map.identity_of(&self.columns(map, row.before?))?;
+                (identity, self.columns(map, row.after?))
+            }
         };
         Some(RowChange {
             table: map.name.clone(),
@@ -121,24 +127,31 @@ impl Annotator<'_> {
     /// The travelling columns of one image. Values are converted by the kind the row's own
     /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
     /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
-    fn columns(&mut self, map: &TableMap, image: &RawImage) -> BTreeMap<String, Value> {
+    fn columns(&mut self, map: &TableMap, image: RawImage) -> BTreeMap<String, Value> {
+        // Polymorphic targets read other columns of the image: resolve them before the
+        // values are taken apart.
+        let polymorphic: Vec<(&str, (&str, i64))> = map
+            .polymorphic
+            .iter()
+            .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
+            .collect();
+        let (names, values) = image.into_parts();
         let mut columns = BTreeMap::new();
-        for raw in image.iter() {
-            let name = &raw.name;
+        for (column, value) in names.iter().zip(values) {
+            let name = &column.name;
             if map.excluded_columns.contains(name)
                 || map.surrogate_key.as_deref() == Some(name.as_str())
             {
                 continue;
             }
-            let polymorphic = map
-                .polymorphic
+            let polymorphic = polymorphic
                 .iter()
-                .find(|c| &c.column == name)
-                .and_then(|c| self.formats.target(c, image));
-            let value = match (map.references.get(name), sql_int(&raw.value), polymorphic) {
+                .find(|(c, _)| c == name)
+                .map(|(_, target)| *target);
+            let value = match (map.references.get(name), sql_int(&value), polymorphic) {
                 (Some(target), Some(key), _) => Value::Ref(self.reference(target, key)),
                 (None, _, Some((target, key))) => Value::Ref(self.reference(target, key)),
-                _ => to_value(raw.value.clone(), raw.kind),
+                _ => to_value(value, column.kind),
             };
             columns.insert(name.clone(), value);
         }
@@ -209,6 +222,6 @@ pub fn images(rows: &[RawRow]) -> impl Iterator<Item = (&str, &RawImage)> {
         r.before
             .iter()
             .chain(r.after.iter())
-            .map(move |image| (r.table.as_str(), image))
+            .map(move |image| (&*r.table, image))
     })
 }

@@ -48,7 +48,7 @@ impl AttributeFormats {
             return Ok(());
         }
         for row in rows {
-            for column in columns.iter().filter(|c| c.type_table == row.table) {
+            for column in columns.iter().filter(|c| c.type_table == *row.table) {
                 if let Some(image) = &row.after
                     && let Some(id) = image.get(&column.type_key).and_then(sql_int)
                 {

@@ -13,7 +13,10 @@
 mod annotate;
 mod attribute_formats;
 mod binlog;
+mod binlog_values;
 mod checkpoint;
+#[cfg(test)]
+mod decoder_equivalence_tests;
 mod error;
 mod gtid;
 mod identities;
@@ -24,6 +27,7 @@ mod settings;
 mod snapshot;
 mod source;
 mod stream;
+mod table_layout;
 
 pub use checkpoint::{Checkpoint, StateDir};
 pub use error::CaptureError;

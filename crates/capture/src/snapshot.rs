@@ -14,7 +14,7 @@
 
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
-use crate::binlog::{RawColumn, RawImage, RawRow, RawTransaction};
+use crate::binlog::{RawImage, RawRow, RawTransaction};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
@@ -22,8 +22,10 @@ use crate::publisher::Publisher;
 use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
 use crate::source;
+use crate::table_layout::ColumnInfo;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value as Sql};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
 use tributary_model::{Op, Origin};
@@ -100,6 +102,7 @@ pub async fn run_seed(
         ..SeedReport::default()
     };
     for table in selected {
+        let table_name: Arc<str> = Arc::from(table.name.as_str());
         let mut after_key: Option<i64> = None;
         loop {
             let (rows, last_key) = read_chunk(&mut conn, settings, table, after_key).await?;
@@ -110,7 +113,7 @@ pub async fn run_seed(
             let raw: Vec<RawRow> = rows
                 .into_iter()
                 .map(|image| RawRow {
-                    table: table.name.clone(),
+                    table: Arc::clone(&table_name),
                     op: Op::Insert,
                     before: None,
                     after: Some(image),
@@ -260,24 +263,22 @@ async fn read_chunk(
     };
     let mut last_key = None;
     let mut images = Vec::with_capacity(rows.len());
+    // Every row of one query has the same columns: name them once.
+    let mut columns: Option<Arc<[ColumnInfo]>> = None;
     for row in rows {
-        let names: Vec<String> = row
-            .columns_ref()
-            .iter()
-            .map(|c| c.name_str().into_owned())
-            .collect();
-        let values: Vec<Sql> = row.unwrap();
-        let image = RawImage::new(
-            names
-                .into_iter()
-                .zip(values)
-                .map(|(name, value)| RawColumn {
-                    kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
-                    name,
-                    value,
+        let columns = columns.get_or_insert_with(|| {
+            row.columns_ref()
+                .iter()
+                .map(|c| {
+                    let name = c.name_str().into_owned();
+                    ColumnInfo {
+                        kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
+                        name,
+                    }
                 })
-                .collect(),
-        );
+                .collect()
+        });
+        let image = RawImage::new(Arc::clone(columns), row.unwrap());
         if let Some(key) = &key {
             last_key = image.get(key).and_then(|v| match v {
                 Sql::Int(i) => Some(*i),

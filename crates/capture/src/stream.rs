@@ -163,6 +163,7 @@ pub(crate) async fn stream_session(
         publisher.add(txn, position.to_string())?;
         if let Some(map) = new_schema {
             schema = map;
+            assembler.schema_changed();
             publisher.flush()?;
             pending_since = None;
             history.prune(schema_version)?;
