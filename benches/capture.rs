@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
         .sum();
 
     // Capture, in this process, through the real publisher.
-    let work = site.dir().join("bench");
+    let work = std::env::var_os("TRIBUTARY_BENCH_WORK_DIR").map_or_else(|| site.dir().join("bench"), PathBuf::from);
     std::fs::create_dir_all(&work)?;
     let key = tributary_batch::SiteKey::generate("bench-site")?;
     let key_file = work.join(key.file_name());
@@ -83,6 +83,7 @@ async fn main() -> Result<()> {
     let rss_before = peak_rss_kib();
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now
     let shutdown = CancellationToken::new();
+    let cpu_before = cpu_seconds(false);
     let started = Instant::now();
     let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));
     let state_dir = work.join("state");
@@ -97,6 +98,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let capture_secs = started.elapsed().as_secs_f64();
+    let capture_cpu = cpu_seconds(false) - cpu_before;
     let peak_kib = peak_rss_kib();
     shutdown.cancel();
     task.await??;
@@ -105,7 +107,14 @@ async fn main() -> Result<()> {
         .map(|m| m.len())
         .sum();
 
+    // What the source alone can deliver: the same binlog read through a dump connection,
+    // events counted and dropped. Capture cannot be faster than this.
+    let started = Instant::now();
+    let events = read_events_only(&site).await?;
+    let stream_secs = started.elapsed().as_secs_f64();
+
     // The reference: mariadb-binlog decoding the same files, rows printed as pseudo-SQL.
+    let reference_cpu_before = cpu_seconds(true);
     let started = Instant::now();
     let status = Command::new("mariadb-binlog")
         .arg("--verbose")
@@ -115,6 +124,7 @@ async fn main() -> Result<()> {
         .context("running mariadb-binlog")?;
     anyhow::ensure!(status.success(), "mariadb-binlog failed: {status}");
     let reference_secs = started.elapsed().as_secs_f64();
+    let reference_cpu = cpu_seconds(true) - reference_cpu_before;
 
     let mb = binlog_bytes as f64 / 1e6;
     println!(
@@ -135,8 +145,19 @@ async fn main() -> Result<()> {
         mb / reference_secs
     );
     println!(
+        "  source stream alone    {stream_secs:>7.2} s  {:>9.0} rows/s  {:>6.1} MB/s  ({events} events read and dropped)",
+        rows as f64 / stream_secs,
+        mb / stream_secs
+    );
+    println!(
         "  ratio (capture / mariadb-binlog): {:.2}x",
         reference_secs / capture_secs
+    );
+    println!(
+        "  CPU: capture {capture_cpu:.2} s ({:.0} rows per CPU-second), mariadb-binlog {reference_cpu:.2} s ({:.0} rows per CPU-second); ratio per CPU-second {:.2}x",
+        rows as f64 / capture_cpu.max(0.01),
+        rows as f64 / reference_cpu.max(0.01),
+        reference_cpu / capture_cpu.max(0.01)
     );
     Ok(())
 }
@@ -187,6 +208,53 @@ async fn binlog_files(site: &MariaDb, conn: &mut mysql_async::Conn) -> Result<Ve
 }
 
 /// This process's peak resident set (VmHWM), KiB.
+/// Reads the whole binlog through a dump connection (non-blocking: the server ends the stream
+/// at the end of the last binlog), counting events.
+async fn read_events_only(site: &MariaDb) -> Result<u64> {
+    use futures_util::StreamExt;
+    let conn = site.conn().await?;
+    let mut stream = conn
+        .get_binlog_stream(
+            mysql_async::BinlogStreamRequest::new(0x5452_fffe)
+                .with_filename(b"")
+                .with_non_blocking(),
+        )
+        .await?;
+    let mut events = 0u64;
+    while let Some(event) = stream.next().await {
+        event?;
+        events += 1;
+    }
+    Ok(events)
+}
+
+/// CPU seconds (user + system) used so far by this process (`self`) or by its waited-for
+/// children: figures per CPU-second stay comparable when other work shares the machine.
+fn cpu_seconds(children: bool) -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may contain spaces) start at ") ".
+            let rest = stat.rsplit_once(") ")?.1;
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            let [utime, stime, cutime, cstime] = fields[..] else {
+                return None;
+            };
+            Some(if children {
+                cutime + cstime
+            } else {
+                utime + stime
+            })
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

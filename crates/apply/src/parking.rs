@@ -34,7 +34,7 @@ pub async fn has_parked(tx: &mut Transaction<'_>, entity: &RowRef) -> mysql_asyn
     let found: Option<u8> = tx
         .exec_first(
             "SELECT 1 FROM tributary_parked_row WHERE table_name = ? AND identity = ? LIMIT 1",
-            (entity.table.as_str(), entity.identity.as_str()),
+            (&*entity.table, entity.identity.as_str()),
         )
         .await?;
     Ok(found.is_some())
@@ -80,7 +80,7 @@ async fn insert_waits(
         "INSERT INTO tributary_parked_wait (parked_id, table_name, identity) VALUES (?, ?, ?)",
         waits
             .iter()
-            .map(|w| (parked_id, w.table.as_str(), w.identity.as_str())),
+            .map(|w| (parked_id, &*w.table, w.identity.as_str())),
     )
     .await
 }
@@ -95,7 +95,7 @@ pub async fn candidates(
         let clause = vec!["(table_name = ? AND identity = ?)"; chunk.len()].join(" OR ");
         let params: Vec<String> = chunk
             .iter()
-            .flat_map(|r| [r.table.clone(), r.identity.as_str().to_owned()])
+            .flat_map(|r| [r.table.to_string(), r.identity.as_str().to_owned()])
             .collect();
         let found: Vec<u64> = tx
             .exec(

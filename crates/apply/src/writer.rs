@@ -50,11 +50,12 @@ pub async fn resolve_row(
     // A delete needs only what finds the row; its other columns and references (the rows it
     // referred to may be long gone at the site) do not matter.
     let key_columns = locator_columns(map);
-    let needed = |column: &&String| change.op != Op::Delete || key_columns.contains(*column);
+    let needed =
+        |column: &str| change.op != Op::Delete || key_columns.iter().any(|k| k == column);
     if let Some(column) = change
         .columns
         .keys()
-        .filter(needed)
+        .filter(|c| needed(c))
         .find(|c| map.column(c).is_none())
     {
         return Ok(Resolution::Blocked(format!(
@@ -79,7 +80,7 @@ pub async fn resolve_row(
                 // What identifies the row is not at HQ, so neither is the row: nothing to delete.
                 None if change.op == Op::Delete => continue,
                 None if *target == own => {
-                    self_references.push(column.clone());
+                    self_references.push(column.to_string());
                     continue;
                 }
                 None => {
@@ -89,7 +90,7 @@ pub async fn resolve_row(
             },
             other => to_sql(other),
         };
-        values.insert(column.clone(), sql);
+        values.insert(column.to_string(), sql);
     }
     if waiting.is_empty() {
         Ok(Resolution::Ready(ResolvedRow {

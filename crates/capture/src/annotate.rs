@@ -16,7 +16,8 @@ use crate::error::CaptureError;
 use crate::identities::IdentityCache;
 use mysql_async::Value as Sql;
 use std::collections::{BTreeMap, BTreeSet};
-use tributary_model::{Identity, Op, RowChange, RowRef, SourceTransaction, Value};
+use std::sync::Arc;
+use tributary_model::{ColumnName, Identity, Op, RowChange, RowRef, SourceTransaction, Value};
 use tributary_schema::{IdentityRule, IdentitySource, SchemaMap, TableMap, to_value};
 
 /// Turns raw rows into row changes, resolving references through `cache` and `lookup`.
@@ -56,8 +57,8 @@ impl Annotator<'_> {
                 continue;
             };
             let declared = image.iter().filter_map(|(column, value)| {
-                let target = map.references.get(&column.name)?;
-                Some((target.as_str(), sql_int(value)?))
+                let target = map.references.get(&*column.name)?;
+                Some((&**target, sql_int(value)?))
             });
             let polymorphic = map
                 .polymorphic
@@ -127,7 +128,7 @@ impl Annotator<'_> {
     /// The travelling columns of one image. Values are converted by the kind the row's own
     /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
     /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
-    fn columns(&mut self, map: &TableMap, image: RawImage) -> BTreeMap<String, Value> {
+    fn columns(&mut self, map: &TableMap, image: RawImage) -> BTreeMap<ColumnName, Value> {
         // Polymorphic targets read other columns of the image: resolve them before the
         // values are taken apart.
         let polymorphic: Vec<(&str, (&str, i64))> = map
@@ -139,29 +140,31 @@ impl Annotator<'_> {
         let mut columns = BTreeMap::new();
         for (column, value) in names.iter().zip(values) {
             let name = &column.name;
-            if map.excluded_columns.contains(name)
-                || map.surrogate_key.as_deref() == Some(name.as_str())
+            if map.excluded_columns.iter().any(|c| **c == **name)
+                || map.surrogate_key.as_deref() == Some(&**name)
             {
                 continue;
             }
             let polymorphic = polymorphic
                 .iter()
-                .find(|(c, _)| c == name)
+                .find(|(c, _)| *c == &**name)
                 .map(|(_, target)| *target);
-            let value = match (map.references.get(name), sql_int(&value), polymorphic) {
-                (Some(target), Some(key), _) => Value::Ref(self.reference(target, key)),
-                (None, _, Some((target, key))) => Value::Ref(self.reference(target, key)),
+            let value = match (map.references.get(&**name), sql_int(&value), polymorphic) {
+                (Some(target), Some(key), _) => {
+                    Value::Ref(self.reference(Arc::clone(target), key))
+                }
+                (None, _, Some((target, key))) => Value::Ref(self.reference(target.into(), key)),
                 _ => to_value(value, column.kind),
             };
-            columns.insert(name.clone(), value);
+            columns.insert(Arc::clone(name), value);
         }
         columns
     }
 
-    fn reference(&mut self, target: &str, key: i64) -> RowRef {
+    fn reference(&mut self, target: Arc<str>, key: i64) -> RowRef {
         let identity = self
             .schema
-            .table(target)
+            .table(&target)
             .and_then(|t| t.identity_source.as_ref())
             .and_then(|source| self.cache.get(&source.root, key))
             .unwrap_or_else(|| Identity::from_raw(format!("missing-at-source:{key}")));

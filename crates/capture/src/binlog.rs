@@ -39,7 +39,7 @@ impl RawImage {
     pub fn get(&self, name: &str) -> Option<&Sql> {
         self.columns
             .iter()
-            .position(|c| c.name == name)
+            .position(|c| &*c.name == name)
             .and_then(|i| self.values.get(i))
     }
 

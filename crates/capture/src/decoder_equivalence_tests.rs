@@ -363,7 +363,7 @@ fn travelling(rows: Vec<RawRow>) -> Decoded {
             columns
                 .iter()
                 .zip(values)
-                .map(|(c, v)| (c.name.clone(), c.kind, to_value(v, c.kind)))
+                .map(|(c, v)| (c.name.to_string(), c.kind, to_value(v, c.kind)))
                 .collect::<Vec<_>>()
         })
     };

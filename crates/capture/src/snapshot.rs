@@ -270,10 +270,10 @@ async fn read_chunk(
             row.columns_ref()
                 .iter()
                 .map(|c| {
-                    let name = c.name_str().into_owned();
+                    let name = c.name_str();
                     ColumnInfo {
                         kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
-                        name,
+                        name: name.as_ref().into(),
                     }
                 })
                 .collect()

@@ -18,6 +18,7 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tributary_model::ColumnName;
 use tributary_schema::{CatalogColumn, ColumnKind};
 
 /// Table maps remembered at once; more (a very long stream re-opening tables) starts afresh.
@@ -26,7 +27,7 @@ const MAX_LAYOUTS: usize = 4_096;
 /// A column of a row image: its name and kind as the row's own TABLE_MAP describes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
-    pub name: String,
+    pub name: ColumnName,
     pub kind: ColumnKind,
 }
 
@@ -125,7 +126,7 @@ impl TableLayout {
                 .transpose()
                 .map_err(|e| malformed(format!("table {table}: {e}")))?;
             let (name, unsigned) = match named {
-                Some(name) => (name.name().into_owned(), listed_unsigned.unwrap_or(false)),
+                Some(name) => (ColumnName::from(name.name()), listed_unsigned.unwrap_or(false)),
                 None => {
                     if ordinal.len() != count {
                         return Err(malformed(format!(
@@ -137,7 +138,7 @@ impl TableLayout {
                         )));
                     }
                     let known = &ordinal[i];
-                    (known.name.clone(), known.unsigned)
+                    (ColumnName::from(known.name.as_str()), known.unsigned)
                 }
             };
             let meta = tme.get_column_metadata(i).unwrap_or(&[]);

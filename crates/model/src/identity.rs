@@ -8,26 +8,27 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Identity(String);
+pub struct Identity(Arc<str>);
 
 impl Identity {
     /// A uuid identity; case is normalised so `A4F3...` and `a4f3...` are one row.
     pub fn from_uuid(uuid: &str) -> Self {
-        Identity(uuid.trim().to_ascii_lowercase())
+        Identity(uuid.trim().to_ascii_lowercase().into())
     }
 
     /// A natural-key identity from its parts, already translated to identities where they
     /// are references. The encoding is a JSON array, so parts cannot run into each other.
     pub fn from_natural_key(parts: &[String]) -> Self {
-        Identity(serde_json::to_string(parts).unwrap_or_default())
+        Identity(serde_json::to_string(parts).unwrap_or_default().into())
     }
 
     /// An identity exactly as it travelled (already canonical).
-    pub fn from_raw(identity: String) -> Self {
-        Identity(identity)
+    pub fn from_raw(identity: impl Into<Arc<str>>) -> Self {
+        Identity(identity.into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -42,14 +43,16 @@ impl fmt::Display for Identity {
 }
 
 /// A reference to one row of one table, by identity: what travels instead of an integer key.
+/// Table names and identities are shared strings: the many references to one parent cost a
+/// reference count each, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowRef {
-    pub table: String,
+    pub table: Arc<str>,
     pub identity: Identity,
 }
 
 impl RowRef {
-    pub fn new(table: impl Into<String>, identity: Identity) -> Self {
+    pub fn new(table: impl Into<Arc<str>>, identity: Identity) -> Self {
         RowRef {
             table: table.into(),
             identity,

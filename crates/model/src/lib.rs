@@ -16,6 +16,10 @@ pub use value::Value;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A column name, shared.
+pub type ColumnName = Arc<str>;
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,7 +40,9 @@ pub struct RowChange {
     pub op: Op,
     /// The row's identity before the change (for an insert: after it).
     pub identity: Identity,
-    pub columns: BTreeMap<String, Value>,
+    /// Column names are shared with the decoder's table layout (a reference count per
+    /// column, not a copy).
+    pub columns: BTreeMap<ColumnName, Value>,
 }
 
 impl RowChange {
@@ -45,7 +51,7 @@ impl RowChange {
         self.columns
             .iter()
             .filter_map(|(column, value)| match value {
-                Value::Ref(row_ref) => Some((column.as_str(), row_ref)),
+                Value::Ref(row_ref) => Some((&**column, row_ref)),
                 _ => None,
             })
     }

@@ -58,8 +58,9 @@ pub struct TableMap {
     pub identity: IdentityRule,
     /// For an integer-keyed table: where its identity lives (itself, or its root).
     pub identity_source: Option<IdentitySource>,
-    /// Reference columns and the table they point at.
-    pub references: BTreeMap<String, String>,
+    /// Reference columns and the table they point at (shared: every reference a row carries
+    /// names its target without a copy).
+    pub references: BTreeMap<String, std::sync::Arc<str>>,
     /// Text columns that hold an id when the row's type says so.
     pub polymorphic: Vec<PolymorphicColumn>,
 }
@@ -95,15 +96,18 @@ impl TableMap {
 
     /// The identity of a row from its travelling columns (references already identities).
     /// `None` when the identifying columns are missing or NULL.
-    pub fn identity_of(&self, columns: &BTreeMap<String, Value>) -> Option<Identity> {
+    pub fn identity_of<K: std::borrow::Borrow<str> + Ord>(
+        &self,
+        columns: &BTreeMap<K, Value>,
+    ) -> Option<Identity> {
         match &self.identity {
-            IdentityRule::OwnUuid { column } => match columns.get(column)? {
+            IdentityRule::OwnUuid { column } => match columns.get(column.as_str())? {
                 Value::Text(uuid) if !uuid.is_empty() => Some(Identity::from_uuid(uuid)),
                 _ => None,
             },
             IdentityRule::Inherited { .. } => {
                 let key = self.primary_key.first()?;
-                match columns.get(key)? {
+                match columns.get(key.as_str())? {
                     Value::Ref(parent) => Some(parent.identity.clone()),
                     _ => None,
                 }
@@ -111,7 +115,7 @@ impl TableMap {
             IdentityRule::Natural { columns: key } => {
                 let parts: Vec<String> = key
                     .iter()
-                    .map(|c| key_part(columns.get(c).unwrap_or(&Value::Null)))
+                    .map(|c| key_part(columns.get(c.as_str()).unwrap_or(&Value::Null)))
                     .collect();
                 Some(Identity::from_natural_key(&parts))
             }
@@ -170,10 +174,10 @@ impl SchemaMap {
             let before = remaining.len();
             remaining.retain(|table| {
                 let ready = table.references.iter().all(|(column, target)| {
-                    target == &table.name
+                    **target == *table.name
                         || is_audit_column(column)
-                        || !self.tables.contains_key(target)
-                        || placed.iter().any(|p| &p.name == target)
+                        || !self.tables.contains_key(&**target)
+                        || placed.iter().any(|p| *p.name == **target)
                 });
                 if ready {
                     placed.push(table);
@@ -251,7 +255,7 @@ fn map_table(
                 target,
             });
         }
-        references.insert(column, target);
+        references.insert(column, target.into());
     }
 
     let mut polymorphic = Vec::new();
@@ -546,7 +550,7 @@ mod tests {
                 .unwrap()
                 .references
                 .get("patient_id")
-                .map(String::as_str),
+                .map(|t| &**t),
             Some("person")
         );
     }
