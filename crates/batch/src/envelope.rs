@@ -4,9 +4,10 @@
 //!
 //! Invariants: a batch is only sealed with the key its header names; a fresh
 //! random nonce is drawn for every batch; `open` returns a payload only after
-//! the key id is known, belongs to the site the header claims, and the AEAD
-//! tag verifies over the exact header bytes and ciphertext; decompressed
-//! payloads never exceed the caller's limit.
+//! the key id is known, belongs to the site the header claims, is neither
+//! retired nor revoked, and the AEAD tag verifies over the exact header bytes
+//! and ciphertext; decompressed payloads never exceed the caller's limit, and
+//! memory spent opening a batch is bounded by its length plus that limit.
 
 use chacha20poly1305::XNonce;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -15,7 +16,7 @@ use crate::entropy;
 use crate::error::BatchError;
 use crate::frame::{self, NONCE_LEN};
 use crate::header::BatchHeader;
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, Standing};
 use crate::payload::{self, DecompressFailure};
 use crate::site_key::SiteKey;
 
@@ -47,7 +48,11 @@ pub fn seal(header: &BatchHeader, payload: &[u8], key: &SiteKey) -> Result<Vec<u
 }
 
 /// Encrypts already-compressed bytes; the header must be validated.
-fn encrypt(header: &BatchHeader, compressed: &[u8], key: &SiteKey) -> Result<Vec<u8>, BatchError> {
+pub(crate) fn encrypt(
+    header: &BatchHeader,
+    compressed: &[u8],
+    key: &SiteKey,
+) -> Result<Vec<u8>, BatchError> {
     let mut nonce = [0u8; NONCE_LEN];
     entropy::fill(&mut nonce).map_err(|reason| BatchError::Randomness { reason })?;
     let associated_data = frame::encode_associated_data(header, &nonce);
@@ -62,6 +67,46 @@ fn encrypt(header: &BatchHeader, compressed: &[u8], key: &SiteKey) -> Result<Vec
         )
         .map_err(|_| BatchError::Encrypt)?;
     Ok(frame::assemble(associated_data, &ciphertext))
+}
+
+/// The key that may open a batch with this header: the key id is known,
+/// belongs to the site the header names, and is active.
+fn usable_key<'k>(header: &BatchHeader, keyring: &'k Keyring) -> Result<&'k SiteKey, BatchError> {
+    let Some(entry) = keyring.entry(&header.key_id) else {
+        return Err(if keyring.knows_site(&header.site_id) {
+            BatchError::UnknownKey {
+                site_id: header.site_id.clone(),
+                key_id: header.key_id.clone(),
+            }
+        } else {
+            BatchError::UnknownSite {
+                site_id: header.site_id.clone(),
+                key_id: header.key_id.clone(),
+            }
+        });
+    };
+    if entry.site_id != header.site_id {
+        return Err(BatchError::KeySiteMismatch {
+            key_id: header.key_id.clone(),
+            key_site: entry.site_id.to_owned(),
+            claimed_site: header.site_id.clone(),
+        });
+    }
+    match entry.standing {
+        Standing::Active(key) => Ok(key),
+        Standing::Retired => Err(BatchError::RetiredKey {
+            site_id: header.site_id.clone(),
+            key_id: header.key_id.clone(),
+            epoch: header.epoch,
+            sequence: header.sequence,
+        }),
+        Standing::Revoked => Err(BatchError::RevokedKey {
+            site_id: header.site_id.clone(),
+            key_id: header.key_id.clone(),
+            epoch: header.epoch,
+            sequence: header.sequence,
+        }),
+    }
 }
 
 /// Reads a batch's header without authenticating it.
@@ -89,19 +134,7 @@ pub fn open_with_limit(
 ) -> Result<(BatchHeader, Vec<u8>), BatchError> {
     let frame = frame::parse(batch)?;
     let header = frame.header;
-    let key = keyring
-        .get(&header.key_id)
-        .ok_or_else(|| BatchError::UnknownKey {
-            site_id: header.site_id.clone(),
-            key_id: header.key_id.clone(),
-        })?;
-    if key.site_id() != header.site_id {
-        return Err(BatchError::KeySiteMismatch {
-            key_id: header.key_id.clone(),
-            key_site: key.site_id().to_owned(),
-            claimed_site: header.site_id.clone(),
-        });
-    }
+    let key = usable_key(&header, keyring)?;
     let compressed = key
         .cipher()
         .decrypt(
@@ -294,5 +327,109 @@ mod tests {
         let (key, keyring) = site("clinic-1");
         let batch = seal(&header_for(&key), b"", &key).unwrap();
         assert_eq!(open(&batch, &keyring).unwrap().1, b"");
+    }
+
+    fn reason(result: Result<(BatchHeader, Vec<u8>), BatchError>) -> &'static str {
+        let err = result.expect_err("batch opened");
+        assert!(err.is_definite());
+        err.reject_reason()
+            .expect("open errors are rejections")
+            .as_str()
+    }
+
+    #[test]
+    fn rotation_accepts_both_keys_until_the_old_one_is_retired() {
+        let (old, mut keyring) = site("clinic-1");
+        let new = SiteKey::generate("clinic-1").unwrap();
+        keyring.insert(new.clone()).unwrap();
+        let sealed_old = seal(&header_for(&old), PAYLOAD, &old).unwrap();
+        let sealed_new = seal(&header_for(&new), PAYLOAD, &new).unwrap();
+        assert!(open(&sealed_old, &keyring).is_ok());
+        assert!(open(&sealed_new, &keyring).is_ok());
+
+        keyring.retire(old.key_id(), "clinic-1").unwrap();
+        let err = open(&sealed_old, &keyring).unwrap_err();
+        assert!(matches!(&err, BatchError::RetiredKey { .. }), "{err}");
+        assert!(err.to_string().contains(old.key_id()) && err.to_string().contains("key-states"));
+        assert_eq!(reason(open(&sealed_old, &keyring)), "retired_key");
+        assert_eq!(open(&sealed_new, &keyring).unwrap().1, PAYLOAD);
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_with_or_without_its_bytes() {
+        let (key, mut keyring) = site("clinic-1");
+        let batch = seal(&header_for(&key), PAYLOAD, &key).unwrap();
+        keyring.revoke(key.key_id(), "clinic-1").unwrap();
+        assert_eq!(reason(open(&batch, &keyring)), "revoked_key");
+
+        let mut states_only = Keyring::new();
+        states_only.revoke(key.key_id(), "clinic-1").unwrap();
+        let err = open(&batch, &states_only).unwrap_err();
+        assert!(matches!(err, BatchError::RevokedKey { .. }), "{err}");
+        assert!(!err.is_missing_key());
+    }
+
+    #[test]
+    fn a_revoked_key_claimed_for_another_site_is_a_site_mismatch() {
+        let (key, mut keyring) = site("clinic-1");
+        keyring.revoke(key.key_id(), "clinic-1").unwrap();
+        let (_, _) = site("clinic-2");
+        let forged = BatchHeader::new("clinic-2", key.key_id(), 1, 1, 1);
+        let compressed = payload::compress(PAYLOAD).unwrap();
+        let batch = encrypt(&forged, &compressed, &key).unwrap();
+        assert_eq!(reason(open(&batch, &keyring)), "key_site_mismatch");
+    }
+
+    #[test]
+    fn unknown_site_and_unknown_key_are_told_apart() {
+        let (key, _) = site("clinic-1");
+        let batch = seal(&header_for(&key), PAYLOAD, &key).unwrap();
+        let (_, other_site) = site("clinic-2");
+        assert_eq!(reason(open(&batch, &other_site)), "unknown_site");
+        let (_, same_site_other_key) = site("clinic-1");
+        assert_eq!(reason(open(&batch, &same_site_other_key)), "unknown_key");
+        let mut retired_only = Keyring::new();
+        retired_only
+            .retire(&"e".repeat(crate::KEY_ID_LEN), "clinic-1")
+            .unwrap();
+        assert_eq!(reason(open(&batch, &retired_only)), "unknown_key");
+    }
+
+    #[test]
+    fn every_open_failure_has_its_reason() {
+        let (key, keyring) = site("clinic-1");
+        let batch = seal(&header_for(&key), PAYLOAD, &key).unwrap();
+        assert_eq!(reason(open(b"PK\x03\x04", &keyring)), "not_a_batch");
+        assert_eq!(
+            reason(open(&batch[..batch.len() - 1], &keyring)),
+            "truncated"
+        );
+        let mut padded = batch.clone();
+        padded.push(0);
+        assert_eq!(reason(open(&padded, &keyring)), "malformed_header");
+        let mut newer = batch.clone();
+        newer[4] = 2;
+        assert_eq!(reason(open(&newer, &keyring)), "unsupported_version");
+        let mut flipped = batch.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(reason(open(&flipped, &keyring)), "authentication_failed");
+        let garbage = encrypt(&header_for(&key), b"not zstd", &key).unwrap();
+        assert_eq!(reason(open(&garbage, &keyring)), "malformed_payload");
+        assert_eq!(
+            reason(open_with_limit(&batch, &keyring, 3)),
+            "payload_too_large"
+        );
+        let mismatch = seal(
+            &BatchHeader::new("clinic-9", key.key_id(), 1, 1, 1),
+            PAYLOAD,
+            &key,
+        )
+        .unwrap_err();
+        assert_eq!(
+            mismatch.reject_reason(),
+            None,
+            "sealing errors reject nothing"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::identifier::{InvalidKeyId, InvalidSiteId};
+use crate::reject_reason::RejectReason;
 
 /// Why a batch could not be sealed or opened.
 ///
@@ -44,14 +45,22 @@ pub enum BatchError {
     BadMagic,
 
     /// The batch uses a format version this build cannot read.
-    #[error(
-        "batch format version {0} is not supported (this build reads version {supported}); \
-         upgrade the applier to a release that reads it",
-        supported = crate::header::FORMAT_VERSION
-    )]
+    #[error("{}", unsupported_version_message(*.0))]
     UnsupportedVersion(u8),
 
-    /// The keyring has no key with the header's key id.
+    /// The keyring holds no key at all for the site the header names.
+    #[error(
+        "site {site_id} is unknown: the keyring holds no key for it (the batch names key id \
+         {key_id}); if the site is genuine, copy its key file into the applier's key directory"
+    )]
+    UnknownSite {
+        /// Site named by the header.
+        site_id: String,
+        /// Key id named by the header.
+        key_id: String,
+    },
+
+    /// The site is known but the keyring has no key with the header's key id.
     #[error(
         "no key for site {site_id} key id {key_id} in the keyring; copy the site's key \
          file into the applier's key directory"
@@ -61,6 +70,39 @@ pub enum BatchError {
         site_id: String,
         /// Key id named by the header.
         key_id: String,
+    },
+
+    /// The key was retired after a rotation.
+    #[error(
+        "batch epoch {epoch} sequence {sequence} is sealed with site {site_id}'s retired key \
+         {key_id}; if the site still had batches sealed with it, mark the key active again in \
+         the key-states file until they are applied"
+    )]
+    RetiredKey {
+        /// Site the key belongs to (also the site the header names).
+        site_id: String,
+        /// The retired key id.
+        key_id: String,
+        /// Epoch named by the header.
+        epoch: u64,
+        /// Sequence named by the header.
+        sequence: u64,
+    },
+
+    /// The key was revoked.
+    #[error(
+        "batch epoch {epoch} sequence {sequence} is sealed with site {site_id}'s revoked key \
+         {key_id}; nothing of it is applied — find out who still holds that key"
+    )]
+    RevokedKey {
+        /// Site the key belongs to (also the site the header names).
+        site_id: String,
+        /// The revoked key id.
+        key_id: String,
+        /// Epoch named by the header.
+        epoch: u64,
+        /// Sequence named by the header.
+        sequence: u64,
     },
 
     /// The header's key id belongs to a different site than the header names.
@@ -178,7 +220,10 @@ impl BatchError {
             | BatchError::Malformed { .. }
             | BatchError::BadMagic
             | BatchError::UnsupportedVersion(_)
+            | BatchError::UnknownSite { .. }
             | BatchError::UnknownKey { .. }
+            | BatchError::RetiredKey { .. }
+            | BatchError::RevokedKey { .. }
             | BatchError::KeySiteMismatch { .. }
             | BatchError::AuthenticationFailed { .. }
             | BatchError::Decompress { .. }
@@ -195,7 +240,53 @@ impl BatchError {
     /// Whether the batch might open once the operator installs another key
     /// file: the batch is not known to be bad, the keyring is incomplete.
     pub fn is_missing_key(&self) -> bool {
-        matches!(self, BatchError::UnknownKey { .. })
+        matches!(
+            self,
+            BatchError::UnknownSite { .. } | BatchError::UnknownKey { .. }
+        )
+    }
+
+    /// Why a batch failing with this error is rejected, as one of the stable
+    /// reasons counted and recorded at HQ; `None` for errors of sealing,
+    /// which never reject a batch.
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        Some(match self {
+            BatchError::BadMagic => RejectReason::NotABatch,
+            BatchError::Truncated { .. } => RejectReason::Truncated,
+            BatchError::Malformed { .. } => RejectReason::MalformedHeader,
+            BatchError::UnsupportedVersion(_) => RejectReason::UnsupportedVersion,
+            BatchError::UnknownSite { .. } => RejectReason::UnknownSite,
+            BatchError::UnknownKey { .. } => RejectReason::UnknownKey,
+            BatchError::KeySiteMismatch { .. } => RejectReason::KeySiteMismatch,
+            BatchError::RetiredKey { .. } => RejectReason::RetiredKey,
+            BatchError::RevokedKey { .. } => RejectReason::RevokedKey,
+            BatchError::AuthenticationFailed { .. } => RejectReason::AuthenticationFailed,
+            BatchError::Decompress { .. } => RejectReason::MalformedPayload,
+            BatchError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
+            BatchError::HeaderKeyMismatch { .. }
+            | BatchError::InvalidSiteId(_)
+            | BatchError::InvalidKeyId(_)
+            | BatchError::Compress { .. }
+            | BatchError::Encrypt
+            | BatchError::Randomness { .. } => return None,
+        })
+    }
+}
+
+/// The operator's remedy depends on whether the version is newer than this
+/// build (upgrade) or one no release ever wrote (not a tributary batch).
+fn unsupported_version_message(version: u8) -> String {
+    let supported = crate::header::FORMAT_VERSION;
+    if version > supported {
+        format!(
+            "batch format version {version} is newer than this build reads (version \
+             {supported}); upgrade the applier to a release that reads it"
+        )
+    } else {
+        format!(
+            "batch format version {version} was never written by a tributary release (this \
+             build reads version {supported}); the file is not a tributary batch — reject it"
+        )
     }
 }
 
@@ -282,6 +373,45 @@ pub enum KeyError {
         field: &'static str,
     },
 
+    /// A key id for a key is invalid.
+    #[error(transparent)]
+    InvalidKeyId(#[from] InvalidKeyId),
+
+    /// A key id is marked retired or revoked for another site than the key
+    /// with that id belongs to.
+    #[error(
+        "key id {key_id} belongs to site {key_site}, not to site {state_site}; a key state \
+         names the site the key belongs to — correct the site"
+    )]
+    StateSiteMismatch {
+        /// The key id.
+        key_id: String,
+        /// The site of the key (or of its earlier state).
+        key_site: String,
+        /// The site the new state names.
+        state_site: String,
+    },
+
+    /// A line of the key-states file is not valid.
+    #[error("key-states file {} line {line}: {problem}", path.display())]
+    StatesParse {
+        /// The key-states file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        problem: String,
+    },
+
+    /// The key-states file is far bigger than any real one.
+    #[error("key-states file {} is larger than {limit} bytes; check the path", path.display())]
+    StatesFileTooLarge {
+        /// The key-states file.
+        path: PathBuf,
+        /// The size limit in bytes.
+        limit: u64,
+    },
+
     /// Two keys with the same key id but different sites or bytes.
     #[error(
         "key id {key_id} is already in the keyring for site {existing_site} with different key \
@@ -342,6 +472,11 @@ mod tests {
         );
         assert!(unknown.is_missing_key());
         assert!(!forged.is_missing_key());
+        let unknown_site = BatchError::UnknownSite {
+            site_id: "z".into(),
+            key_id: "0011223344556677".into(),
+        };
+        assert!(unknown_site.is_missing_key() && unknown_site.is_definite());
     }
 
     #[test]
@@ -361,5 +496,14 @@ mod tests {
         .to_string();
         assert!(perms.contains("chmod 600 /k/site.key"), "{perms}");
         assert!(perms.contains("644"), "{perms}");
+    }
+
+    #[test]
+    fn unsupported_versions_get_the_remedy_that_fits() {
+        let newer = BatchError::UnsupportedVersion(2).to_string();
+        assert!(newer.contains("upgrade the applier"), "{newer}");
+        let never = BatchError::UnsupportedVersion(0).to_string();
+        assert!(never.contains("not a tributary batch"), "{never}");
+        assert!(!never.contains("upgrade"), "{never}");
     }
 }

@@ -11,15 +11,22 @@
 //! Invariant kept across the crate: no function panics on malformed input and
 //! no error or `Debug` output contains key bytes or payload contents.
 
+#[cfg(test)]
+mod decoder_properties;
 mod entropy;
 mod envelope;
 mod error;
 mod frame;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 mod identifier;
 mod key_file;
+mod key_states;
 mod keyring;
 mod payload;
+mod reject_reason;
 mod site_key;
 
 pub use envelope::{MAX_PAYLOAD_BYTES, open, open_with_limit, read_header, seal};
@@ -28,5 +35,7 @@ pub use header::{BatchHeader, FORMAT_VERSION};
 pub use identifier::{
     InvalidKeyId, InvalidSiteId, KEY_ID_LEN, MAX_SITE_ID_LEN, validate_key_id, validate_site_id,
 };
+pub use key_states::{KEY_STATES_FILE_NAME, KeyState};
 pub use keyring::Keyring;
+pub use reject_reason::RejectReason;
 pub use site_key::SiteKey;

@@ -1,21 +1,31 @@
 //! Payload compression: zstd on the way in, size-bounded zstd on the way out.
 //!
 //! Invariant: decompression never produces more than the caller's limit and
-//! never trusts a size recorded inside the compressed stream; it reads through
-//! a bounded reader and stops one byte past the limit, so a zstd bomb costs
-//! at most `limit + 1` bytes of memory.
+//! never trusts a size recorded inside the compressed stream. Memory spent is
+//! bounded whatever the input: the output buffer grows in steps capped at the
+//! limit (never doubling past it), one chunk buffer is reused, and the zstd
+//! decoder refuses frames whose window is over [`MAX_WINDOW_LOG`], so a
+//! frame header cannot make it allocate a large window either.
 
 use std::io::{self, Read};
 
 /// zstd level used for every batch.
 const COMPRESSION_LEVEL: i32 = 3;
 
+/// Largest zstd window (as a power of two) a batch may use: 8 MiB. Level 3
+/// never uses more than 2 MiB (any level up to 19 stays within 8 MiB);
+/// zstd's own default would let a 5-byte frame header ask for 128 MiB.
+pub(crate) const MAX_WINDOW_LOG: u32 = 23;
+
+/// Output is read in chunks of this size (zstd's recommended output size).
+const CHUNK_BYTES: usize = 128 * 1024;
+
 /// Why a payload could not be decompressed.
 #[derive(Debug)]
 pub(crate) enum DecompressFailure {
     /// More than the limit came out.
     TooLarge,
-    /// The stream is not valid zstd.
+    /// The stream is not valid zstd (or needs a window over the maximum).
     Corrupt(io::Error),
 }
 
@@ -29,17 +39,38 @@ pub(crate) fn decompress_bounded(
     compressed: &[u8],
     limit: u64,
 ) -> Result<Vec<u8>, DecompressFailure> {
-    let decoder =
+    let mut decoder =
         zstd::stream::read::Decoder::with_buffer(compressed).map_err(DecompressFailure::Corrupt)?;
-    let mut out = Vec::new();
     decoder
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
+        .window_log_max(MAX_WINDOW_LOG)
         .map_err(DecompressFailure::Corrupt)?;
-    if out.len() as u64 > limit {
-        return Err(DecompressFailure::TooLarge);
+    read_bounded(decoder, usize::try_from(limit).unwrap_or(usize::MAX))
+}
+
+/// Reads `reader` to its end, failing as soon as more than `limit` bytes
+/// came out. The returned buffer's capacity never exceeds `limit`.
+fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecompressFailure> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; CHUNK_BYTES];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DecompressFailure::Corrupt(e)),
+        };
+        let needed = out
+            .len()
+            .checked_add(read)
+            .filter(|needed| *needed <= limit)
+            .ok_or(DecompressFailure::TooLarge)?;
+        if needed > out.capacity() {
+            // Double as `Vec` would, but never past the limit.
+            let target = needed.max(out.capacity().saturating_mul(2)).min(limit);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..read]);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -61,6 +92,52 @@ mod tests {
         assert!(matches!(
             decompress_bounded(&bomb, (1 << 20) - 1),
             Err(DecompressFailure::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn capacity_never_exceeds_the_limit() {
+        let payload = vec![7u8; 3 * CHUNK_BYTES + 5];
+        let compressed = compress(&payload).unwrap();
+        let out = decompress_bounded(&compressed, payload.len() as u64).unwrap();
+        assert_eq!(out, payload);
+        assert!(out.capacity() <= payload.len(), "{}", out.capacity());
+        let empty = decompress_bounded(&compress(b"").unwrap(), 0).unwrap();
+        assert!(empty.is_empty());
+        assert!(matches!(
+            decompress_bounded(&compressed, 0),
+            Err(DecompressFailure::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn what_the_sealer_writes_fits_the_window_limit() {
+        // 12 MiB of varied text: bigger than the largest allowed window.
+        let payload: Vec<u8> = (0..12u32 << 20)
+            .map(|i| {
+                b"abcdefghijklmnopqrstuvwxyz0123456789"
+                    [(i.wrapping_mul(2_654_435_761) >> 27) as usize % 36]
+            })
+            .collect();
+        let compressed = compress(&payload).unwrap();
+        assert_eq!(
+            decompress_bounded(&compressed, payload.len() as u64).unwrap(),
+            payload
+        );
+    }
+
+    #[test]
+    fn frames_asking_for_a_large_window_are_refused() {
+        let payload = vec![1u8; 64];
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        encoder.window_log(MAX_WINDOW_LOG + 4).unwrap();
+        encoder.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut encoder, &payload).unwrap();
+        let compressed = encoder.finish().unwrap();
+        assert!(matches!(
+            decompress_bounded(&compressed, 1 << 20),
+            Err(DecompressFailure::Corrupt(_))
         ));
     }
 
