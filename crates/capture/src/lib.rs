@@ -5,6 +5,10 @@
 //! integer references into identities (with [`identities`] as its cache and lookup);
 //! [`publisher`] seals and publishes batches with the [`checkpoint`] protocol; [`stream`] is
 //! the streaming loop, [`snapshot`] the seed; [`source`] holds the connection and preflight.
+//! Source flavours: [`gtid`] (MariaDB GTID positions and events), [`mysql_gtid`] (MySQL GTID
+//! sets and events), [`position`] (checkpoint positions of either flavour, file/position
+//! taken at commit events), [`transaction_payload`] (MySQL 8 compressed transactions). The
+//! MySQL parts are not wired into [`stream`] yet; see `docs/source-flavours.md`.
 //!
 //! Invariants kept here: the checkpoint advances only after the batch covering it is durable
 //! (1); a sequence number always carries the same transactions (2); rows are grouped by source
@@ -17,17 +21,27 @@ mod checkpoint;
 mod error;
 mod gtid;
 mod identities;
+mod mysql_gtid;
+mod position;
 mod publisher;
+#[cfg(test)]
+mod recorded_events;
 mod requirements;
 mod schema_history;
 mod settings;
 mod snapshot;
 mod source;
 mod stream;
+mod transaction_payload;
 
 pub use checkpoint::{Checkpoint, StateDir};
 pub use error::CaptureError;
-pub use gtid::GtidPosition;
+pub use gtid::{GtidPosition, parse_gtid_list};
+pub use mysql_gtid::{
+    GtidSource, MAX_GNO, MysqlGtid, MysqlGtidEventInfo, MysqlGtidSet, read_gtid_event,
+    read_previous_gtids,
+};
+pub use position::{BinlogFilePosition, CommitPositions, SourceFlavour, SourcePosition};
 pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server};
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
@@ -36,6 +50,9 @@ pub use settings::{
 };
 pub use snapshot::{SeedReport, run_seed};
 pub use source::connect;
+pub use transaction_payload::{
+    DEFAULT_PAYLOAD_LIMIT_BYTES, PayloadCompression, PayloadEvents, PayloadGuard, PayloadHeader,
+};
 
 use identities::IdentityCache;
 use publisher::Publisher;
