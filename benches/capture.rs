@@ -58,7 +58,8 @@ async fn main() -> Result<()> {
         .sum();
 
     // Capture, in this process, through the real publisher.
-    let work = std::env::var_os("TRIBUTARY_BENCH_WORK_DIR").map_or_else(|| site.dir().join("bench"), PathBuf::from);
+    let work = std::env::var_os("TRIBUTARY_BENCH_WORK_DIR")
+        .map_or_else(|| site.dir().join("bench"), PathBuf::from);
     std::fs::create_dir_all(&work)?;
     let key = tributary_batch::SiteKey::generate("bench-site")?;
     let key_file = work.join(key.file_name());

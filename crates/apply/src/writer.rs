@@ -50,8 +50,7 @@ pub async fn resolve_row(
     // A delete needs only what finds the row; its other columns and references (the rows it
     // referred to may be long gone at the site) do not matter.
     let key_columns = locator_columns(map);
-    let needed =
-        |column: &str| change.op != Op::Delete || key_columns.iter().any(|k| k == column);
+    let needed = |column: &str| change.op != Op::Delete || key_columns.iter().any(|k| k == column);
     if let Some(column) = change
         .columns
         .keys()

@@ -150,9 +150,7 @@ impl Annotator<'_> {
                 .find(|(c, _)| *c == &**name)
                 .map(|(_, target)| *target);
             let value = match (map.references.get(&**name), sql_int(&value), polymorphic) {
-                (Some(target), Some(key), _) => {
-                    Value::Ref(self.reference(Arc::clone(target), key))
-                }
+                (Some(target), Some(key), _) => Value::Ref(self.reference(Arc::clone(target), key)),
                 (None, _, Some((target, key))) => Value::Ref(self.reference(target.into(), key)),
                 _ => to_value(value, column.kind),
             };

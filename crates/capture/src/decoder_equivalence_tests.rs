@@ -77,7 +77,7 @@ fn random_column(random: &mut Random) -> Column {
             plain(246, vec![precision, scale], true) // NEWDECIMAL
         }
         8 => plain(13, vec![], true), // YEAR: counted as numeric by the SIGNEDNESS field
-        9 => plain(10, vec![], false),                       // DATE
+        9 => plain(10, vec![], false), // DATE
         10 => plain(18, vec![random.below(7) as u8], false), // DATETIME2
         11 => plain(17, vec![random.below(7) as u8], false), // TIMESTAMP2
         12 => plain(19, vec![random.below(7) as u8], false), // TIME2
@@ -438,7 +438,10 @@ fn prepared_codecs_decode_exactly_what_the_generic_decoder_does() {
             }
             Ok(Err(e)) => panic!(
                 "case {case}: the generic decoder refused a well-formed row: {e} (types {:?}, names {names})",
-                columns.iter().map(|c| (c.type_code, c.meta.clone())).collect::<Vec<_>>()
+                columns
+                    .iter()
+                    .map(|c| (c.type_code, c.meta.clone()))
+                    .collect::<Vec<_>>()
             ),
             Err(_) => {} // mysql_common panicked; the prepared path must merely not.
         }

@@ -39,6 +39,26 @@ pub enum CaptureError {
     },
     #[error("'{0}' is not a MariaDB GTID position (expected domain-server-sequence[,...])")]
     BadGtidPosition(String),
+    #[error(
+        "'{text}' is not a MySQL GTID set ({detail}); expected uuid:1-5[:7-9][:tag:1-3][,uuid:...] \
+         as @@gtid_executed shows it"
+    )]
+    BadMysqlGtidSet { text: String, detail: String },
+    #[error(
+        "'{text}' is not a source position ({detail}); expected 'mariadb-gtid:0-1-5[,...]', \
+         'mysql-gtid:<uuid:1-5,...>', 'file:<binlog file>:<offset>' or a bare MariaDB GTID position"
+    )]
+    BadSourcePosition { text: String, detail: String },
+    #[error(
+        "the compressed transaction at binlog position {log_pos} declares {declared} bytes \
+         uncompressed, more than capture's limit of {limit}; raise the limit or set \
+         binlog_transaction_compression=OFF on the source and re-seed this site"
+    )]
+    PayloadTooLarge {
+        log_pos: u32,
+        declared: u64,
+        limit: u64,
+    },
     #[error("rows event for table id {0} arrived without its table map")]
     MissingTableMap(u64),
     #[error(

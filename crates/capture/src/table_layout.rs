@@ -126,7 +126,10 @@ impl TableLayout {
                 .transpose()
                 .map_err(|e| malformed(format!("table {table}: {e}")))?;
             let (name, unsigned) = match named {
-                Some(name) => (ColumnName::from(name.name()), listed_unsigned.unwrap_or(false)),
+                Some(name) => (
+                    ColumnName::from(name.name()),
+                    listed_unsigned.unwrap_or(false),
+                ),
                 None => {
                     if ordinal.len() != count {
                         return Err(malformed(format!(

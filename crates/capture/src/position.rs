@@ -1,0 +1,383 @@
+//! Source positions of both flavours, and the rule for taking them from the stream.
+//!
+//! A checkpoint names where the stream resumes, as one of:
+//! - a MariaDB GTID position (`mariadb-gtid:0-1-5,1-1-9`; what checkpoints held before this
+//!   module, a bare `0-1-42` or an empty string, still reads as one);
+//! - a MySQL GTID set (`mysql-gtid:<uuid:1-5,...>`);
+//! - a binlog file and offset (`file:binlog.000003:1234`), the secondary key on both flavours
+//!   and the only one when a MySQL source runs with `gtid_mode=OFF`.
+//!
+//! Invariant: a file/position is only ever taken from an event that *commits* a transaction
+//! (XID, a `COMMIT` query, a standalone DDL query), using that event's `log_pos` (where the
+//! next event starts). Positions of events inside a transaction are never resume points: on
+//! MariaDB 11.4+ they may not even be exact (the binlog is written with the transaction
+//! already in the file cache), and resuming mid-transaction would split it. Events expanded
+//! from a MySQL 8 compressed transaction carry no usable position of their own: their commit
+//! position is the end of the TRANSACTION_PAYLOAD event that held them.
+
+use crate::error::CaptureError;
+use crate::gtid::GtidPosition;
+use crate::mysql_gtid::MysqlGtidSet;
+use mysql_async::binlog::EventType;
+use mysql_async::binlog::events::{Event, RotateEvent};
+use std::fmt;
+
+/// Which server family writes the binlog; decides the GTID scheme and the dump command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFlavour {
+    MariaDb,
+    MySql,
+}
+
+impl SourceFlavour {
+    /// From `SELECT @@version`: MariaDB says so (`10.11.6-MariaDB-0+deb12u1`), MySQL does not.
+    pub fn from_version(version: &str) -> SourceFlavour {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            SourceFlavour::MariaDb
+        } else {
+            SourceFlavour::MySql
+        }
+    }
+}
+
+/// A binlog file name and the offset of the next event to read in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinlogFilePosition {
+    pub file: String,
+    pub offset: u64,
+}
+
+impl fmt::Display for BinlogFilePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.offset)
+    }
+}
+
+/// Where the stream resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePosition {
+    MariaDbGtid(GtidPosition),
+    MySqlGtid(MysqlGtidSet),
+    File(BinlogFilePosition),
+}
+
+const MARIADB_GTID: &str = "mariadb-gtid:";
+const MYSQL_GTID: &str = "mysql-gtid:";
+const FILE: &str = "file:";
+
+impl SourcePosition {
+    /// Reads the checkpoint form written by [`fmt::Display`], and the bare MariaDB GTID
+    /// positions older checkpoints hold (`0-1-42`, `0-1-42,1-2-7`, or empty: from the oldest
+    /// binlog).
+    pub fn parse(text: &str) -> Result<SourcePosition, CaptureError> {
+        let bad = |detail: String| CaptureError::BadSourcePosition {
+            text: text.to_owned(),
+            detail,
+        };
+        let trimmed = text.trim();
+        if let Some(rest) = trimmed.strip_prefix(MARIADB_GTID) {
+            return GtidPosition::parse(rest)
+                .map(SourcePosition::MariaDbGtid)
+                .map_err(|e| bad(e.to_string()));
+        }
+        if let Some(rest) = trimmed.strip_prefix(MYSQL_GTID) {
+            return MysqlGtidSet::parse(rest)
+                .map(SourcePosition::MySqlGtid)
+                .map_err(|e| bad(e.to_string()));
+        }
+        if let Some(rest) = trimmed.strip_prefix(FILE) {
+            // File names may hold ':' (unusual but legal); the offset never does.
+            let (file, offset) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| bad("no ':<offset>' after the file name".into()))?;
+            let offset: u64 = offset
+                .parse()
+                .map_err(|_| bad(format!("'{offset}' is not a byte offset")))?;
+            if file.is_empty() || offset < 4 {
+                return Err(bad(
+                    "the file name is empty or the offset is inside the file header".into(),
+                ));
+            }
+            return Ok(SourcePosition::File(BinlogFilePosition {
+                file: file.to_owned(),
+                offset,
+            }));
+        }
+        GtidPosition::parse(trimmed)
+            .map(SourcePosition::MariaDbGtid)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    pub fn flavour(&self) -> Option<SourceFlavour> {
+        match self {
+            SourcePosition::MariaDbGtid(_) => Some(SourceFlavour::MariaDb),
+            SourcePosition::MySqlGtid(_) => Some(SourceFlavour::MySql),
+            SourcePosition::File(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SourcePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourcePosition::MariaDbGtid(p) => write!(f, "{MARIADB_GTID}{p}"),
+            SourcePosition::MySqlGtid(s) => write!(f, "{MYSQL_GTID}{s}"),
+            SourcePosition::File(p) => write!(f, "{FILE}{p}"),
+        }
+    }
+}
+
+/// Follows the binlog file name through ROTATE events and hands out file/positions at
+/// commit events only (see the module docs).
+#[derive(Debug, Default)]
+pub struct CommitPositions {
+    file: Option<String>,
+    /// `log_pos` of the TRANSACTION_PAYLOAD event whose inner events are being read.
+    payload_end: Option<u64>,
+}
+
+impl CommitPositions {
+    /// `file`: the file the stream was asked to start in, if known (file/position resume).
+    pub fn new(file: Option<String>) -> CommitPositions {
+        CommitPositions {
+            file,
+            payload_end: None,
+        }
+    }
+
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// Sees every event before it is interpreted. `inside_payload` says the event was
+    /// expanded from the TRANSACTION_PAYLOAD event seen last (see `transaction_payload`).
+    pub fn observe(&mut self, event: &Event, inside_payload: bool) -> Result<(), CaptureError> {
+        let header = event.header();
+        let raw = header.event_type_raw();
+        if !inside_payload {
+            self.payload_end = None;
+        }
+        if raw == EventType::TRANSACTION_PAYLOAD_EVENT as u8 {
+            self.payload_end = Some(u64::from(header.log_pos()));
+        } else if raw == EventType::ROTATE_EVENT as u8 {
+            let rotate = event.read_event::<RotateEvent<'_>>().map_err(|e| {
+                CaptureError::MalformedEvent {
+                    event: "ROTATE (4)",
+                    detail: e.to_string(),
+                }
+            })?;
+            let artificial = header.log_pos() == 0 || header.timestamp() == 0;
+            let mut name = rotate.name_raw().to_vec();
+            if artificial && name.len() > 4 && carries_its_checksum(event, &name) {
+                // mysql_async issue #189: the artificial ROTATE is read before the format
+                // description, so its CRC32 is left on the end of the file name.
+                name.truncate(name.len() - 4);
+            }
+            let name = String::from_utf8(name).map_err(|_| CaptureError::MalformedEvent {
+                event: "ROTATE (4)",
+                detail: "the binlog file name is not UTF-8".into(),
+            })?;
+            if name.is_empty() {
+                return Err(CaptureError::MalformedEvent {
+                    event: "ROTATE (4)",
+                    detail: "empty binlog file name".into(),
+                });
+            }
+            self.file = Some(name);
+        }
+        Ok(())
+    }
+
+    /// The resume point after `event`, which commits a transaction (XID, `COMMIT`, or a
+    /// standalone DDL query). `None` while the file name is unknown (no ROTATE seen yet).
+    pub fn at_commit(
+        &self,
+        event: &Event,
+        inside_payload: bool,
+    ) -> Result<Option<BinlogFilePosition>, CaptureError> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let offset = match (inside_payload, self.payload_end) {
+            (true, Some(end)) => end,
+            (true, None) => {
+                return Err(CaptureError::MalformedEvent {
+                    event: "TRANSACTION_PAYLOAD (40)",
+                    detail: "an expanded event arrived without its payload event".into(),
+                });
+            }
+            (false, _) => u64::from(event.header().log_pos()),
+        };
+        if offset < 4 {
+            return Err(CaptureError::MalformedEvent {
+                event: "commit event",
+                detail: format!("log_pos {offset} is not a resume point"),
+            });
+        }
+        Ok(Some(BinlogFilePosition {
+            file: file.clone(),
+            offset,
+        }))
+    }
+}
+
+/// Whether the last 4 bytes of an artificial ROTATE's name are the event's CRC32.
+fn carries_its_checksum(event: &Event, name: &[u8]) -> bool {
+    let header = event.header();
+    let mut bytes = Vec::with_capacity(19 + 8 + name.len());
+    bytes.extend(header.timestamp().to_le_bytes());
+    bytes.push(header.event_type_raw());
+    bytes.extend(header.server_id().to_le_bytes());
+    bytes.extend(header.event_size().to_le_bytes());
+    bytes.extend(header.log_pos().to_le_bytes());
+    bytes.extend(header.flags_raw().to_le_bytes());
+    let Some(position) = event.data().get(..8) else {
+        return false;
+    };
+    bytes.extend(position);
+    let (text, stored) = name.split_at(name.len() - 4);
+    bytes.extend(text);
+    crc32(&bytes).to_le_bytes() == stored
+}
+
+/// CRC-32 (IEEE 802.3), as the binlog uses; bitwise, for the one event that needs it.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gtid::Gtid;
+    use mysql_async::binlog::events::{BinlogEventFooter, FormatDescriptionEvent};
+    use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
+
+    #[test]
+    fn checkpoint_strings_round_trip_and_bare_mariadb_positions_still_read() {
+        let mariadb = SourcePosition::parse("0-1-5,1-1-9").unwrap();
+        assert_eq!(mariadb.to_string(), "mariadb-gtid:0-1-5,1-1-9");
+        assert_eq!(
+            SourcePosition::parse(&mariadb.to_string()).unwrap(),
+            mariadb
+        );
+        assert_eq!(
+            SourcePosition::parse("").unwrap(),
+            SourcePosition::MariaDbGtid(GtidPosition::default()),
+            "an empty checkpoint position means: from the oldest binlog"
+        );
+        assert_eq!(
+            SourcePosition::parse("0-1-42").unwrap(),
+            SourcePosition::MariaDbGtid(GtidPosition::parse("0-1-42").unwrap())
+        );
+        let mysql = "mysql-gtid:3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7";
+        let parsed = SourcePosition::parse(mysql).unwrap();
+        assert_eq!(parsed.flavour(), Some(SourceFlavour::MySql));
+        assert_eq!(parsed.to_string(), mysql);
+        let file = SourcePosition::parse("file:odd:name.000003:1234").unwrap();
+        assert_eq!(
+            file,
+            SourcePosition::File(BinlogFilePosition {
+                file: "odd:name.000003".into(),
+                offset: 1234
+            })
+        );
+        assert_eq!(file.to_string(), "file:odd:name.000003:1234");
+        assert_eq!(file.flavour(), None);
+        assert_eq!(
+            SourcePosition::parse("mariadb-gtid:").unwrap(),
+            SourcePosition::MariaDbGtid(GtidPosition::default())
+        );
+    }
+
+    #[test]
+    fn bad_positions_name_the_text() {
+        for bad in [
+            "file:binlog.000001",
+            "file:binlog.000001:x",
+            "file::120",
+            "file:binlog.000001:3",
+            "mysql-gtid:0-1-5",
+            "mariadb-gtid:3e11fa47-71ca-11e1-9e33-c80aa9429562:1",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1",
+            "binlog.000001:4",
+        ] {
+            let err = SourcePosition::parse(bad).unwrap_err();
+            assert!(
+                matches!(&err, CaptureError::BadSourcePosition { text, .. } if text == bad),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn flavour_from_the_server_version() {
+        assert_eq!(
+            SourceFlavour::from_version("10.11.6-MariaDB-0+deb12u1-log"),
+            SourceFlavour::MariaDb
+        );
+        assert_eq!(SourceFlavour::from_version("8.0.36"), SourceFlavour::MySql);
+        assert_eq!(
+            SourceFlavour::from_version("5.7.44-log"),
+            SourceFlavour::MySql
+        );
+        let _ = Gtid {
+            domain: 0,
+            server: 1,
+            sequence: 1,
+        };
+    }
+
+    /// A ROTATE event (type 4, `u64 position` + file name) as the binlog carries it.
+    fn rotate(timestamp: u32, log_pos: u32, name: &[u8], crc_on_name: bool) -> Event {
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend(name);
+        let size = 19 + body.len() + if crc_on_name { 4 } else { 0 };
+        let mut bytes = Vec::new();
+        bytes.extend(timestamp.to_le_bytes());
+        bytes.push(4);
+        bytes.extend(1u32.to_le_bytes());
+        bytes.extend((size as u32).to_le_bytes());
+        bytes.extend(log_pos.to_le_bytes());
+        bytes.extend(0x20u16.to_le_bytes());
+        bytes.extend(&body);
+        if crc_on_name {
+            let crc = crc32(&bytes);
+            bytes.extend(crc.to_le_bytes());
+        }
+        // Before any FORMAT_DESCRIPTION the reader assumes no checksum (mysql_async #189).
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4).with_footer(
+            BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF),
+        );
+        Event::read(&fde, &bytes[..]).unwrap()
+    }
+
+    #[test]
+    fn crc32_matches_the_reference_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn the_artificial_rotate_loses_its_trailing_checksum() {
+        let mut positions = CommitPositions::new(None);
+        positions
+            .observe(&rotate(0, 0, b"binlog.000007", true), false)
+            .unwrap();
+        assert_eq!(positions.file(), Some("binlog.000007"));
+        // A real rotate whose name merely ends in 4 arbitrary bytes keeps them.
+        positions
+            .observe(&rotate(1_700_000_000, 500, b"binlog.000008", false), false)
+            .unwrap();
+        assert_eq!(positions.file(), Some("binlog.000008"));
+        positions
+            .observe(&rotate(0, 0, b"binlog.000009", false), false)
+            .unwrap();
+        assert_eq!(positions.file(), Some("binlog.000009"));
+    }
+}
