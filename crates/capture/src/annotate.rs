@@ -14,6 +14,7 @@ use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
+use crate::table_layout::ColumnRole;
 use mysql_async::Value as Sql;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -56,9 +57,9 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            let declared = image.iter().filter_map(|(column, value)| {
-                let target = map.references.get(&*column.name)?;
-                Some((&**target, sql_int(value)?))
+            let declared = image.iter().filter_map(|(column, value)| match &column.role {
+                ColumnRole::Reference(target) => Some((&**target, sql_int(value)?)),
+                _ => None,
             });
             let polymorphic = map
                 .polymorphic
@@ -139,22 +140,23 @@ impl Annotator<'_> {
         let (names, values) = image.into_parts();
         let mut columns = BTreeMap::new();
         for (column, value) in names.iter().zip(values) {
-            let name = &column.name;
-            if map.excluded_columns.iter().any(|c| **c == **name)
-                || map.surrogate_key.as_deref() == Some(&**name)
-            {
-                continue;
-            }
-            let polymorphic = polymorphic
-                .iter()
-                .find(|(c, _)| *c == &**name)
-                .map(|(_, target)| *target);
-            let value = match (map.references.get(&**name), sql_int(&value), polymorphic) {
-                (Some(target), Some(key), _) => Value::Ref(self.reference(Arc::clone(target), key)),
-                (None, _, Some((target, key))) => Value::Ref(self.reference(target.into(), key)),
-                _ => to_value(value, column.kind),
+            let value = match &column.role {
+                ColumnRole::Local => continue,
+                ColumnRole::Reference(target) => match sql_int(&value) {
+                    Some(key) => Value::Ref(self.reference(Arc::clone(target), key)),
+                    None => to_value(value, column.kind),
+                },
+                ColumnRole::Polymorphic => match polymorphic
+                    .iter()
+                    .find(|(c, _)| *c == &*column.name)
+                    .map(|(_, target)| *target)
+                {
+                    Some((target, key)) => Value::Ref(self.reference(target.into(), key)),
+                    None => to_value(value, column.kind),
+                },
+                ColumnRole::Plain => to_value(value, column.kind),
             };
-            columns.insert(Arc::clone(name), value);
+            columns.insert(Arc::clone(&column.name), value);
         }
         columns
     }

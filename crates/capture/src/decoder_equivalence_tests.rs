@@ -383,7 +383,7 @@ fn decode(
         return Err("not a rows event".into());
     };
     let layout = Layouts::default()
-        .layout(tme, ordinal)
+        .layout(tme, ordinal, None)
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     decode_rows_event(&rows, tme, &layout, decoder, |row| out.push(row))

@@ -85,6 +85,11 @@ pub enum CaptureError {
     StreamEnded,
     #[error("no binlog event for {0} s although heartbeats were requested")]
     Silent(u64),
+    #[error(
+        "an earlier batch could not be published, so later ones were not either; capture \
+         starts again from its checkpoint"
+    )]
+    Stopped,
 }
 
 impl CaptureError {
@@ -95,7 +100,7 @@ impl CaptureError {
             CaptureError::Database(e) => {
                 !matches!(e, mysql_async::Error::Server(s) if s.code == 1236)
             }
-            CaptureError::StreamEnded | CaptureError::Silent(_) => true,
+            CaptureError::StreamEnded | CaptureError::Silent(_) | CaptureError::Stopped => true,
             CaptureError::Transport(e) => e.is_transient(),
             _ => false,
         }

@@ -32,6 +32,7 @@ mod publisher;
 mod recorded_events;
 mod requirements;
 mod schema_history;
+mod sealer;
 mod settings;
 mod snapshot;
 mod source;

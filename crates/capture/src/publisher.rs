@@ -8,14 +8,16 @@
 
 use crate::checkpoint::{Checkpoint, PartialTransaction, StateDir};
 use crate::error::CaptureError;
+use crate::sealer::{Sealer, Sink};
 use tributary_batch::{BatchHeader, SiteKey};
 use tributary_model::{BatchPayload, Origin, SourceTransaction};
 use tributary_transport::DirectoryOutbox;
 
 pub struct Publisher {
-    state: StateDir,
-    outbox: DirectoryOutbox,
-    key: SiteKey,
+    /// Seals and writes batches and checkpoints, in order, on its own thread.
+    sealer: Sealer,
+    key_id: String,
+    /// The checkpoint as it stands once every job handed to the sealer has run.
     checkpoint: Checkpoint,
     origin: Origin,
     pending: Vec<SourceTransaction>,
@@ -40,11 +42,11 @@ impl Publisher {
         checkpoint: Checkpoint,
         max_batch_rows: usize,
     ) -> Result<Publisher, CaptureError> {
+        let key_id = key.key_id().to_owned();
         let mut publisher = Publisher {
             position: checkpoint.gtid_position.clone(),
-            state,
-            outbox,
-            key,
+            sealer: Sealer::start(Sink { state, outbox, key })?,
+            key_id,
             checkpoint,
             origin: Origin::Binlog,
             pending: Vec::new(),
@@ -64,34 +66,48 @@ impl Publisher {
     /// discarded (its events will be read again into the same sequence), and whatever was
     /// pending in memory is dropped (it will be read again too).
     pub fn resume(&mut self) -> Result<(), CaptureError> {
-        // What is on disk is the truth (a save whose directory fsync failed may have landed).
-        if let Some(on_disk) = self.state.load()? {
-            self.checkpoint = on_disk;
-        }
-        for staged in self.outbox.staged()? {
-            if staged.epoch == self.checkpoint.epoch
-                && staged.sequence < self.checkpoint.next_sequence
-            {
-                self.outbox.commit(&staged)?;
-                self.last_published = std::time::Instant::now();
-                tracing::info!(
-                    sequence = staged.sequence,
-                    "committed a batch staged before an interruption"
-                );
-            } else {
-                self.outbox.discard(&staged)?;
-                tracing::info!(
-                    sequence = staged.sequence,
-                    "discarded a batch staged before an interruption; its events are read again"
-                );
+        // Batches already handed over are finished (or, after a failure, abandoned) first.
+        self.sealer.restart();
+        let known = self.checkpoint.clone();
+        let (checkpoint, committed) = self.sealer.run(move |sink| {
+            // What is on disk is the truth (a save whose directory fsync failed may have
+            // landed).
+            let checkpoint = sink.state.load()?.unwrap_or(known);
+            let mut committed = false;
+            for staged in sink.outbox.staged()? {
+                if staged.epoch == checkpoint.epoch && staged.sequence < checkpoint.next_sequence {
+                    sink.outbox.commit(&staged)?;
+                    committed = true;
+                    tracing::info!(
+                        sequence = staged.sequence,
+                        "committed a batch staged before an interruption"
+                    );
+                } else {
+                    sink.outbox.discard(&staged)?;
+                    tracing::info!(
+                        sequence = staged.sequence,
+                        "discarded a batch staged before an interruption; its events are read again"
+                    );
+                }
             }
+            Ok((checkpoint, committed))
+        })?;
+        if committed {
+            self.last_published = std::time::Instant::now();
         }
+        self.checkpoint = checkpoint;
         self.pending.clear();
         self.pending_rows = 0;
         self.position = self.checkpoint.gtid_position.clone();
         self.schema_version = self.checkpoint.schema_version;
         self.partial = self.checkpoint.partial.clone();
         Ok(())
+    }
+
+    /// Waits until everything handed over is durable (batches published, checkpoint saved),
+    /// reporting any failure.
+    pub fn sync(&self) -> Result<(), CaptureError> {
+        self.sealer.sync()
     }
 
     /// The schema version the next checkpoint records (set after a DDL statement).
@@ -167,7 +183,8 @@ impl Publisher {
         self.flush()
     }
 
-    /// Publishes what is pending (or checkpoints a position-only move).
+    /// Hands what is pending to the sealer as the next batch (or checkpoints a position-only
+    /// move). Publication completes in the background; [`Publisher::sync`] waits for it.
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if self.pending.is_empty() {
             if self.position != self.checkpoint.gtid_position
@@ -179,7 +196,8 @@ impl Publisher {
                 next.schema_version = self.schema_version;
                 next.partial = self.partial.clone();
                 next.staged_sequence = None;
-                self.state.save(&next)?;
+                let saved = next.clone();
+                self.sealer.submit(move |sink| sink.state.save(&saved))?;
                 self.checkpoint = next;
             }
             return Ok(());
@@ -192,30 +210,22 @@ impl Publisher {
         let sequence = self.checkpoint.next_sequence;
         let header = BatchHeader::new(
             &self.checkpoint.site_id,
-            self.key.key_id(),
+            &self.key_id,
             self.checkpoint.epoch,
             sequence,
             u32::try_from(rows).unwrap_or(u32::MAX),
         );
-        let json = serde_json::to_vec(&payload).map_err(|e| CaptureError::State {
-            path: "batch payload".into(),
-            detail: e.to_string(),
-        })?;
-        let sealed = tributary_batch::seal(&header, &json, &self.key)?;
-        let staged = self
-            .outbox
-            .stage(self.checkpoint.epoch, sequence, &sealed)?;
         let mut next = self.checkpoint.clone();
         next.gtid_position = self.position.clone();
         next.next_sequence = sequence + 1;
         next.staged_sequence = Some(sequence);
         next.schema_version = self.schema_version;
         next.partial = self.partial.clone();
-        self.state.save(&next)?;
+        let saved = next.clone();
+        self.sealer
+            .submit(move |sink| publish(sink, &header, payload, &saved))?;
         self.checkpoint = next;
-        self.outbox.commit(&staged)?;
         self.last_published = std::time::Instant::now();
-        tracing::debug!(sequence, rows, "published batch");
         Ok(())
     }
 
@@ -226,10 +236,36 @@ impl Publisher {
     ) -> Result<(), CaptureError> {
         let mut next = self.checkpoint.clone();
         change(&mut next);
-        self.state.save(&next)?;
+        let saved = next.clone();
+        self.sealer.run(move |sink| sink.state.save(&saved))?;
         self.checkpoint = next;
         Ok(())
     }
+}
+
+/// Seals one batch and publishes it: stage (durable), checkpoint past it, commit.
+fn publish(
+    sink: &mut Sink,
+    header: &BatchHeader,
+    payload: BatchPayload,
+    next: &Checkpoint,
+) -> Result<(), CaptureError> {
+    let json = serde_json::to_vec(&payload).map_err(|e| CaptureError::State {
+        path: "batch payload".into(),
+        detail: e.to_string(),
+    })?;
+    drop(payload);
+    let sealed = tributary_batch::seal(header, &json, &sink.key)?;
+    drop(json);
+    let staged = sink.outbox.stage(next.epoch, header.sequence, &sealed)?;
+    sink.state.save(next)?;
+    sink.outbox.commit(&staged)?;
+    tracing::debug!(
+        sequence = header.sequence,
+        rows = header.row_count,
+        "published batch"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -302,6 +338,7 @@ mod tests {
             "below the row bound nothing is published yet"
         );
         publisher.flush().unwrap();
+        publisher.sync().unwrap();
         assert_eq!(site.committed(), vec![1]);
         assert_eq!(publisher.checkpoint().next_sequence, 2);
         assert_eq!(publisher.checkpoint().gtid_position, "0-1-5");
@@ -330,6 +367,7 @@ mod tests {
         let mut publisher = site.open();
         publisher.add(txn(), "0-1-5".into()).unwrap();
         publisher.flush().unwrap();
+        publisher.sync().unwrap();
         // As if the commit of batch 2 had failed after its checkpoint was saved: staged only.
         let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
         let epoch = publisher.checkpoint().epoch;
@@ -341,6 +379,7 @@ mod tests {
         publisher.resume().unwrap();
         assert_eq!(site.committed(), vec![1, 2]);
         publisher.flush().unwrap();
+        publisher.sync().unwrap();
         assert_eq!(
             site.committed(),
             vec![1, 2],

@@ -498,7 +498,7 @@ fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard(
             })
             .collect();
         let layout = crate::table_layout::Layouts::default()
-            .layout(&tme, &ordinal)
+            .layout(&tme, &ordinal, None)
             .unwrap();
         assert!(layout.is_prepared());
         let decode = |decoder| {

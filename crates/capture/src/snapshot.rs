@@ -22,7 +22,7 @@ use crate::publisher::Publisher;
 use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
 use crate::source;
-use crate::table_layout::ColumnInfo;
+use crate::table_layout::{ColumnInfo, ColumnRole};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value as Sql};
 use std::sync::Arc;
@@ -143,6 +143,7 @@ pub async fn run_seed(
         }
     }
     publisher.flush()?;
+    publisher.sync()?;
     if new_site {
         publisher.update_checkpoint(|c| c.seeding = false)?;
     }
@@ -273,6 +274,7 @@ async fn read_chunk(
                     let name = c.name_str();
                     ColumnInfo {
                         kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
+                        role: ColumnRole::of(Some(table), &name),
                         name: name.as_ref().into(),
                     }
                 })

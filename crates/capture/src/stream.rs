@@ -70,6 +70,7 @@ pub(crate) async fn stream_session(
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
                 publisher.flush()?;
+                publisher.sync()?;
                 return Ok(());
             }
             // mysql_common unwraps a short read inside its event reader: a truncated or
@@ -166,6 +167,8 @@ pub(crate) async fn stream_session(
             assembler.schema_changed();
             publisher.flush()?;
             pending_since = None;
+            // Older versions go only once a durable checkpoint names the new one.
+            publisher.sync()?;
             history.prune(schema_version)?;
             tracing::info!(site = %settings.site_id, version = schema_version, "schema changed; schema map saved and reloaded");
         }

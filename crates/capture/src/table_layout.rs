@@ -19,16 +19,51 @@ use mysql_async::consts::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tributary_model::ColumnName;
-use tributary_schema::{CatalogColumn, ColumnKind};
+use tributary_schema::{CatalogColumn, ColumnKind, TableMap};
 
 /// Table maps remembered at once; more (a very long stream re-opening tables) starts afresh.
 const MAX_LAYOUTS: usize = 4_096;
 
-/// A column of a row image: its name and kind as the row's own TABLE_MAP describes them.
+/// A column of a row image: its name and kind as the row's own TABLE_MAP describes them, and
+/// what the schema map makes of it (decided once per layout, not per row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     pub name: ColumnName,
     pub kind: ColumnKind,
+    pub role: ColumnRole,
+}
+
+/// What annotation does with a column's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnRole {
+    /// Travels as it is.
+    Plain,
+    /// Stays at the site: the surrogate key, or a column the policy excludes.
+    Local,
+    /// An integer reference to this table's rows: travels as the referenced identity.
+    Reference(Arc<str>),
+    /// Holds an id when the row's attribute type says so (`person_attribute.value`).
+    Polymorphic,
+}
+
+impl ColumnRole {
+    /// The role of column `name` of `map`'s table (Plain when no map is known).
+    pub fn of(map: Option<&TableMap>, name: &str) -> ColumnRole {
+        let Some(map) = map else {
+            return ColumnRole::Plain;
+        };
+        if map.surrogate_key.as_deref() == Some(name)
+            || map.excluded_columns.iter().any(|c| c == name)
+        {
+            ColumnRole::Local
+        } else if let Some(target) = map.references.get(name) {
+            ColumnRole::Reference(Arc::clone(target))
+        } else if map.polymorphic.iter().any(|p| p.column == name) {
+            ColumnRole::Polymorphic
+        } else {
+            ColumnRole::Plain
+        }
+    }
 }
 
 /// One table map, prepared.
@@ -50,18 +85,20 @@ pub struct Layouts {
 
 impl Layouts {
     /// The layout of `tme`, built on first sight and whenever the table map changed.
-    /// `ordinal` names the columns when the binlog carries no names.
+    /// `ordinal` names the columns when the binlog carries no names; `map` gives them their
+    /// roles.
     pub fn layout(
         &mut self,
         tme: &TableMapEvent<'static>,
         ordinal: &[CatalogColumn],
+        map: Option<&TableMap>,
     ) -> Result<Arc<TableLayout>, CaptureError> {
         if let Some((known, layout)) = self.by_table_id.get(&tme.table_id())
             && known == tme
         {
             return Ok(Arc::clone(layout));
         }
-        let layout = Arc::new(TableLayout::build(tme, ordinal)?);
+        let layout = Arc::new(TableLayout::build(tme, ordinal, map)?);
         if self.by_table_id.len() >= MAX_LAYOUTS {
             self.by_table_id.clear();
         }
@@ -80,6 +117,7 @@ impl TableLayout {
     fn build(
         tme: &TableMapEvent<'_>,
         ordinal: &[CatalogColumn],
+        map: Option<&TableMap>,
     ) -> Result<TableLayout, CaptureError> {
         let table: Arc<str> = Arc::from(tme.table_name().as_ref());
         let malformed = |detail: String| CaptureError::MalformedEvent {
@@ -150,6 +188,7 @@ impl TableLayout {
                 _ => codecs = None,
             }
             columns.push(ColumnInfo {
+                role: ColumnRole::of(map, &name),
                 name,
                 kind: ColumnKind::from_column_type(column_type, charset),
             });
