@@ -19,9 +19,13 @@ use tributary::dataset::{self, PatientShape};
 use tributary_capture::{CaptureSettings, StartPosition, StateDir};
 use tributary_suite::{MariaDb, Role};
 
+/// The same allocator as the `tributary` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLINIC: &str = "Bench Clinic";
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
         .ok()
@@ -100,6 +104,7 @@ async fn main() -> Result<()> {
     }
     let capture_secs = started.elapsed().as_secs_f64();
     let capture_cpu = cpu_seconds(false) - cpu_before;
+    eprintln!("captured in {capture_secs:.2} s; timing the source stream and mariadb-binlog...");
     let peak_kib = peak_rss_kib();
     shutdown.cancel();
     task.await??;

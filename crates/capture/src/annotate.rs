@@ -57,10 +57,12 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            let declared = image.iter().filter_map(|(column, value)| match &column.role {
-                ColumnRole::Reference(target) => Some((&**target, sql_int(value)?)),
-                _ => None,
-            });
+            let declared = image
+                .iter()
+                .filter_map(|(column, value)| match &column.role {
+                    ColumnRole::Reference(target) => Some((&**target, sql_int(value)?)),
+                    _ => None,
+                });
             let polymorphic = map
                 .polymorphic
                 .iter()
@@ -138,7 +140,8 @@ impl Annotator<'_> {
             .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
             .collect();
         let (names, values) = image.into_parts();
-        let mut columns = BTreeMap::new();
+        // Collected first and built in one go: a sorted bulk build, not one search per insert.
+        let mut columns = Vec::with_capacity(values.len());
         for (column, value) in names.iter().zip(values) {
             let value = match &column.role {
                 ColumnRole::Local => continue,
@@ -156,9 +159,9 @@ impl Annotator<'_> {
                 },
                 ColumnRole::Plain => to_value(value, column.kind),
             };
-            columns.insert(Arc::clone(&column.name), value);
+            columns.push((Arc::clone(&column.name), value));
         }
-        columns
+        BTreeMap::from_iter(columns)
     }
 
     fn reference(&mut self, target: Arc<str>, key: i64) -> RowRef {

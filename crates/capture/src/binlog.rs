@@ -329,9 +329,7 @@ impl TransactionAssembler {
         let Some(map) = schema.table(&tme.table_name()) else {
             return Ok(());
         };
-        let layout = self
-            .layouts
-            .layout(tme, &map.ordinal_columns, Some(map))?;
+        let layout = self.layouts.layout(tme, &map.ordinal_columns, Some(map))?;
         let txn = self.current.get_or_insert_with(RawTransaction::default);
         let skip_rows = &mut self.skip_rows;
         let mode = if layout.is_prepared() {

@@ -67,18 +67,27 @@ pub(crate) async fn stream_session(
     let mut last_event = Instant::now();
     let mut pending_since: Option<Instant> = None;
     loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => {
-                publisher.flush()?;
-                publisher.sync()?;
-                return Ok(());
-            }
-            // mysql_common unwraps a short read inside its event reader: a truncated or
-            // malformed packet panics there. It is caught and reported as a bad event.
-            next = tokio::time::timeout(
-                settings.flush_interval,
-                AssertUnwindSafe(stream.next()).catch_unwind(),
-            ) => next,
+        if shutdown.is_cancelled() {
+            publisher.flush()?;
+            publisher.sync()?;
+            return Ok(());
+        }
+        // mysql_common unwraps a short read inside its event reader: a truncated or malformed
+        // packet panics there. It is caught and reported as a bad event. An event already
+        // received is taken at once; only when none is, the wait is bounded by the flush
+        // interval (and shutdown), so a busy stream pays for no timer per event.
+        let ready = AssertUnwindSafe(stream.next())
+            .catch_unwind()
+            .now_or_never();
+        let next = match ready {
+            Some(next) => Ok(next),
+            None => tokio::select! {
+                _ = shutdown.cancelled() => continue,
+                next = tokio::time::timeout(
+                    settings.flush_interval,
+                    AssertUnwindSafe(stream.next()).catch_unwind(),
+                ) => next,
+            },
         };
         let event = match next {
             Err(_idle) => {

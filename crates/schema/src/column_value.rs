@@ -21,11 +21,8 @@ pub fn to_value(sql: Sql, kind: ColumnKind) -> Value {
         Sql::Double(v) if kind == ColumnKind::Float => Value::Float(f64::from(v as f32)),
         Sql::Double(v) => Value::Float(v),
         Sql::Date(y, mo, d, h, mi, s, us) => Value::Text(match kind {
-            ColumnKind::Date => format!("{y:04}-{mo:02}-{d:02}"),
-            _ => format!(
-                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
-                fraction(us)
-            ),
+            ColumnKind::Date => date_text(y, mo, d),
+            _ => datetime_text(y, mo, d, h, mi, s, us),
         }),
         Sql::Time(negative, days, h, mi, s, us) => {
             let hours = days * 24 + u32::from(h);
@@ -58,6 +55,60 @@ fn text_or_bytes(bytes: Vec<u8>) -> Value {
     match String::from_utf8(bytes) {
         Ok(text) => Value::Text(text),
         Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+/// `YYYY-MM-DD`, as `format!("{y:04}-{mo:02}-{d:02}")` gives it, without the formatting
+/// machinery (every obs row carries several dates).
+fn date_text(year: u16, month: u8, day: u8) -> String {
+    let mut text = String::with_capacity(26);
+    push_padded(&mut text, u32::from(year), 4);
+    text.push('-');
+    push_padded(&mut text, u32::from(month), 2);
+    text.push('-');
+    push_padded(&mut text, u32::from(day), 2);
+    text
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+fn datetime_text(
+    year: u16,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    micros: u32,
+) -> String {
+    let mut text = date_text(year, month, day);
+    text.push(' ');
+    push_padded(&mut text, u32::from(hour), 2);
+    text.push(':');
+    push_padded(&mut text, u32::from(minute), 2);
+    text.push(':');
+    push_padded(&mut text, u32::from(second), 2);
+    if micros != 0 {
+        text.push('.');
+        push_padded(&mut text, micros, 6);
+    }
+    text
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits.
+fn push_padded(text: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut rest = value;
+    let mut used = 0;
+    while rest > 0 || used == 0 {
+        digits[used] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        used += 1;
+    }
+    for _ in used..width {
+        text.push('0');
+    }
+    for &digit in digits[..used].iter().rev() {
+        text.push(char::from(digit));
     }
 }
 
@@ -127,6 +178,26 @@ mod tests {
             to_value(Sql::Time(true, 1, 2, 3, 4, 5), ColumnKind::Time),
             Value::Text("-26:03:04.000005".into())
         );
+    }
+
+    #[test]
+    fn temporal_text_matches_the_formatting_machinery() {
+        for (y, mo, d, h, mi, s, us) in [
+            (0u16, 0u8, 0u8, 0u8, 0u8, 0u8, 0u32),
+            (2024, 2, 29, 23, 59, 59, 123_456),
+            (9999, 12, 31, 0, 0, 1, 1),
+            (65535, 255, 255, 255, 255, 255, 16_777_215),
+            (1, 1, 1, 1, 1, 1, 10),
+        ] {
+            assert_eq!(date_text(y, mo, d), format!("{y:04}-{mo:02}-{d:02}"));
+            assert_eq!(
+                datetime_text(y, mo, d, h, mi, s, us),
+                format!(
+                    "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
+                    fraction(us)
+                )
+            );
+        }
     }
 
     #[test]
