@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+
+/// mimalloc: capture and apply allocate many small, short-lived values (row values, column
+/// maps) on one thread and free them on another (the sealing worker); glibc's allocator
+/// spends much of capture's time on that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tributary::config::Config;
 use tributary::demo::{DemoOptions, run_demo};
 use tributary::{report, verify};
