@@ -57,29 +57,39 @@ impl Annotator<'_> {
             let Some(map) = self.schema.table(table) else {
                 continue;
             };
-            let declared = image
-                .iter()
-                .filter_map(|(column, value)| match &column.role {
-                    ColumnRole::Reference(target) => Some((&**target, sql_int(value)?)),
-                    _ => None,
-                });
-            let polymorphic = map
+            // Declared references know their identity root: a cached key costs one lookup.
+            for (column, value) in image.iter() {
+                if let ColumnRole::Reference {
+                    target,
+                    root: Some(root),
+                } = &column.role
+                    && let Some(key) = sql_int(value)
+                    && !self.cache.pin(root, key)
+                    && let Some(source) = self
+                        .schema
+                        .table(target)
+                        .and_then(|t| t.identity_source.as_ref())
+                {
+                    wanted.insert((source.clone(), key));
+                }
+            }
+            let polymorphic: Vec<(&str, i64)> = map
                 .polymorphic
                 .iter()
-                .filter_map(|column| self.formats.target(column, image));
-            let references: Vec<(&str, i64)> = declared.chain(polymorphic).collect();
-            for (target, key) in references {
+                .filter_map(|column| self.formats.target(column, image))
+                .collect();
+            for (target, key) in polymorphic {
                 let Some(source) = self
                     .schema
                     .table(target)
-                    .and_then(|t| t.identity_source.clone())
+                    .and_then(|t| t.identity_source.as_ref())
                 else {
                     continue;
                 };
                 // A cached key is pinned now, so the lookups of this same transaction cannot
                 // evict it before it is used.
                 if !self.cache.pin(&source.root, key) {
-                    wanted.insert((source, key));
+                    wanted.insert((source.clone(), key));
                 }
             }
         }
@@ -145,8 +155,8 @@ impl Annotator<'_> {
         for (column, value) in names.iter().zip(values) {
             let value = match &column.role {
                 ColumnRole::Local => continue,
-                ColumnRole::Reference(target) => match sql_int(&value) {
-                    Some(key) => Value::Ref(self.reference(Arc::clone(target), key)),
+                ColumnRole::Reference { target, root } => match sql_int(&value) {
+                    Some(key) => Value::Ref(self.reference_by_root(target, root.as_deref(), key)),
                     None => to_value(value, column.kind),
                 },
                 ColumnRole::Polymorphic => match polymorphic
@@ -162,6 +172,14 @@ impl Annotator<'_> {
             columns.push((Arc::clone(&column.name), value));
         }
         BTreeMap::from_iter(columns)
+    }
+
+    /// A reference whose identity root is already known (declared references).
+    fn reference_by_root(&mut self, target: &Arc<str>, root: Option<&str>, key: i64) -> RowRef {
+        let identity = root
+            .and_then(|root| self.cache.get(root, key))
+            .unwrap_or_else(|| Identity::from_raw(format!("missing-at-source:{key}")));
+        RowRef::new(Arc::clone(target), identity)
     }
 
     fn reference(&mut self, target: Arc<str>, key: i64) -> RowRef {

@@ -21,8 +21,8 @@ const GTID_EVENT: u8 = 162;
 
 /// One row image as the binlog (or a snapshot query) gave it: the values of the columns
 /// present, named and typed as the row's own TABLE_MAP (or the query) describes them, so a row
-/// is decoded with the schema valid at its position. The column list is shared by every image
-/// of a rows event or snapshot chunk.
+/// is decoded with the schema valid at its position. Columns are sorted by name; the column
+/// list is shared by every image of a rows event or snapshot chunk.
 #[derive(Debug, Clone)]
 pub struct RawImage {
     columns: Arc<[ColumnInfo]>,
@@ -329,7 +329,9 @@ impl TransactionAssembler {
         let Some(map) = schema.table(&tme.table_name()) else {
             return Ok(());
         };
-        let layout = self.layouts.layout(tme, &map.ordinal_columns, Some(map))?;
+        let layout = self
+            .layouts
+            .layout(tme, &map.ordinal_columns, Some((schema, map)))?;
         let txn = self.current.get_or_insert_with(RawTransaction::default);
         let skip_rows = &mut self.skip_rows;
         let mode = if layout.is_prepared() {
@@ -394,8 +396,8 @@ pub(crate) fn decode_rows_event(
     };
     let before_present = present(rows.columns_before_image());
     let after_present = present(rows.columns_after_image());
-    let before_columns = layout.image_columns(&before_present);
-    let after_columns = layout.image_columns(&after_present);
+    let before_shape = layout.image_shape(&before_present);
+    let after_shape = layout.image_shape(&after_present);
     let (has_before, has_after) = match op {
         Op::Insert => (false, true),
         Op::Update => (true, true),
@@ -406,10 +408,10 @@ pub(crate) fn decode_rows_event(
         let mut input = rows.rows_data();
         while !input.is_empty() {
             let before = has_before
-                .then(|| layout.read_image(&mut input, &before_present, &before_columns))
+                .then(|| layout.read_image(&mut input, &before_present, &before_shape))
                 .transpose()?;
             let after = has_after
-                .then(|| layout.read_image(&mut input, &after_present, &after_columns))
+                .then(|| layout.read_image(&mut input, &after_present, &after_shape))
                 .transpose()?;
             each(RawRow {
                 table: Arc::clone(&layout.table),
@@ -429,10 +431,10 @@ pub(crate) fn decode_rows_event(
             table: Arc::clone(&layout.table),
             op,
             before: before
-                .map(|r| layout.generic_image(r, &before_present, &before_columns))
+                .map(|r| layout.generic_image(r, &before_present, &before_shape))
                 .transpose()?,
             after: after
-                .map(|r| layout.generic_image(r, &after_present, &after_columns))
+                .map(|r| layout.generic_image(r, &after_present, &after_shape))
                 .transpose()?,
         });
     }

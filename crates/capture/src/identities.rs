@@ -4,11 +4,15 @@
 //! table teaches its own key) and asks the source database, batched per table, for the keys it
 //! has not seen. Inherited identities share the root's key (patient 7 is person 7), so the
 //! cache is keyed by the root table. The cache is an LRU of bounded size (invariant 8).
+//!
+//! Lookups happen for every reference of every row: root tables are numbered once, so a key
+//! is two integers, hashed with the Fx hash (keys are not attacker-chosen here).
 
 use crate::error::CaptureError;
 use lru::LruCache;
 use mysql_async::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use tributary_model::Identity;
 use tributary_schema::{IdentitySource, quote_ident};
@@ -16,19 +20,28 @@ use tributary_schema::{IdentitySource, quote_ident};
 /// How many keys one lookup query asks for.
 const LOOKUP_CHUNK: usize = 500;
 
+/// A root table's number and a source key of it.
+type Key = (u32, i64);
+
 pub struct IdentityCache {
-    entries: LruCache<(String, i64), Identity>,
+    /// Root table name -> its number in keys (a handful of tables).
+    roots: FxHashMap<Box<str>, u32>,
+    entries: LruCache<Key, Identity, FxBuildHasher>,
     /// What the current transaction learned or fetched: kept whole until the next
     /// transaction, so a transaction with more keys than the LRU holds cannot evict what it
     /// is about to use.
-    pinned: HashMap<(String, i64), Identity>,
+    pinned: FxHashMap<Key, Identity>,
 }
 
 impl IdentityCache {
     pub fn new(capacity: usize) -> IdentityCache {
         IdentityCache {
-            entries: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN)),
-            pinned: HashMap::new(),
+            roots: FxHashMap::default(),
+            entries: LruCache::with_hasher(
+                NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN),
+                FxBuildHasher,
+            ),
+            pinned: FxHashMap::default(),
         }
     }
 
@@ -37,13 +50,23 @@ impl IdentityCache {
         self.pinned.clear();
     }
 
+    fn key(&mut self, root: &str, key: i64) -> Key {
+        if let Some(&number) = self.roots.get(root) {
+            return (number, key);
+        }
+        let number = u32::try_from(self.roots.len()).unwrap_or(u32::MAX);
+        self.roots.insert(root.into(), number);
+        (number, key)
+    }
+
     pub fn learn(&mut self, root: &str, key: i64, identity: Identity) {
-        self.pinned.insert((root.to_owned(), key), identity.clone());
-        self.entries.put((root.to_owned(), key), identity);
+        let id = self.key(root, key);
+        self.pinned.insert(id, identity.clone());
+        self.entries.put(id, identity);
     }
 
     pub fn get(&mut self, root: &str, key: i64) -> Option<Identity> {
-        let id = (root.to_owned(), key);
+        let id = self.key(root, key);
         self.pinned
             .get(&id)
             .cloned()
@@ -52,7 +75,7 @@ impl IdentityCache {
 
     /// Whether the identity is known; a known one is pinned for the current transaction.
     pub fn pin(&mut self, root: &str, key: i64) -> bool {
-        let id = (root.to_owned(), key);
+        let id = self.key(root, key);
         if self.pinned.contains_key(&id) {
             return true;
         }

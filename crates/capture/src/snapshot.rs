@@ -105,7 +105,8 @@ pub async fn run_seed(
         let table_name: Arc<str> = Arc::from(table.name.as_str());
         let mut after_key: Option<i64> = None;
         loop {
-            let (rows, last_key) = read_chunk(&mut conn, settings, table, after_key).await?;
+            let (rows, last_key) =
+                read_chunk(&mut conn, settings, &schema, table, after_key).await?;
             if rows.is_empty() {
                 break;
             }
@@ -234,10 +235,14 @@ async fn snapshot_position(conn: &mut Conn) -> Result<String, CaptureError> {
 async fn read_chunk(
     conn: &mut Conn,
     settings: &CaptureSettings,
+    schema: &SchemaMap,
     table: &TableMap,
     after_key: Option<i64>,
 ) -> Result<(Vec<RawImage>, Option<i64>), CaptureError> {
-    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    // Selected in name order: images list their columns sorted by name (see RawImage).
+    let mut names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    let columns: Vec<String> = names.iter().map(|name| quote_ident(name)).collect();
     let from = format!(
         "{}.{}",
         quote_ident(&settings.database),
@@ -274,7 +279,7 @@ async fn read_chunk(
                     let name = c.name_str();
                     ColumnInfo {
                         kind: table.column(&name).map_or(ColumnKind::Other, |c| c.kind),
-                        role: ColumnRole::of(Some(table), &name),
+                        role: ColumnRole::of(Some((schema, table)), &name),
                         name: name.as_ref().into(),
                     }
                 })

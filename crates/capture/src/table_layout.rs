@@ -19,7 +19,7 @@ use mysql_async::consts::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tributary_model::ColumnName;
-use tributary_schema::{CatalogColumn, ColumnKind, TableMap};
+use tributary_schema::{CatalogColumn, ColumnKind, SchemaMap, TableMap};
 
 /// Table maps remembered at once; more (a very long stream re-opening tables) starts afresh.
 const MAX_LAYOUTS: usize = 4_096;
@@ -40,16 +40,20 @@ pub enum ColumnRole {
     Plain,
     /// Stays at the site: the surrogate key, or a column the policy excludes.
     Local,
-    /// An integer reference to this table's rows: travels as the referenced identity.
-    Reference(Arc<str>),
+    /// An integer reference to `target`'s rows: travels as the referenced identity, which
+    /// the identity cache holds under `root` (the target, or the table it inherits from).
+    Reference {
+        target: Arc<str>,
+        root: Option<Arc<str>>,
+    },
     /// Holds an id when the row's attribute type says so (`person_attribute.value`).
     Polymorphic,
 }
 
 impl ColumnRole {
-    /// The role of column `name` of `map`'s table (Plain when no map is known).
-    pub fn of(map: Option<&TableMap>, name: &str) -> ColumnRole {
-        let Some(map) = map else {
+    /// The role of column `name` of `map`'s table in `schema` (Plain when no map is known).
+    pub fn of(context: Option<(&SchemaMap, &TableMap)>, name: &str) -> ColumnRole {
+        let Some((schema, map)) = context else {
             return ColumnRole::Plain;
         };
         if map.surrogate_key.as_deref() == Some(name)
@@ -57,7 +61,13 @@ impl ColumnRole {
         {
             ColumnRole::Local
         } else if let Some(target) = map.references.get(name) {
-            ColumnRole::Reference(Arc::clone(target))
+            ColumnRole::Reference {
+                target: Arc::clone(target),
+                root: schema
+                    .table(target)
+                    .and_then(|t| t.identity_source.as_ref())
+                    .map(|source| Arc::from(source.root.as_str())),
+            }
         } else if map.polymorphic.iter().any(|p| p.column == name) {
             ColumnRole::Polymorphic
         } else {
@@ -70,11 +80,60 @@ impl ColumnRole {
 #[derive(Debug)]
 pub struct TableLayout {
     pub table: Arc<str>,
-    /// Every column of the table map, in order.
-    pub columns: Arc<[ColumnInfo]>,
+    /// Every column of the table map, in binlog order.
+    columns: Vec<ColumnInfo>,
+    /// The shape of a full image (every column present).
+    full: Arc<ImageShape>,
     corrections: Vec<BinlogColumn>,
     /// One codec per column, when every column has one.
     codecs: Option<Vec<Codec>>,
+}
+
+/// The columns of a row image **sorted by name** (so rows are built without sorting), and
+/// for each value in binlog order, the slot it goes to.
+#[derive(Debug)]
+pub struct ImageShape {
+    columns: Arc<[ColumnInfo]>,
+    /// `slots[j]` is where the j-th present column's value goes.
+    slots: Vec<usize>,
+}
+
+impl ImageShape {
+    /// The shape of an image holding `present` (binlog column indexes, ascending).
+    fn of(columns: &[ColumnInfo], present: &[usize]) -> ImageShape {
+        let mut by_name: Vec<usize> = (0..present.len()).collect();
+        by_name.sort_by(|&a, &b| {
+            let name = |j: usize| {
+                present
+                    .get(j)
+                    .and_then(|&i| columns.get(i))
+                    .map(|c| &c.name)
+            };
+            name(a).cmp(&name(b))
+        });
+        let mut slots = vec![0; present.len()];
+        for (slot, &j) in by_name.iter().enumerate() {
+            slots[j] = slot;
+        }
+        ImageShape {
+            columns: by_name
+                .iter()
+                .filter_map(|&j| present.get(j).and_then(|&i| columns.get(i)).cloned())
+                .collect(),
+            slots,
+        }
+    }
+
+    /// Places values given in binlog order into their sorted slots.
+    fn image(&self, in_binlog_order: impl IntoIterator<Item = Sql>) -> RawImage {
+        let mut values = vec![Sql::NULL; self.slots.len()];
+        for (value, &slot) in in_binlog_order.into_iter().zip(&self.slots) {
+            if let Some(place) = values.get_mut(slot) {
+                *place = value;
+            }
+        }
+        RawImage::new(Arc::clone(&self.columns), values)
+    }
 }
 
 /// Prepared layouts by table id, each with the table map it was built from.
@@ -85,13 +144,13 @@ pub struct Layouts {
 
 impl Layouts {
     /// The layout of `tme`, built on first sight and whenever the table map changed.
-    /// `ordinal` names the columns when the binlog carries no names; `map` gives them their
-    /// roles.
+    /// `ordinal` names the columns when the binlog carries no names; the schema map and the
+    /// table's map give them their roles.
     pub fn layout(
         &mut self,
         tme: &TableMapEvent<'static>,
         ordinal: &[CatalogColumn],
-        map: Option<&TableMap>,
+        map: Option<(&SchemaMap, &TableMap)>,
     ) -> Result<Arc<TableLayout>, CaptureError> {
         if let Some((known, layout)) = self.by_table_id.get(&tme.table_id())
             && known == tme
@@ -117,7 +176,7 @@ impl TableLayout {
     fn build(
         tme: &TableMapEvent<'_>,
         ordinal: &[CatalogColumn],
-        map: Option<&TableMap>,
+        map: Option<(&SchemaMap, &TableMap)>,
     ) -> Result<TableLayout, CaptureError> {
         let table: Arc<str> = Arc::from(tme.table_name().as_ref());
         let malformed = |detail: String| CaptureError::MalformedEvent {
@@ -199,9 +258,11 @@ impl TableLayout {
                 members: members.next().flatten(),
             });
         }
+        let all: Vec<usize> = (0..columns.len()).collect();
         Ok(TableLayout {
             table,
-            columns: columns.into(),
+            full: Arc::new(ImageShape::of(&columns, &all)),
+            columns,
             corrections,
             codecs,
         })
@@ -212,16 +273,13 @@ impl TableLayout {
         self.codecs.is_some()
     }
 
-    /// The columns present in an image whose column bitmap is `present`: the whole layout for
-    /// a full image (shared, no copy), else the listed subset.
-    pub fn image_columns(&self, present: &[usize]) -> Arc<[ColumnInfo]> {
+    /// The shape of images whose column bitmap is `present`: the layout's own for a full
+    /// image (shared, no copy), else one for the listed subset.
+    pub fn image_shape(&self, present: &[usize]) -> Arc<ImageShape> {
         if present.len() == self.columns.len() {
-            Arc::clone(&self.columns)
+            Arc::clone(&self.full)
         } else {
-            present
-                .iter()
-                .filter_map(|&i| self.columns.get(i).cloned())
-                .collect()
+            Arc::new(ImageShape::of(&self.columns, present))
         }
     }
 
@@ -231,7 +289,7 @@ impl TableLayout {
         &self,
         input: &mut &[u8],
         present: &[usize],
-        columns: &Arc<[ColumnInfo]>,
+        shape: &ImageShape,
     ) -> Result<RawImage, CaptureError> {
         let truncated = |_: Truncated| CaptureError::MalformedEvent {
             event: "rows",
@@ -244,21 +302,23 @@ impl TableLayout {
         }
         let (nulls, rest) = input.split_at(null_bytes);
         *input = rest;
-        let mut values = Vec::with_capacity(present.len());
-        for (position, &column) in present.iter().enumerate() {
+        // Values go straight to their sorted slots; NULLs are already in place.
+        let mut values = vec![Sql::NULL; present.len()];
+        for ((position, &column), &slot) in present.iter().enumerate().zip(&shape.slots) {
             let is_null = nulls[position / 8] & (1 << (position % 8)) != 0;
             if is_null {
-                values.push(Sql::NULL);
                 continue;
             }
-            let (Some(codec), Some(correction)) =
-                (codecs.get(column), self.corrections.get(column))
-            else {
+            let (Some(codec), Some(correction), Some(place)) = (
+                codecs.get(column),
+                self.corrections.get(column),
+                values.get_mut(slot),
+            ) else {
                 return Err(truncated(Truncated));
             };
-            values.push(correction.normalise(codec.read(input).map_err(truncated)?));
+            *place = correction.normalise(codec.read(input).map_err(truncated)?);
         }
-        Ok(RawImage::new(Arc::clone(columns), values))
+        Ok(RawImage::new(Arc::clone(&shape.columns), values))
     }
 
     /// Converts one image from mysql_common's generic decoder through the same corrections.
@@ -266,7 +326,7 @@ impl TableLayout {
         &self,
         row: BinlogRow,
         present: &[usize],
-        columns: &Arc<[ColumnInfo]>,
+        shape: &ImageShape,
     ) -> Result<RawImage, CaptureError> {
         let values = row
             .unwrap()
@@ -287,7 +347,7 @@ impl TableLayout {
                 })
             })
             .collect::<Result<Vec<_>, CaptureError>>()?;
-        Ok(RawImage::new(Arc::clone(columns), values))
+        Ok(shape.image(values))
     }
 }
 
