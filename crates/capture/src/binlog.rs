@@ -9,9 +9,12 @@
 
 use crate::error::CaptureError;
 use crate::gtid::{Gtid, GtidEventBody};
+use crate::mysql_gtid::read_gtid_event;
+use crate::position::SourceGtid;
 use crate::table_layout::{ColumnInfo, Layouts, TableLayout};
+use crate::transaction_payload::{DEFAULT_PAYLOAD_LIMIT_BYTES, PayloadGuard};
 use mysql_async::binlog::BinlogChecksumAlg;
-use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::{BinlogStream, Value as Sql};
 use std::sync::Arc;
 use tributary_model::{Op, Part};
@@ -65,7 +68,7 @@ pub struct RawRow {
 
 #[derive(Debug, Default)]
 pub struct RawTransaction {
-    pub gtid: Option<Gtid>,
+    pub gtid: Option<SourceGtid>,
     pub committed_at: u64,
     pub rows: Vec<RawRow>,
     /// Set on the parts of a transaction cut into chunks.
@@ -92,7 +95,7 @@ pub enum Step {
 /// Where a restarted capture resumes inside a chunked transaction.
 #[derive(Debug, Clone)]
 pub struct ResumeInside {
-    pub gtid: Gtid,
+    pub gtid: SourceGtid,
     /// Synced rows already published: decoded again and dropped.
     pub rows: u64,
     pub parts: u32,
@@ -118,7 +121,23 @@ pub struct TransactionAssembler {
     skip_rows: u64,
     resume: Option<ResumeInside>,
     layouts: Layouts,
+    /// Checks that MySQL 8 compressed transactions arrive whole (mysql_async expands them).
+    payloads: PayloadGuard,
 }
+
+/// Where rows events find their table maps (the binlog stream keeps the latest per table id).
+pub trait TableMaps {
+    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>>;
+}
+
+impl TableMaps for BinlogStream {
+    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
+        self.get_tme(table_id)
+    }
+}
+
+/// MySQL's TRANSACTION_PAYLOAD event: its inner events follow it in the stream.
+const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
 
 impl TransactionAssembler {
     pub fn new(database: &str, chunk_rows: usize) -> TransactionAssembler {
@@ -133,6 +152,7 @@ impl TransactionAssembler {
             skip_rows: 0,
             resume: None,
             layouts: Layouts::default(),
+            payloads: PayloadGuard::new(DEFAULT_PAYLOAD_LIMIT_BYTES),
         }
     }
 
@@ -146,11 +166,23 @@ impl TransactionAssembler {
     pub fn feed(
         &mut self,
         event: &Event,
-        stream: &BinlogStream,
+        tables: &impl TableMaps,
         schema: &SchemaMap,
     ) -> Result<Step, CaptureError> {
         verify_checksum(event)?;
+        self.payloads.observe(event)?;
         let header = event.header();
+        if header.event_type_raw() == TRANSACTION_PAYLOAD_EVENT {
+            return Ok(Step::Continue);
+        }
+        if let Some(info) = read_gtid_event(event)? {
+            // MySQL: a GTID event opens every transaction; a DML transaction continues with
+            // BEGIN, a DDL statement follows the GTID directly (standalone until BEGIN).
+            let gtid = info.gtid.map(SourceGtid::MySql);
+            self.open(gtid, header.timestamp())?;
+            self.standalone = true;
+            return Ok(Step::Continue);
+        }
         if header.event_type_raw() == GTID_EVENT {
             let body = GtidEventBody::parse(event.data())?;
             if body.xa {
@@ -164,49 +196,12 @@ impl TransactionAssembler {
                     ),
                 });
             }
-            if let Some(open) = self
-                .current
-                .as_ref()
-                .filter(|t| !t.rows.is_empty() || self.parts_handed_over > 0)
-            {
-                // Rows must never be dropped silently: a group that never committed (XA
-                // PREPARE, which OpenMRS does not use) stops capture with a clear error.
-                return Err(CaptureError::MalformedEvent {
-                    event: "GTID (162)",
-                    detail: format!(
-                        "transaction {} has rows but ended without COMMIT or XID (XA transactions are not supported)",
-                        open.gtid.map(|g| g.to_string()).unwrap_or_default()
-                    ),
-                });
-            }
-            self.schema_touched = false;
             let gtid = Gtid {
                 domain: body.domain,
                 server: header.server_id(),
                 sequence: body.sequence,
             };
-            (
-                self.rows_handed_over,
-                self.parts_handed_over,
-                self.skip_rows,
-            ) = (0, 0, 0);
-            if let Some(resume) = self.resume.take() {
-                if resume.gtid == gtid {
-                    (
-                        self.rows_handed_over,
-                        self.parts_handed_over,
-                        self.skip_rows,
-                    ) = (resume.rows, resume.parts, resume.rows);
-                } else {
-                    // The stream starts before the partial transaction; keep waiting for it.
-                    self.resume = Some(resume);
-                }
-            }
-            self.current = Some(RawTransaction {
-                gtid: Some(gtid),
-                committed_at: u64::from(header.timestamp()),
-                ..RawTransaction::default()
-            });
+            self.open(Some(SourceGtid::MariaDb(gtid)), header.timestamp())?;
             self.standalone = body.standalone;
             return Ok(Step::Continue);
         }
@@ -226,6 +221,7 @@ impl TransactionAssembler {
                 let text = query.query();
                 let statement = text.trim();
                 if statement.eq_ignore_ascii_case("BEGIN") {
+                    self.standalone = false;
                     if self.current.is_none() {
                         self.current = Some(RawTransaction {
                             committed_at: u64::from(header.timestamp()),
@@ -260,11 +256,57 @@ impl TransactionAssembler {
             }
             EventData::XidEvent(_) => Ok(self.commit(header.timestamp())),
             EventData::RowsEvent(rows) => {
-                self.decode_rows(&rows, stream, schema)?;
+                self.decode_rows(&rows, tables, schema)?;
                 Ok(self.chunk_if_full())
             }
             _ => Ok(Step::Continue),
         }
+    }
+
+    /// Opens the transaction a GTID event announces.
+    fn open(&mut self, gtid: Option<SourceGtid>, timestamp: u32) -> Result<(), CaptureError> {
+        if let Some(open) = self
+            .current
+            .as_ref()
+            .filter(|t| !t.rows.is_empty() || self.parts_handed_over > 0)
+        {
+            // Rows must never be dropped silently: a group that never committed (XA PREPARE,
+            // which OpenMRS does not use) stops capture with a clear error.
+            return Err(CaptureError::MalformedEvent {
+                event: "GTID",
+                detail: format!(
+                    "transaction {} has rows but ended without COMMIT or XID (XA transactions are not supported)",
+                    open.gtid
+                        .as_ref()
+                        .map(|g| g.to_string())
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        self.schema_touched = false;
+        (
+            self.rows_handed_over,
+            self.parts_handed_over,
+            self.skip_rows,
+        ) = (0, 0, 0);
+        if let Some(resume) = self.resume.take() {
+            if Some(&resume.gtid) == gtid.as_ref() {
+                (
+                    self.rows_handed_over,
+                    self.parts_handed_over,
+                    self.skip_rows,
+                ) = (resume.rows, resume.parts, resume.rows);
+            } else {
+                // The stream starts before the partial transaction; keep waiting for it.
+                self.resume = Some(resume);
+            }
+        }
+        self.current = Some(RawTransaction {
+            gtid,
+            committed_at: u64::from(timestamp),
+            ..RawTransaction::default()
+        });
+        Ok(())
     }
 
     /// Hands over the open transaction's rows as a part when they reach the chunk bound.
@@ -278,7 +320,7 @@ impl TransactionAssembler {
         let rows = std::mem::take(&mut current.rows);
         self.rows_handed_over += rows.len() as u64;
         let part = RawTransaction {
-            gtid: current.gtid,
+            gtid: current.gtid.clone(),
             committed_at: current.committed_at,
             rows,
             part: Some(Part {
@@ -317,11 +359,11 @@ impl TransactionAssembler {
     fn decode_rows(
         &mut self,
         rows: &RowsEventData<'_>,
-        stream: &BinlogStream,
+        tables: &impl TableMaps,
         schema: &SchemaMap,
     ) -> Result<(), CaptureError> {
-        let tme = stream
-            .get_tme(rows.table_id())
+        let tme = tables
+            .table_map(rows.table_id())
             .ok_or(CaptureError::MissingTableMap(rows.table_id()))?;
         if tme.database_name_raw() != self.database.as_bytes() {
             return Ok(());

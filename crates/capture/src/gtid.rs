@@ -144,6 +144,11 @@ impl GtidPosition {
         self.0.is_empty()
     }
 
+    /// How many domains the position has seen.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The GTID of a single-domain position (one transaction's id written as a position).
     pub fn first(&self) -> Option<Gtid> {
         self.0.values().next().copied()

@@ -132,7 +132,7 @@ async fn initial_position(settings: &CaptureSettings) -> Result<String, CaptureE
             let mut conn = source::connect(&settings.source).await?;
             Ok(source::preflight(&mut conn, &settings.database)
                 .await?
-                .gtid_binlog_pos)
+                .current_position)
         }
     }
 }

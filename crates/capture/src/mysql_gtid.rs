@@ -103,6 +103,20 @@ impl MysqlGtidSet {
     }
 
     /// Adds one committed transaction.
+    /// The one transaction this set holds, if it holds exactly one.
+    pub fn single(&self) -> Option<MysqlGtid> {
+        let mut all = self.intervals.iter().flat_map(|(source, list)| {
+            list.iter().map(move |&(first, last)| (source, first, last))
+        });
+        match (all.next(), all.next()) {
+            (Some((source, first, last)), None) if first == last => Some(MysqlGtid {
+                source: source.clone(),
+                gno: first,
+            }),
+            _ => None,
+        }
+    }
+
     pub fn add(&mut self, gtid: &MysqlGtid) {
         if (1..=MAX_GNO).contains(&gtid.gno) {
             self.add_interval(&gtid.source, gtid.gno, gtid.gno);

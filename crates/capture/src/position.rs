@@ -127,6 +127,96 @@ impl fmt::Display for SourcePosition {
     }
 }
 
+/// One source transaction's global id, of either flavour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceGtid {
+    MariaDb(crate::gtid::Gtid),
+    MySql(crate::mysql_gtid::MysqlGtid),
+}
+
+impl SourceGtid {
+    /// Reads a GTID as [`fmt::Display`] wrote it: `domain-server-sequence` (MariaDB) or
+    /// `uuid[:tag]:gno` (MySQL).
+    pub fn parse(text: &str) -> Result<SourceGtid, CaptureError> {
+        if text.contains(':') {
+            let set = MysqlGtidSet::parse(text)?;
+            return set.single().map(SourceGtid::MySql).ok_or_else(|| {
+                CaptureError::BadSourcePosition {
+                    text: text.to_owned(),
+                    detail: "expected one MySQL GTID (uuid:number)".into(),
+                }
+            });
+        }
+        let position = GtidPosition::parse(text)?;
+        match (position.first(), position.len()) {
+            (Some(gtid), 1) => Ok(SourceGtid::MariaDb(gtid)),
+            _ => Err(CaptureError::BadGtidPosition(text.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for SourceGtid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceGtid::MariaDb(gtid) => gtid.fmt(f),
+            SourceGtid::MySql(gtid) => gtid.fmt(f),
+        }
+    }
+}
+
+/// The position a stream has reached, advanced at every committed transaction and written
+/// to the checkpoint: a MariaDB GTID position (written bare, as checkpoints always held it)
+/// or a MySQL GTID set (`mysql-gtid:...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamPosition {
+    MariaDb(GtidPosition),
+    MySql(MysqlGtidSet),
+}
+
+impl StreamPosition {
+    /// The checkpoint's position; a file/position checkpoint cannot be streamed from by GTID.
+    pub fn parse(text: &str) -> Result<StreamPosition, CaptureError> {
+        match SourcePosition::parse(text)? {
+            SourcePosition::MariaDbGtid(position) => Ok(StreamPosition::MariaDb(position)),
+            SourcePosition::MySqlGtid(set) => Ok(StreamPosition::MySql(set)),
+            SourcePosition::File(_) => Err(CaptureError::BadSourcePosition {
+                text: text.to_owned(),
+                detail: "capture streams by GTID; enable GTIDs on the source (MySQL: \
+                         gtid_mode=ON) and re-seed the site"
+                    .into(),
+            }),
+        }
+    }
+
+    pub fn flavour(&self) -> SourceFlavour {
+        match self {
+            StreamPosition::MariaDb(_) => SourceFlavour::MariaDb,
+            StreamPosition::MySql(_) => SourceFlavour::MySql,
+        }
+    }
+
+    /// Records a committed transaction. A GTID of the other flavour is ignored (it cannot
+    /// come from the same server).
+    pub fn advance(&mut self, gtid: &SourceGtid) {
+        match (self, gtid) {
+            (StreamPosition::MariaDb(position), SourceGtid::MariaDb(gtid)) => {
+                position.advance(*gtid)
+            }
+            (StreamPosition::MySql(set), SourceGtid::MySql(gtid)) => set.add(gtid),
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for StreamPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamPosition::MariaDb(position) => position.fmt(f),
+            StreamPosition::MySql(set) => write!(f, "{MYSQL_GTID}{set}"),
+        }
+    }
+}
+
 /// Follows the binlog file name through ROTATE events and hands out file/positions at
 /// commit events only (see the module docs).
 #[derive(Debug, Default)]

@@ -633,3 +633,124 @@ fn payloads_that_would_be_dropped_or_are_too_large_stop_capture() {
     let events: Vec<Vec<u8>> = events.map(Result::unwrap).collect();
     assert_eq!(events, vec![xid]);
 }
+
+/// Table maps as the binlog stream would hold them, filled in as table maps pass by.
+#[derive(Default)]
+struct SeenTableMaps(std::collections::HashMap<u64, TableMapEvent<'static>>);
+
+impl crate::binlog::TableMaps for SeenTableMaps {
+    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
+        self.0.get(&table_id)
+    }
+}
+
+/// Capture's own assembler over a recorded MySQL 8.0 transaction: the GTID event (33), then
+/// the compressed payload's inner events (BEGIN, TABLE_MAP + WRITE/UPDATE/DELETE v2 rows,
+/// XID) as mysql_async's stream hands them over. The transaction commits once, whole, with
+/// its MySQL GTID, and the position advances to a MySQL GTID set in checkpoint form.
+#[test]
+fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
+    use crate::binlog::{Step, TransactionAssembler};
+    use crate::position::{SourceGtid, StreamPosition};
+    let fde = mysql_80();
+    let body = payload_event_body(
+        0,
+        MYSQL_80_PAYLOAD_UNCOMPRESSED_BYTES,
+        MYSQL_80_PAYLOAD_ZSTD,
+    );
+    let payload_event = read(&fde, &frame(40, 5_000, &body, true));
+    let tpe = payload_event
+        .read_event::<TransactionPayloadEvent<'_>>()
+        .unwrap();
+    let mut footer = fde.footer();
+    footer.set_checksum_enabled(false);
+    let inner_fde = fde.clone().with_footer(footer);
+    let mut reader = tpe.decompressed().unwrap();
+    let mut inner = Vec::new();
+    while reader.fill_buf().map(|b| !b.is_empty()).unwrap() {
+        inner.push(Event::read(&inner_fde, &mut reader).unwrap());
+    }
+    drop(reader);
+    let mut events = vec![
+        read(&fde, &frame(33, 4_000, GTID_80, true)),
+        read(&fde, &frame(40, 5_000, &body, true)),
+    ];
+    events.extend(inner);
+
+    // The recorded table: compression_test.large_data, three columns (no names in the
+    // binlog: MINIMAL metadata), identified here by a natural key over all of them.
+    let columns: Vec<tributary_schema::CatalogColumn> = (0..3)
+        .map(|i| tributary_schema::CatalogColumn {
+            name: format!("c{i}"),
+            kind: tributary_schema::ColumnKind::Other,
+            nullable: true,
+            auto_increment: false,
+            unsigned: false,
+        })
+        .collect();
+    let catalog = tributary_schema::Catalog {
+        database: "compression_test".into(),
+        tables: [(
+            "large_data".to_owned(),
+            tributary_schema::CatalogTable {
+                name: "large_data".into(),
+                columns,
+                primary_key: vec!["c0".into()],
+                foreign_keys: Vec::new(),
+            },
+        )]
+        .into(),
+    };
+    let schema =
+        tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core())
+            .unwrap();
+    assert!(schema.table("large_data").is_some());
+
+    let mut assembler = TransactionAssembler::new("compression_test", 1_000);
+    let mut tables = SeenTableMaps::default();
+    let mut committed = Vec::new();
+    for event in &events {
+        if event.header().event_type_raw() == 19 {
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            tables.0.insert(tme.table_id(), tme.into_owned());
+        }
+        match assembler.feed(event, &tables, &schema).unwrap() {
+            Step::Continue => {}
+            Step::Committed(txn) => committed.push(txn),
+            other => panic!("unexpected step {}", matches!(other, Step::Chunk { .. })),
+        }
+    }
+    assert_eq!(committed.len(), 1, "one transaction, committed once");
+    let txn = &committed[0];
+    let ops: Vec<_> = txn.rows.iter().map(|r| r.op).collect();
+    assert_eq!(
+        ops,
+        vec![
+            tributary_model::Op::Insert,
+            tributary_model::Op::Update,
+            tributary_model::Op::Update,
+            tributary_model::Op::Delete
+        ],
+        "the recorded UPDATE changes two rows"
+    );
+    let Some(SourceGtid::MySql(gtid)) = &txn.gtid else {
+        panic!("the transaction carries its MySQL GTID");
+    };
+    let mut position = StreamPosition::parse("").unwrap();
+    assert!(matches!(position, StreamPosition::MariaDb(_)));
+    position = StreamPosition::MySql(MysqlGtidSet::default());
+    position.advance(txn.gtid.as_ref().unwrap());
+    let checkpoint = position.to_string();
+    assert_eq!(
+        checkpoint,
+        format!(
+            "mysql-gtid:{}",
+            MysqlGtidSet::parse(&gtid.to_string()).unwrap()
+        )
+    );
+    assert_eq!(StreamPosition::parse(&checkpoint).unwrap(), position);
+    assert_eq!(
+        SourceGtid::parse(&gtid.to_string()).unwrap(),
+        SourceGtid::MySql(gtid.clone())
+    );
+}

@@ -37,7 +37,7 @@ pub async fn check_server(conn: &mut Conn, database: &str) -> Result<Vec<Check>,
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'server_id', 'binlog_format', \
              'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress', \
-             'expire_logs_days', 'binlog_expire_logs_seconds')",
+             'expire_logs_days', 'binlog_expire_logs_seconds', 'gtid_mode')",
         )
         .await?;
     let variables: BTreeMap<String, String> = variables
@@ -89,6 +89,10 @@ pub async fn check_server(conn: &mut Conn, database: &str) -> Result<Vec<Check>,
             true,
             Verdict::Fail,
         );
+    }
+    if variables.contains_key("gtid_mode") {
+        // MySQL: capture resumes by GTID set.
+        setting("gtid_mode", &["ON"], "ON", false, Verdict::Fail);
     }
     let server_id = variables.get("server_id").cloned().unwrap_or_default();
     let unset = server_id.is_empty() || server_id == "0";

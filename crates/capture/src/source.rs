@@ -3,6 +3,8 @@
 
 use crate::error::CaptureError;
 use crate::gtid::GtidPosition;
+use crate::mysql_gtid::MysqlGtidSet;
+use crate::position::{SourceFlavour, StreamPosition};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
@@ -17,7 +19,10 @@ pub async fn connect(opts: &Opts) -> Result<Conn, CaptureError> {
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub version: String,
-    pub gtid_binlog_pos: String,
+    pub flavour: SourceFlavour,
+    /// The server's current position in checkpoint form (MariaDB `@@gtid_binlog_pos`, MySQL
+    /// `mysql-gtid:` + `@@gtid_executed`).
+    pub current_position: String,
 }
 
 /// Checks every server setting and privilege capture relies on (see [`crate::requirements`]);
@@ -25,13 +30,43 @@ pub struct ServerInfo {
 pub async fn preflight(conn: &mut Conn, database: &str) -> Result<ServerInfo, CaptureError> {
     let checks = crate::requirements::check_server(conn, database).await?;
     crate::requirements::first_failure(&checks)?;
-    let row: Option<(String, String)> = conn
-        .query_first("SELECT @@version, @@gtid_binlog_pos")
-        .await?;
-    let (version, gtid_binlog_pos) = row.unwrap_or_default();
+    let version: Option<String> = conn.query_first("SELECT @@version").await?;
+    let version = version.unwrap_or_default();
+    let flavour = SourceFlavour::from_version(&version);
+    let current_position = match flavour {
+        SourceFlavour::MariaDb => conn
+            .query_first::<String, _>("SELECT @@gtid_binlog_pos")
+            .await?
+            .unwrap_or_default(),
+        SourceFlavour::MySql => {
+            let executed: Option<String> = conn.query_first("SELECT @@gtid_executed").await?;
+            StreamPosition::MySql(MysqlGtidSet::parse(&executed.unwrap_or_default())?).to_string()
+        }
+    };
     Ok(ServerInfo {
         version,
-        gtid_binlog_pos,
+        flavour,
+        current_position,
+    })
+}
+
+/// MySQL: fails when transactions the checkpoint's set has not seen were purged
+/// (`@@gtid_purged` must be included in what capture already has).
+pub async fn check_mysql_not_purged(
+    conn: &mut Conn,
+    position: &MysqlGtidSet,
+) -> Result<(), CaptureError> {
+    if position.is_empty() {
+        return Ok(());
+    }
+    let purged: Option<String> = conn.query_first("SELECT @@gtid_purged").await?;
+    let purged = MysqlGtidSet::parse(&purged.unwrap_or_default())?;
+    if position.includes(&purged) {
+        return Ok(());
+    }
+    Err(CaptureError::PositionPurged {
+        position: position.to_string(),
+        detail: format!("the server purged {purged}, which capture had not read"),
     })
 }
 

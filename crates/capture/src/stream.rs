@@ -9,8 +9,9 @@ use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{ResumeInside, Step, TransactionAssembler};
 use crate::checkpoint::PartialTransaction;
 use crate::error::CaptureError;
-use crate::gtid::GtidPosition;
 use crate::identities::IdentityCache;
+use crate::mysql_gtid::MysqlGtidSet;
+use crate::position::{SourceFlavour, SourceGtid, StreamPosition};
 use crate::publisher::Publisher;
 use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
@@ -40,24 +41,32 @@ pub(crate) async fn stream_session(
     let (mut schema_version, mut schema) =
         schema_at_checkpoint(&history, publisher, &mut lookup, settings).await?;
     let start = publisher.checkpoint().gtid_position.clone();
-    let mut position = GtidPosition::parse(&start)?;
-    // MariaDB refuses a purged position itself under @slave_gtid_strict_mode; checking here
-    // too names the oldest binlog and does not depend on the server's mode.
-    source::check_not_purged(&mut lookup, &position).await?;
+    let mut position = stream_position(&start, server.flavour)?;
 
     let mut conn = Conn::new(settings.source.clone()).await?;
-    conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-    conn.exec_drop("SET @slave_connect_state = ?", (start.as_str(),))
-        .await?;
-    conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
     conn.query_drop(format!(
         "SET @master_heartbeat_period = {}",
         HEARTBEAT.as_nanos()
     ))
     .await?;
-    let mut stream = conn
-        .get_binlog_stream(BinlogStreamRequest::new(settings.replica_server_id))
-        .await?;
+    let request = BinlogStreamRequest::new(settings.replica_server_id);
+    let request = match &position {
+        StreamPosition::MariaDb(gtid_position) => {
+            // MariaDB refuses a purged position itself under @slave_gtid_strict_mode;
+            // checking here too names the oldest binlog and does not depend on the mode.
+            source::check_not_purged(&mut lookup, gtid_position).await?;
+            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
+            conn.exec_drop("SET @slave_connect_state = ?", (start.as_str(),))
+                .await?;
+            conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
+            request
+        }
+        StreamPosition::MySql(set) => {
+            source::check_mysql_not_purged(&mut lookup, set).await?;
+            request.with_gtid().with_gtid_set(set.to_sids()?)
+        }
+    };
+    let mut stream = conn.get_binlog_stream(request).await?;
     tracing::info!(site = %settings.site_id, server = %server.version, position = %start, "streaming the binlog");
 
     let mut formats = AttributeFormats::default();
@@ -118,7 +127,11 @@ pub(crate) async fn stream_session(
         let (raw, schema_changed) = match step {
             Step::Continue => continue,
             Step::Chunk { part, rows_so_far } => {
-                let gtid = part.gtid.map(|g| g.to_string()).unwrap_or_default();
+                let gtid = part
+                    .gtid
+                    .as_ref()
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
                 let parts = part.part.map_or(0, |p| p.index + 1);
                 let txn = annotate(
                     part,
@@ -143,7 +156,7 @@ pub(crate) async fn stream_session(
             Step::Committed(raw) => (raw, false),
             Step::SchemaChanged(raw) => (raw, true),
         };
-        if let Some(gtid) = raw.gtid {
+        if let Some(gtid) = &raw.gtid {
             position.advance(gtid);
         }
         let txn = annotate(
@@ -202,13 +215,35 @@ fn resume_inside(publisher: &Publisher) -> Result<Option<ResumeInside>, CaptureE
     let Some(partial) = &publisher.checkpoint().partial else {
         return Ok(None);
     };
-    let position = GtidPosition::parse(&partial.gtid)?;
+    let gtid = SourceGtid::parse(&partial.gtid)?;
     tracing::info!(gtid = %partial.gtid, rows = partial.rows, "resuming inside a transaction published in parts");
-    Ok(position.first().map(|gtid| ResumeInside {
+    Ok(Some(ResumeInside {
         gtid,
         rows: partial.rows,
         parts: partial.parts,
     }))
+}
+
+/// The checkpoint's position for this server. A new site (empty position) streams from the
+/// oldest binlog in the server's own scheme; a position of the other flavour is refused.
+fn stream_position(text: &str, flavour: SourceFlavour) -> Result<StreamPosition, CaptureError> {
+    match (StreamPosition::parse(text)?, flavour) {
+        (StreamPosition::MariaDb(position), SourceFlavour::MySql) if position.is_empty() => {
+            Ok(StreamPosition::MySql(MysqlGtidSet::default()))
+        }
+        (position, flavour) if position.flavour() != flavour => {
+            Err(CaptureError::BadSourcePosition {
+                text: text.to_owned(),
+                detail: format!(
+                    "the checkpoint holds a {:?} position but the site database is {flavour:?}; \
+                     point capture at the right server, or reset this site's capture state \
+                     and re-seed it",
+                    position.flavour()
+                ),
+            })
+        }
+        (position, _) => Ok(position),
+    }
 }
 
 /// The schema map valid at the checkpoint: the saved version it names, or (first start) the
