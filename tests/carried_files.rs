@@ -44,7 +44,11 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     capture.wait_exit(Duration::from_secs(30)).await?;
     let spooled = batch_files(&outbox, "clinic-a")?;
     let last = UPDATES + 1;
-    assert_eq!(spooled.len() as u64, last, "one batch per transaction: {spooled:?}");
+    assert_eq!(
+        spooled.len() as u64,
+        last,
+        "one batch per transaction: {spooled:?}"
+    );
 
     // Two files: the early and the late range.
     let early = p.work.join("early.carried");
@@ -54,8 +58,16 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
         out.contains(&format!("exported {EARLY_LAST} batches")) && out.contains("sequences 1..=5"),
         "{out}"
     );
-    let out = export(&p, &site_config, &late, &["--from", &(EARLY_LAST + 1).to_string()])?;
-    assert!(out.contains("exported 3 batches") && out.contains("sequences 6..=8"), "{out}");
+    let out = export(
+        &p,
+        &site_config,
+        &late,
+        &["--from", &(EARLY_LAST + 1).to_string()],
+    )?;
+    assert!(
+        out.contains("exported 3 batches") && out.contains("sequences 6..=8"),
+        "{out}"
+    );
     assert_eq!(
         batch_files(&outbox, "clinic-a")?,
         spooled,
@@ -66,7 +78,10 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     let out = import_ok(&p, &hq_config, &[&late])?;
     assert!(out.contains("imported 3 batches"), "{out}");
     assert!(out.contains("applied 0 batches"), "{out}");
-    assert!(out.contains("site clinic-a is held: waiting for batch 1"), "{out}");
+    assert!(
+        out.contains("site clinic-a is held: waiting for batch 1"),
+        "{out}"
+    );
     let status = run_ok(p.run_with(&hq_config, &["status"])?)?;
     assert!(status.contains("held: waiting for batch 1"), "{status}");
     let mut hq = p.hq.conn().await?;
@@ -90,7 +105,10 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
             && stdout.contains("export from sequence 3 again"),
         "the cut is named with its offset and the sequence to resend: {stdout}"
     );
-    assert!(stdout.contains("imported 2 batches") && stdout.contains("applied 2 batches"), "{stdout}");
+    assert!(
+        stdout.contains("imported 2 batches") && stdout.contains("applied 2 batches"),
+        "{stdout}"
+    );
     assert!(stdout.contains("waiting for batch 3"), "{stdout}");
 
     // 3. The early file with a bit flipped inside batch 4: 3 and 5 are imported, 4 is
@@ -103,16 +121,21 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     let stdout = text(&out);
     assert!(
-        stdout.contains("damaged:") && stdout.contains("batch 4 (site clinic-a")
+        stdout.contains("damaged:")
+            && stdout.contains("batch 4 (site clinic-a")
             && stdout.contains("checksum"),
         "the damaged batch is named: {stdout}"
     );
     assert!(
-        stdout.contains("imported 2 batches") && stdout.contains("2 already applied")
+        stdout.contains("imported 2 batches")
+            && stdout.contains("2 already applied")
             && stdout.contains("1 damaged"),
         "{stdout}"
     );
-    assert!(stdout.contains("applied 1 batches") && stdout.contains("waiting for batch 4"), "{stdout}");
+    assert!(
+        stdout.contains("applied 1 batches") && stdout.contains("waiting for batch 4"),
+        "{stdout}"
+    );
     assert!(
         !batch_files(&inbox, "clinic-a")?
             .iter()
@@ -125,17 +148,22 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     // 4. The intact early file: everything through the late file applies.
     let out = import_ok(&p, &hq_config, &[&early])?;
     assert!(
-        out.contains("imported 1 batches") && out.contains("3 already applied")
+        out.contains("imported 1 batches")
+            && out.contains("3 already applied")
             && out.contains("1 already waiting"),
         "{out}"
     );
-    assert!(out.contains(&format!("applied {} batches", last - 3)), "{out}");
+    assert!(
+        out.contains(&format!("applied {} batches", last - 3)),
+        "{out}"
+    );
     assert!(!out.contains("held"), "{out}");
 
     // 5. Both files again, and the damaged ones: nothing is placed or applied twice.
     let out = import_ok(&p, &hq_config, &[&late, &early])?;
     assert!(
-        out.contains("imported 0 batches") && out.contains(&format!("{last} already applied"))
+        out.contains("imported 0 batches")
+            && out.contains(&format!("{last} already applied"))
             && out.contains("applied 0 batches"),
         "{out}"
     );
@@ -143,7 +171,10 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     // HQ equals the site; every batch applied exactly once, nothing rejected or parked.
     run_ok(p.run_with(&hq_config, &["verify"])?)?;
     let given: Option<String> = hq
-        .exec_first("SELECT given_name FROM person_name WHERE uuid = ?", (&name,))
+        .exec_first(
+            "SELECT given_name FROM person_name WHERE uuid = ?",
+            (&name,),
+        )
         .await?;
     assert_eq!(given.as_deref(), Some(format!("v{UPDATES}").as_str()));
     let (applied_sequence, rows_applied) = progress(&mut hq).await?;
@@ -152,7 +183,10 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
     for file in &spooled {
         rows_sealed += u64::from(tributary_batch::read_header(&std::fs::read(file)?)?.row_count);
     }
-    assert_eq!(rows_applied, rows_sealed, "each batch's rows applied exactly once");
+    assert_eq!(
+        rows_applied, rows_sealed,
+        "each batch's rows applied exactly once"
+    );
     let counts: Option<(u64, u64)> = hq
         .query_first(
             "SELECT (SELECT COUNT(*) FROM tributary_rejected_batch), \
@@ -161,8 +195,14 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
         .await?;
     assert_eq!(counts, Some((0, 0)));
     let status = run_ok(p.run_with(&hq_config, &["status"])?)?;
-    assert!(status.contains("streaming") && !status.contains("held"), "{status}");
-    assert!(batch_files(&inbox, "clinic-a")?.is_empty(), "the inbox is drained");
+    assert!(
+        status.contains("streaming") && !status.contains("held"),
+        "{status}"
+    );
+    assert!(
+        batch_files(&inbox, "clinic-a")?.is_empty(),
+        "the inbox is drained"
+    );
     Ok(())
 }
 
@@ -221,6 +261,10 @@ fn records(bytes: &[u8]) -> Result<Vec<(u64, usize, usize)>> {
         records.push((sequence, at + 16, at + 16 + length));
         at += 16 + length + 4;
     }
-    anyhow::ensure!(at == bytes.len(), "records end at {at}, file at {}", bytes.len());
+    anyhow::ensure!(
+        at == bytes.len(),
+        "records end at {at}, file at {}",
+        bytes.len()
+    );
     Ok(records)
 }

@@ -21,12 +21,14 @@ use crate::progress::{Progress, human_bytes};
 
 /// `tributary export` options.
 #[derive(Debug, Args)]
-#[command(after_help = "The batches stay in the outbox: the carried copy may be lost, and \
+#[command(
+    after_help = "The batches stay in the outbox: the carried copy may be lost, and \
     a later link or another export will still deliver them (HQ applies each batch once, \
     however many copies arrive). Import the file at HQ with `tributary import FILE`; files \
     may be imported in any order and any number of times.\n\n\
     One file holds one epoch; when the outbox holds several, the oldest is exported and the \
-    others are named, to export with --epoch.")]
+    others are named, to export with --epoch."
+)]
 pub struct ExportArgs {
     /// Configuration file with [site] and [transport] sections.
     #[arg(long, short)]

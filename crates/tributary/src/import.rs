@@ -15,7 +15,8 @@ use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tributary_apply::{ApplySettings, PassReport};
+use tributary_apply::ApplySettings;
+use tributary_batch::Keyring;
 use tributary_transport::{CarriedFileReader, CarriedItem, DirectoryInbox, DirectoryOutbox};
 
 use crate::config::Config;
@@ -26,12 +27,14 @@ pub const EXIT_INCOMPLETE: u8 = 4;
 
 /// `tributary import` options.
 #[derive(Debug, Args)]
-#[command(after_help = "Files may be imported in any order and any number of times: a batch \
+#[command(
+    after_help = "Files may be imported in any order and any number of times: a batch \
     already applied or already waiting is skipped, and a site whose earlier batches have not \
     arrived yet is held at the gap (shown here and by `tributary status`) until the file \
     holding them is imported.\n\n\
     A batch damaged in the file is reported with its sequence and left out; the others are \
-    imported. Exit code 4 when anything could not be imported; export those sequences again.")]
+    imported. Exit code 4 when anything could not be imported; export those sequences again."
+)]
 pub struct ImportArgs {
     /// Configuration file with [hq] and [transport] sections.
     #[arg(long, short)]
@@ -67,16 +70,21 @@ pub struct ImportTally {
 }
 
 /// How far HQ has applied each site: (epoch, last sequence).
-type Progresses = BTreeMap<String, (u64, u64)>;
+pub type Progresses = BTreeMap<String, (u64, u64)>;
 
 /// Runs `tributary import` and prints what it did.
 pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
     let settings = Config::load(&args.config)?.apply_settings()?;
+    // Connecting first creates HQ's bookkeeping tables, so a new HQ's progress reads as empty.
+    let applier = match args.no_apply {
+        true => None,
+        false => Some(tributary_apply::Applier::connect(settings.clone()).await?),
+    };
     let progress = hq_progress(&settings).await;
     let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
     let mut tally = ImportTally::default();
     for file in &args.files {
-        import_file(&inbox, &settings, file, &progress, &mut tally)?;
+        import_file(&inbox, &settings.keyring, file, &progress, &mut tally)?;
     }
     for problem in &tally.problems {
         println!("{problem}");
@@ -91,10 +99,10 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
         tally.older_epoch,
         tally.damaged
     );
-    if args.no_apply {
-        println!("not applied (--no-apply): `tributary apply` applies them");
-    } else {
-        let pass = apply_once(settings).await?;
+    if let Some(mut applier) = applier {
+        // The same pass as `tributary apply --once`.
+        let mut pass = applier.apply_available().await?;
+        pass.rows.released += applier.retry_parked().await?;
         println!(
             "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
             pass.batches_applied,
@@ -108,6 +116,8 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
             println!("site {site} is held: waiting for batch {sequence}");
         }
         report_rejections(&inbox, &tally)?;
+    } else {
+        println!("not applied (--no-apply): `tributary apply` applies them");
     }
     if tally.problems.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -120,7 +130,7 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
 /// or only in part, is recorded in `tally.problems`; only an inbox failure is an error.
 pub fn import_file(
     inbox: &DirectoryInbox,
-    settings: &ApplySettings,
+    keyring: &Keyring,
     file: &Path,
     progress: &Progresses,
     tally: &mut ImportTally,
@@ -136,7 +146,7 @@ pub fn import_file(
     };
     let header = reader.header().clone();
     let site = header.site_id.clone();
-    if !settings.keyring.knows_site(&site) {
+    if !keyring.knows_site(&site) {
         tally.problems.push(format!(
             "not imported: {} holds batches of site {site}, which has no key in hq.key_dir; \
              copy the site's key file there and import the file again",
@@ -232,14 +242,6 @@ async fn hq_progress(settings: &ApplySettings) -> Progresses {
     }
 }
 
-/// One applier pass, as `tributary apply --once` runs it.
-async fn apply_once(settings: ApplySettings) -> Result<PassReport> {
-    let mut applier = tributary_apply::Applier::connect(settings).await?;
-    let mut pass = applier.apply_available().await?;
-    pass.rows.released += applier.retry_parked().await?;
-    Ok(pass)
-}
-
 /// Names each batch this import placed that the applier then rejected, with its reason.
 fn report_rejections(inbox: &DirectoryInbox, tally: &ImportTally) -> Result<()> {
     for (site, placed) in &tally.placed_positions {
@@ -253,4 +255,129 @@ fn report_rejections(inbox: &DirectoryInbox, tally: &ImportTally) -> Result<()> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_batch::{BatchHeader, SiteKey, seal};
+    use tributary_transport::CarriedFileWriter;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: SiteKey,
+        keyring: Keyring,
+        inbox: DirectoryInbox,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SiteKey::generate("clinic-a").unwrap();
+        let mut keyring = Keyring::new();
+        keyring.insert(key.clone()).unwrap();
+        let inbox = DirectoryInbox::open(&dir.path().join("inbox")).unwrap();
+        Fixture {
+            dir,
+            key,
+            keyring,
+            inbox,
+        }
+    }
+
+    /// A carried file of clinic-a epoch 5 with the given sequences.
+    fn carried(f: &Fixture, name: &str, sequences: &[u64]) -> PathBuf {
+        let path = f.dir.path().join(name);
+        let mut writer = CarriedFileWriter::create(&path, "clinic-a", 5).unwrap();
+        for &sequence in sequences {
+            let header = BatchHeader::new("clinic-a", f.key.key_id(), 5, sequence, 0);
+            let sealed = seal(&header, b"{\"transactions\":[]}", &f.key).unwrap();
+            writer.append(sequence, &sealed).unwrap();
+        }
+        writer.finish().unwrap();
+        path
+    }
+
+    fn waiting(f: &Fixture) -> Vec<u64> {
+        f.inbox
+            .pending("clinic-a")
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect()
+    }
+
+    #[test]
+    fn importing_twice_places_each_batch_once() {
+        let f = fixture();
+        let file = carried(&f, "a.carried", &[3, 4, 5]);
+        let mut first = ImportTally::default();
+        import_file(&f.inbox, &f.keyring, &file, &Progresses::new(), &mut first).unwrap();
+        assert_eq!((first.placed, first.problems.len()), (3, 0));
+        assert_eq!(waiting(&f), [3, 4, 5]);
+        let mut again = ImportTally::default();
+        import_file(&f.inbox, &f.keyring, &file, &Progresses::new(), &mut again).unwrap();
+        assert_eq!((again.placed, again.already_waiting), (0, 3));
+        assert_eq!(waiting(&f), [3, 4, 5]);
+    }
+
+    #[test]
+    fn batches_hq_applied_or_superseded_are_skipped() {
+        let f = fixture();
+        let file = carried(&f, "a.carried", &[1, 2, 3]);
+        let mut tally = ImportTally::default();
+        let applied = Progresses::from([("clinic-a".to_owned(), (5, 2))]);
+        import_file(&f.inbox, &f.keyring, &file, &applied, &mut tally).unwrap();
+        assert_eq!((tally.placed, tally.already_applied), (1, 2));
+        assert_eq!(waiting(&f), [3]);
+        let newer_epoch = Progresses::from([("clinic-a".to_owned(), (6, 1))]);
+        let mut tally = ImportTally::default();
+        import_file(&f.inbox, &f.keyring, &file, &newer_epoch, &mut tally).unwrap();
+        assert_eq!((tally.placed, tally.older_epoch), (0, 3));
+    }
+
+    #[test]
+    fn damage_and_unknown_sites_are_reported_and_the_rest_is_placed() {
+        let f = fixture();
+        let file = carried(&f, "a.carried", &[1, 2, 3]);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+        let mut tally = ImportTally::default();
+        import_file(&f.inbox, &f.keyring, &file, &Progresses::new(), &mut tally).unwrap();
+        assert_eq!((tally.placed, tally.damaged), (2, 1));
+        assert!(
+            tally.problems[0].contains("batch 3"),
+            "{:?}",
+            tally.problems
+        );
+        assert_eq!(waiting(&f), [1, 2]);
+
+        let mut tally = ImportTally::default();
+        let not_carried = f.dir.path().join("notes.txt");
+        std::fs::write(&not_carried, "hello").unwrap();
+        import_file(
+            &f.inbox,
+            &Keyring::new(),
+            &file,
+            &Progresses::new(),
+            &mut tally,
+        )
+        .unwrap();
+        import_file(
+            &f.inbox,
+            &f.keyring,
+            &not_carried,
+            &Progresses::new(),
+            &mut tally,
+        )
+        .unwrap();
+        assert_eq!(tally.placed, 0);
+        assert!(tally.problems[0].contains("no key"), "{:?}", tally.problems);
+        assert!(
+            tally.problems[1].contains("not a tributary carried file"),
+            "{:?}",
+            tally.problems
+        );
+    }
 }

@@ -25,7 +25,11 @@ impl Progress {
 
     /// Replaces the line with `text` (rate-limited).
     pub fn show(&mut self, text: impl FnOnce() -> String) {
-        if !self.enabled || self.last_drawn.is_some_and(|t| t.elapsed() < REDRAW_INTERVAL) {
+        if !self.enabled
+            || self
+                .last_drawn
+                .is_some_and(|t| t.elapsed() < REDRAW_INTERVAL)
+        {
             return;
         }
         self.last_drawn = Some(Instant::now());

@@ -193,7 +193,10 @@ mod tests {
             for bit in 0..8 {
                 let mut flipped = bytes.clone();
                 flipped[at] ^= 1 << bit;
-                assert!(decode(&flipped).is_err(), "flip of bit {bit} at {at} accepted");
+                assert!(
+                    decode(&flipped).is_err(),
+                    "flip of bit {bit} at {at} accepted"
+                );
             }
         }
     }
@@ -213,7 +216,10 @@ mod tests {
             );
         }
         let err = decode(b"TRBT\x01 a sealed batch").unwrap_err();
-        assert!(matches!(err, CarriedFileError::NotACarriedFile { .. }), "{err}");
+        assert!(
+            matches!(err, CarriedFileError::NotACarriedFile { .. }),
+            "{err}"
+        );
         let mut future = bytes.clone();
         future[8] = 2;
         let err = decode(&future).unwrap_err();
@@ -233,7 +239,10 @@ mod tests {
             let mut bad = header();
             edit(&mut bad);
             let err = decode(&bad.encode()).unwrap_err();
-            assert!(matches!(err, CarriedFileError::HeaderDamaged { .. }), "{err}");
+            assert!(
+                matches!(err, CarriedFileError::HeaderDamaged { .. }),
+                "{err}"
+            );
             assert!(!err.is_transient());
         }
     }

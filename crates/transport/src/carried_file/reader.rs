@@ -411,7 +411,8 @@ mod tests {
         let (_, bytes, starts) = carried(dir.path());
         // Re-frame batch 2's bytes as sequence 2 of another file whose records say 1, 2, 3
         // but whose second record holds batch 3's bytes.
-        let record = |i: usize| bytes[starts[i]..*starts.get(i + 1).unwrap_or(&bytes.len())].to_vec();
+        let record =
+            |i: usize| bytes[starts[i]..*starts.get(i + 1).unwrap_or(&bytes.len())].to_vec();
         let batch3 = &record(2)[RECORD_FRAME_BYTES..record(2).len() - RECORD_TRAILER_BYTES];
         let mut forged = bytes[..starts[0]].to_vec();
         forged.extend(record(0));

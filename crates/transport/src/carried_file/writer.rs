@@ -98,7 +98,9 @@ impl CarriedFileWriter {
             )));
         }
         if self.header.batch_count == u32::MAX {
-            return Err(refused("a carried file holds at most 2^32-1 batches".into()));
+            return Err(refused(
+                "a carried file holds at most 2^32-1 batches".into(),
+            ));
         }
         let length = u32::try_from(sealed.len())
             .ok()
@@ -193,7 +195,9 @@ impl CarriedFileWriter {
         if let Err(e) = file.write_all(bytes) {
             // A partial record may be in the file: nothing more may be appended.
             self.file = None;
-            return Err(CarriedFileError::io("write carried file", &self.temp_path)(e));
+            return Err(CarriedFileError::io("write carried file", &self.temp_path)(
+                e,
+            ));
         }
         self.bytes += bytes.len() as u64;
         Ok(())
