@@ -14,9 +14,12 @@ use super::{CarriedFileReader, CarriedFileWriter, CarriedItem};
 /// Cases per property.
 const CASES: u32 = 1_000;
 
+/// Sealed batches with their sequences, and the bytes of a carried file holding them.
+type Original = (Vec<(u64, Vec<u8>)>, Vec<u8>);
+
 /// The sealed batches (sequences 1, 2, 4, 5) and a carried file holding them.
-fn original() -> &'static (Vec<(u64, Vec<u8>)>, Vec<u8>) {
-    static ORIGINAL: OnceLock<(Vec<(u64, Vec<u8>)>, Vec<u8>)> = OnceLock::new();
+fn original() -> &'static Original {
+    static ORIGINAL: OnceLock<Original> = OnceLock::new();
     ORIGINAL.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.carried");
