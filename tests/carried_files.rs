@@ -11,6 +11,7 @@ use std::process::Output;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape, patient_rows};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, batch_files, run_ok};
+use tributary_transport::CarriedFileWriter;
 
 /// Transactions the site commits; capture publishes each as its own batch.
 const UPDATES: u64 = 7;
@@ -74,10 +75,31 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
         "export leaves every batch in the outbox"
     );
 
+    // 0. A carried file whose batch 1 was altered before it was written (so its CRC holds):
+    // the applier's authentication rejects it, import names it, nothing of it applies.
+    let tampered = p.work.join("tampered.carried");
+    let mut altered = std::fs::read(&spooled[0])?;
+    let at = altered.len() - 20;
+    altered[at] ^= 0x01;
+    let epoch = tributary_batch::read_header(&altered)?.epoch;
+    let mut writer = CarriedFileWriter::create(&tampered, "clinic-a", epoch)?;
+    writer.append(1, &altered)?;
+    writer.finish()?;
+    let out = import_ok(&p, &hq_config, &[&tampered])?;
+    assert!(
+        out.contains("applied 0 batches")
+            && out.contains(&format!("rejected: site clinic-a epoch {epoch} batch 1:"))
+            && out.contains("failed authentication"),
+        "{out}"
+    );
+
     // 1. The late file first: nothing applies, the site is held at the gap.
     let out = import_ok(&p, &hq_config, &[&late])?;
     assert!(out.contains("imported 3 batches"), "{out}");
-    assert!(out.contains("applied 0 batches"), "{out}");
+    assert!(
+        out.contains("applied 0 batches") && !out.contains("rejected:"),
+        "{out}"
+    );
     assert!(
         out.contains("site clinic-a is held: waiting for batch 1"),
         "{out}"
@@ -168,7 +190,8 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
         "{out}"
     );
 
-    // HQ equals the site; every batch applied exactly once, nothing rejected or parked.
+    // HQ equals the site; every batch applied exactly once; the tampered copy is the only
+    // rejection; nothing parked.
     run_ok(p.run_with(&hq_config, &["verify"])?)?;
     let given: Option<String> = hq
         .exec_first(
@@ -193,7 +216,7 @@ async fn carried_files_apply_exactly_once_in_any_order_and_damage_is_reported() 
                     (SELECT COUNT(*) FROM tributary_parked_row)",
         )
         .await?;
-    assert_eq!(counts, Some((0, 0)));
+    assert_eq!(counts, Some((1, 0)));
     let status = run_ok(p.run_with(&hq_config, &["status"])?)?;
     assert!(
         status.contains("streaming") && !status.contains("held"),

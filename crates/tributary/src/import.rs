@@ -15,6 +15,7 @@ use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tributary_apply::ApplySettings;
 use tributary_batch::Keyring;
 use tributary_transport::{CarriedFileReader, CarriedItem, DirectoryInbox, DirectoryOutbox};
@@ -82,6 +83,12 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
     };
     let progress = hq_progress(&settings).await;
     let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
+    // Whole seconds: some filesystems keep coarse modification times.
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(UNIX_EPOCH, |d| {
+            UNIX_EPOCH + Duration::from_secs(d.as_secs())
+        });
     let mut tally = ImportTally::default();
     for file in &args.files {
         import_file(&inbox, &settings.keyring, file, &progress, &mut tally)?;
@@ -115,7 +122,7 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
         for (site, sequence) in &pass.gaps {
             println!("site {site} is held: waiting for batch {sequence}");
         }
-        report_rejections(&inbox, &tally)?;
+        report_rejections(&inbox, &tally, started)?;
     } else {
         println!("not applied (--no-apply): `tributary apply` applies them");
     }
@@ -242,11 +249,20 @@ async fn hq_progress(settings: &ApplySettings) -> Progresses {
     }
 }
 
-/// Names each batch this import placed that the applier then rejected, with its reason.
-fn report_rejections(inbox: &DirectoryInbox, tally: &ImportTally) -> Result<()> {
+/// Names each batch this import placed that the applier then rejected, with its reason. A
+/// batch keeps the modification time of its placing, so one rejected at the same position by
+/// an earlier import (older than `started`) is not named again.
+fn report_rejections(
+    inbox: &DirectoryInbox,
+    tally: &ImportTally,
+    started: SystemTime,
+) -> Result<()> {
     for (site, placed) in &tally.placed_positions {
         for (entry, reason) in inbox.rejected(site)? {
-            if placed.contains(&(entry.epoch, entry.sequence)) {
+            let placed_now = std::fs::metadata(&entry.path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified >= started);
+            if placed_now && placed.contains(&(entry.epoch, entry.sequence)) {
                 println!(
                     "rejected: site {site} epoch {} batch {}: {reason}",
                     entry.epoch, entry.sequence
