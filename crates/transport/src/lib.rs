@@ -5,8 +5,12 @@
 //! each batch durable under a hidden staged name and then publish it with an
 //! atomic rename, so readers never see partial files. The transport moves
 //! opaque sealed bytes; it never decrypts or logs batch contents.
+//!
+//! Carried files ([`CarriedFileWriter`], [`CarriedFileReader`]) are the same stream by hand:
+//! one site's batches in one file a person carries (`tributary export` / `tributary import`).
 
 mod batch_name;
+mod carried_file;
 mod durability;
 mod error;
 mod inbox;
@@ -15,6 +19,10 @@ mod outbox;
 mod rejection;
 mod staged_batch;
 
+pub use carried_file::{
+    BatchDamage, CARRIED_FILE_MAGIC, CARRIED_FILE_VERSION, CarriedFileError, CarriedFileHeader,
+    CarriedFileReader, CarriedFileSummary, CarriedFileWriter, CarriedItem, MAX_CARRIED_BATCH_BYTES,
+};
 pub use error::TransportError;
 pub use inbox::{DirectoryInbox, InboxEntry};
 pub use layout::MAX_BATCH_FILE_BYTES;

@@ -141,6 +141,12 @@ impl Config {
         Ok(self.resolve(&transport.directory))
     }
 
+    /// The transport directory (`[transport] directory`, resolved against the file): the
+    /// site's outbox at a site, the applier's inbox at HQ.
+    pub fn transport_directory(&self) -> Result<PathBuf> {
+        self.transport_dir()
+    }
+
     pub fn site_id(&self) -> Result<String> {
         Ok(self.site()?.id.clone())
     }

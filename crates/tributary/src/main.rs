@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Write the site's committed batches (or a sequence range) into one file a person can
+    /// carry to HQ, for a site with no link. The batches stay in the outbox.
+    Export(tributary::export::ExportArgs),
+    /// At HQ, place the batches of carried files into the inbox and apply them (any order,
+    /// any number of times; damaged batches are reported and left out).
+    Import(tributary::import::ImportArgs),
     /// Per-site status at HQ: sequence applied, rows applied and parked, rejections, lag.
     Status {
         /// The configuration file (TOML); see README.md for its sections.
@@ -253,6 +259,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .await?;
             }
         }
+        Command::Export(args) => return tributary::export::run(&args),
+        Command::Import(args) => return tributary::import::run(&args).await,
         Command::Status { config, parked } => {
             let (opts, _) = Config::load(&config)?.hq_database()?;
             let mut conn = mysql_async::Conn::new(opts)
