@@ -27,6 +27,7 @@ const CLINIC: &str = "Bench Clinic";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
+    tributary::allocator::configure();
     let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1,6 +1,7 @@
 //! The `tributary` binary's library half: configuration, the demo and its dataset,
 //! verification and the reports printed for operators. `main.rs` is only the command line.
 
+pub mod allocator;
 pub mod config;
 pub mod dataset;
 pub mod demo;

@@ -150,6 +150,7 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
+    tributary::allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
