@@ -11,10 +11,10 @@ use tributary_schema::Policy;
 pub const DEFAULT_MAX_BATCH_ROWS: usize = 1_000;
 /// How long committed rows may wait for more before their batch is published.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Identity cache entries (about 180 bytes each, so about 35 MiB): the rows a clinic touched
-/// recently. Older references cost one batched lookup at the site; the capture agent's memory
-/// budget is 64 MiB in all.
-pub const DEFAULT_IDENTITY_CACHE_ENTRIES: usize = 200_000;
+/// Identity cache entries (about 120 bytes each with shared identities, so about 12 MiB): the
+/// rows a clinic touched recently. Older references cost one batched lookup at the site; the
+/// capture agent's memory budget is 64 MiB in all (measured by `benches/capture.rs`).
+pub const DEFAULT_IDENTITY_CACHE_ENTRIES: usize = 100_000;
 /// Synced rows of one source transaction held in memory before it is sent in parts (about
 /// one batch).
 pub const DEFAULT_TRANSACTION_PART_ROWS: usize = 1_000;
