@@ -85,6 +85,7 @@ async fn main() -> Result<()> {
         identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
         snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
         start: StartPosition::Oldest,
+        spool: tributary_capture::SpoolLimits::default(),
     };
     let rss_before = peak_rss_kib();
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now

@@ -90,9 +90,34 @@ pub enum CaptureError {
          starts again from its checkpoint"
     )]
     Stopped,
+    #[error(
+        "the outbox {dir} holds {used} bytes of batches, at its limit of {limit}: the transport \
+         is not taking them (is the link down?). Capture waits and retries; nothing is lost while \
+         the site keeps its binlogs. Restore the link, carry batches with 'tributary export', or \
+         raise [site] outbox_limit_mb"
+    )]
+    OutboxFull { dir: String, used: u64, limit: u64 },
+    #[error(
+        "the disk holding the outbox {dir} has {free} bytes free, under the reserve of {reserve}: \
+         capture waits and retries. Free space on that disk, or lower [site] disk_reserve_mb"
+    )]
+    DiskNearlyFull {
+        dir: String,
+        free: u64,
+        reserve: u64,
+    },
 }
 
 impl CaptureError {
+    /// The outbox or its disk has no room for the next batch: capture waits for the transport
+    /// (or an operator) to make room, then resumes from the checkpoint.
+    pub fn is_waiting_for_space(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::OutboxFull { .. } | CaptureError::DiskNearlyFull { .. }
+        )
+    }
+
     /// Transient errors are retried from the last checkpoint after a backoff; all others
     /// stop capture.
     pub fn is_transient(&self) -> bool {
@@ -100,7 +125,11 @@ impl CaptureError {
             CaptureError::Database(e) => {
                 !matches!(e, mysql_async::Error::Server(s) if s.code == 1236)
             }
-            CaptureError::StreamEnded | CaptureError::Silent(_) | CaptureError::Stopped => true,
+            CaptureError::StreamEnded
+            | CaptureError::Silent(_)
+            | CaptureError::Stopped
+            | CaptureError::OutboxFull { .. }
+            | CaptureError::DiskNearlyFull { .. } => true,
             CaptureError::Transport(e) => e.is_transient(),
             _ => false,
         }

@@ -36,6 +36,7 @@ mod sealer;
 mod settings;
 mod snapshot;
 mod source;
+mod spool_budget;
 mod stream;
 mod table_layout;
 mod transaction_payload;
@@ -56,6 +57,7 @@ pub use settings::{
 };
 pub use snapshot::{SeedReport, run_seed};
 pub use source::connect;
+pub use spool_budget::{DEFAULT_DISK_RESERVE_BYTES, DEFAULT_OUTBOX_LIMIT_BYTES, SpoolLimits};
 pub use transaction_payload::{
     DEFAULT_PAYLOAD_LIMIT_BYTES, PayloadCompression, PayloadEvents, PayloadGuard, PayloadHeader,
 };
@@ -69,6 +71,10 @@ use tributary_transport::DirectoryOutbox;
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// While the outbox is full, capture checks for space this often (a local condition: the
+/// transport frees space as it takes batches).
+const RETRY_WHILE_FULL: Duration = Duration::from_secs(2);
+const FULL_REMINDER: Duration = Duration::from_secs(600);
 
 /// Runs capture until `shutdown` is cancelled (Ok) or a fatal error occurs. Transient errors
 /// reconnect from the checkpoint with exponential backoff.
@@ -106,13 +112,39 @@ pub async fn run_capture(
             checkpoint
         }
     };
-    let mut publisher = Publisher::open(state, outbox, key, checkpoint, settings.max_batch_rows)?;
+    let mut publisher = Publisher::open(
+        state,
+        outbox,
+        key,
+        checkpoint,
+        settings.max_batch_rows,
+        settings.spool,
+    )?;
     let mut cache = IdentityCache::new(settings.identity_cache_entries);
     let mut backoff = RETRY_MIN;
+    let mut full_since_logged: Option<std::time::Instant> = None;
     loop {
+        let started = std::time::Instant::now();
         match stream::stream_session(&settings, &mut publisher, &mut cache, &shutdown).await {
             Ok(()) => return Ok(()),
+            Err(e) if e.is_waiting_for_space() => {
+                // Months offline: said once, then every FULL_REMINDER, not at every retry.
+                if full_since_logged.is_none_or(|at| at.elapsed() >= FULL_REMINDER) {
+                    tracing::warn!(site = %settings.site_id, error = %e, "capture is waiting for space in the outbox");
+                    full_since_logged = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(RETRY_WHILE_FULL) => {}
+                }
+            }
             Err(e) if e.is_transient() => {
+                if full_since_logged.take().is_some() {
+                    tracing::info!(site = %settings.site_id, "the outbox has space again");
+                }
+                if started.elapsed() >= RETRY_MAX {
+                    backoff = RETRY_MIN; // a long session: this is a new incident
+                }
                 tracing::warn!(site = %settings.site_id, error = %e, retry_in_ms = backoff.as_millis() as u64, "capture interrupted; resuming from the checkpoint");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),

@@ -9,6 +9,7 @@
 use crate::checkpoint::{Checkpoint, PartialTransaction, StateDir};
 use crate::error::CaptureError;
 use crate::sealer::{Sealer, Sink};
+use crate::spool_budget::{SpoolBudget, SpoolLimits};
 use tributary_batch::{BatchHeader, SiteKey};
 use tributary_model::{BatchPayload, Origin, SourceTransaction};
 use tributary_transport::DirectoryOutbox;
@@ -41,11 +42,18 @@ impl Publisher {
         key: SiteKey,
         checkpoint: Checkpoint,
         max_batch_rows: usize,
+        limits: SpoolLimits,
     ) -> Result<Publisher, CaptureError> {
         let key_id = key.key_id().to_owned();
+        let budget = SpoolBudget::open(outbox.dir(), limits)?;
         let mut publisher = Publisher {
             position: checkpoint.gtid_position.clone(),
-            sealer: Sealer::start(Sink { state, outbox, key })?,
+            sealer: Sealer::start(Sink {
+                state,
+                outbox,
+                key,
+                budget,
+            })?,
             key_id,
             checkpoint,
             origin: Origin::Binlog,
@@ -257,6 +265,7 @@ fn publish(
     drop(payload);
     let sealed = tributary_batch::seal(header, &json, &sink.key)?;
     drop(json);
+    sink.budget.admit(sealed.len() as u64)?;
     let staged = sink.outbox.stage(next.epoch, header.sequence, &sealed)?;
     sink.state.save(next)?;
     sink.outbox.commit(&staged)?;
@@ -314,7 +323,15 @@ mod tests {
                 checkpoint
             });
             let outbox = DirectoryOutbox::open(&self.outbox, "clinic-a").unwrap();
-            Publisher::open(state, outbox, self.key.clone(), checkpoint, 100).unwrap()
+            Publisher::open(
+                state,
+                outbox,
+                self.key.clone(),
+                checkpoint,
+                100,
+                SpoolLimits::default(),
+            )
+            .unwrap()
         }
 
         fn committed(&self) -> Vec<u64> {

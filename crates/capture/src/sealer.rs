@@ -23,6 +23,7 @@ pub(crate) struct Sink {
     pub state: StateDir,
     pub outbox: DirectoryOutbox,
     pub key: SiteKey,
+    pub budget: crate::spool_budget::SpoolBudget,
 }
 
 type Work = Box<dyn FnOnce(&mut Sink) -> Result<(), CaptureError> + Send>;
@@ -181,9 +182,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn sealer(dir: &std::path::Path) -> Sealer {
+        let outbox = DirectoryOutbox::open(&dir.join("batches"), "clinic-a").unwrap();
         Sealer::start(Sink {
             state: StateDir::open(&dir.join("state")).unwrap(),
-            outbox: DirectoryOutbox::open(&dir.join("batches"), "clinic-a").unwrap(),
+            budget: crate::spool_budget::SpoolBudget::open(outbox.dir(), Default::default())
+                .unwrap(),
+            outbox,
             key: SiteKey::generate("clinic-a").unwrap(),
         })
         .unwrap()

@@ -1,5 +1,6 @@
 //! What capture and seed need to run, resolved and validated by the binary's configuration.
 
+use crate::spool_budget::SpoolLimits;
 use mysql_async::Opts;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,4 +54,6 @@ pub struct CaptureSettings {
     pub identity_cache_entries: usize,
     pub snapshot_chunk_rows: usize,
     pub start: StartPosition,
+    /// How much the outbox may hold while the transport is behind.
+    pub spool: SpoolLimits,
 }

@@ -89,7 +89,14 @@ pub async fn run_seed(
     }
     state.save(&checkpoint)?;
     let first_sequence = checkpoint.next_sequence;
-    let mut publisher = Publisher::open(state, outbox, key, checkpoint, settings.max_batch_rows)?;
+    let mut publisher = Publisher::open(
+        state,
+        outbox,
+        key,
+        checkpoint,
+        settings.max_batch_rows,
+        settings.spool,
+    )?;
     publisher.set_origin(Origin::Snapshot)?;
     let position = publisher.checkpoint().gtid_position.clone();
 

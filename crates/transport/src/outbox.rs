@@ -45,6 +45,11 @@ impl DirectoryOutbox {
         &self.site_id
     }
 
+    /// The directory holding this site's batches.
+    pub fn dir(&self) -> &Path {
+        &self.site_dir
+    }
+
     /// Writes `sealed` as the staged batch (epoch, sequence) and makes it
     /// durable. An earlier staged file for the same position is replaced.
     pub fn stage(

@@ -14,9 +14,10 @@ use tributary_apply::{
 };
 use tributary_batch::Keyring;
 use tributary_capture::{
-    CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
-    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,
-    DEFAULT_TRANSACTION_PART_ROWS, StartPosition,
+    CaptureSettings, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_IDENTITY_CACHE_ENTRIES, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_OUTBOX_LIMIT_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
+    SpoolLimits, StartPosition,
 };
 use tributary_schema::Policy;
 
@@ -64,6 +65,11 @@ pub struct SiteSection {
     /// An idle capture sends an empty batch this often (default 60 000).
     pub keepalive_interval_ms: Option<u64>,
     pub identity_cache_entries: Option<usize>,
+    /// The most the outbox may hold while the transport is behind (default 10240 MiB);
+    /// capture waits at the limit, nothing is lost while the site keeps its binlogs.
+    pub outbox_limit_mb: Option<u64>,
+    /// Space to leave free on the outbox's disk (default 512 MiB).
+    pub disk_reserve_mb: Option<u64>,
     /// `current` (default: stream from now; older rows come by `tributary seed`) or `oldest`.
     pub start_position: Option<String>,
 }
@@ -198,6 +204,14 @@ impl Config {
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             start,
+            spool: SpoolLimits {
+                max_bytes: site
+                    .outbox_limit_mb
+                    .map_or(DEFAULT_OUTBOX_LIMIT_BYTES, |mb| mb.saturating_mul(1 << 20)),
+                disk_reserve_bytes: site
+                    .disk_reserve_mb
+                    .map_or(DEFAULT_DISK_RESERVE_BYTES, |mb| mb.saturating_mul(1 << 20)),
+            },
         })
     }
 

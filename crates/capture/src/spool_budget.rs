@@ -1,0 +1,202 @@
+//! The outbox's budget: a site offline for months keeps every batch until the transport has
+//! taken it, so the outbox grows; it is capped by a configured size and by a disk reserve.
+//!
+//! Before a batch is staged the budget admits it or refuses with an error naming the outbox,
+//! what it holds, the limit and the remedies. Refusal is transient: capture stops publishing
+//! (the checkpoint stays where it is, the binlog keeps the changes) and retries from the
+//! checkpoint after its backoff, so nothing is lost while the transport catches up or space
+//! is freed. Crossing 80% of the cap is logged once per crossing.
+//!
+//! The size is counted incrementally and rescanned from the directory when it nears the cap
+//! or every [`RESCAN_EVERY`] batches (the transport removes files behind capture's back).
+
+use crate::error::CaptureError;
+use std::path::{Path, PathBuf};
+
+/// Defaults: 10 GiB of outbox, and at least 512 MiB left free on its file system.
+pub const DEFAULT_OUTBOX_LIMIT_BYTES: u64 = 10 << 30;
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 512 << 20;
+
+const RESCAN_EVERY: u32 = 256;
+const WARN_PERCENT: u64 = 80;
+
+/// How much the outbox may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    /// Bytes of batches the outbox may hold for this site.
+    pub max_bytes: u64,
+    /// Bytes that must stay free on the outbox's file system.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> SpoolLimits {
+        SpoolLimits {
+            max_bytes: DEFAULT_OUTBOX_LIMIT_BYTES,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
+        }
+    }
+}
+
+pub(crate) struct SpoolBudget {
+    dir: PathBuf,
+    limits: SpoolLimits,
+    /// Bytes held, as last counted plus what was admitted since.
+    used: u64,
+    since_rescan: u32,
+    warned: bool,
+}
+
+impl SpoolBudget {
+    pub fn open(dir: &Path, limits: SpoolLimits) -> Result<SpoolBudget, CaptureError> {
+        let mut budget = SpoolBudget {
+            dir: dir.to_owned(),
+            limits,
+            used: 0,
+            since_rescan: 0,
+            warned: false,
+        };
+        budget.rescan()?;
+        Ok(budget)
+    }
+
+    /// Admits a batch of `bytes`, or refuses it when the outbox would pass its cap or the
+    /// disk its reserve.
+    pub fn admit(&mut self, bytes: u64) -> Result<(), CaptureError> {
+        self.since_rescan += 1;
+        if self.since_rescan >= RESCAN_EVERY
+            || self.used.saturating_add(bytes) > self.limits.max_bytes / 10 * 9
+        {
+            self.rescan()?;
+        }
+        let after = self.used.saturating_add(bytes);
+        if after > self.limits.max_bytes {
+            return Err(CaptureError::OutboxFull {
+                dir: self.dir.display().to_string(),
+                used: self.used,
+                limit: self.limits.max_bytes,
+            });
+        }
+        let free = available_bytes(&self.dir)?;
+        if free < self.limits.disk_reserve_bytes.saturating_add(bytes) {
+            return Err(CaptureError::DiskNearlyFull {
+                dir: self.dir.display().to_string(),
+                free,
+                reserve: self.limits.disk_reserve_bytes,
+            });
+        }
+        let warn_at = self.limits.max_bytes / 100 * WARN_PERCENT;
+        if after >= warn_at && !self.warned {
+            tracing::warn!(
+                outbox = %self.dir.display(),
+                used_bytes = after,
+                limit_bytes = self.limits.max_bytes,
+                "the outbox is over {WARN_PERCENT}% of its limit: is the transport taking batches?"
+            );
+            self.warned = true;
+        } else if after < warn_at {
+            self.warned = false;
+        }
+        self.used = after;
+        Ok(())
+    }
+
+    /// Bytes the outbox holds now, as counted.
+    #[cfg(test)]
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    fn rescan(&mut self) -> Result<(), CaptureError> {
+        self.since_rescan = 0;
+        self.used = directory_bytes(&self.dir)?;
+        Ok(())
+    }
+}
+
+fn state_error(dir: &Path, e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::State {
+        path: dir.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Bytes of the regular files directly in `dir` (a missing directory holds nothing).
+fn directory_bytes(dir: &Path) -> Result<u64, CaptureError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(state_error(dir, e)),
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let entry = entry.map_err(|e| state_error(dir, e))?;
+        // A file removed by the transport meanwhile simply no longer counts.
+        if let Ok(metadata) = entry.metadata()
+            && metadata.is_file()
+        {
+            total = total.saturating_add(metadata.len());
+        }
+    }
+    Ok(total)
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn available_bytes(dir: &Path) -> Result<u64, CaptureError> {
+    let stats = rustix::fs::statvfs(dir).map_err(|e| state_error(dir, e))?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_refuses_a_batch_and_frees_up_when_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1.batch"), vec![0u8; 600]).unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 1_000,
+            disk_reserve_bytes: 0,
+        };
+        let mut budget = SpoolBudget::open(dir.path(), limits).unwrap();
+        assert_eq!(budget.used(), 600);
+        budget.admit(300).unwrap();
+        std::fs::write(dir.path().join("2.batch"), vec![0u8; 300]).unwrap();
+        let err = budget.admit(300).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CaptureError::OutboxFull {
+                    used: 900,
+                    limit: 1_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.is_transient(),
+            "capture retries once the transport caught up"
+        );
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        // The transport took the first batch: the next admission rescans and fits.
+        std::fs::remove_file(dir.path().join("1.batch")).unwrap();
+        budget.admit(300).unwrap();
+        assert_eq!(budget.used(), 600);
+    }
+
+    #[test]
+    fn the_disk_reserve_refuses_when_the_file_system_is_nearly_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = available_bytes(dir.path()).unwrap();
+        let limits = SpoolLimits {
+            max_bytes: u64::MAX,
+            disk_reserve_bytes: free.saturating_add(1 << 30),
+        };
+        let mut budget = SpoolBudget::open(dir.path(), limits).unwrap();
+        let err = budget.admit(1).unwrap_err();
+        assert!(matches!(err, CaptureError::DiskNearlyFull { .. }), "{err}");
+        assert!(err.is_transient());
+    }
+}

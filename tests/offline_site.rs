@@ -1,0 +1,91 @@
+//! A site whose transport is gone for a long stretch: its outbox fills up to the configured cap,
+//! capture then waits (saying why, once) without losing or skipping anything, and when the
+//! transport comes back the backlog drains and HQ ends up equal to the site.
+
+use anyhow::Result;
+use std::time::Duration;
+use tributary::dataset::{self, PatientShape};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, batch_files};
+use tributary_suite::wait_until;
+
+/// Patients registered while HQ takes nothing (about 40 rows each, 1.5 KB of sealed batches
+/// per patient): well over what 1 MiB of outbox holds.
+const PATIENTS: u64 = 1_200;
+const LIMIT_BYTES: u64 = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns() -> Result<()> {
+    let p = Pipeline::start(
+        "offline-site",
+        PipelineOptions {
+            max_batch_rows: 2_000,
+            transaction_part_rows: 2_000,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    let config = std::fs::read_to_string(&p.config)?;
+    std::fs::write(
+        &p.config,
+        config.replacen("[site]\n", "[site]\noutbox_limit_mb = 1\n", 1),
+    )?;
+    let batches = p.work.join("batches");
+
+    // The link is down: capture runs, nothing takes its batches.
+    let capture = p.spawn("capture", "capture")?;
+    p.wait_capture_started("state", &capture).await?;
+    let mut site = p.site.conn().await?;
+    let rows = dataset::load_patients(
+        &mut site,
+        CLINIC,
+        "clinic-a",
+        0,
+        PATIENTS,
+        PatientShape::default(),
+    )
+    .await?;
+
+    // Capture fills the outbox up to its cap, says why it waits, and goes no further.
+    wait_until(
+        "capture to wait for space in the outbox",
+        Duration::from_secs(120),
+        || {
+            let logs = capture.logs();
+            async move { Ok(logs.contains("waiting for space in the outbox")) }
+        },
+    )
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
+    let held: u64 = batch_files(&batches, &p.site_id)?
+        .iter()
+        .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        held <= LIMIT_BYTES,
+        "the outbox holds {held} bytes, over its 1 MiB cap"
+    );
+    assert!(
+        held > LIMIT_BYTES / 4,
+        "the outbox filled before capture waited ({held} bytes)"
+    );
+    assert_eq!(
+        capture
+            .logs()
+            .matches("waiting for space in the outbox")
+            .count(),
+        1,
+        "said once, not at every retry"
+    );
+
+    // The link returns: the backlog drains and capture goes on to the end.
+    let mut apply = p.spawn("apply", "apply")?;
+    let mut capture = capture;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let report = p.verify()?;
+    assert!(report.contains("obs"), "{report}");
+    let applied: u64 =
+        p.hq.scalar("SELECT rows_applied FROM tributary_site_progress")
+            .await?;
+    assert!(applied >= rows, "every row arrived ({applied} of {rows})");
+    Ok(())
+}
