@@ -129,40 +129,13 @@ fn parse(raw: &[u8], path: &Path) -> Result<SiteKey, KeyError> {
         line,
         problem,
     };
-    let text = std::str::from_utf8(raw).map_err(|e| {
-        let line = 1 + raw[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count();
-        parse_error(line, "is not UTF-8 text".to_owned())
-    })?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(index, line)| (index + 1, line.trim()));
-    match lines.next() {
-        Some((_, FILE_HEADER)) => {}
-        Some((line, first)) if first.starts_with("tributary-site-key ") => {
-            return Err(parse_error(
-                line,
-                format!("unsupported key file version {first:?}; this build reads {FILE_HEADER:?}"),
-            ));
-        }
-        _ => {
-            return Err(parse_error(
-                1,
-                format!("expected {FILE_HEADER:?}; this is not a tributary site key file"),
-            ));
-        }
-    }
+    let lines = crate::versioned_text::content_lines(raw, FILE_HEADER, "site key file")
+        .map_err(|(line, problem)| parse_error(line, problem))?;
 
     let mut site_id: Option<(usize, String)> = None;
     let mut key_id: Option<(usize, String)> = None;
     let mut key: Option<(usize, Zeroizing<[u8; KEY_LEN]>)> = None;
     for (line, content) in lines {
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
         let Some((name, value)) = content.split_once('=') else {
             return Err(parse_error(line, "expected `name = value`".to_owned()));
         };

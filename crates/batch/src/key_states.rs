@@ -109,40 +109,11 @@ pub(crate) fn parse(raw: &[u8], path: &Path) -> Result<Vec<StateLine>, KeyError>
         line,
         problem,
     };
-    let text = std::str::from_utf8(raw).map_err(|e| {
-        let line = 1 + raw[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count();
-        parse_error(line, "is not UTF-8 text".to_owned())
-    })?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(index, line)| (index + 1, line.trim()));
-    match lines.next() {
-        Some((_, FILE_HEADER)) => {}
-        Some((line, first)) if first.starts_with("tributary-key-states ") => {
-            return Err(parse_error(
-                line,
-                format!(
-                    "unsupported key-states version {first:?}; this build reads {FILE_HEADER:?}"
-                ),
-            ));
-        }
-        _ => {
-            return Err(parse_error(
-                1,
-                format!("expected {FILE_HEADER:?}; this is not a tributary key-states file"),
-            ));
-        }
-    }
+    let lines = crate::versioned_text::content_lines(raw, FILE_HEADER, "key-states file")
+        .map_err(|(line, problem)| parse_error(line, problem))?;
 
     let mut entries: Vec<StateLine> = Vec::new();
     for (line, content) in lines {
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
         let words: Vec<&str> = content.split_whitespace().collect();
         let [state, key_id, site_id] = words[..] else {
             return Err(parse_error(

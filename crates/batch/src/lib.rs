@@ -28,6 +28,7 @@ mod keyring;
 mod payload;
 mod reject_reason;
 mod site_key;
+mod versioned_text;
 
 pub use envelope::{MAX_PAYLOAD_BYTES, open, open_with_limit, read_header, seal};
 pub use error::{BatchError, KeyError};

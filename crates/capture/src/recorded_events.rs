@@ -418,15 +418,22 @@ fn payload_event_body(compression: u8, uncompressed: u64, payload: &[u8]) -> Vec
     body
 }
 
-#[test]
-fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard() {
-    let fde = mysql_80();
+/// The recorded 8.0.27 compressed transaction as a TRANSACTION_PAYLOAD event (40) at log
+/// position 5,000: its body, and the event read with the stream's FORMAT_DESCRIPTION.
+fn recorded_payload(fde: &FormatDescriptionEvent<'static>) -> (Vec<u8>, Event) {
     let body = payload_event_body(
         0,
         MYSQL_80_PAYLOAD_UNCOMPRESSED_BYTES,
         MYSQL_80_PAYLOAD_ZSTD,
     );
-    let payload_event = read(&fde, &frame(40, 5_000, &body, true));
+    let event = read(fde, &frame(40, 5_000, &body, true));
+    (body, event)
+}
+
+#[test]
+fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard() {
+    let fde = mysql_80();
+    let (_, payload_event) = recorded_payload(&fde);
     assert!(stored_checksum_matches(&payload_event));
 
     // mysql_common's path: the payload event, its decompressing reader, and inner events read
@@ -546,12 +553,7 @@ fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard(
 #[test]
 fn payloads_that_would_be_dropped_or_are_too_large_stop_capture() {
     let fde = mysql_80();
-    let body = payload_event_body(
-        0,
-        MYSQL_80_PAYLOAD_UNCOMPRESSED_BYTES,
-        MYSQL_80_PAYLOAD_ZSTD,
-    );
-    let payload_event = read(&fde, &frame(40, 5_000, &body, true));
+    let (body, payload_event) = recorded_payload(&fde);
 
     // The stream skipped the inner events (mysql_async yields nothing for a payload it
     // cannot decompress): the next real event is caught.
@@ -653,12 +655,7 @@ fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
     use crate::binlog::{Step, TransactionAssembler};
     use crate::position::{SourceGtid, StreamPosition};
     let fde = mysql_80();
-    let body = payload_event_body(
-        0,
-        MYSQL_80_PAYLOAD_UNCOMPRESSED_BYTES,
-        MYSQL_80_PAYLOAD_ZSTD,
-    );
-    let payload_event = read(&fde, &frame(40, 5_000, &body, true));
+    let (body, payload_event) = recorded_payload(&fde);
     let tpe = payload_event
         .read_event::<TransactionPayloadEvent<'_>>()
         .unwrap();
