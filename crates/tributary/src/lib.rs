@@ -5,6 +5,7 @@ pub mod config;
 pub mod dataset;
 pub mod demo;
 pub mod doctor;
+pub mod kafka_apply;
 pub mod report;
 pub mod schema_report;
 pub mod verify;
