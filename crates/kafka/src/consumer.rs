@@ -75,7 +75,8 @@ pub struct ConsumerSettings {
     pub hold_retry: Duration,
     /// How often [`BatchHandler::tick`] runs.
     pub tick_interval: Duration,
-    /// `Drain` mode: stop when nothing arrived for this long after partitions were assigned.
+    /// `Drain` mode: stop when no record produced before the run started was finished for
+    /// this long after partitions were assigned.
     pub idle_window: Duration,
     /// `Drain` mode: how long to wait for the first assignment (a group join can be slow).
     pub assignment_timeout: Duration,
@@ -272,6 +273,12 @@ impl Run<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError<H::Error>> {
         let started = Instant::now();
+        // Drain mode stops once nothing that was already in the topic when it started has
+        // arrived for the idle window: records produced later (a live site's new batches and
+        // keepalives) are applied too, but do not keep it running.
+        let drain_from_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut last_record = Instant::now();
         let mut last_tick = Instant::now();
         let mut assigned = false;
@@ -327,9 +334,17 @@ impl Run<'_> {
                 }
                 self.expect.remove(&partition);
             }
-            last_record = Instant::now();
+            let produced_before_start = message
+                .timestamp()
+                .to_millis()
+                .is_none_or(|ms| ms < drain_from_ms);
             match handler.handle(decode(message)).await {
-                Ok(Handled::Done) => self.done(partition, offset),
+                Ok(Handled::Done) => {
+                    if produced_before_start {
+                        last_record = Instant::now();
+                    }
+                    self.done(partition, offset);
+                }
                 Ok(Handled::Hold { reason }) => {
                     tracing::debug!(partition, offset, reason, "holding partition");
                     self.hold(partition, offset, self.settings.hold_retry);
