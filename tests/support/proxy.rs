@@ -2,13 +2,14 @@
 //! Tributary's Kafka clients and the broker, without stopping the broker (whose memory
 //! storage would lose everything).
 //!
-//! While cut, the port refuses connections and every forwarded connection is closed; restored,
-//! the same port accepts again. Threads, not tasks: it keeps forwarding while a test blocks
-//! its runtime on a child process.
+//! While cut, every forwarded connection is closed and new ones are closed as soon as they
+//! are accepted (and counted: how often clients tried to reconnect shows whether they back
+//! off); restored, connections are forwarded again. Threads, not tasks: it keeps forwarding
+//! while a test blocks its runtime on a child process.
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -23,6 +24,9 @@ struct State {
     listener: Mutex<Option<TcpListener>>,
     upstream: Mutex<Option<u16>>,
     connections: Mutex<Vec<TcpStream>>,
+    cut: AtomicBool,
+    /// Connections accepted (and closed) while cut.
+    attempts_while_cut: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -62,24 +66,22 @@ impl TcpProxy {
         *self.state.upstream.lock().unwrap() = Some(upstream);
     }
 
-    /// Cuts the link: closes the port and every forwarded connection.
+    /// Cuts the link: closes every forwarded connection, and each new one at once.
     pub fn cut(&self) {
-        self.state.listener.lock().unwrap().take();
+        self.state.cut.store(true, Ordering::SeqCst);
         for stream in self.state.connections.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
-    /// Restores the link on the same port.
-    pub fn restore(&self) -> anyhow::Result<()> {
-        let mut slot = self.state.listener.lock().unwrap();
-        if slot.is_none() {
-            let listener = TcpListener::bind(("127.0.0.1", self.port))
-                .with_context(|| format!("re-binding proxy port {}", self.port))?;
-            listener.set_nonblocking(true)?;
-            *slot = Some(listener);
-        }
-        Ok(())
+    /// Restores the link.
+    pub fn restore(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections clients opened (and the proxy closed) while the link was cut.
+    pub fn attempts_while_cut(&self) -> u64 {
+        self.state.attempts_while_cut.load(Ordering::SeqCst)
     }
 }
 
@@ -100,6 +102,10 @@ fn accept_loop(state: &State) {
             None => Err(io::Error::from(io::ErrorKind::WouldBlock)),
         };
         match accepted {
+            Ok((client, _)) if state.cut.load(Ordering::SeqCst) => {
+                state.attempts_while_cut.fetch_add(1, Ordering::SeqCst);
+                let _ = client.shutdown(Shutdown::Both);
+            }
             Ok((client, _)) => {
                 let upstream = *state.upstream.lock().unwrap();
                 if let Some(upstream) = upstream {
@@ -172,10 +178,11 @@ mod tests {
         let mut one = [0u8; 1];
         open.read_exact(&mut one).unwrap();
         proxy.cut();
-        assert!(roundtrip(proxy.port()).is_err(), "a cut link refuses");
         let mut rest = Vec::new();
         assert_eq!(open.read_to_end(&mut rest).unwrap_or(0), 0, "open connections are closed");
-        proxy.restore().unwrap();
+        assert!(roundtrip(proxy.port()).is_err(), "a cut link carries nothing");
+        assert!(proxy.attempts_while_cut() >= 1);
+        proxy.restore();
         assert_eq!(roundtrip(proxy.port()).unwrap(), b"ping");
     }
 }
