@@ -35,6 +35,13 @@ mkdir -p "$SERVICES"
 # starting test process is gone, so a concurrent cargo test keeps its own) and remove them.
 tidy_leftovers() {
   deploy/mariadb.sh stop-all "$SERVICES" --orphans || true
+  local t towner
+  for t in "$SERVICES"/*/tansu; do
+    [[ -f "$t/env" ]] || continue
+    towner="$(sed -n 's/^OWNER_PID=//p' "$t/env")"
+    if [[ -n "$towner" && -d "/proc/$towner" ]]; then continue; fi
+    deploy/tansu.sh stop "$t" || true
+  done
   local envf d owner
   for envf in "$SERVICES"/*/env; do
     [[ -f "$envf" ]] || continue
@@ -82,7 +89,7 @@ cleanup() {
   deploy/mariadb.sh stop-all "$SERVICES" --run-id "$TRIBUTARY_TEST_RUN_ID" || true
   local t
   for t in "$SERVICES"/*/tansu; do
-    [[ -f "$t/env" ]] && deploy/tansu.sh stop "$t" || true
+    if [[ -f "$t/env" ]]; then deploy/tansu.sh stop "$t" || true; fi
   done
   local n i
   n="$(kill_run_processes TERM)"

@@ -11,9 +11,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, tributary_capture_checkpoint,
-};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, tributary_capture_checkpoint};
 use tributary_suite::wait_until;
 
 const TOPIC: &str = "tributary.batches";
@@ -101,12 +99,17 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
         let spooled = p.spooled_batches();
         async move { Ok(spooled?.is_empty()) }
     };
-    wait_until("the shipper to empty the spool", Duration::from_secs(60), spool_empty)
-        .await
-        .map_err(|e| e.context(ship.logs()))?;
+    wait_until(
+        "the shipper to empty the spool",
+        Duration::from_secs(60),
+        spool_empty,
+    )
+    .await
+    .map_err(|e| e.context(ship.logs()))?;
     let mut cmd = std::process::Command::new(tributary_suite::tributary_bin());
     cmd.args(["apply", "--once", "--config"]).arg(&p.config);
-    let mut once = tributary_suite::ChildGuard::spawn(&mut cmd, &p.work.join("logs"), "apply-once")?;
+    let mut once =
+        tributary_suite::ChildGuard::spawn(&mut cmd, &p.work.join("logs"), "apply-once")?;
     let status = once.wait_exit(Duration::from_secs(180)).await?;
     assert!(status.success(), "{}", once.logs());
     let summary = once.stdout();
@@ -118,7 +121,12 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     let last: Option<u64> = hq
         .query_first("SELECT last_sequence FROM tributary_site_progress")
         .await?;
-    assert_eq!(last, Some(next_sequence - 1), "--once applied every published batch\n{}", once.logs());
+    assert_eq!(
+        last,
+        Some(next_sequence - 1),
+        "--once applied every published batch\n{}",
+        once.logs()
+    );
 
     p.verify()?;
     let applied: Option<u64> = hq

@@ -36,15 +36,18 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
     let init = run_ok(p.run(&["kafka", "init"])?).context(tansu.log_tail())?;
     assert!(init.contains("created topic"), "{init}");
     let again = run_ok(p.run(&["kafka", "init"])?)?;
-    assert!(again.contains("exists"), "kafka init is idempotent: {again}");
+    assert!(
+        again.contains("exists"),
+        "kafka init is idempotent: {again}"
+    );
 
     let mut capture = p.spawn("capture", "capture")?;
     let mut ship = p.spawn("ship", "ship")?;
     let mut apply = p.spawn("apply", "apply")?;
     p.wait_capture_started("state", &capture).await?;
     let shape = PatientShape::default();
-    let mut rows = dataset::load_patients(&mut p.site.conn().await?, CLINIC, "clinic-a", 0, 20, shape)
-        .await?;
+    let mut rows =
+        dataset::load_patients(&mut p.site.conn().await?, CLINIC, "clinic-a", 0, 20, shape).await?;
     p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])
         .await?;
 
@@ -78,9 +81,11 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
     // ... and longer: until the clients have tried to reconnect many times (librdkafka backs
     // off to 10 s between attempts, so this takes about a minute).
     let proxy_ref = &proxy;
-    wait_until("the clients to try the broker 50 times", Duration::from_secs(180), move || async move {
-        Ok(proxy_ref.attempts_while_cut() >= 50)
-    })
+    wait_until(
+        "the clients to try the broker 50 times",
+        Duration::from_secs(180),
+        move || async move { Ok(proxy_ref.attempts_while_cut() >= 50) },
+    )
     .await?;
     let attempts_per_s = proxy.attempts_while_cut() as f64 / outage.elapsed().as_secs_f64();
     assert!(
@@ -151,12 +156,22 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
         .await?;
     assert_eq!(rejected, Some(0));
     let (_, next) = tributary_capture_checkpoint(&p.work.join("state"))?.context("checkpoint")?;
-    assert!(last + 1 >= next - 1, "HQ applied up to the last published batch");
+    assert!(
+        last + 1 >= next - 1,
+        "HQ applied up to the last published batch"
+    );
     let log = strip_ansi(&apply.stderr());
     let applied: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("applied batch"))
-        .filter_map(|l| l.split("sequence=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("sequence=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     let unique: BTreeSet<u64> = applied.iter().copied().collect();
     assert_eq!(unique.len(), applied.len(), "no batch applied twice");
@@ -173,7 +188,12 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
     for child in [&mut ship, &mut apply, &mut capture] {
         child.signal("TERM")?;
         let status = child.wait_exit(Duration::from_secs(30)).await?;
-        assert!(status.success(), "{} stops cleanly\n{}", child.name(), child.logs());
+        assert!(
+            status.success(),
+            "{} stops cleanly\n{}",
+            child.name(),
+            child.logs()
+        );
     }
     Ok(())
 }

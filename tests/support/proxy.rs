@@ -128,10 +128,7 @@ fn forward(state: &State, client: TcpStream, upstream: u16) -> io::Result<()> {
         connections.push(client.try_clone()?);
         connections.push(server.try_clone()?);
     }
-    for (mut from, mut to) in [
-        (client.try_clone()?, server.try_clone()?),
-        (server, client),
-    ] {
+    for (mut from, mut to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
         thread::spawn(move || {
             let _ = io::copy(&mut from, &mut to);
             let _ = to.shutdown(Shutdown::Both);
@@ -179,8 +176,15 @@ mod tests {
         open.read_exact(&mut one).unwrap();
         proxy.cut();
         let mut rest = Vec::new();
-        assert_eq!(open.read_to_end(&mut rest).unwrap_or(0), 0, "open connections are closed");
-        assert!(roundtrip(proxy.port()).is_err(), "a cut link carries nothing");
+        assert_eq!(
+            open.read_to_end(&mut rest).unwrap_or(0),
+            0,
+            "open connections are closed"
+        );
+        assert!(
+            roundtrip(proxy.port()).is_err(),
+            "a cut link carries nothing"
+        );
         assert!(proxy.attempts_while_cut() >= 1);
         proxy.restore();
         assert_eq!(roundtrip(proxy.port()).unwrap(), b"ping");

@@ -88,8 +88,16 @@ impl Applier {
 
     /// Records a record that is not a usable batch (no position, invalid site id) as a
     /// rejection; `origin` says where it came from (e.g. topic, partition and offset).
-    pub async fn reject_unroutable(&mut self, origin: &str, reason: &str) -> Result<(), ApplyError> {
-        tracing::error!(origin, reason, "rejected a record that is not a usable batch; nothing of it was applied");
+    pub async fn reject_unroutable(
+        &mut self,
+        origin: &str,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        tracing::error!(
+            origin,
+            reason,
+            "rejected a record that is not a usable batch; nothing of it was applied"
+        );
         bookkeeping::record_rejected(&mut self.conn, "", 0, 0, origin, reason).await?;
         Ok(())
     }
@@ -102,7 +110,13 @@ impl Applier {
         sealed: &[u8],
         reason: &str,
     ) -> Result<(), ApplyError> {
-        tracing::error!(site = site_id, epoch, sequence, reason, "rejected batch; nothing of it was applied");
+        tracing::error!(
+            site = site_id,
+            epoch,
+            sequence,
+            reason,
+            "rejected batch; nothing of it was applied"
+        );
         let kept = self
             .inbox
             .keep_rejected(site_id, epoch, sequence, sealed, reason)?;

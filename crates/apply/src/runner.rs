@@ -144,13 +144,13 @@ impl Applier {
             };
             let (header, payload) =
                 match self.open(&entry.site_id, entry.epoch, entry.sequence, &bytes) {
-                Ok(opened) => opened,
-                Err(reason) => {
-                    self.reject(&entry, &reason).await?;
-                    report.rejected += 1;
-                    return Ok(());
-                }
-            };
+                    Ok(opened) => opened,
+                    Err(reason) => {
+                        self.reject(&entry, &reason).await?;
+                        report.rejected += 1;
+                        return Ok(());
+                    }
+                };
             let (fit, outcome) = apply_batch(
                 &mut self.conn,
                 &self.schema,

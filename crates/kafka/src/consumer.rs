@@ -178,7 +178,9 @@ impl ConsumerContext for ConsumerCtx {
                     partitions = commit.count(),
                     "committed offsets before the partitions were revoked"
                 ),
-                Err(e) => tracing::warn!(error = %e, "offset commit before revocation failed; batches will be read again and skipped"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "offset commit before revocation failed; batches will be read again and skipped")
+                }
             }
         }
     }
@@ -278,7 +280,9 @@ impl Run<'_> {
         // keepalives) are applied too, but do not keep it running.
         let drain_from_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            .map_or(i64::MAX, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            });
         let mut last_record = Instant::now();
         let mut last_tick = Instant::now();
         let mut assigned = false;

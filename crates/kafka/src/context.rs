@@ -53,7 +53,10 @@ impl Reachability {
 
     /// Whether an outage is going on.
     pub fn in_outage(&self) -> bool {
-        self.outage_since.lock().map(|s| s.is_some()).unwrap_or(false)
+        self.outage_since
+            .lock()
+            .map(|s| s.is_some())
+            .unwrap_or(false)
     }
 }
 
@@ -90,7 +93,12 @@ pub(crate) fn route_log(role: &str, level: RDKafkaLogLevel, fac: &str, message: 
     }
 }
 
-pub(crate) fn route_error(role: &str, reachability: &Reachability, error: &KafkaError, reason: &str) {
+pub(crate) fn route_error(
+    role: &str,
+    reachability: &Reachability,
+    error: &KafkaError,
+    reason: &str,
+) {
     match error.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::AllBrokersDown

@@ -137,7 +137,9 @@ pub(crate) fn remedy_for(error: &KafkaError) -> &'static str {
         Some(C::TopicAuthorizationFailed) | Some(C::ClusterAuthorizationFailed) => {
             "grant this site's Kafka principal Write (and IdempotentWrite) on the topic"
         }
-        _ => "check the broker's logs; the batch stays in the spool and is sent again at the next start",
+        _ => {
+            "check the broker's logs; the batch stays in the spool and is sent again at the next start"
+        }
     }
 }
 

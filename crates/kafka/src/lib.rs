@@ -16,8 +16,8 @@
 //! librdkafka; only the binary does.
 
 mod client_config;
-mod context;
 pub mod consumer;
+mod context;
 mod error;
 mod record;
 pub mod settings;

@@ -170,7 +170,10 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
         "ssl.key.pem",
         "private keys come from a file: use ssl.key.location",
     ),
-    ("sasl.oauthbearer.config", "may hold a secret; not supported"),
+    (
+        "sasl.oauthbearer.config",
+        "may hold a secret; not supported",
+    ),
 ];
 
 /// Checks one pass-through property: refuses secrets, Tributary's own properties and values
@@ -195,9 +198,9 @@ pub fn check_property(name: &str, value: &str) -> Result<(), KafkaTransportError
         "enable.idempotence" if lower != "true" => refuse(
             "the shipper needs the idempotent producer (no duplicates or reordering on retry)",
         ),
-        "acks" | "request.required.acks" if !matches!(lower.as_str(), "all" | "-1") => {
-            refuse("a batch is removed from the spool only once every in-sync replica has it (acks=all)")
-        }
+        "acks" | "request.required.acks" if !matches!(lower.as_str(), "all" | "-1") => refuse(
+            "a batch is removed from the spool only once every in-sync replica has it (acks=all)",
+        ),
         "enable.auto.commit" if lower != "false" => refuse(
             "offsets are committed only after HQ committed the batch (enable.auto.commit=false)",
         ),

@@ -272,7 +272,11 @@ impl<'a, S: Spool> Session<'a, S> {
     }
 
     /// Handles one delivery report, in send order.
-    fn settle(&mut self, sent: InFlight, outcome: DeliveryOutcome) -> Result<(), KafkaTransportError> {
+    fn settle(
+        &mut self,
+        sent: InFlight,
+        outcome: DeliveryOutcome,
+    ) -> Result<(), KafkaTransportError> {
         self.in_flight_bytes -= sent.bytes;
         self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
         match outcome {

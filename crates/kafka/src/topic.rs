@@ -20,10 +20,17 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// What `init_topic` found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicInit {
-    Created { partitions: i32 },
-    Existed { partitions: i32 },
+    Created {
+        partitions: i32,
+    },
+    Existed {
+        partitions: i32,
+    },
     /// The topic exists with fewer partitions than configured.
-    FewerPartitions { partitions: i32, configured: i32 },
+    FewerPartitions {
+        partitions: i32,
+        configured: i32,
+    },
 }
 
 pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTransportError> {

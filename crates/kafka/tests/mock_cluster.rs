@@ -43,7 +43,11 @@ fn settings(mock: &Mock, group: &str) -> KafkaSettings {
 }
 
 /// A spool holding sealed batches of `site` at the given sequences (epoch 1).
-fn spool(root: &std::path::Path, site: &str, sequences: impl IntoIterator<Item = u64>) -> DirectorySpool {
+fn spool(
+    root: &std::path::Path,
+    site: &str,
+    sequences: impl IntoIterator<Item = u64>,
+) -> DirectorySpool {
     let key = SiteKey::generate(site).unwrap();
     let outbox = DirectoryOutbox::open(root, site).unwrap();
     for sequence in sequences {
@@ -59,7 +63,10 @@ fn spool(root: &std::path::Path, site: &str, sequences: impl IntoIterator<Item =
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -71,7 +78,11 @@ struct Shipping {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start_shipper(spool: DirectorySpool, kafka: KafkaSettings, settings: ShipperSettings) -> Shipping {
+fn start_shipper(
+    spool: DirectorySpool,
+    kafka: KafkaSettings,
+    settings: ShipperSettings,
+) -> Shipping {
     let progress = Arc::new(ShipperProgress::default());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
@@ -107,7 +118,8 @@ async fn topic_records(mock: &Mock, partitions: i32, expected: usize) -> Vec<(i3
         .unwrap();
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
-        list.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+        list.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&list).unwrap();
     let mut records = Vec::new();
@@ -147,7 +159,11 @@ fn assert_in_order_once(records: &[(i32, String, u64)], site: &str, count: u64) 
         (1..=count).collect::<Vec<_>>(),
         "site {site}: every batch once, in order"
     );
-    let partitions: BTreeSet<i32> = records.iter().filter(|r| r.1 == site).map(|r| r.0).collect();
+    let partitions: BTreeSet<i32> = records
+        .iter()
+        .filter(|r| r.1 == site)
+        .map(|r| r.0)
+        .collect();
     assert_eq!(partitions.len(), 1, "one site, one partition");
 }
 
@@ -177,7 +193,10 @@ async fn broker_outage_keeps_batches_in_the_spool_until_delivered() {
     );
     assert_eq!(progress.batches.load(Ordering::Relaxed), 0);
     mock.broker_up(-1).unwrap();
-    wait_until("the spool to empty", || spool.committed().unwrap().is_empty()).await;
+    wait_until("the spool to empty", || {
+        spool.committed().unwrap().is_empty()
+    })
+    .await;
     assert_eq!(progress.batches.load(Ordering::Relaxed), 40);
     shipping.stop().await;
     assert_in_order_once(&topic_records(&mock, 4, 40).await, "clinic-a", 40);
@@ -311,8 +330,15 @@ fn consumer_settings() -> ConsumerSettings {
 }
 
 async fn ship_all(mock: &Mock, spool: DirectorySpool) {
-    let shipping = start_shipper(spool.clone(), settings(mock, "g"), ShipperSettings::default());
-    wait_until("the spool to empty", || spool.committed().unwrap().is_empty()).await;
+    let shipping = start_shipper(
+        spool.clone(),
+        settings(mock, "g"),
+        ShipperSettings::default(),
+    );
+    wait_until("the spool to empty", || {
+        spool.committed().unwrap().is_empty()
+    })
+    .await;
     shipping.stop().await;
 }
 
@@ -343,20 +369,36 @@ async fn a_gap_holds_its_partition_and_offsets_never_pass_an_unapplied_batch() {
     ship_all(&mock, spool(dir.path(), "clinic-b", 1..=3)).await;
     let applier = FakeApplier::default();
     let (shutdown, task) = start_consumer(settings(&mock, "hq"), applier.clone(), RunMode::Follow);
-    wait_until("the gap to be held twice", || applier.with(|hq| hq.holds >= 2)).await;
+    wait_until("the gap to be held twice", || {
+        applier.with(|hq| hq.holds >= 2)
+    })
+    .await;
     // Offsets 0-2 are a1-a3, offset 3 is a5: the group must resume at a5.
-    wait_until("the commit of a1-a3", || committed(&mock, "hq", 1).get(&0) == Some(&3)).await;
+    wait_until("the commit of a1-a3", || {
+        committed(&mock, "hq", 1).get(&0) == Some(&3)
+    })
+    .await;
     assert_eq!(
         applier.with(|hq| hq.applied.clone()),
-        vec![("clinic-a".into(), 1), ("clinic-a".into(), 2), ("clinic-a".into(), 3)],
+        vec![
+            ("clinic-a".into(), 1),
+            ("clinic-a".into(), 2),
+            ("clinic-a".into(), 3)
+        ],
         "nothing past the gap was applied, also not site b's batches behind it"
     );
     // Batch 4 arrives by another transport: the partition moves on by itself.
     applier.with(|hq| {
         hq.progress.insert("clinic-a".into(), 4);
     });
-    wait_until("everything after the gap", || applier.with(|hq| hq.applied.len() == 8)).await;
-    wait_until("the commit of everything", || committed(&mock, "hq", 1).get(&0) == Some(&8)).await;
+    wait_until("everything after the gap", || {
+        applier.with(|hq| hq.applied.len() == 8)
+    })
+    .await;
+    wait_until("the commit of everything", || {
+        committed(&mock, "hq", 1).get(&0) == Some(&8)
+    })
+    .await;
     shutdown.cancel();
     let report = task.await.unwrap();
     assert_eq!(report.committed.get(&0), Some(&8));
@@ -399,33 +441,50 @@ async fn fetch_and_offset_commit_errors_cause_rereads_that_dedupe_absorbs() {
     task.await.unwrap();
     assert_eq!(applier.with(|hq| hq.applied.len()), 90);
     let finished = applier.with(|hq| hq.finished.clone());
-    assert_eq!(committed(&mock, "hq", 3), finished, "the group resumes after the last finished batch");
+    assert_eq!(
+        committed(&mock, "hq", 3),
+        finished,
+        "the group resumes after the last finished batch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebalance_hands_partitions_over_without_loss() {
     let mock = cluster(4);
     let dir = tempfile::tempdir().unwrap();
-    let sites = ["clinic-a", "clinic-b", "clinic-c", "clinic-d", "clinic-e", "clinic-f"];
+    let sites = [
+        "clinic-a", "clinic-b", "clinic-c", "clinic-d", "clinic-e", "clinic-f",
+    ];
     for site in sites {
         ship_all(&mock, spool(dir.path(), site, 1..=40)).await;
     }
     let applier = FakeApplier::default();
-    let (stop_first, first) = start_consumer(settings(&mock, "hq"), applier.clone(), RunMode::Follow);
+    let (stop_first, first) =
+        start_consumer(settings(&mock, "hq"), applier.clone(), RunMode::Follow);
     wait_until("the first member to apply some batches", || {
         applier.with(|hq| hq.applied.len() >= 10)
     })
     .await;
     let (stop_second, second) =
         start_consumer(settings(&mock, "hq"), applier.clone(), RunMode::Follow);
-    wait_until("every batch applied", || applier.with(|hq| hq.applied.len() == 240)).await;
+    wait_until("every batch applied", || {
+        applier.with(|hq| hq.applied.len() == 240)
+    })
+    .await;
     let finished = applier.with(|hq| hq.finished.clone());
-    wait_until("the group's offsets to reach the end", || committed(&mock, "hq", 4) == finished).await;
+    wait_until("the group's offsets to reach the end", || {
+        committed(&mock, "hq", 4) == finished
+    })
+    .await;
     stop_first.cancel();
     stop_second.cancel();
     first.await.unwrap();
     second.await.unwrap();
     let applied = applier.with(|hq| hq.applied.clone());
     let unique: BTreeSet<_> = applied.iter().cloned().collect();
-    assert_eq!(unique.len(), 240, "each (site, sequence) applied exactly once");
+    assert_eq!(
+        unique.len(),
+        240,
+        "each (site, sequence) applied exactly once"
+    );
 }

@@ -202,7 +202,9 @@ impl Config {
 
     /// Which transport carries batches (directory unless `[transport] kind = "kafka"`).
     pub fn transport_kind(&self) -> TransportKind {
-        self.transport.as_ref().map_or(TransportKind::Directory, |t| t.kind)
+        self.transport
+            .as_ref()
+            .map_or(TransportKind::Directory, |t| t.kind)
     }
 
     /// The `[transport]` directory: the directory transport, or the Kafka spool (site) and
@@ -290,9 +292,10 @@ impl Config {
     }
 
     fn kafka_section(&self) -> Result<&KafkaSection> {
-        let transport = self.transport.as_ref().with_context(|| {
-            format!("{} has no [transport] section", self.origin.display())
-        })?;
+        let transport = self
+            .transport
+            .as_ref()
+            .with_context(|| format!("{} has no [transport] section", self.origin.display()))?;
         if transport.kind != TransportKind::Kafka {
             bail!(
                 "{}: [transport] kind is not \"kafka\"; set kind = \"kafka\" and a \
@@ -525,7 +528,10 @@ mod tests {
         assert_eq!(kafka.properties["socket.keepalive.enable"], "true");
         assert_eq!(kafka.secrets["sasl.password"], "s3cret");
         assert!(!format!("{kafka:?}").contains("s3cret"));
-        assert_eq!(config.transport_directory().unwrap(), dir.path().join("spool"));
+        assert_eq!(
+            config.transport_directory().unwrap(),
+            dir.path().join("spool")
+        );
     }
 
     #[test]
@@ -555,6 +561,21 @@ mod tests {
         let config = Config::load(&write(dir.path(), text)).unwrap();
         assert_eq!(config.transport_kind(), TransportKind::Directory);
         assert!(config.kafka_settings().is_err());
+    }
+
+    #[test]
+    fn the_example_kafka_configurations_are_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+        let site = Config::load(&examples.join("site-kafka.toml")).unwrap();
+        assert_eq!(site.transport_kind(), TransportKind::Kafka);
+        site.shipper_settings().unwrap();
+        // The secret's variable is not set here: the error names it, nothing else is wrong.
+        let err = format!("{:#}", site.kafka_settings().unwrap_err());
+        assert!(err.contains("TRIBUTARY_KAFKA_PASSWORD"), "{err}");
+        let hq = Config::load(&examples.join("hq-kafka.toml")).unwrap();
+        let err = format!("{:#}", hq.kafka_settings().unwrap_err());
+        assert!(err.contains("hq-client.key.password"), "{err}");
+        hq.consumer_settings().unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tributary_apply::{ApplyError, ApplySettings, Applier, Delivery, PassReport};
+use tributary_apply::{Applier, ApplyError, ApplySettings, Delivery, PassReport};
 use tributary_kafka::{BatchHandler, Handled, Received};
 
 pub struct KafkaApplier {

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tributary::config::{Config, TransportKind};
-use tributary::kafka_apply::KafkaApplier;
-use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
 use tributary::demo::{DemoOptions, run_demo};
+use tributary::kafka_apply::KafkaApplier;
 use tributary::{report, verify};
+use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
 
 /// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
 /// apply at HQ, parking rows until their parents arrive.
@@ -263,10 +263,9 @@ async fn run(command: Command) -> Result<ExitCode> {
                 TopicInit::Created { partitions } => {
                     println!("created topic {} with {partitions} partitions", kafka.topic)
                 }
-                TopicInit::Existed { partitions } => println!(
-                    "topic {} exists with {partitions} partitions",
-                    kafka.topic
-                ),
+                TopicInit::Existed { partitions } => {
+                    println!("topic {} exists with {partitions} partitions", kafka.topic)
+                }
                 TopicInit::FewerPartitions {
                     partitions,
                     configured,
@@ -390,8 +389,10 @@ async fn run(command: Command) -> Result<ExitCode> {
 async fn ship(config: &Config) -> Result<()> {
     let kafka = config.kafka_settings()?;
     let shipper = config.shipper_settings()?;
-    let spool =
-        tributary_transport::DirectorySpool::open(&config.transport_directory()?, &config.site_id()?)?;
+    let spool = tributary_transport::DirectorySpool::open(
+        &config.transport_directory()?,
+        &config.site_id()?,
+    )?;
     let progress = std::sync::Arc::new(ShipperProgress::default());
     tracing::info!(topic = %kafka.topic, brokers = %kafka.brokers, "shipping batches to kafka");
     let shutdown = CancellationToken::new();
@@ -419,7 +420,11 @@ async fn apply_from_kafka(
     let consumer = config.consumer_settings()?;
     let mut applier = KafkaApplier::new(settings, &kafka.topic);
     let shutdown = CancellationToken::new();
-    let mode = if once { RunMode::Drain } else { RunMode::Follow };
+    let mode = if once {
+        RunMode::Drain
+    } else {
+        RunMode::Follow
+    };
     let report = until_signal(
         &shutdown,
         tributary_kafka::run_consumer(&kafka, &consumer, &mut applier, mode, shutdown.clone()),
