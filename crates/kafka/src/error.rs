@@ -48,7 +48,7 @@ pub enum KafkaTransportError {
         topic: String,
         remedy: &'static str,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 
     /// A client call failed.
@@ -56,7 +56,7 @@ pub enum KafkaTransportError {
     Client {
         operation: &'static str,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 
     /// The topic exists with fewer partitions than configured, or cannot be created.
@@ -78,7 +78,10 @@ impl KafkaTransportError {
     }
 
     pub(crate) fn client(operation: &'static str) -> impl FnOnce(KafkaError) -> Self {
-        move |source| KafkaTransportError::Client { operation, source }
+        move |source| KafkaTransportError::Client {
+            operation,
+            source: Box::new(source),
+        }
     }
 }
 
@@ -151,7 +154,9 @@ mod tests {
     fn broker_outages_are_transient_and_refusals_are_not() {
         let down = KafkaTransportError::Client {
             operation: "deliver",
-            source: KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown),
+            source: Box::new(KafkaError::MessageProduction(
+                RDKafkaErrorCode::AllBrokersDown,
+            )),
         };
         assert!(down.is_transient());
         let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);

@@ -309,7 +309,7 @@ impl<'a, S: Spool> Session<'a, S> {
         if is_transient_kafka(&e) {
             return KafkaTransportError::Client {
                 operation: "deliver a batch",
-                source: e,
+                source: Box::new(e),
             };
         }
         KafkaTransportError::Undeliverable {
@@ -318,7 +318,7 @@ impl<'a, S: Spool> Session<'a, S> {
             sequence: batch.sequence,
             topic: self.kafka.topic.clone(),
             remedy: remedy_for(&e),
-            source: e,
+            source: Box::new(e),
         }
     }
 
