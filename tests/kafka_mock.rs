@@ -145,3 +145,84 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// A batch missing from the topic (a spool file lost before shipping) holds the site at HQ:
+/// nothing after it is applied, `tributary status` shows what it waits for, and once the
+/// operator applies the missing batch another way (here: a directory and `apply --once`),
+/// the Kafka applier moves on by itself. Invariant 2: a gap is held and reported, never
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Result<()> {
+    let p = Pipeline::start(
+        "kafka-gap",
+        PipelineOptions {
+            max_batch_rows: 50,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    let mock = MockCluster::new(1)?;
+    mock.create_topic(TOPIC, 2, 1)?;
+    p.use_kafka(&mock.bootstrap_servers(), TOPIC, 2)?;
+    let mut capture = p.spawn("capture", "capture")?;
+    let mut apply = p.spawn("apply", "apply")?;
+    p.wait_capture_started("state", &capture).await?;
+    let shape = PatientShape::default();
+    let rows =
+        dataset::load_patients(&mut p.site.conn().await?, CLINIC, "clinic-a", 0, 4, shape).await?;
+    p.wait_capture_published("state", &capture).await?;
+
+    // Batch 2 goes missing before the shipper starts.
+    let spooled = p.spooled_batches()?;
+    let missing = spooled
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("-00000000000000000002.batch"))
+        .expect("batch 2 in the spool")
+        .clone();
+    let aside = p.work.join("aside");
+    std::fs::create_dir_all(&aside)?;
+    let kept = aside.join(missing.file_name().expect("a file name"));
+    std::fs::rename(&missing, &kept)?;
+    let mut ship = p.spawn("ship", "ship")?;
+
+    let hq = &p.hq;
+    wait_until(
+        "HQ to hold the site at the gap",
+        Duration::from_secs(60),
+        move || async move {
+            let row: Option<(u64, Option<u64>)> = hq
+                .conn()
+                .await?
+                .query_first(
+                    "SELECT last_sequence, waiting_for_sequence FROM tributary_site_progress",
+                )
+                .await?;
+            Ok(row == Some((1, Some(2))))
+        },
+    )
+    .await
+    .map_err(|e| e.context(apply.logs()))?;
+    let status = p.status()?;
+    assert!(status.contains("waiting for batch 2"), "{status}");
+
+    // The operator applies the missing batch from a directory; Kafka's applier moves on.
+    let inbox = p.work.join("inbox");
+    tributary_suite::pipeline::deliver(
+        &std::fs::read(&kept)?,
+        &inbox,
+        &p.site_id,
+        &kept.file_name().expect("name").to_string_lossy(),
+    )?;
+    let directory_config = p.config_with("directory.toml", &inbox, &p.key_file, "unused-state")?;
+    tributary_suite::pipeline::run_ok(p.run_with(&directory_config, &["apply", "--once"])?)?;
+    p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])
+        .await?;
+    p.verify()?;
+    let applied: Option<u64> =
+        p.hq.conn()
+            .await?
+            .query_first("SELECT rows_applied FROM tributary_site_progress")
+            .await?;
+    assert_eq!(applied, Some(rows), "every row change applied exactly once");
+    Ok(())
+}
