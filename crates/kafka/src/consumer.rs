@@ -109,7 +109,7 @@ pub struct ConsumerReport {
     pub done: u64,
     /// Partitions held when the run ended, with the offset they wait at.
     pub held: BTreeMap<i32, i64>,
-    /// The offsets committed last (partition -> next offset).
+    /// The last offset commit requested per partition (partition -> next offset).
     pub committed: BTreeMap<i32, i64>,
 }
 
@@ -247,6 +247,7 @@ pub async fn run_consumer<H: BatchHandler>(
         holds: BTreeMap::new(),
         expect: BTreeMap::new(),
         report: ConsumerReport::default(),
+        warned_missing_topic: false,
     };
     let result = run.consume(handler, mode, &shutdown).await;
     run.commit_done(CommitMode::Sync);
@@ -265,6 +266,7 @@ struct Run<'a> {
     /// of it are dropped until then).
     expect: BTreeMap<i32, i64>,
     report: ConsumerReport,
+    warned_missing_topic: bool,
 }
 
 impl Run<'_> {
@@ -321,7 +323,7 @@ impl Run<'_> {
             let message = match message {
                 Err(_elapsed) => continue,
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "kafka consumer error");
+                    self.report_consumer_error(&e);
                     continue;
                 }
                 Ok(Ok(message)) => message.detach(),
@@ -360,6 +362,21 @@ impl Run<'_> {
                 }
                 Err(e) => return Err(ConsumeError::Handler(e)),
             }
+        }
+    }
+
+    /// Consumer errors are librdkafka's to retry; a missing topic is worth one warning.
+    fn report_consumer_error(&mut self, error: &KafkaError) {
+        use rdkafka::error::RDKafkaErrorCode as C;
+        let missing_topic = matches!(
+            error.rdkafka_error_code(),
+            Some(C::UnknownTopicOrPartition | C::UnknownTopic)
+        );
+        if missing_topic && !self.warned_missing_topic {
+            self.warned_missing_topic = true;
+            tracing::warn!(topic = self.topic, %error, "the topic does not exist (yet); create it with 'tributary kafka init'");
+        } else {
+            tracing::debug!(%error, "kafka consumer error");
         }
     }
 

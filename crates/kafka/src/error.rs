@@ -77,6 +77,25 @@ impl KafkaTransportError {
         }
     }
 
+    /// What an operator can do about it, when the error is one they can fix (a missing
+    /// topic, missing rights) even though the transport keeps retrying.
+    pub fn remedy(&self) -> Option<&'static str> {
+        use RDKafkaErrorCode as C;
+        match self {
+            KafkaTransportError::Undeliverable { remedy, .. } => Some(remedy),
+            KafkaTransportError::Client { source, .. } => match code_of(source) {
+                Some(
+                    C::UnknownTopicOrPartition
+                    | C::UnknownTopic
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed,
+                ) => Some(remedy_for(source)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     pub(crate) fn client(operation: &'static str) -> impl FnOnce(KafkaError) -> Self {
         move |source| KafkaTransportError::Client {
             operation,

@@ -73,7 +73,12 @@ pub async fn run_shipper<S: Spool>(
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 progress.restarts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "shipping interrupted; batches stay in the spool");
+                tracing::warn!(
+                    error = %e,
+                    remedy = e.remedy().unwrap_or("none needed: it retries by itself"),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "shipping interrupted; batches stay in the spool"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
@@ -157,7 +162,8 @@ impl<'a, S: Spool> Session<'a, S> {
                     self.progress.batches.load(Ordering::Relaxed),
                     self.progress.bytes.load(Ordering::Relaxed),
                 );
-                if now != reported || !pending.is_empty() {
+                // Only when something moved: a long outage is not a line every 10 s.
+                if now != reported {
                     tracing::info!(
                         shipped_batches = now.0,
                         shipped_mb = now.1 / 1_000_000,
