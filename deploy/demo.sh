@@ -16,6 +16,7 @@ TRIBUTARY_LOG_PREFIX="demo.sh"
 cd "$TRIBUTARY_REPO_ROOT"
 
 ensure_mariadb_server
+ensure_build_deps
 ensure_cargo
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$TRIBUTARY_REPO_ROOT/target}"

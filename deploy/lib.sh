@@ -88,6 +88,50 @@ pid_is_mariadbd() {
   [[ "$cmdline" == *mariadbd* && "$cmdline" == *"--datadir=$datadir "* ]]
 }
 
+# ensure_build_deps: what the bundled librdkafka build (rdkafka with the ssl feature) needs on
+# a fresh Debian 12: a C/C++ toolchain, make, perl (librdkafka's mklove configure), pkg-config,
+# zlib and OpenSSL headers. Installed with apt-get when missing.
+ensure_build_deps() {
+  local missing=() b p
+  for b in cc c++ make perl pkg-config; do
+    command -v "$b" >/dev/null 2>&1 || missing+=("$b")
+  done
+  for p in libssl-dev zlib1g-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  [[ "$(id -u)" == 0 ]] || die "missing build dependencies (${missing[*]}): run 'apt-get install build-essential perl pkg-config libssl-dev zlib1g-dev' as root"
+  command -v apt-get >/dev/null 2>&1 || die "missing build dependencies (${missing[*]}) and apt-get is not available"
+  local lock=/tmp/tributary-apt-install.lock fd
+  exec {fd}>"$lock"
+  flock -w 900 "$fd" || die "timed out waiting for $lock"
+  log "installing build dependencies with apt-get (one time): ${missing[*]}"
+  {
+    DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        build-essential perl pkg-config libssl-dev zlib1g-dev
+  } >&2 || die "apt-get install of the build dependencies failed"
+  exec {fd}>&-
+}
+
+# ensure_tansu: the tansu broker (Kafka protocol, for the Kafka tests and benchmark) at
+# $TANSU_BIN (default ~/.cargo/bin/tansu); installs it with cargo when missing (~9 minutes).
+ensure_tansu() {
+  TANSU_BIN="${TANSU_BIN:-${HOME:-/root}/.cargo/bin/tansu}"
+  export TANSU_BIN
+  [[ -x "$TANSU_BIN" ]] && return 0
+  ensure_cargo
+  local lock=/tmp/tributary-tansu-install.lock fd
+  exec {fd}>"$lock"
+  flock -w 1800 "$fd" || die "timed out waiting for $lock"
+  if [[ ! -x "$TANSU_BIN" ]]; then
+    log "installing tansu with cargo (one time, about 9 minutes)"
+    cargo install tansu --locked --features dynostore >&2 || die "cargo install tansu failed"
+    [[ -x "$TANSU_BIN" ]] || TANSU_BIN="$(command -v tansu)" || die "tansu installed but not found"
+  fi
+  exec {fd}>&-
+}
+
 # ensure_cargo: put cargo on PATH (rustup installs it under ~/.cargo/bin) or explain.
 ensure_cargo() {
   if ! command -v cargo >/dev/null 2>&1; then

@@ -3,7 +3,8 @@
 #
 #   deploy/test.sh [EXTRA CARGO TEST ARGS...]     e.g. deploy/test.sh -p tributary-suite -- --nocapture
 #
-# 1. installs mariadb-server with apt-get if it is missing (never starts the system service),
+# 1. installs mariadb-server and the librdkafka build dependencies with apt-get if they are
+#    missing (never starts the system service), and the tansu broker with cargo install,
 # 2. cargo build --workspace --all-targets   (so the tests find target/debug/tributary),
 # 3. cargo test --workspace --no-fail-fast "$@",
 # and on exit, also on failure or Ctrl-C, stops every MariaDB instance and kills every
@@ -17,7 +18,9 @@ TRIBUTARY_LOG_PREFIX="test.sh"
 cd "$TRIBUTARY_REPO_ROOT"
 
 ensure_mariadb_server
+ensure_build_deps
 ensure_cargo
+ensure_tansu
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$TRIBUTARY_REPO_ROOT/target}"
 SERVICES="$TARGET_DIR/tributary-services"
@@ -32,6 +35,13 @@ mkdir -p "$SERVICES"
 # starting test process is gone, so a concurrent cargo test keeps its own) and remove them.
 tidy_leftovers() {
   deploy/mariadb.sh stop-all "$SERVICES" --orphans || true
+  local t towner
+  for t in "$SERVICES"/*/tansu; do
+    [[ -f "$t/env" ]] || continue
+    towner="$(sed -n 's/^OWNER_PID=//p' "$t/env")"
+    if [[ -n "$towner" && -d "/proc/$towner" ]]; then continue; fi
+    deploy/tansu.sh stop "$t" || true
+  done
   local envf d owner
   for envf in "$SERVICES"/*/env; do
     [[ -f "$envf" ]] || continue
@@ -77,6 +87,10 @@ cleanup() {
     kill -TERM -- "-$JOB_PID" 2>/dev/null || true
   fi
   deploy/mariadb.sh stop-all "$SERVICES" --run-id "$TRIBUTARY_TEST_RUN_ID" || true
+  local t
+  for t in "$SERVICES"/*/tansu; do
+    if [[ -f "$t/env" ]]; then deploy/tansu.sh stop "$t" || true; fi
+  done
   local n i
   n="$(kill_run_processes TERM)"
   for ((i = 0; i < 50 && n > 0; i++)); do

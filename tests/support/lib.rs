@@ -1,7 +1,9 @@
 //! Test support for Tributary's end-to-end suite (package `tributary-suite`).
 //!
 //! The end-to-end tests drive the real `tributary` binary against real, private MariaDB
-//! instances that `deploy/mariadb.sh` starts on 127.0.0.1 (never a system-wide server):
+//! instances that `deploy/mariadb.sh` starts on 127.0.0.1 (never a system-wide server), and,
+//! for the Kafka transport, a tansu broker that `deploy/tansu.sh` starts ([`Tansu`]) behind a
+//! link the test can cut ([`TcpProxy`]):
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -34,9 +36,13 @@ mod mariadb;
 mod paths;
 pub mod pipeline;
 mod process;
+mod proxy;
+mod tansu;
 mod wait;
 
 pub use mariadb::{MariaDb, Role};
 pub use paths::{repo_root, services_root, target_dir, tributary_bin};
 pub use process::{ChildGuard, pid_alive};
+pub use proxy::TcpProxy;
+pub use tansu::Tansu;
 pub use wait::wait_until;

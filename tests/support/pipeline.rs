@@ -439,3 +439,29 @@ impl Pipeline {
         .map_err(|e| e.context(capture.logs()))
     }
 }
+
+impl Pipeline {
+    /// Switches the configuration to the Kafka transport: `[transport] directory` becomes the
+    /// site's spool (capture writes it, `tributary ship` sends it) and HQ's rejected-batch
+    /// store; the applier consumes `topic` in group `tributary-hq`. Topics are created with
+    /// `partitions` partitions and replication factor 1 (`tributary kafka init`).
+    pub fn use_kafka(&self, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        if !text.contains("[transport]\n") {
+            bail!("{} has no [transport] section", self.config.display());
+        }
+        let text = text.replace("[transport]\n", "[transport]\nkind = \"kafka\"\n");
+        let text = format!(
+            "{text}\n[transport.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\
+             group = \"tributary-hq\"\npartitions = {partitions}\nreplication_factor = 1\n\
+             hold_retry_ms = 500\ndrain_idle_ms = 5000\n"
+        );
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
+    /// The site's spool when the Kafka transport is used: its committed batch files.
+    pub fn spooled_batches(&self) -> Result<Vec<PathBuf>> {
+        batch_files(&self.work.join("batches"), &self.site_id)
+    }
+}

@@ -1,7 +1,8 @@
 //! The applier: opens batches at HQ and writes their rows with HQ-local ids, parking rows
 //! whose parents have not arrived and releasing them when they do.
 //!
-//! Module map: [`runner`] walks the inbox in sequence order; [`batch_apply`] applies one
+//! Module map: [`runner`] walks the inbox in sequence order; [`delivered`] applies a batch a
+//! stream transport (Kafka) delivered; [`batch_apply`] applies one
 //! batch in one HQ transaction; [`writer`] resolves and writes one row (with [`resolver`] for
 //! identity -> HQ id); [`parking`] parks and releases; [`bookkeeping`] owns Tributary's tables
 //! at HQ; [`status`] reads them for operators.
@@ -13,6 +14,7 @@
 
 mod batch_apply;
 mod bookkeeping;
+mod delivered;
 mod error;
 mod parking;
 mod resolver;
@@ -22,6 +24,7 @@ mod status;
 mod writer;
 
 pub use batch_apply::BatchOutcome;
+pub use delivered::Delivery;
 pub use error::ApplyError;
 pub use runner::{Applier, PassReport, run_apply};
 pub use settings::{

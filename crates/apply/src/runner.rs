@@ -33,11 +33,12 @@ pub struct PassReport {
 }
 
 pub struct Applier {
-    settings: ApplySettings,
-    conn: Conn,
-    schema: SchemaMap,
-    resolver: Resolver,
-    inbox: DirectoryInbox,
+    pub(crate) settings: ApplySettings,
+    pub(crate) conn: Conn,
+    pub(crate) schema: SchemaMap,
+    pub(crate) resolver: Resolver,
+    /// The directory inbox; with a stream transport (Kafka), where rejected batches are kept.
+    pub(crate) inbox: DirectoryInbox,
     reported_gaps: BTreeMap<String, u64>,
     last_parked_retry: Instant,
     /// Where the next periodic retry page of parked rows starts.
@@ -114,25 +115,12 @@ impl Applier {
                 }
                 Fit::Gap { expected } => {
                     report.gaps.insert(site.to_owned(), expected);
-                    if self.reported_gaps.get(site) != Some(&expected) {
-                        tracing::warn!(
-                            site,
-                            waiting_for = expected,
-                            next_available = entry.sequence,
-                            "gap in the site's batch sequence; holding later batches until it is filled"
-                        );
-                        bookkeeping::record_gap(&mut self.conn, site, progress, expected).await?;
-                        self.reported_gaps.insert(site.to_owned(), expected);
-                    }
+                    self.note_gap(site, progress, expected, entry.sequence)
+                        .await?;
                     return Ok(());
                 }
                 Fit::Stale { current_epoch } => {
-                    let reason = format!(
-                        "batch of epoch {} is older than epoch {current_epoch}, which HQ already applies \
-                         for this site; the site's capture state was reset or restored (check the site's \
-                         clock), re-seed the site to start a new epoch",
-                        entry.epoch
-                    );
+                    let reason = stale_reason(entry.epoch, current_epoch);
                     self.reject(&entry, &reason).await?;
                     report.rejected += 1;
                     continue;
@@ -154,14 +142,15 @@ impl Applier {
                     return Ok(());
                 }
             };
-            let (header, payload) = match self.open(&entry, &bytes) {
-                Ok(opened) => opened,
-                Err(reason) => {
-                    self.reject(&entry, &reason).await?;
-                    report.rejected += 1;
-                    return Ok(());
-                }
-            };
+            let (header, payload) =
+                match self.open(&entry.site_id, entry.epoch, entry.sequence, &bytes) {
+                    Ok(opened) => opened,
+                    Err(reason) => {
+                        self.reject(&entry, &reason).await?;
+                        report.rejected += 1;
+                        return Ok(());
+                    }
+                };
             let (fit, outcome) = apply_batch(
                 &mut self.conn,
                 &self.schema,
@@ -179,43 +168,70 @@ impl Applier {
                 report.rows.applied += outcome.applied;
                 report.rows.parked += outcome.parked;
                 report.rows.released += outcome.released;
-                self.reported_gaps.remove(site);
-                tracing::info!(
-                    site,
-                    epoch = header.epoch,
-                    sequence = header.sequence,
-                    applied = outcome.applied,
-                    parked = outcome.parked,
-                    released = outcome.released,
-                    "applied batch"
-                );
+                self.note_applied(&header, &outcome);
             }
             self.inbox.acknowledge(&entry)?;
         }
         Ok(())
     }
 
-    /// Reads, authenticates and decodes a batch; the error is the rejection reason.
-    fn open(
+    /// A gap holds the site: logged and recorded once per missing sequence (visible in
+    /// `tributary status` as `waiting_for_sequence`).
+    pub(crate) async fn note_gap(
+        &mut self,
+        site: &str,
+        progress: Option<bookkeeping::Progress>,
+        expected: u64,
+        next_available: u64,
+    ) -> Result<(), ApplyError> {
+        if self.reported_gaps.get(site) != Some(&expected) {
+            tracing::warn!(
+                site,
+                waiting_for = expected,
+                next_available,
+                "gap in the site's batch sequence; holding later batches until it is filled"
+            );
+            bookkeeping::record_gap(&mut self.conn, site, progress, expected).await?;
+            self.reported_gaps.insert(site.to_owned(), expected);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn note_applied(&mut self, header: &BatchHeader, outcome: &BatchOutcome) {
+        self.reported_gaps.remove(&header.site_id);
+        tracing::info!(
+            site = %header.site_id,
+            epoch = header.epoch,
+            sequence = header.sequence,
+            applied = outcome.applied,
+            parked = outcome.parked,
+            released = outcome.released,
+            "applied batch"
+        );
+    }
+
+    /// Whether the periodic retry of parked rows is due.
+    pub fn parked_retry_due(&self) -> bool {
+        self.last_parked_retry.elapsed() >= self.settings.retry_parked_interval
+    }
+
+    /// Reads, authenticates and decodes a batch that claims to be (site, epoch, sequence) (its
+    /// file name, or its Kafka headers); the error is the rejection reason.
+    pub(crate) fn open(
         &self,
-        entry: &InboxEntry,
+        site_id: &str,
+        epoch: u64,
+        sequence: u64,
         bytes: &[u8],
     ) -> Result<(BatchHeader, BatchPayload), String> {
         let (header, json) =
             tributary_batch::open(bytes, &self.settings.keyring).map_err(|e| e.to_string())?;
-        if header.site_id != entry.site_id
-            || header.epoch != entry.epoch
-            || header.sequence != entry.sequence
-        {
+        if header.site_id != site_id || header.epoch != epoch || header.sequence != sequence {
             return Err(format!(
-                "authenticated header says site '{}' epoch {} sequence {}, but the file is named for \
-                 site '{}' epoch {} sequence {}; a batch was renamed or copied into the wrong place",
-                header.site_id,
-                header.epoch,
-                header.sequence,
-                entry.site_id,
-                entry.epoch,
-                entry.sequence
+                "authenticated header says site '{}' epoch {} sequence {}, but the batch arrived as \
+                 site '{site_id}' epoch {epoch} sequence {sequence}; a batch was renamed, copied into \
+                 the wrong place or relabelled",
+                header.site_id, header.epoch, header.sequence,
             ));
         }
         let payload: BatchPayload = serde_json::from_slice(&json)
@@ -256,6 +272,15 @@ impl Applier {
         .await?;
         Ok(())
     }
+}
+
+/// Why a batch of an older epoch is rejected.
+pub(crate) fn stale_reason(epoch: u64, current_epoch: u64) -> String {
+    format!(
+        "batch of epoch {epoch} is older than epoch {current_epoch}, which HQ already applies \
+         for this site; the site's capture state was reset or restored (check the site's \
+         clock), re-seed the site to start a new epoch"
+    )
 }
 
 /// Runs the applier until `shutdown`; transient failures reconnect with backoff.

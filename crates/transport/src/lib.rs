@@ -1,5 +1,6 @@
 //! The directory transport for Tributary: a shared directory where capture
-//! agents publish sealed batches and the applier consumes them.
+//! agents publish sealed batches and the applier consumes them; the same
+//! directory is the site's spool that the Kafka shipper reads ([`Spool`]).
 //!
 //! Layout: `<root>/<site_id>/<epoch:010>-<sequence:020>.batch`. Writers make
 //! each batch durable under a hidden staged name and then publish it with an
@@ -17,6 +18,7 @@ mod inbox;
 mod layout;
 mod outbox;
 mod rejection;
+mod spool;
 mod staged_batch;
 
 pub use carried_file::{
@@ -28,4 +30,5 @@ pub use inbox::{DirectoryInbox, InboxEntry};
 pub use layout::MAX_BATCH_FILE_BYTES;
 pub use outbox::DirectoryOutbox;
 pub use rejection::MAX_REASON_BYTES;
+pub use spool::{DirectorySpool, Spool, SpooledBatch};
 pub use staged_batch::StagedBatch;

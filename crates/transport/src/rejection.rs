@@ -64,6 +64,38 @@ impl DirectoryInbox {
         Ok(destination)
     }
 
+    /// Keeps a rejected batch that arrived by another transport (Kafka) and so has no pending
+    /// file: writes its bytes into `<root>/<site>/rejected/<name>` with the reason beside it,
+    /// as [`DirectoryInbox::reject`] would have. Returns the batch's path. Idempotent.
+    ///
+    /// `site_id` must be a valid site id (it names a directory); `reason` must not contain
+    /// row data.
+    pub fn keep_rejected(
+        &self,
+        site_id: &str,
+        epoch: u64,
+        sequence: u64,
+        sealed: &[u8],
+        reason: &str,
+    ) -> Result<PathBuf, TransportError> {
+        let site = site_dir(self.root(), site_id)?;
+        let rejected_dir = site.join(REJECTED_DIR);
+        ensure_dir(&rejected_dir)?;
+        let name = BatchName { epoch, sequence }.file_name();
+        let reason_path = rejected_dir.join(format!("{name}{REASON_SUFFIX}"));
+        let reason_temp = rejected_dir.join(format!(".{name}{REASON_SUFFIX}.tmp"));
+        write_file(&reason_temp, reason_text(reason).as_bytes())?;
+        fs::rename(&reason_temp, &reason_path)
+            .map_err(TransportError::io("write rejection reason", &reason_path))?;
+        let destination = rejected_dir.join(&name);
+        let batch_temp = rejected_dir.join(format!(".{name}.tmp"));
+        write_file(&batch_temp, sealed)?;
+        fs::rename(&batch_temp, &destination)
+            .map_err(TransportError::io("keep rejected batch as", &destination))?;
+        sync_dir(&rejected_dir)?;
+        Ok(destination)
+    }
+
     /// Rejected batches of `site_id` with their reasons, sorted by (epoch,
     /// sequence). Entries' paths point into `rejected/`.
     pub fn rejected(&self, site_id: &str) -> Result<Vec<(InboxEntry, String)>, TransportError> {
@@ -175,6 +207,27 @@ mod tests {
         assert_eq!((rejected[0].0.epoch, rejected[0].0.sequence), (4, 1));
         assert_eq!(rejected[0].0.path, moved);
         assert_eq!(rejected[0].1, "batch failed authentication");
+    }
+
+    #[test]
+    fn keep_rejected_stores_bytes_and_reason_where_reject_would() {
+        let (_tmp, inbox, _entry) = setup();
+        let kept = inbox
+            .keep_rejected("clinic-1", 4, 9, b"from kafka", "older epoch")
+            .unwrap();
+        assert_eq!(fs::read(&kept).unwrap(), b"from kafka");
+        let again = inbox
+            .keep_rejected("clinic-1", 4, 9, b"from kafka", "older epoch")
+            .unwrap();
+        assert_eq!(kept, again);
+        let rejected = inbox.rejected("clinic-1").unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!((rejected[0].0.epoch, rejected[0].0.sequence), (4, 9));
+        assert_eq!(rejected[0].1, "older epoch");
+        assert!(matches!(
+            inbox.keep_rejected("../x", 1, 1, b"x", "r"),
+            Err(TransportError::InvalidSiteId(_))
+        ));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use tributary_capture::{
     DEFAULT_OUTBOX_LIMIT_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
     SpoolLimits, StartPosition,
 };
+use tributary_kafka::{
+    ConsumerSettings, KafkaSettings, SECRET_PROPERTIES, ShipperSettings, check_property,
+};
 use tributary_schema::Policy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,8 +92,64 @@ pub struct HqSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
-    /// The directory transport: capture writes `<directory>/<site>/...`, the applier reads it.
+    /// `directory` (the default) or `kafka`.
+    #[serde(default)]
+    pub kind: TransportKind,
+    /// Capture writes `<directory>/<site>/...`. With `kind = "directory"` the applier reads it
+    /// there; with `kind = "kafka"` it is the site's spool (`tributary ship` sends it to Kafka)
+    /// and, at HQ, where rejected batches are kept.
     pub directory: PathBuf,
+    /// The Kafka transport, when `kind = "kafka"`.
+    pub kafka: Option<KafkaSection>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Directory,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Default `tributary.batches`.
+    pub topic: Option<String>,
+    /// HQ appliers' consumer group; default `tributary-hq`.
+    pub group: Option<String>,
+    /// For `tributary kafka init`; default 12.
+    pub partitions: Option<i32>,
+    /// For `tributary kafka init`; default 3.
+    pub replication_factor: Option<i32>,
+    /// Shipper: batches awaiting their delivery report at most (default 64).
+    pub max_in_flight_batches: Option<usize>,
+    /// Shipper: bytes of those batches at most (default 64 MiB).
+    pub max_in_flight_bytes: Option<usize>,
+    /// Applier: how long a partition held by a gap waits before trying again (default 5 000).
+    pub hold_retry_ms: Option<u64>,
+    /// Applier, `--once`: stop after this long without a new batch (default 5 000).
+    pub drain_idle_ms: Option<u64>,
+    /// Extra librdkafka properties passed through (TLS: `security.protocol`,
+    /// `ssl.ca.location`, ...; SASL: `sasl.mechanism`, `sasl.username`). Secrets are refused
+    /// here: put them under `secrets`.
+    #[serde(default)]
+    pub librdkafka: std::collections::BTreeMap<String, toml::Value>,
+    /// Secret librdkafka properties (`sasl.password`, `ssl.key.password`), each from a file
+    /// or an environment variable: `"sasl.password" = { file = "kafka.password" }`.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// A file holding the secret (first line).
+    pub file: Option<PathBuf>,
+    /// An environment variable holding it, when no file is given.
+    pub env: Option<String>,
 }
 
 impl Config {
@@ -147,10 +206,130 @@ impl Config {
         Ok(self.resolve(&transport.directory))
     }
 
-    /// The transport directory (`[transport] directory`, resolved against the file): the
-    /// site's outbox at a site, the applier's inbox at HQ.
+    /// Which transport carries batches (directory unless `[transport] kind = "kafka"`).
+    pub fn transport_kind(&self) -> TransportKind {
+        self.transport
+            .as_ref()
+            .map_or(TransportKind::Directory, |t| t.kind)
+    }
+
+    /// The `[transport]` directory: the directory transport, or the Kafka spool (site) and
+    /// rejected-batch store (HQ).
     pub fn transport_directory(&self) -> Result<PathBuf> {
         self.transport_dir()
+    }
+
+    /// The resolved `[transport.kafka]` section, with secrets read and every librdkafka
+    /// property checked against Tributary's guarantees.
+    pub fn kafka_settings(&self) -> Result<KafkaSettings> {
+        let section = self.kafka_section()?;
+        let mut settings = KafkaSettings::new(section.brokers.clone());
+        if let Some(topic) = &section.topic {
+            settings.topic = topic.clone();
+        }
+        if let Some(group) = &section.group {
+            settings.group = group.clone();
+        }
+        if let Some(partitions) = section.partitions {
+            settings.partitions = partitions;
+        }
+        if let Some(factor) = section.replication_factor {
+            settings.replication_factor = factor;
+        }
+        for (name, value) in &section.librdkafka {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => bail!(
+                    "transport.kafka.librdkafka.\"{name}\" must be a string, number or boolean"
+                ),
+            };
+            check_property(name, &text)?;
+            settings.properties.insert(name.clone(), text);
+        }
+        for (name, source) in &section.secrets {
+            if !SECRET_PROPERTIES.contains(&name.as_str()) {
+                bail!(
+                    "transport.kafka.secrets.\"{name}\" is not a secret librdkafka property \
+                     (one of {}); put it under transport.kafka.librdkafka",
+                    SECRET_PROPERTIES.join(", ")
+                );
+            }
+            let field = format!("transport.kafka.secrets.\"{name}\"");
+            let secret = self.secret(source, &field)?;
+            settings.secrets.insert(name.clone(), secret);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn shipper_settings(&self) -> Result<ShipperSettings> {
+        let section = self.kafka_section()?;
+        let mut settings = ShipperSettings::default();
+        if let Some(n) = section.max_in_flight_batches {
+            if n == 0 {
+                bail!("transport.kafka.max_in_flight_batches must be at least 1");
+            }
+            settings.max_in_flight_batches = n;
+        }
+        if let Some(n) = section.max_in_flight_bytes {
+            settings.max_in_flight_bytes = n;
+        }
+        Ok(settings)
+    }
+
+    pub fn consumer_settings(&self) -> Result<ConsumerSettings> {
+        let section = self.kafka_section()?;
+        let mut settings = ConsumerSettings::default();
+        if let Some(ms) = section.hold_retry_ms {
+            settings.hold_retry = Duration::from_millis(ms);
+        }
+        if let Some(ms) = section.drain_idle_ms {
+            settings.idle_window = Duration::from_millis(ms);
+        }
+        if let Some(hq) = &self.hq
+            && let Some(ms) = hq.poll_interval_ms
+        {
+            settings.tick_interval = Duration::from_millis(ms.max(10));
+        }
+        Ok(settings)
+    }
+
+    fn kafka_section(&self) -> Result<&KafkaSection> {
+        let transport = self
+            .transport
+            .as_ref()
+            .with_context(|| format!("{} has no [transport] section", self.origin.display()))?;
+        if transport.kind != TransportKind::Kafka {
+            bail!(
+                "{}: [transport] kind is not \"kafka\"; set kind = \"kafka\" and a \
+                 [transport.kafka] section",
+                self.origin.display()
+            );
+        }
+        transport.kafka.as_ref().with_context(|| {
+            format!(
+                "{} has kind = \"kafka\" but no [transport.kafka] section (brokers = ...)",
+                self.origin.display()
+            )
+        })
+    }
+
+    /// A secret from a file (first line) or an environment variable; never echoed.
+    fn secret(&self, source: &SecretSource, field: &str) -> Result<String> {
+        match (&source.file, &source.env) {
+            (Some(file), _) => {
+                let file = self.resolve(file);
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {field}.file {}", file.display()))?;
+                Ok(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("{field}.env names {var}, which is not set")),
+            (None, None) => bail!("{field} needs file = \"...\" or env = \"...\""),
+        }
     }
 
     pub fn site_id(&self) -> Result<String> {
@@ -332,6 +511,85 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no [site] section"), "{err}");
+    }
+
+    const KAFKA_SITE: &str = r#"
+        [transport]
+        kind = "kafka"
+        directory = "spool"
+        [transport.kafka]
+        brokers = "127.0.0.1:9092"
+        partitions = 6
+        [transport.kafka.librdkafka]
+        "security.protocol" = "SASL_SSL"
+        "sasl.mechanism" = "SCRAM-SHA-512"
+        "sasl.username" = "clinic-a"
+        "socket.keepalive.enable" = true
+        [transport.kafka.secrets]
+        "sasl.password" = { file = "kafka.pw" }
+        "#;
+
+    #[test]
+    fn kafka_settings_pass_properties_through_and_read_secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kafka.pw"), "s3cret\n").unwrap();
+        let config = Config::load(&write(dir.path(), KAFKA_SITE)).unwrap();
+        assert_eq!(config.transport_kind(), TransportKind::Kafka);
+        let kafka = config.kafka_settings().unwrap();
+        assert_eq!(kafka.topic, "tributary.batches");
+        assert_eq!(kafka.partitions, 6);
+        assert_eq!(kafka.properties["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(kafka.properties["socket.keepalive.enable"], "true");
+        assert_eq!(kafka.secrets["sasl.password"], "s3cret");
+        assert!(!format!("{kafka:?}").contains("s3cret"));
+        assert_eq!(
+            config.transport_directory().unwrap(),
+            dir.path().join("spool")
+        );
+    }
+
+    #[test]
+    fn kafka_properties_that_break_guarantees_or_hold_secrets_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (line, name) in [
+            ("\"enable.idempotence\" = false", "enable.idempotence"),
+            ("\"acks\" = 1", "acks"),
+            ("\"enable.auto.commit\" = true", "enable.auto.commit"),
+            ("\"sasl.password\" = \"inline-secret\"", "sasl.password"),
+        ] {
+            let text = format!(
+                "[transport]\nkind = \"kafka\"\ndirectory = \"d\"\n[transport.kafka]\n\
+                 brokers = \"b:9092\"\n[transport.kafka.librdkafka]\n{line}\n"
+            );
+            let err = format!(
+                "{:#}",
+                Config::load(&write(dir.path(), &text))
+                    .unwrap()
+                    .kafka_settings()
+                    .unwrap_err()
+            );
+            assert!(err.contains(name), "{err}");
+            assert!(!err.contains("inline-secret"), "{err}");
+        }
+        let text = "[transport]\ndirectory = \"d\"\n";
+        let config = Config::load(&write(dir.path(), text)).unwrap();
+        assert_eq!(config.transport_kind(), TransportKind::Directory);
+        assert!(config.kafka_settings().is_err());
+    }
+
+    #[test]
+    fn the_example_kafka_configurations_are_valid() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+        let site = Config::load(&examples.join("site-kafka.toml")).unwrap();
+        assert_eq!(site.transport_kind(), TransportKind::Kafka);
+        site.shipper_settings().unwrap();
+        // The secret's variable is not set here: the error names it, nothing else is wrong.
+        let err = format!("{:#}", site.kafka_settings().unwrap_err());
+        assert!(err.contains("TRIBUTARY_KAFKA_PASSWORD"), "{err}");
+        let hq = Config::load(&examples.join("hq-kafka.toml")).unwrap();
+        let err = format!("{:#}", hq.kafka_settings().unwrap_err());
+        assert!(err.contains("hq-client.key.password"), "{err}");
+        hq.consumer_settings().unwrap();
     }
 
     #[test]

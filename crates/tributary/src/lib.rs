@@ -8,6 +8,7 @@ pub mod demo;
 pub mod doctor;
 pub mod export;
 pub mod import;
+pub mod kafka_apply;
 pub mod progress;
 pub mod report;
 pub mod schema_report;

@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 /// spends much of capture's time on that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tributary::config::Config;
+use tributary::config::{Config, TransportKind};
 use tributary::demo::{DemoOptions, run_demo};
+use tributary::kafka_apply::KafkaApplier;
 use tributary::{report, verify};
+use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
 
 /// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
 /// apply at HQ, parking rows until their parents arrive.
@@ -53,6 +55,18 @@ enum Command {
         /// Configuration file with [site] and [transport] sections.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Send the site's committed batches from the spool to Kafka, removing each once the
+    /// broker acknowledged it (runs until SIGINT/SIGTERM). Needs `[transport] kind = "kafka"`.
+    Ship {
+        /// Configuration file with [site] and [transport] (kind = "kafka") sections.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Kafka transport administration.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
     },
     /// Send the site's existing rows (or chosen tables again) through a consistent snapshot.
     /// On a new site, run it before `capture`: the stream then starts exactly at the snapshot.
@@ -133,6 +147,17 @@ enum SchemaCommand {
         /// Read HQ's database instead of the site's.
         #[arg(long)]
         hq: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Create the sync topic with the configured partitions and replication factor (an
+    /// existing topic is fine; one with fewer partitions is reported).
+    Init {
+        /// Configuration file with a [transport.kafka] section.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -233,9 +258,37 @@ async fn run(command: Command) -> Result<ExitCode> {
                 }
             );
         }
+        Command::Ship { config } => {
+            let config = Config::load(&config)?;
+            ship(&config).await?;
+        }
+        Command::Kafka {
+            command: KafkaCommand::Init { config },
+        } => {
+            let kafka = Config::load(&config)?.kafka_settings()?;
+            match tributary_kafka::init_topic(&kafka).await? {
+                TopicInit::Created { partitions } => {
+                    println!("created topic {} with {partitions} partitions", kafka.topic)
+                }
+                TopicInit::Existed { partitions } => {
+                    println!("topic {} exists with {partitions} partitions", kafka.topic)
+                }
+                TopicInit::FewerPartitions {
+                    partitions,
+                    configured,
+                } => println!(
+                    "topic {} exists with {partitions} partitions, fewer than the {configured} \
+                     configured: sites spread over at most {partitions} appliers",
+                    kafka.topic
+                ),
+            }
+        }
         Command::Apply { config, once } => {
-            let settings = Config::load(&config)?.apply_settings()?;
-            if once {
+            let config = Config::load(&config)?;
+            let settings = config.apply_settings()?;
+            if config.transport_kind() == TransportKind::Kafka {
+                apply_from_kafka(&config, settings, once).await?;
+            } else if once {
                 let mut applier = tributary_apply::Applier::connect(settings).await?;
                 let mut pass = applier.apply_available().await?;
                 pass.rows.released += applier.retry_parked().await?;
@@ -341,12 +394,79 @@ async fn run(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tributary ship`: the spool (capture's directory) to Kafka until a signal.
+async fn ship(config: &Config) -> Result<()> {
+    let kafka = config.kafka_settings()?;
+    let shipper = config.shipper_settings()?;
+    let spool = tributary_transport::DirectorySpool::open(
+        &config.transport_directory()?,
+        &config.site_id()?,
+    )?;
+    let progress = std::sync::Arc::new(ShipperProgress::default());
+    tracing::info!(topic = %kafka.topic, brokers = %kafka.brokers, "shipping batches to kafka");
+    let shutdown = CancellationToken::new();
+    until_signal(
+        &shutdown,
+        tributary_kafka::run_shipper(&spool, &kafka, &shipper, progress.clone(), shutdown.clone()),
+    )
+    .await?;
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    println!(
+        "shipped {} batches ({} bytes)",
+        progress.batches.load(ordering),
+        progress.bytes.load(ordering)
+    );
+    Ok(())
+}
+
+/// `tributary apply` with the Kafka transport: the consumer group feeds the applier.
+async fn apply_from_kafka(
+    config: &Config,
+    settings: tributary_apply::ApplySettings,
+    once: bool,
+) -> Result<()> {
+    let kafka = config.kafka_settings()?;
+    let consumer = config.consumer_settings()?;
+    let mut applier = KafkaApplier::new(settings, &kafka.topic);
+    let shutdown = CancellationToken::new();
+    let mode = if once {
+        RunMode::Drain
+    } else {
+        RunMode::Follow
+    };
+    let report = until_signal(
+        &shutdown,
+        tributary_kafka::run_consumer(&kafka, &consumer, &mut applier, mode, shutdown.clone()),
+    )
+    .await?;
+    if once {
+        let released = applier.retry_parked().await?;
+        let pass = &applier.report;
+        println!(
+            "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
+            pass.batches_applied,
+            pass.rows.applied,
+            pass.rows.parked,
+            pass.rows.released + released,
+            pass.duplicates,
+            pass.rejected
+        );
+        for (site, seq) in applier.gaps() {
+            println!("site {site} is held: waiting for batch {seq}");
+        }
+        for (partition, offset) in &report.held {
+            println!("partition {partition} is held at offset {offset}");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `work` to its end; SIGINT or SIGTERM cancel `shutdown` first, so the work drains
 /// (capture flushes what is pending) and stops.
-async fn until_signal<E>(
+async fn until_signal<T, E>(
     shutdown: &CancellationToken,
-    work: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), E> {
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::pin!(work);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminated = async {

@@ -1,0 +1,95 @@
+//! `tributary kafka init`: creates the sync topic with the configured partitions and
+//! replication factor. Idempotent: an existing topic is fine; one with fewer partitions than
+//! configured is reported (sites then spread over fewer appliers; adding partitions moves
+//! sites between partitions, which is safe because the applier holds a site at a gap until
+//! its older batches, still in the old partition, are applied).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::client_config;
+use crate::context::TransportContext;
+use crate::error::KafkaTransportError;
+use crate::settings::{DEFAULT_MAX_RECORD_BYTES, KafkaSettings};
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `init_topic` found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicInit {
+    Created {
+        partitions: i32,
+    },
+    Existed {
+        partitions: i32,
+    },
+    /// The topic exists with fewer partitions than configured.
+    FewerPartitions {
+        partitions: i32,
+        configured: i32,
+    },
+}
+
+pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTransportError> {
+    settings.validate()?;
+    let admin: AdminClient<TransportContext> = AdminClient::from_config_and_context(
+        &client_config::admin(settings),
+        TransportContext::new("admin", Default::default()),
+    )
+    .map_err(|e| KafkaTransportError::Config(format!("cannot create the admin client: {e}")))?;
+    let max_bytes = DEFAULT_MAX_RECORD_BYTES.to_string();
+    let topic = NewTopic::new(
+        &settings.topic,
+        settings.partitions,
+        TopicReplication::Fixed(settings.replication_factor),
+    )
+    .set("max.message.bytes", &max_bytes);
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(KafkaTransportError::client("create the topic"))?;
+    let mut created = false;
+    for result in results {
+        match result {
+            Ok(_) => created = true,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaTransportError::Topic {
+                    topic: name,
+                    problem: format!("cannot be created: {code}"),
+                });
+            }
+        }
+    }
+    let partitions = partition_count(&admin, &settings.topic)?;
+    Ok(if created {
+        TopicInit::Created { partitions }
+    } else if partitions < settings.partitions {
+        TopicInit::FewerPartitions {
+            partitions,
+            configured: settings.partitions,
+        }
+    } else {
+        TopicInit::Existed { partitions }
+    })
+}
+
+fn partition_count(
+    admin: &AdminClient<TransportContext>,
+    topic: &str,
+) -> Result<i32, KafkaTransportError> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .map_err(KafkaTransportError::client("read the topic's metadata"))?;
+    let count = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    Ok(i32::try_from(count).unwrap_or(i32::MAX))
+}

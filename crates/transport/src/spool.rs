@@ -1,0 +1,129 @@
+//! The site's spool as the shipper sees it: committed batches waiting to be carried off the
+//! site, in (epoch, sequence) order, each removed only after the transport acknowledged it.
+//!
+//! [`Spool`] is the contract; [`DirectorySpool`] implements it over the capture outbox's
+//! committed batch files (`<root>/<site>/<epoch>-<sequence>.batch`). A later segment-file
+//! spool implements the same trait, and the shipper does not change.
+//!
+//! Invariants: `committed` lists only complete, committed batches (never staged ones), sorted
+//! by (epoch, sequence); `remove` is idempotent and durable; nothing here reads inside a batch.
+
+use std::path::Path;
+
+use crate::error::TransportError;
+use crate::inbox::{DirectoryInbox, InboxEntry};
+use crate::layout::site_dir;
+
+/// A committed batch in a site's spool, identified by its position in the site's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpooledBatch {
+    /// The batch's epoch.
+    pub epoch: u64,
+    /// The batch's sequence within the epoch.
+    pub sequence: u64,
+}
+
+/// What a shipper needs from the site's spool.
+///
+/// Contract: a batch stays listed until [`Spool::remove`] is called for it, and the shipper
+/// calls `remove` only after the transport acknowledged the batch (DESIGN.md invariant 1).
+pub trait Spool: Send + Sync {
+    /// The site whose batches this spool holds.
+    fn site_id(&self) -> &str;
+    /// Committed batches, sorted by (epoch, sequence).
+    fn committed(&self) -> Result<Vec<SpooledBatch>, TransportError>;
+    /// The sealed bytes of a committed batch (size-bounded).
+    fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError>;
+    /// Removes a delivered batch durably. Already gone is fine.
+    fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError>;
+}
+
+/// The capture outbox directory of one site, read as a spool.
+#[derive(Debug, Clone)]
+pub struct DirectorySpool {
+    inbox: DirectoryInbox,
+    site_id: String,
+}
+
+impl DirectorySpool {
+    /// The spool of `site_id` under `root` (the `[transport] directory` capture writes to).
+    pub fn open(root: &Path, site_id: &str) -> Result<Self, TransportError> {
+        site_dir(root, site_id)?;
+        Ok(DirectorySpool {
+            inbox: DirectoryInbox::open(root)?,
+            site_id: site_id.to_owned(),
+        })
+    }
+
+    fn entry(&self, batch: &SpooledBatch) -> Result<InboxEntry, TransportError> {
+        let mut entry = InboxEntry {
+            site_id: self.site_id.clone(),
+            epoch: batch.epoch,
+            sequence: batch.sequence,
+            path: Default::default(),
+        };
+        entry.path = site_dir(self.inbox.root(), &self.site_id)?.join(entry.file_name());
+        Ok(entry)
+    }
+}
+
+impl Spool for DirectorySpool {
+    fn site_id(&self) -> &str {
+        &self.site_id
+    }
+
+    fn committed(&self) -> Result<Vec<SpooledBatch>, TransportError> {
+        Ok(self
+            .inbox
+            .pending(&self.site_id)?
+            .into_iter()
+            .map(|e| SpooledBatch {
+                epoch: e.epoch,
+                sequence: e.sequence,
+            })
+            .collect())
+    }
+
+    fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError> {
+        self.inbox.read(&self.entry(batch)?)
+    }
+
+    fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError> {
+        self.inbox.acknowledge(&self.entry(batch)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::DirectoryOutbox;
+
+    #[test]
+    fn lists_committed_batches_in_order_and_removes_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = DirectoryOutbox::open(tmp.path(), "clinic-1").unwrap();
+        for (epoch, sequence) in [(2, 1), (1, 10), (1, 9)] {
+            let staged = outbox.stage(epoch, sequence, b"sealed").unwrap();
+            outbox.commit(&staged).unwrap();
+        }
+        outbox.stage(2, 2, b"not yet committed").unwrap();
+        let spool = DirectorySpool::open(tmp.path(), "clinic-1").unwrap();
+        let listed = spool.committed().unwrap();
+        let positions: Vec<_> = listed.iter().map(|b| (b.epoch, b.sequence)).collect();
+        assert_eq!(positions, vec![(1, 9), (1, 10), (2, 1)]);
+        assert_eq!(spool.read(&listed[0]).unwrap(), b"sealed");
+        spool.remove(&listed[0]).unwrap();
+        spool.remove(&listed[0]).unwrap();
+        assert_eq!(spool.committed().unwrap(), listed[1..].to_vec());
+        assert!(spool.read(&listed[0]).unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn refuses_invalid_site_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            DirectorySpool::open(tmp.path(), "../x"),
+            Err(TransportError::InvalidSiteId(_))
+        ));
+    }
+}
