@@ -108,20 +108,7 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
     );
     if let Some(mut applier) = applier {
         // The same pass as `tributary apply --once`.
-        let mut pass = applier.apply_available().await?;
-        pass.rows.released += applier.retry_parked().await?;
-        println!(
-            "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
-            pass.batches_applied,
-            pass.rows.applied,
-            pass.rows.parked,
-            pass.rows.released,
-            pass.duplicates,
-            pass.rejected
-        );
-        for (site, sequence) in &pass.gaps {
-            println!("site {site} is held: waiting for batch {sequence}");
-        }
+        crate::report::apply_once(&mut applier).await?;
         report_rejections(&inbox, &tally, started)?;
     } else {
         println!("not applied (--no-apply): `tributary apply` applies them");

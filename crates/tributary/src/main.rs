@@ -290,20 +290,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 apply_from_kafka(&config, settings, once).await?;
             } else if once {
                 let mut applier = tributary_apply::Applier::connect(settings).await?;
-                let mut pass = applier.apply_available().await?;
-                pass.rows.released += applier.retry_parked().await?;
-                println!(
-                    "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
-                    pass.batches_applied,
-                    pass.rows.applied,
-                    pass.rows.parked,
-                    pass.rows.released,
-                    pass.duplicates,
-                    pass.rejected
-                );
-                for (site, seq) in &pass.gaps {
-                    println!("site {site} is held: waiting for batch {seq}");
-                }
+                report::apply_once(&mut applier).await?;
             } else {
                 let shutdown = CancellationToken::new();
                 until_signal(

@@ -3,7 +3,27 @@
 
 use crate::verify::TableReport;
 use std::fmt::Write;
-use tributary_apply::{ParkedSummary, SiteStatus};
+use tributary_apply::{Applier, ApplyError, ParkedSummary, PassReport, SiteStatus};
+
+/// One applier pass over what is waiting (`tributary apply --once`, and after an import):
+/// apply, retry parked rows, and print what happened, held sites included.
+pub async fn apply_once(applier: &mut Applier) -> Result<PassReport, ApplyError> {
+    let mut pass = applier.apply_available().await?;
+    pass.rows.released += applier.retry_parked().await?;
+    println!(
+        "applied {} batches ({} rows, {} parked, {} released), {} duplicates skipped, {} rejected",
+        pass.batches_applied,
+        pass.rows.applied,
+        pass.rows.parked,
+        pass.rows.released,
+        pass.duplicates,
+        pass.rejected
+    );
+    for (site, sequence) in &pass.gaps {
+        println!("site {site} is held: waiting for batch {sequence}");
+    }
+    Ok(pass)
+}
 
 pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
