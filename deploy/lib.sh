@@ -143,3 +143,18 @@ ensure_cargo() {
     fi
   fi
 }
+
+# A random loopback port in 20000..32767: below Linux's ephemeral range (32768+),
+# so neither outgoing connections nor bind(0) elsewhere take it, and not listened on.
+pick_port() {
+  local port hex i
+  for ((i = 0; i < 50; i++)); do
+    port=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
+    printf -v hex ':%04X ' "$port"
+    if ! grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6; then
+      printf '%s' "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}

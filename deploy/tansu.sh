@@ -24,19 +24,6 @@ usage() {
   exit "${1:-0}"
 }
 
-pick_port() {
-  local port hex i
-  for ((i = 0; i < 50; i++)); do
-    port=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
-    printf -v hex ':%04X ' "$port"
-    if ! grep -qs -- "$hex" /proc/net/tcp /proc/net/tcp6; then
-      printf '%s' "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
 # pid_is_tansu PID DIR: PID is alive and is the tansu whose working directory is DIR.
 pid_is_tansu() {
   local pid="$1" dir="$2"
