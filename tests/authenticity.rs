@@ -100,8 +100,20 @@ async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_appli
         "the reason names the key's real site: {}",
         reasons[1]
     );
+    let codes: Vec<String> = hq
+        .query("SELECT reason_code FROM tributary_rejected_batch ORDER BY rejected_id")
+        .await?;
+    assert_eq!(
+        codes,
+        vec!["authentication_failed", "key_site_mismatch"],
+        "every rejection is recorded with its reason's name"
+    );
     let status = run_ok(p.run_with(&apply_config, &["status"])?)?;
     assert!(status.contains("rejected: clinic-a"), "{status}");
+    assert!(
+        status.contains("rejected batches by reason: clinic-a authentication_failed 1, clinic-a key_site_mismatch 1"),
+        "{status}"
+    );
     let rejected_dir = inbox.join("clinic-a").join("rejected");
     assert!(
         std::fs::read_dir(&rejected_dir)?.count() >= 2,

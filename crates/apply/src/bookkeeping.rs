@@ -2,6 +2,7 @@
 //! rejected batches. Progress and parking are written in the same HQ transaction as the rows
 //! they describe (invariants 2 and 3), so HQ's data and HQ's knowledge of it never disagree.
 
+use crate::rejection::Rejection;
 use mysql_async::Transaction;
 use mysql_async::prelude::*;
 
@@ -43,10 +44,14 @@ pub const CREATE_TABLES: &[&str] = &[
         epoch BIGINT UNSIGNED NOT NULL,
         sequence BIGINT UNSIGNED NOT NULL,
         file_name VARCHAR(255) NOT NULL,
+        reason_code VARCHAR(32) NOT NULL DEFAULT '',
         reason VARCHAR(2048) NOT NULL,
         rejected_at DATETIME(3) NOT NULL,
         KEY site (site_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // HQs created before rejection reasons had names.
+    "ALTER TABLE tributary_rejected_batch
+        ADD COLUMN IF NOT EXISTS reason_code VARCHAR(32) NOT NULL DEFAULT '' AFTER file_name",
 ];
 
 /// Where a site's stream stands at HQ.
@@ -163,12 +168,19 @@ pub async fn record_rejected(
     epoch: u64,
     sequence: u64,
     file_name: &str,
-    reason: &str,
+    rejection: &Rejection,
 ) -> mysql_async::Result<()> {
     conn.exec_drop(
-        "INSERT INTO tributary_rejected_batch (site_id, epoch, sequence, file_name, reason, rejected_at)
-         VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
-        (site_id, epoch, sequence, file_name, reason),
+        "INSERT INTO tributary_rejected_batch (site_id, epoch, sequence, file_name, reason_code, reason, rejected_at)
+         VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+        (
+            site_id,
+            epoch,
+            sequence,
+            file_name,
+            rejection.reason.as_str(),
+            &rejection.detail,
+        ),
     )
     .await
 }

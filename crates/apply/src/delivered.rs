@@ -8,6 +8,8 @@
 //! caller may then acknowledge it to the transport; a gap is reported, recorded for `status`,
 //! and never skipped; rejected batches are kept in the rejected store with their reason.
 
+use crate::rejection::Rejection;
+use tributary_batch::RejectReason;
 use tributary_batch::validate_site_id;
 
 use crate::batch_apply::{BatchOutcome, Fit, apply_batch, fit};
@@ -93,12 +95,14 @@ impl Applier {
         origin: &str,
         reason: &str,
     ) -> Result<(), ApplyError> {
+        let rejection = Rejection::new(RejectReason::MalformedHeader, reason);
         tracing::error!(
             origin,
-            reason,
+            reason = rejection.reason.as_str(),
+            detail = %rejection.detail,
             "rejected a record that is not a usable batch; nothing of it was applied"
         );
-        bookkeeping::record_rejected(&mut self.conn, "", 0, 0, origin, reason).await?;
+        bookkeeping::record_rejected(&mut self.conn, "", 0, 0, origin, &rejection).await?;
         Ok(())
     }
 
@@ -108,24 +112,32 @@ impl Applier {
         epoch: u64,
         sequence: u64,
         sealed: &[u8],
-        reason: &str,
+        rejection: &Rejection,
     ) -> Result<(), ApplyError> {
         tracing::error!(
             site = site_id,
             epoch,
             sequence,
-            reason,
+            reason = rejection.reason.as_str(),
+            detail = %rejection.detail,
             "rejected batch; nothing of it was applied"
         );
         let kept = self
             .inbox
-            .keep_rejected(site_id, epoch, sequence, sealed, reason)?;
+            .keep_rejected(site_id, epoch, sequence, sealed, &rejection.detail)?;
         let file_name = kept
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        bookkeeping::record_rejected(&mut self.conn, site_id, epoch, sequence, &file_name, reason)
-            .await?;
+        bookkeeping::record_rejected(
+            &mut self.conn,
+            site_id,
+            epoch,
+            sequence,
+            &file_name,
+            rejection,
+        )
+        .await?;
         Ok(())
     }
 }

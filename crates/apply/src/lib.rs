@@ -17,6 +17,7 @@ mod bookkeeping;
 mod delivered;
 mod error;
 mod parking;
+mod rejection;
 mod resolver;
 mod runner;
 mod settings;
@@ -26,9 +27,13 @@ mod writer;
 pub use batch_apply::BatchOutcome;
 pub use delivered::Delivery;
 pub use error::ApplyError;
+pub use rejection::Rejection;
 pub use runner::{Applier, PassReport, run_apply};
 pub use settings::{
     ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
     DEFAULT_RETRY_PARKED_INTERVAL,
 };
-pub use status::{ParkedSummary, SiteStatus, parked_rows, rejected_batches, site_statuses};
+pub use status::{
+    ParkedSummary, RejectedBatch, SiteStatus, parked_rows, rejected_batches, rejection_counts,
+    site_statuses,
+};

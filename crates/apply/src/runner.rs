@@ -5,6 +5,7 @@
 use crate::batch_apply::{BatchOutcome, Fit, apply_batch};
 use crate::bookkeeping::{self, CREATE_TABLES};
 use crate::error::ApplyError;
+use crate::rejection::Rejection;
 use crate::resolver::Resolver;
 use crate::settings::ApplySettings;
 use mysql_async::prelude::*;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary_batch::BatchHeader;
+use tributary_batch::RejectReason;
 use tributary_model::BatchPayload;
 use tributary_schema::{Catalog, SchemaMap};
 use tributary_transport::{DirectoryInbox, InboxEntry};
@@ -137,7 +139,8 @@ impl Applier {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.reject(&entry, &e.to_string()).await?;
+                    let rejection = Rejection::new(RejectReason::PayloadTooLarge, e.to_string());
+                    self.reject(&entry, &rejection).await?;
                     report.rejected += 1;
                     return Ok(());
                 }
@@ -223,40 +226,53 @@ impl Applier {
         epoch: u64,
         sequence: u64,
         bytes: &[u8],
-    ) -> Result<(BatchHeader, BatchPayload), String> {
-        let (header, json) =
-            tributary_batch::open(bytes, &self.settings.keyring).map_err(|e| e.to_string())?;
+    ) -> Result<(BatchHeader, BatchPayload), Rejection> {
+        let (header, json) = tributary_batch::open(bytes, &self.settings.keyring)
+            .map_err(|e| Rejection::from_open(&e))?;
         if header.site_id != site_id || header.epoch != epoch || header.sequence != sequence {
-            return Err(format!(
-                "authenticated header says site '{}' epoch {} sequence {}, but the batch arrived as \
-                 site '{site_id}' epoch {epoch} sequence {sequence}; a batch was renamed, copied into \
-                 the wrong place or relabelled",
-                header.site_id, header.epoch, header.sequence,
+            return Err(Rejection::new(
+                RejectReason::MisplacedBatch,
+                format!(
+                    "authenticated header says site '{}' epoch {} sequence {}, but the batch arrived as \
+                     site '{site_id}' epoch {epoch} sequence {sequence}; a batch was renamed, copied into \
+                     the wrong place or relabelled",
+                    header.site_id, header.epoch, header.sequence,
+                ),
             ));
         }
         let payload: BatchPayload = serde_json::from_slice(&json)
             // The position only: serde's message may quote payload values.
             .map_err(|e| {
-                format!(
-                    "authenticated payload is not a valid batch payload ({:?} error at line {} column {})",
-                    e.classify(),
-                    e.line(),
-                    e.column()
+                Rejection::new(
+                    RejectReason::MalformedPayload,
+                    format!(
+                        "authenticated payload is not a valid batch payload ({:?} error at line {} column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
                 )
             })?;
         if payload.row_count() != header.row_count as usize {
-            return Err(format!(
-                "header counts {} rows but the payload holds {}",
-                header.row_count,
-                payload.row_count()
+            return Err(Rejection::new(
+                RejectReason::RowCountMismatch,
+                format!(
+                    "header counts {} rows but the payload holds {}",
+                    header.row_count,
+                    payload.row_count()
+                ),
             ));
         }
         Ok((header, payload))
     }
 
-    async fn reject(&mut self, entry: &InboxEntry, reason: &str) -> Result<(), ApplyError> {
-        tracing::error!(site = %entry.site_id, epoch = entry.epoch, sequence = entry.sequence, reason, "rejected batch; nothing of it was applied");
-        let moved = self.inbox.reject(entry, reason)?;
+    async fn reject(
+        &mut self,
+        entry: &InboxEntry,
+        rejection: &Rejection,
+    ) -> Result<(), ApplyError> {
+        tracing::error!(site = %entry.site_id, epoch = entry.epoch, sequence = entry.sequence, reason = rejection.reason.as_str(), detail = %rejection.detail, "rejected batch; nothing of it was applied");
+        let moved = self.inbox.reject(entry, &rejection.detail)?;
         let file_name = moved
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -267,7 +283,7 @@ impl Applier {
             entry.epoch,
             entry.sequence,
             &file_name,
-            reason,
+            rejection,
         )
         .await?;
         Ok(())
@@ -275,11 +291,14 @@ impl Applier {
 }
 
 /// Why a batch of an older epoch is rejected.
-pub(crate) fn stale_reason(epoch: u64, current_epoch: u64) -> String {
-    format!(
-        "batch of epoch {epoch} is older than epoch {current_epoch}, which HQ already applies \
-         for this site; the site's capture state was reset or restored (check the site's \
-         clock), re-seed the site to start a new epoch"
+pub(crate) fn stale_reason(epoch: u64, current_epoch: u64) -> Rejection {
+    Rejection::new(
+        RejectReason::StaleEpoch,
+        format!(
+            "batch of epoch {epoch} is older than epoch {current_epoch}, which HQ already applies \
+             for this site; the site's capture state was reset or restored (check the site's \
+             clock), re-seed the site to start a new epoch"
+        ),
     )
 }
 

@@ -84,14 +84,48 @@ pub async fn parked_rows(conn: &mut Conn, limit: u32) -> mysql_async::Result<Vec
         .collect())
 }
 
+/// One rejected batch: where it came from, the reason's stable name and the detail.
+#[derive(Debug, Clone)]
+pub struct RejectedBatch {
+    pub site_id: String,
+    pub epoch: u64,
+    pub sequence: u64,
+    pub reason_code: String,
+    pub detail: String,
+}
+
 /// Rejected batches, newest first.
 pub async fn rejected_batches(
     conn: &mut Conn,
     limit: u32,
-) -> mysql_async::Result<Vec<(String, u64, u64, String)>> {
-    conn.exec(
-        "SELECT site_id, epoch, sequence, reason FROM tributary_rejected_batch ORDER BY rejected_id DESC LIMIT ?",
-        (limit,),
+) -> mysql_async::Result<Vec<RejectedBatch>> {
+    let rows: Vec<(String, u64, u64, String, String)> = conn
+        .exec(
+            "SELECT site_id, epoch, sequence, reason_code, reason FROM tributary_rejected_batch
+             ORDER BY rejected_id DESC LIMIT ?",
+            (limit,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(site_id, epoch, sequence, reason_code, detail)| RejectedBatch {
+                site_id,
+                epoch,
+                sequence,
+                reason_code,
+                detail,
+            },
+        )
+        .collect())
+}
+
+/// How many batches were rejected, per site and reason (reason names as in
+/// `tributary_batch::RejectReason`; an empty name for rejections recorded before names).
+pub async fn rejection_counts(conn: &mut Conn) -> mysql_async::Result<Vec<(String, String, u64)>> {
+    conn.query(
+        "SELECT site_id, reason_code, COUNT(*) FROM tributary_rejected_batch
+         GROUP BY site_id, reason_code ORDER BY site_id, reason_code",
     )
     .await
 }

@@ -317,10 +317,19 @@ async fn run(command: Command) -> Result<ExitCode> {
                     report::parked_table(&tributary_apply::parked_rows(&mut conn, parked).await?)
                 );
             }
-            for (site, epoch, seq, reason) in
-                tributary_apply::rejected_batches(&mut conn, 10).await?
-            {
-                println!("rejected: {site} epoch {epoch} batch {seq}: {reason}");
+            let counts = tributary_apply::rejection_counts(&mut conn).await?;
+            if !counts.is_empty() {
+                let counts: Vec<String> = counts
+                    .iter()
+                    .map(|(site, reason, n)| format!("{site} {reason} {n}"))
+                    .collect();
+                println!("rejected batches by reason: {}", counts.join(", "));
+            }
+            for r in tributary_apply::rejected_batches(&mut conn, 10).await? {
+                println!(
+                    "rejected: {} epoch {} batch {} [{}]: {}",
+                    r.site_id, r.epoch, r.sequence, r.reason_code, r.detail
+                );
             }
         }
         Command::Verify { config, tables } => {
