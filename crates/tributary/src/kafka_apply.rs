@@ -28,10 +28,10 @@ impl KafkaApplier {
     }
 
     async fn applier(&mut self) -> Result<&mut Applier, ApplyError> {
-        if self.applier.is_none() {
-            self.applier = Some(Applier::connect(self.settings.clone()).await?);
+        match &mut self.applier {
+            Some(applier) => Ok(applier),
+            slot @ None => Ok(slot.insert(Applier::connect(self.settings.clone()).await?)),
         }
-        Ok(self.applier.as_mut().expect("connected above"))
     }
 
     /// Retries every parked row once (end of `apply --once`).
