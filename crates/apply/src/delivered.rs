@@ -12,7 +12,7 @@ use crate::rejection::Rejection;
 use tributary_batch::RejectReason;
 use tributary_batch::validate_site_id;
 
-use crate::batch_apply::{BatchOutcome, Fit, apply_batch, fit};
+use crate::batch_apply::{BatchOutcome, Fit, fit};
 use crate::bookkeeping;
 use crate::error::ApplyError;
 use crate::runner::{Applier, stale_reason};
@@ -70,19 +70,9 @@ impl Applier {
                 return Ok(Delivery::Rejected);
             }
         };
-        let (fit, outcome) = apply_batch(
-            &mut self.conn,
-            &self.schema,
-            &mut self.resolver,
-            &header,
-            &payload,
-        )
-        .await?;
+        let (fit, outcome) = self.apply_opened(&header, &payload).await?;
         Ok(match fit {
-            Fit::Next => {
-                self.note_applied(&header, &outcome);
-                Delivery::Applied(outcome)
-            }
+            Fit::Next => Delivery::Applied(outcome),
             Fit::AlreadyApplied => Delivery::Duplicate,
             Fit::Gap { .. } | Fit::Stale { .. } => Delivery::Retry,
         })

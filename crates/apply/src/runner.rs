@@ -154,14 +154,7 @@ impl Applier {
                         return Ok(());
                     }
                 };
-            let (fit, outcome) = apply_batch(
-                &mut self.conn,
-                &self.schema,
-                &mut self.resolver,
-                &header,
-                &payload,
-            )
-            .await?;
+            let (fit, outcome) = self.apply_opened(&header, &payload).await?;
             if matches!(fit, Fit::Gap { .. } | Fit::Stale { .. }) {
                 // Another applier moved this site meanwhile: keep the batch, look again later.
                 return Ok(());
@@ -171,7 +164,6 @@ impl Applier {
                 report.rows.applied += outcome.applied;
                 report.rows.parked += outcome.parked;
                 report.rows.released += outcome.released;
-                self.note_applied(&header, &outcome);
             }
             self.inbox.acknowledge(&entry)?;
         }
@@ -200,7 +192,28 @@ impl Applier {
         Ok(())
     }
 
-    pub(crate) fn note_applied(&mut self, header: &BatchHeader, outcome: &BatchOutcome) {
+    /// Applies an opened, authenticated batch in one HQ transaction (whatever arrived it:
+    /// the inbox or Kafka), and notes it when it was the site's next.
+    pub(crate) async fn apply_opened(
+        &mut self,
+        header: &BatchHeader,
+        payload: &BatchPayload,
+    ) -> Result<(Fit, BatchOutcome), ApplyError> {
+        let (fit, outcome) = apply_batch(
+            &mut self.conn,
+            &self.schema,
+            &mut self.resolver,
+            header,
+            payload,
+        )
+        .await?;
+        if fit == Fit::Next {
+            self.note_applied(header, &outcome);
+        }
+        Ok((fit, outcome))
+    }
+
+    fn note_applied(&mut self, header: &BatchHeader, outcome: &BatchOutcome) {
         self.reported_gaps.remove(&header.site_id);
         tracing::info!(
             site = %header.site_id,

@@ -418,6 +418,20 @@ fn payload_event_body(compression: u8, uncompressed: u64, payload: &[u8]) -> Vec
     body
 }
 
+/// The recorded payload's table, `compression_test.large_data`: three columns, named by
+/// position (its table map carries no names, MINIMAL metadata).
+fn large_data_columns() -> Vec<tributary_schema::CatalogColumn> {
+    (0..3)
+        .map(|i| tributary_schema::CatalogColumn {
+            name: format!("c{i}"),
+            kind: tributary_schema::ColumnKind::Other,
+            nullable: true,
+            auto_increment: false,
+            unsigned: false,
+        })
+        .collect()
+}
+
 /// The recorded 8.0.27 compressed transaction as a TRANSACTION_PAYLOAD event (40) at log
 /// position 5,000: its body, and the event read with the stream's FORMAT_DESCRIPTION.
 fn recorded_payload(fde: &FormatDescriptionEvent<'static>) -> (Vec<u8>, Event) {
@@ -495,15 +509,7 @@ fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard(
         let tme = tme.into_owned();
         // The recorded table map carries no column names (MINIMAL metadata): they come from
         // the schema history, by position.
-        let ordinal: Vec<tributary_schema::CatalogColumn> = (0..3)
-            .map(|i| tributary_schema::CatalogColumn {
-                name: format!("c{i}"),
-                kind: tributary_schema::ColumnKind::Other,
-                nullable: true,
-                auto_increment: false,
-                unsigned: false,
-            })
-            .collect();
+        let ordinal = large_data_columns();
         let layout = crate::table_layout::Layouts::default()
             .layout(&tme, &ordinal, None)
             .unwrap();
@@ -676,15 +682,7 @@ fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
 
     // The recorded table: compression_test.large_data, three columns (no names in the
     // binlog: MINIMAL metadata), identified here by a natural key over all of them.
-    let columns: Vec<tributary_schema::CatalogColumn> = (0..3)
-        .map(|i| tributary_schema::CatalogColumn {
-            name: format!("c{i}"),
-            kind: tributary_schema::ColumnKind::Other,
-            nullable: true,
-            auto_increment: false,
-            unsigned: false,
-        })
-        .collect();
+    let columns = large_data_columns();
     let catalog = tributary_schema::Catalog {
         database: "compression_test".into(),
         tables: [(
