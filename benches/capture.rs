@@ -3,7 +3,9 @@
 //!
 //! `cargo bench --bench capture` (release build). `TRIBUTARY_BENCH_ROWS` sets the size
 //! (default 1,000,000 row events); `TRIBUTARY_BENCH_ONE_TRANSACTION=1` writes them as a
-//! single source transaction (the bounded-memory case) instead of one per patient. It starts its own site MariaDB, loads patients the way
+//! single source transaction (the bounded-memory case) instead of one per patient;
+//! `TRIBUTARY_BENCH_SPOOL=segments` writes the Kafka site's segment spool instead of batch
+//! files. It starts its own site MariaDB, loads patients the way
 //! OpenMRS writes them (one transaction per patient), then captures the whole binlog from the
 //! oldest position into sealed batches in a local directory (the real publisher: seal, fsync,
 //! checkpoint), and prints rows/s, MB/s of binlog, peak RSS of this process during capture,
@@ -86,6 +88,11 @@ async fn main() -> Result<()> {
         snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
         start: StartPosition::Oldest,
         spool: tributary_capture::SpoolLimits::default(),
+        // `TRIBUTARY_BENCH_SPOOL=segments`: the Kafka site's spool instead of batch files.
+        spool_format: match std::env::var("TRIBUTARY_BENCH_SPOOL").as_deref() {
+            Ok("segments") => tributary_transport::SpoolFormat::Segments,
+            _ => tributary_transport::SpoolFormat::Files,
+        },
     };
     let rss_before = peak_rss_kib();
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now

@@ -172,17 +172,11 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
         dataset::load_patients(&mut p.site.conn().await?, CLINIC, "clinic-a", 0, 4, shape).await?;
     p.wait_capture_published("state", &capture).await?;
 
-    // Batch 2 goes missing before the shipper starts.
-    let spooled = p.spooled_batches()?;
-    let missing = spooled
-        .iter()
-        .find(|f| f.to_string_lossy().ends_with("-00000000000000000002.batch"))
-        .expect("batch 2 in the spool")
-        .clone();
-    let aside = p.work.join("aside");
-    std::fs::create_dir_all(&aside)?;
-    let kept = aside.join(missing.file_name().expect("a file name"));
-    std::fs::rename(&missing, &kept)?;
+    // Batch 2 goes missing before the shipper starts (taken out while capture is stopped).
+    capture.signal("TERM")?;
+    assert!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    let (missing_name, missing_bytes) = p.take_from_spool(2)?;
+    let mut capture = p.spawn("capture", "capture-again")?;
     let mut ship = p.spawn("ship", "ship")?;
 
     let hq = &p.hq;
@@ -207,12 +201,7 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
 
     // The operator applies the missing batch from a directory; Kafka's applier moves on.
     let inbox = p.work.join("inbox");
-    tributary_suite::pipeline::deliver(
-        &std::fs::read(&kept)?,
-        &inbox,
-        &p.site_id,
-        &kept.file_name().expect("name").to_string_lossy(),
-    )?;
+    tributary_suite::pipeline::deliver(&missing_bytes, &inbox, &p.site_id, &missing_name)?;
     let directory_config = p.config_with("directory.toml", &inbox, &p.key_file, "unused-state")?;
     tributary_suite::pipeline::run_ok(p.run_with(&directory_config, &["apply", "--once"])?)?;
     p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])

@@ -101,10 +101,7 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
         ship.logs()
     );
     assert!(ship.is_running() && apply.is_running(), "both keep running");
-    let bytes: u64 = spooled
-        .iter()
-        .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let bytes = p.spool_bytes()?;
     eprintln!(
         "link down for {:.0} s ({} reconnect attempts) while the site made {} row changes; {} batches ({:.1} MB) spooled",
         outage.elapsed().as_secs_f64(),

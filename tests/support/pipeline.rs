@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use tributary::dataset;
+use tributary_transport::{
+    DEFAULT_SEGMENT_BYTES, Outbox, SegmentOutbox, SegmentSpool, Spool, SpooledBatch,
+};
 
 /// How long a test waits for the pipeline to catch up before failing.
 pub const CATCH_UP: Duration = Duration::from_secs(90);
@@ -460,8 +463,44 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The site's spool when the Kafka transport is used: its committed batch files.
-    pub fn spooled_batches(&self) -> Result<Vec<PathBuf>> {
-        batch_files(&self.work.join("batches"), &self.site_id)
+    /// The site's spool when the Kafka transport is used: its committed, undelivered batches.
+    pub fn spooled_batches(&self) -> Result<Vec<SpooledBatch>> {
+        let spool = SegmentSpool::open(&self.work.join("batches"), &self.site_id)?;
+        Ok(spool.committed_after(None, usize::MAX)?)
+    }
+
+    /// Bytes of the site's segment spool on disk.
+    pub fn spool_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(self.work.join("batches").join(&self.site_id))? {
+            total += entry?.metadata()?.len();
+        }
+        Ok(total)
+    }
+
+    /// Takes one batch out of the site's segment spool (capture and the shipper must be
+    /// stopped): the spool is rewritten without it. Returns the batch's name as a batch file
+    /// and its sealed bytes.
+    pub fn take_from_spool(&self, sequence: u64) -> Result<(String, Vec<u8>)> {
+        let root = self.work.join("batches");
+        let rebuilt = self.work.join("batches-rebuilt");
+        let mut taken = None;
+        {
+            let spool = SegmentSpool::open(&root, &self.site_id)?;
+            let mut outbox = SegmentOutbox::open(&rebuilt, &self.site_id, DEFAULT_SEGMENT_BYTES)?;
+            for batch in spool.committed_after(None, usize::MAX)? {
+                let bytes = spool.read(&batch)?;
+                if batch.sequence == sequence {
+                    let name = format!("{:010}-{:020}.batch", batch.epoch, batch.sequence);
+                    taken = Some((name, bytes));
+                } else {
+                    let staged = outbox.stage(batch.epoch, batch.sequence, &bytes)?;
+                    outbox.commit(&staged)?;
+                }
+            }
+        }
+        std::fs::remove_dir_all(root.join(&self.site_id))?;
+        std::fs::rename(rebuilt.join(&self.site_id), root.join(&self.site_id))?;
+        taken.with_context(|| format!("batch {sequence} is not in the spool"))
     }
 }

@@ -67,7 +67,6 @@ use publisher::Publisher;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tributary_batch::SiteKey;
-use tributary_transport::DirectoryOutbox;
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -83,7 +82,7 @@ pub async fn run_capture(
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
     let state = StateDir::open(&settings.state_dir)?;
-    let outbox = DirectoryOutbox::open(&settings.outbox_dir, &settings.site_id)?;
+    let outbox = settings.open_outbox()?;
     let key = SiteKey::load(&settings.key_file)?;
     let checkpoint = match state.load()? {
         Some(c) if c.seeding => {

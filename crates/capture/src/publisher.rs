@@ -12,7 +12,7 @@ use crate::sealer::{Sealer, Sink};
 use crate::spool_budget::{SpoolBudget, SpoolLimits};
 use tributary_batch::{BatchHeader, SiteKey};
 use tributary_model::{BatchPayload, Origin, SourceTransaction};
-use tributary_transport::DirectoryOutbox;
+use tributary_transport::Outbox;
 
 pub struct Publisher {
     /// Seals and writes batches and checkpoints, in order, on its own thread.
@@ -38,7 +38,7 @@ impl Publisher {
     /// Opens the publisher, finishing whatever a crash interrupted (see [`Publisher::resume`]).
     pub fn open(
         state: StateDir,
-        outbox: DirectoryOutbox,
+        outbox: Box<dyn Outbox>,
         key: SiteKey,
         checkpoint: Checkpoint,
         max_batch_rows: usize,
@@ -281,7 +281,7 @@ fn publish(
 mod tests {
     use super::*;
     use tributary_model::{Identity, Op, RowChange};
-    use tributary_transport::DirectoryInbox;
+    use tributary_transport::{SpoolFormat, open_outbox, open_spool};
 
     fn txn() -> SourceTransaction {
         SourceTransaction {
@@ -297,22 +297,30 @@ mod tests {
         }
     }
 
+    const FORMATS: [SpoolFormat; 2] = [SpoolFormat::Files, SpoolFormat::Segments];
+
     struct Site {
         _dir: tempfile::TempDir,
         state: std::path::PathBuf,
         outbox: std::path::PathBuf,
         key: SiteKey,
+        format: SpoolFormat,
     }
 
     impl Site {
-        fn new() -> Site {
+        fn new(format: SpoolFormat) -> Site {
             let dir = tempfile::tempdir().unwrap();
             Site {
                 state: dir.path().join("state"),
                 outbox: dir.path().join("batches"),
                 _dir: dir,
                 key: SiteKey::generate("clinic-a").unwrap(),
+                format,
             }
+        }
+
+        fn outbox(&self) -> Box<dyn Outbox> {
+            open_outbox(self.format, &self.outbox, "clinic-a", 1 << 20).unwrap()
         }
 
         fn open(&self) -> Publisher {
@@ -322,10 +330,9 @@ mod tests {
                 state.save(&checkpoint).unwrap();
                 checkpoint
             });
-            let outbox = DirectoryOutbox::open(&self.outbox, "clinic-a").unwrap();
             Publisher::open(
                 state,
-                outbox,
+                self.outbox(),
                 self.key.clone(),
                 checkpoint,
                 100,
@@ -335,95 +342,105 @@ mod tests {
         }
 
         fn committed(&self) -> Vec<u64> {
-            let inbox = DirectoryInbox::open(&self.outbox).unwrap();
-            inbox
-                .pending("clinic-a")
+            open_spool(self.format, &self.outbox, "clinic-a")
+                .unwrap()
+                .committed_after(None, usize::MAX)
                 .unwrap()
                 .iter()
-                .map(|e| e.sequence)
+                .map(|b| b.sequence)
                 .collect()
         }
     }
 
     #[test]
     fn a_flush_publishes_the_batch_and_then_advances_the_checkpoint() {
-        let site = Site::new();
-        let mut publisher = site.open();
-        publisher.add(txn(), "0-1-5".into()).unwrap();
-        assert!(
-            site.committed().is_empty(),
-            "below the row bound nothing is published yet"
-        );
-        publisher.flush().unwrap();
-        publisher.sync().unwrap();
-        assert_eq!(site.committed(), vec![1]);
-        assert_eq!(publisher.checkpoint().next_sequence, 2);
-        assert_eq!(publisher.checkpoint().gtid_position, "0-1-5");
+        for format in FORMATS {
+            let site = Site::new(format);
+            let mut publisher = site.open();
+            publisher.add(txn(), "0-1-5".into()).unwrap();
+            assert!(
+                site.committed().is_empty(),
+                "below the row bound nothing is published yet"
+            );
+            publisher.flush().unwrap();
+            publisher.sync().unwrap();
+            assert_eq!(site.committed(), vec![1]);
+            assert_eq!(publisher.checkpoint().next_sequence, 2);
+            assert_eq!(publisher.checkpoint().gtid_position, "0-1-5");
+        }
     }
 
     #[test]
     fn a_batch_staged_before_its_checkpoint_is_discarded_on_restart() {
-        let site = Site::new();
-        drop(site.open());
-        // Crash after staging batch 1 but before the checkpoint covered it.
-        let epoch = StateDir::peek(&site.state).unwrap().map_or(1, |c| c.epoch);
-        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
-        outbox.stage(epoch, 1, b"sealed").unwrap();
-        let publisher = site.open();
-        assert!(outbox.staged().unwrap().is_empty());
-        assert!(
-            site.committed().is_empty(),
-            "the events are read again into sequence 1"
-        );
-        assert_eq!(publisher.checkpoint().next_sequence, 1);
+        for format in FORMATS {
+            let site = Site::new(format);
+            drop(site.open());
+            // Crash after staging batch 1 but before the checkpoint covered it.
+            let epoch = StateDir::peek(&site.state).unwrap().map_or(1, |c| c.epoch);
+            site.outbox().stage(epoch, 1, b"sealed").unwrap();
+            let publisher = site.open();
+            drop(publisher);
+            assert!(site.outbox().staged().unwrap().is_empty(), "{format:?}");
+            assert!(
+                site.committed().is_empty(),
+                "the events are read again into sequence 1"
+            );
+            assert_eq!(site.open().checkpoint().next_sequence, 1);
+        }
     }
 
     #[test]
     fn a_failed_commit_is_finished_when_the_next_session_resumes() {
-        let site = Site::new();
-        let mut publisher = site.open();
-        publisher.add(txn(), "0-1-5".into()).unwrap();
-        publisher.flush().unwrap();
-        publisher.sync().unwrap();
-        // As if the commit of batch 2 had failed after its checkpoint was saved: staged only.
-        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
-        let epoch = publisher.checkpoint().epoch;
-        publisher
-            .update_checkpoint(|c| c.next_sequence = 3)
-            .unwrap();
-        outbox.stage(epoch, 2, b"sealed").unwrap();
-        publisher.add(txn(), "0-1-6".into()).unwrap();
-        publisher.resume().unwrap();
-        assert_eq!(site.committed(), vec![1, 2]);
-        publisher.flush().unwrap();
-        publisher.sync().unwrap();
-        assert_eq!(
-            site.committed(),
-            vec![1, 2],
-            "pending rows were dropped: they are read again"
-        );
+        for format in FORMATS {
+            let site = Site::new(format);
+            let mut publisher = site.open();
+            publisher.add(txn(), "0-1-5".into()).unwrap();
+            publisher.flush().unwrap();
+            publisher.sync().unwrap();
+            // As if the commit of batch 2 had failed after its checkpoint was saved: staged
+            // only.
+            let epoch = publisher.checkpoint().epoch;
+            publisher
+                .update_checkpoint(|c| c.next_sequence = 3)
+                .unwrap();
+            publisher
+                .sealer
+                .run(move |sink| Ok(sink.outbox.stage(epoch, 2, b"sealed")?))
+                .unwrap();
+            publisher.add(txn(), "0-1-6".into()).unwrap();
+            publisher.resume().unwrap();
+            assert_eq!(site.committed(), vec![1, 2], "{format:?}");
+            publisher.flush().unwrap();
+            publisher.sync().unwrap();
+            assert_eq!(
+                site.committed(),
+                vec![1, 2],
+                "pending rows were dropped: they are read again"
+            );
+        }
     }
 
     #[test]
     fn a_batch_staged_and_checkpointed_is_committed_on_restart() {
-        let site = Site::new();
-        drop(site.open());
-        // Crash after the checkpoint covered staged batch 1 but before it was committed.
-        let outbox = DirectoryOutbox::open(&site.outbox, "clinic-a").unwrap();
-        {
-            let state = StateDir::open(&site.state).unwrap();
-            let mut checkpoint = Checkpoint::new("clinic-a", "0-1-5".into());
-            outbox.stage(checkpoint.epoch, 1, b"sealed").unwrap();
-            checkpoint.next_sequence = 2;
-            checkpoint.staged_sequence = Some(1);
-            state.save(&checkpoint).unwrap();
+        for format in FORMATS {
+            let site = Site::new(format);
+            drop(site.open());
+            // Crash after the checkpoint covered staged batch 1 but before it was committed.
+            {
+                let state = StateDir::open(&site.state).unwrap();
+                let mut checkpoint = Checkpoint::new("clinic-a", "0-1-5".into());
+                site.outbox().stage(checkpoint.epoch, 1, b"sealed").unwrap();
+                checkpoint.next_sequence = 2;
+                checkpoint.staged_sequence = Some(1);
+                state.save(&checkpoint).unwrap();
+            }
+            let publisher = site.open();
+            assert_eq!(
+                site.committed(),
+                vec![1],
+                "the checkpoint already covers it: it must be published"
+            );
+            assert_eq!(publisher.checkpoint().next_sequence, 2);
         }
-        let publisher = site.open();
-        assert_eq!(
-            site.committed(),
-            vec![1],
-            "the checkpoint already covers it: it must be published"
-        );
-        assert_eq!(publisher.checkpoint().next_sequence, 2);
     }
 }

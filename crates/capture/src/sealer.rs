@@ -16,12 +16,12 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tributary_batch::SiteKey;
-use tributary_transport::DirectoryOutbox;
+use tributary_transport::Outbox;
 
 /// What the worker writes to: the capture state, the outbox and the sealing key.
 pub(crate) struct Sink {
     pub state: StateDir,
-    pub outbox: DirectoryOutbox,
+    pub outbox: Box<dyn Outbox>,
     pub key: SiteKey,
     pub budget: crate::spool_budget::SpoolBudget,
 }
@@ -182,12 +182,13 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn sealer(dir: &std::path::Path) -> Sealer {
-        let outbox = DirectoryOutbox::open(&dir.join("batches"), "clinic-a").unwrap();
+        let outbox =
+            tributary_transport::DirectoryOutbox::open(&dir.join("batches"), "clinic-a").unwrap();
         Sealer::start(Sink {
             state: StateDir::open(&dir.join("state")).unwrap(),
             budget: crate::spool_budget::SpoolBudget::open(outbox.dir(), Default::default())
                 .unwrap(),
-            outbox,
+            outbox: Box::new(outbox),
             key: SiteKey::generate("clinic-a").unwrap(),
         })
         .unwrap()

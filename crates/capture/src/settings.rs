@@ -5,6 +5,7 @@ use mysql_async::Opts;
 use std::path::PathBuf;
 use std::time::Duration;
 use tributary_schema::Policy;
+use tributary_transport::{DEFAULT_SEGMENT_BYTES, Outbox, SpoolFormat, open_outbox};
 
 /// Rows per batch: large enough to amortise sealing and fsync, small enough that one batch
 /// stays about a megabyte. Measured with the capture benchmark: 1,000 rows gave the best
@@ -56,4 +57,25 @@ pub struct CaptureSettings {
     pub start: StartPosition,
     /// How much the outbox may hold while the transport is behind.
     pub spool: SpoolLimits,
+    /// How the outbox keeps batches: one file each in the transport directory the applier
+    /// reads, or segment files that `tributary ship` or `tributary export` take them from.
+    pub spool_format: SpoolFormat,
+}
+
+impl CaptureSettings {
+    /// Opens the site's outbox in the configured format.
+    pub(crate) fn open_outbox(&self) -> Result<Box<dyn Outbox>, crate::CaptureError> {
+        Ok(open_outbox(
+            self.spool_format,
+            &self.outbox_dir,
+            &self.site_id,
+            segment_bytes(&self.spool),
+        )?)
+    }
+}
+
+/// Segments small enough that closed, delivered ones free space long before the cap: a
+/// sixteenth of it, between 64 KiB and the transport's default.
+fn segment_bytes(limits: &SpoolLimits) -> u64 {
+    (limits.max_bytes / 16).clamp(64 << 10, DEFAULT_SEGMENT_BYTES)
 }

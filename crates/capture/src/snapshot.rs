@@ -30,7 +30,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
 use tributary_model::{Op, Origin};
 use tributary_schema::{Catalog, ColumnKind, SchemaMap, TableMap, quote_ident};
-use tributary_transport::DirectoryOutbox;
 
 #[derive(Debug, Clone, Default)]
 pub struct SeedReport {
@@ -48,7 +47,7 @@ pub async fn run_seed(
     mut progress: impl FnMut(&str, u64),
 ) -> Result<SeedReport, CaptureError> {
     let state = StateDir::open(&settings.state_dir)?;
-    let outbox = DirectoryOutbox::open(&settings.outbox_dir, &settings.site_id)?;
+    let outbox = settings.open_outbox()?;
     let key = SiteKey::load(&settings.key_file)?;
     let existing = state.load()?;
     if existing.as_ref().is_some_and(|c| c.partial.is_some()) {

@@ -40,6 +40,9 @@ use crate::settings::{KafkaSettings, ShipperSettings};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Batches taken from the spool per listing: enough to keep the in-flight window full
+/// between listings, few enough that memory does not grow with the spool.
+const LISTING_LIMIT: usize = 1024;
 
 /// Counters the shipper keeps (shared so tests, benchmarks and progress lines read them).
 #[derive(Debug, Default)]
@@ -58,7 +61,7 @@ pub struct ShipperProgress {
 ///
 /// At shutdown, outstanding reports are awaited up to `drain_timeout`; batches without a
 /// report stay in the spool and are sent again next time (the applier skips duplicates).
-pub async fn run_shipper<S: Spool>(
+pub async fn run_shipper<S: Spool + ?Sized>(
     spool: &S,
     kafka: &KafkaSettings,
     settings: &ShipperSettings,
@@ -96,7 +99,7 @@ struct InFlight {
     bytes: usize,
 }
 
-struct Session<'a, S: Spool> {
+struct Session<'a, S: Spool + ?Sized> {
     spool: &'a S,
     kafka: &'a KafkaSettings,
     settings: &'a ShipperSettings,
@@ -118,7 +121,7 @@ type Pending = FuturesOrdered<
 
 type DeliveryOutcome = Result<(), KafkaError>;
 
-impl<'a, S: Spool> Session<'a, S> {
+impl<'a, S: Spool + ?Sized> Session<'a, S> {
     fn new(
         spool: &'a S,
         kafka: &'a KafkaSettings,
@@ -206,13 +209,10 @@ impl<'a, S: Spool> Session<'a, S> {
             && last_listing.is_none_or(|t| t.elapsed() >= self.settings.poll_interval)
         {
             *last_listing = Some(Instant::now());
-            let after = self.last_sent;
             self.queue = self
                 .spool
-                .committed()?
-                .into_iter()
-                .filter(|b| after.is_none_or(|a| *b > a))
-                .collect();
+                .committed_after(self.last_sent, LISTING_LIMIT)?
+                .into();
         }
         while has_room(self, pending) {
             let Some(batch) = self.queue.pop_front() else {
@@ -350,7 +350,7 @@ impl<'a, S: Spool> Session<'a, S> {
                 }
             }
         }
-        Ok(())
+        Ok(self.spool.flush()?)
     }
 }
 

@@ -187,14 +187,14 @@ async fn broker_outage_keeps_batches_in_the_spool_until_delivered() {
     })
     .await;
     assert_eq!(
-        spool.committed().unwrap().len(),
+        spool.committed_after(None, usize::MAX).unwrap().len(),
         40,
         "nothing is removed from the spool while no broker can acknowledge it"
     );
     assert_eq!(progress.batches.load(Ordering::Relaxed), 0);
     mock.broker_up(-1).unwrap();
     wait_until("the spool to empty", || {
-        spool.committed().unwrap().is_empty()
+        spool.committed_after(None, usize::MAX).unwrap().is_empty()
     })
     .await;
     assert_eq!(progress.batches.load(Ordering::Relaxed), 40);
@@ -235,7 +235,14 @@ async fn produce_errors_and_a_leader_change_lose_and_duplicate_nothing() {
         mock.partition_leader(TOPIC, partition, Some(3)).unwrap();
     }
     wait_until("both spools to empty", || {
-        spool_a.committed().unwrap().is_empty() && spool_b.committed().unwrap().is_empty()
+        spool_a
+            .committed_after(None, usize::MAX)
+            .unwrap()
+            .is_empty()
+            && spool_b
+                .committed_after(None, usize::MAX)
+                .unwrap()
+                .is_empty()
     })
     .await;
     a.stop().await;
@@ -336,7 +343,7 @@ async fn ship_all(mock: &Mock, spool: DirectorySpool) {
         ShipperSettings::default(),
     );
     wait_until("the spool to empty", || {
-        spool.committed().unwrap().is_empty()
+        spool.committed_after(None, usize::MAX).unwrap().is_empty()
     })
     .await;
     shipping.stop().await;

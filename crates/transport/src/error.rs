@@ -90,6 +90,60 @@ pub enum TransportError {
         /// The path its site, epoch and sequence map to in this inbox.
         expected: PathBuf,
     },
+
+    /// A spool segment holds unreadable bytes where a record should be, with more after them.
+    #[error(
+        "spool segment {} is damaged at byte {offset}: the batches from there on cannot be \
+         read. Move the file aside to let shipping go on; HQ then waits at the missing \
+         batches until the site is seeded again ('tributary seed')",
+        path.display()
+    )]
+    SpoolDamaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+    },
+
+    /// `commit` was asked for a batch that is not the spool's staged batch.
+    #[error(
+        "batch {epoch}-{sequence} is not staged in the spool {}: it was discarded, or never \
+         staged; capture resumes from its checkpoint to seal it again",
+        spool.display()
+    )]
+    NotStaged {
+        /// The site's spool directory.
+        spool: PathBuf,
+        /// The batch's epoch.
+        epoch: u64,
+        /// The batch's sequence.
+        sequence: u64,
+    },
+
+    /// A batch asked for is no longer (or not yet) in the spool.
+    #[error(
+        "batch {epoch}-{sequence} is not in the spool {} (already delivered and removed?)",
+        spool.display()
+    )]
+    NotInSpool {
+        /// The site's spool directory.
+        spool: PathBuf,
+        /// The batch's epoch.
+        epoch: u64,
+        /// The batch's sequence.
+        sequence: u64,
+    },
+
+    /// The spool's delivery watermark file cannot be read.
+    #[error(
+        "{} is not a spool watermark; delete it (batches already delivered are then sent \
+         again, and HQ skips them)",
+        path.display()
+    )]
+    BadWatermark {
+        /// The watermark file.
+        path: PathBuf,
+    },
 }
 
 impl TransportError {
@@ -100,13 +154,17 @@ impl TransportError {
     /// staged batches, oversized files and foreign entries are definite.
     pub fn is_transient(&self) -> bool {
         match self {
-            TransportError::Io { .. } => true,
+            // A stale listing: listing again moves on.
+            TransportError::Io { .. } | TransportError::NotInSpool { .. } => true,
             TransportError::InvalidSiteId(_)
             | TransportError::InvalidBatchName { .. }
             | TransportError::StagedBatchMissing { .. }
             | TransportError::BatchTooLarge { .. }
             | TransportError::NotADirectory { .. }
-            | TransportError::ForeignEntry { .. } => false,
+            | TransportError::ForeignEntry { .. }
+            | TransportError::SpoolDamaged { .. }
+            | TransportError::NotStaged { .. }
+            | TransportError::BadWatermark { .. } => false,
         }
     }
 

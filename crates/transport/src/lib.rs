@@ -1,6 +1,8 @@
 //! The directory transport for Tributary: a shared directory where capture
 //! agents publish sealed batches and the applier consumes them; the same
-//! directory is the site's spool that the Kafka shipper reads ([`Spool`]).
+//! directory is the site's spool that the Kafka shipper reads ([`Spool`]). A site whose
+//! batches leave by Kafka or by carried file keeps them in append-only segment files instead
+//! ([`SegmentOutbox`], [`SegmentSpool`]).
 //!
 //! Layout: `<root>/<site_id>/<epoch:010>-<sequence:020>.batch`. Writers make
 //! each batch durable under a hidden staged name and then publish it with an
@@ -18,6 +20,7 @@ mod inbox;
 mod layout;
 mod outbox;
 mod rejection;
+mod segment;
 mod spool;
 mod staged_batch;
 
@@ -28,7 +31,8 @@ pub use carried_file::{
 pub use error::TransportError;
 pub use inbox::{DirectoryInbox, InboxEntry};
 pub use layout::MAX_BATCH_FILE_BYTES;
-pub use outbox::DirectoryOutbox;
+pub use outbox::{DirectoryOutbox, Outbox, open_outbox};
 pub use rejection::MAX_REASON_BYTES;
-pub use spool::{DirectorySpool, Spool, SpooledBatch};
+pub use segment::{DEFAULT_SEGMENT_BYTES, SegmentOutbox, SegmentSpool, WATERMARK_INTERVAL};
+pub use spool::{DirectorySpool, Spool, SpoolFormat, SpooledBatch, open_spool};
 pub use staged_batch::StagedBatch;

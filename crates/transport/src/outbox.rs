@@ -1,9 +1,10 @@
-//! [`DirectoryOutbox`]: one capture site's writer into the shared transport
-//! directory.
+//! [`Outbox`]: capture's two-phase writer of sealed batches, and [`DirectoryOutbox`], the
+//! one that writes into the shared transport directory (one file per batch).
 //!
 //! Publishing is two-phase so the capture agent can checkpoint in between:
-//! `stage` writes the batch under a hidden name and makes it durable,
-//! `commit` renames it to its visible name.
+//! `stage` makes the batch durable but invisible, `commit` makes it visible. In the
+//! directory, `stage` writes the batch under a hidden name and `commit` renames it to its
+//! visible name.
 //!
 //! Invariants: a `.staged` file is always complete (it is written as
 //! `.staging`, fsynced, then renamed); a visible `.batch` file only ever
@@ -21,7 +22,77 @@ use crate::error::TransportError;
 use crate::layout::{MAX_BATCH_FILE_BYTES, is_hidden, site_dir};
 use crate::staged_batch::StagedBatch;
 
-/// A capture site's writer of sealed batches.
+/// What capture needs from wherever its sealed batches go first.
+///
+/// Contract: `stage` returns only once the batch is durable; a staged batch is invisible to
+/// readers until `commit`; `commit` and `discard` are idempotent; after a crash, `staged`
+/// lists what was staged and neither committed nor discarded, so resuming can finish it.
+pub trait Outbox: Send {
+    /// The site this outbox writes for.
+    fn site_id(&self) -> &str;
+    /// The directory holding this site's batches (its size is the spool's size).
+    fn dir(&self) -> &Path;
+    /// Writes `sealed` as the staged batch (epoch, sequence) and makes it durable. An earlier
+    /// staged batch at the same position is replaced.
+    fn stage(
+        &mut self,
+        epoch: u64,
+        sequence: u64,
+        sealed: &[u8],
+    ) -> Result<StagedBatch, TransportError>;
+    /// Makes a staged batch visible to readers.
+    fn commit(&mut self, staged: &StagedBatch) -> Result<(), TransportError>;
+    /// Staged batches neither committed nor discarded, in stream order.
+    fn staged(&mut self) -> Result<Vec<StagedBatch>, TransportError>;
+    /// Drops a staged batch. Missing is fine.
+    fn discard(&mut self, staged: &StagedBatch) -> Result<(), TransportError>;
+}
+
+/// Opens capture's outbox for `site_id` under `root` in `format`; segment files are closed
+/// at `segment_bytes`.
+pub fn open_outbox(
+    format: crate::SpoolFormat,
+    root: &Path,
+    site_id: &str,
+    segment_bytes: u64,
+) -> Result<Box<dyn Outbox>, TransportError> {
+    Ok(match format {
+        crate::SpoolFormat::Files => Box::new(DirectoryOutbox::open(root, site_id)?),
+        crate::SpoolFormat::Segments => Box::new(crate::segment::SegmentOutbox::open(
+            root,
+            site_id,
+            segment_bytes,
+        )?),
+    })
+}
+
+impl Outbox for DirectoryOutbox {
+    fn site_id(&self) -> &str {
+        DirectoryOutbox::site_id(self)
+    }
+    fn dir(&self) -> &Path {
+        DirectoryOutbox::dir(self)
+    }
+    fn stage(
+        &mut self,
+        epoch: u64,
+        sequence: u64,
+        sealed: &[u8],
+    ) -> Result<StagedBatch, TransportError> {
+        DirectoryOutbox::stage(self, epoch, sequence, sealed)
+    }
+    fn commit(&mut self, staged: &StagedBatch) -> Result<(), TransportError> {
+        DirectoryOutbox::commit(self, staged).map(drop)
+    }
+    fn staged(&mut self) -> Result<Vec<StagedBatch>, TransportError> {
+        DirectoryOutbox::staged(self)
+    }
+    fn discard(&mut self, staged: &StagedBatch) -> Result<(), TransportError> {
+        DirectoryOutbox::discard(self, staged)
+    }
+}
+
+/// A capture site's writer of sealed batches into the shared transport directory.
 #[derive(Debug, Clone)]
 pub struct DirectoryOutbox {
     site_id: String,

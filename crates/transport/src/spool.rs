@@ -1,12 +1,15 @@
 //! The site's spool as the shipper sees it: committed batches waiting to be carried off the
 //! site, in (epoch, sequence) order, each removed only after the transport acknowledged it.
 //!
-//! [`Spool`] is the contract; [`DirectorySpool`] implements it over the capture outbox's
-//! committed batch files (`<root>/<site>/<epoch>-<sequence>.batch`). A later segment-file
-//! spool implements the same trait, and the shipper does not change.
+//! [`Spool`] is the contract, with two formats ([`SpoolFormat`]): [`DirectorySpool`] over the
+//! directory transport's committed batch files (`<root>/<site>/<epoch>-<sequence>.batch`, one
+//! file per batch, the form the applier reads from a shared directory), and
+//! [`SegmentSpool`](crate::SegmentSpool) over append-only segment files (the site's own spool
+//! when batches leave by Kafka or by carried file).
 //!
-//! Invariants: `committed` lists only complete, committed batches (never staged ones), sorted
-//! by (epoch, sequence); `remove` is idempotent and durable; nothing here reads inside a batch.
+//! Invariants: `committed_after` lists only complete, committed batches (never staged ones),
+//! sorted by (epoch, sequence), at most `limit` of them; `remove` is idempotent; nothing here
+//! reads inside a batch.
 
 use std::path::Path;
 
@@ -27,15 +30,72 @@ pub struct SpooledBatch {
 ///
 /// Contract: a batch stays listed until [`Spool::remove`] is called for it, and the shipper
 /// calls `remove` only after the transport acknowledged the batch (DESIGN.md invariant 1).
+/// Batches are removed in stream order: a spool may take the removal of a batch to cover
+/// every batch before it.
 pub trait Spool: Send + Sync {
     /// The site whose batches this spool holds.
     fn site_id(&self) -> &str;
-    /// Committed batches, sorted by (epoch, sequence).
-    fn committed(&self) -> Result<Vec<SpooledBatch>, TransportError>;
-    /// The sealed bytes of a committed batch (size-bounded).
+    /// At most `limit` committed batches after `after` (from the start when `None`), sorted
+    /// by (epoch, sequence).
+    fn committed_after(
+        &self,
+        after: Option<SpooledBatch>,
+        limit: usize,
+    ) -> Result<Vec<SpooledBatch>, TransportError>;
+    /// The sealed bytes of a committed batch (size-bounded). A batch no longer in the spool
+    /// is [`TransportError::NotInSpool`].
     fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError>;
-    /// Removes a delivered batch durably. Already gone is fine.
+    /// Removes a delivered batch (and, in stream order, those before it). Already gone is
+    /// fine. May be recorded lazily: see [`Spool::flush`].
     fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError>;
+    /// Records every removal so far on disk.
+    fn flush(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+impl<S: Spool + ?Sized> Spool for Box<S> {
+    fn site_id(&self) -> &str {
+        (**self).site_id()
+    }
+    fn committed_after(
+        &self,
+        after: Option<SpooledBatch>,
+        limit: usize,
+    ) -> Result<Vec<SpooledBatch>, TransportError> {
+        (**self).committed_after(after, limit)
+    }
+    fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError> {
+        (**self).read(batch)
+    }
+    fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError> {
+        (**self).remove(batch)
+    }
+    fn flush(&self) -> Result<(), TransportError> {
+        (**self).flush()
+    }
+}
+
+/// How a site keeps batches until the transport takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpoolFormat {
+    /// One file per batch in the transport directory, which the applier reads directly.
+    #[default]
+    Files,
+    /// Append-only segment files, read by `tributary ship` or `tributary export`.
+    Segments,
+}
+
+/// Opens the spool of `site_id` under `root` in `format`, for reading.
+pub fn open_spool(
+    format: SpoolFormat,
+    root: &Path,
+    site_id: &str,
+) -> Result<Box<dyn Spool>, TransportError> {
+    Ok(match format {
+        SpoolFormat::Files => Box::new(DirectorySpool::open(root, site_id)?),
+        SpoolFormat::Segments => Box::new(crate::segment::SegmentSpool::open(root, site_id)?),
+    })
 }
 
 /// The capture outbox directory of one site, read as a spool.
@@ -72,7 +132,11 @@ impl Spool for DirectorySpool {
         &self.site_id
     }
 
-    fn committed(&self) -> Result<Vec<SpooledBatch>, TransportError> {
+    fn committed_after(
+        &self,
+        after: Option<SpooledBatch>,
+        limit: usize,
+    ) -> Result<Vec<SpooledBatch>, TransportError> {
         Ok(self
             .inbox
             .pending(&self.site_id)?
@@ -81,11 +145,22 @@ impl Spool for DirectorySpool {
                 epoch: e.epoch,
                 sequence: e.sequence,
             })
+            .filter(|b| after.is_none_or(|after| *b > after))
+            .take(limit)
             .collect())
     }
 
     fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError> {
-        self.inbox.read(&self.entry(batch)?)
+        self.inbox.read(&self.entry(batch)?).map_err(|e| match e {
+            TransportError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                TransportError::NotInSpool {
+                    spool: self.inbox.root().join(&self.site_id),
+                    epoch: batch.epoch,
+                    sequence: batch.sequence,
+                }
+            }
+            other => other,
+        })
     }
 
     fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError> {
@@ -108,14 +183,24 @@ mod tests {
         }
         outbox.stage(2, 2, b"not yet committed").unwrap();
         let spool = DirectorySpool::open(tmp.path(), "clinic-1").unwrap();
-        let listed = spool.committed().unwrap();
+        let listed = spool.committed_after(None, 10).unwrap();
         let positions: Vec<_> = listed.iter().map(|b| (b.epoch, b.sequence)).collect();
         assert_eq!(positions, vec![(1, 9), (1, 10), (2, 1)]);
+        assert_eq!(
+            spool.committed_after(Some(listed[0]), 1).unwrap(),
+            vec![listed[1]]
+        );
         assert_eq!(spool.read(&listed[0]).unwrap(), b"sealed");
         spool.remove(&listed[0]).unwrap();
         spool.remove(&listed[0]).unwrap();
-        assert_eq!(spool.committed().unwrap(), listed[1..].to_vec());
-        assert!(spool.read(&listed[0]).unwrap_err().is_transient());
+        assert_eq!(
+            spool.committed_after(None, 10).unwrap(),
+            listed[1..].to_vec()
+        );
+        assert!(matches!(
+            spool.read(&listed[0]),
+            Err(TransportError::NotInSpool { .. })
+        ));
     }
 
     #[test]

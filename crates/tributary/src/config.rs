@@ -23,6 +23,7 @@ use tributary_kafka::{
     ConsumerSettings, KafkaSettings, SECRET_PROPERTIES, ShipperSettings, check_property,
 };
 use tributary_schema::Policy;
+use tributary_transport::{Spool, SpoolFormat, open_spool};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,12 +93,14 @@ pub struct HqSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
-    /// `directory` (the default) or `kafka`.
+    /// `directory` (the default), `kafka`, or `carried` (a site with no link at all).
     #[serde(default)]
     pub kind: TransportKind,
     /// Capture writes `<directory>/<site>/...`. With `kind = "directory"` the applier reads it
-    /// there; with `kind = "kafka"` it is the site's spool (`tributary ship` sends it to Kafka)
-    /// and, at HQ, where rejected batches are kept.
+    /// there (one file per batch); with `kind = "kafka"` it is the site's spool of segment
+    /// files (`tributary ship` sends it to Kafka) and, at HQ, where rejected batches are
+    /// kept; with `kind = "carried"` it is the site's spool that `tributary export` copies
+    /// into carried files (at HQ, `tributary import` places them there for the applier).
     pub directory: PathBuf,
     /// The Kafka transport, when `kind = "kafka"`.
     pub kafka: Option<KafkaSection>,
@@ -109,6 +112,7 @@ pub enum TransportKind {
     #[default]
     Directory,
     Kafka,
+    Carried,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +221,24 @@ impl Config {
     /// rejected-batch store (HQ).
     pub fn transport_directory(&self) -> Result<PathBuf> {
         self.transport_dir()
+    }
+
+    /// How the site keeps its batches: files the applier reads from the shared directory,
+    /// or, when they leave by Kafka, segment files the shipper reads.
+    pub fn spool_format(&self) -> SpoolFormat {
+        match self.transport_kind() {
+            TransportKind::Directory => SpoolFormat::Files,
+            TransportKind::Kafka | TransportKind::Carried => SpoolFormat::Segments,
+        }
+    }
+
+    /// The site's spool, for reading (`ship`, `export`).
+    pub fn open_spool(&self) -> Result<Box<dyn Spool>> {
+        Ok(open_spool(
+            self.spool_format(),
+            &self.transport_dir()?,
+            &self.site_id()?,
+        )?)
     }
 
     /// The resolved `[transport.kafka]` section, with secrets read and every librdkafka
@@ -383,6 +405,7 @@ impl Config {
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             start,
+            spool_format: self.spool_format(),
             spool: SpoolLimits {
                 max_bytes: site
                     .outbox_limit_mb
@@ -575,6 +598,20 @@ mod tests {
         let config = Config::load(&write(dir.path(), text)).unwrap();
         assert_eq!(config.transport_kind(), TransportKind::Directory);
         assert!(config.kafka_settings().is_err());
+    }
+
+    #[test]
+    fn sites_keep_one_file_per_batch_only_where_the_applier_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, format) in [
+            ("directory", SpoolFormat::Files),
+            ("kafka", SpoolFormat::Segments),
+            ("carried", SpoolFormat::Segments),
+        ] {
+            let text = format!("[transport]\nkind = \"{kind}\"\ndirectory = \"d\"\n");
+            let config = Config::load(&write(dir.path(), &text)).unwrap();
+            assert_eq!(config.spool_format(), format, "{kind}");
+        }
     }
 
     #[test]

@@ -9,11 +9,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::collections::BTreeMap;
-use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tributary_transport::{
-    CarriedFileSummary, CarriedFileWriter, DirectoryInbox, InboxEntry, TransportError,
+    CarriedFileSummary, CarriedFileWriter, Spool, SpooledBatch, TransportError,
 };
 
 use crate::config::Config;
@@ -87,6 +86,9 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Batches listed from the spool at a time.
+const PAGE: usize = 1024;
+
 /// Writes the carried file `args` asks for.
 pub fn export(config: &Config, args: &ExportArgs) -> Result<ExportReport> {
     let site_id = config.site_id()?;
@@ -102,17 +104,17 @@ pub fn export(config: &Config, args: &ExportArgs) -> Result<ExportReport> {
             outbox_dir.display()
         );
     }
-    let outbox = DirectoryInbox::open(&outbox_dir)?;
-    let in_range: Vec<InboxEntry> = outbox
-        .pending(&site_id)?
-        .into_iter()
-        .filter(|e| args.from.is_none_or(|from| e.sequence >= from))
-        .filter(|e| args.to.is_none_or(|to| e.sequence <= to))
-        .collect();
+    let spool = config.open_spool()?;
+    let in_range = |b: &SpooledBatch| {
+        args.from.is_none_or(|from| b.sequence >= from) && args.to.is_none_or(|to| b.sequence <= to)
+    };
     let mut per_epoch: BTreeMap<u64, usize> = BTreeMap::new();
-    for entry in &in_range {
-        *per_epoch.entry(entry.epoch).or_default() += 1;
-    }
+    each_batch(&*spool, |batch| {
+        if in_range(&batch) {
+            *per_epoch.entry(batch.epoch).or_default() += 1;
+        }
+        Ok(true)
+    })?;
     let Some(epoch) = args.epoch.or_else(|| per_epoch.keys().next().copied()) else {
         bail!(
             "the outbox {} holds no committed batch of site {site_id}{}",
@@ -120,37 +122,39 @@ pub fn export(config: &Config, args: &ExportArgs) -> Result<ExportReport> {
             range_text(args)
         );
     };
-    if per_epoch.remove(&epoch).is_none() {
+    let Some(chosen) = per_epoch.remove(&epoch) else {
         bail!(
             "the outbox holds no committed batch of site {site_id} epoch {epoch}{}; epochs there: {:?}",
             range_text(args),
             per_epoch.keys().collect::<Vec<_>>()
         );
-    }
-    let chosen: Vec<&InboxEntry> = in_range.iter().filter(|e| e.epoch == epoch).collect();
+    };
 
     let mut writer = CarriedFileWriter::create(&args.output, &site_id, epoch)?;
     let mut progress = Progress::on_terminal();
     let mut vanished = Vec::new();
-    for (i, entry) in chosen.iter().enumerate() {
-        let bytes = match outbox.read(entry) {
-            Ok(bytes) => bytes,
-            Err(TransportError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                vanished.push(entry.sequence);
-                continue;
-            }
+    let mut seen = 0;
+    each_batch(&*spool, |batch| {
+        if batch.epoch > epoch {
+            return Ok(false);
+        }
+        if batch.epoch < epoch || !in_range(&batch) {
+            return Ok(true);
+        }
+        seen += 1;
+        match spool.read(&batch) {
+            Ok(bytes) => writer.append(batch.sequence, &bytes)?,
+            Err(TransportError::NotInSpool { .. }) => vanished.push(batch.sequence),
             Err(e) => return Err(e).context("reading the outbox"),
-        };
-        writer.append(entry.sequence, &bytes)?;
+        }
         progress.show(|| {
             format!(
-                "exporting site {site_id} epoch {epoch}: batch {} of {} ({})",
-                i + 1,
-                chosen.len(),
+                "exporting site {site_id} epoch {epoch}: batch {seen} of {chosen} ({})",
                 human_bytes(writer.bytes_written())
             )
         });
-    }
+        Ok(true)
+    })?;
     progress.clear();
     if writer.batch_count() == 0 {
         bail!("every batch in the range left the outbox while exporting; nothing to carry");
@@ -161,6 +165,29 @@ pub fn export(config: &Config, args: &ExportArgs) -> Result<ExportReport> {
         vanished,
         other_epochs: per_epoch,
     })
+}
+
+/// Calls `visit` with every committed batch of the spool in stream order, a page at a time
+/// (memory does not grow with the spool), until it returns `false`.
+fn each_batch(
+    spool: &dyn Spool,
+    mut visit: impl FnMut(SpooledBatch) -> Result<bool>,
+) -> Result<()> {
+    let mut after = None;
+    loop {
+        let page = spool
+            .committed_after(after, PAGE)
+            .context("listing the outbox")?;
+        let Some(&last) = page.last() else {
+            return Ok(());
+        };
+        for batch in page {
+            if !visit(batch)? {
+                return Ok(());
+            }
+        }
+        after = Some(last);
+    }
 }
 
 fn range_text(args: &ExportArgs) -> String {

@@ -394,10 +394,7 @@ async fn run(command: Command) -> Result<ExitCode> {
 async fn ship(config: &Config) -> Result<()> {
     let kafka = config.kafka_settings()?;
     let shipper = config.shipper_settings()?;
-    let spool = tributary_transport::DirectorySpool::open(
-        &config.transport_directory()?,
-        &config.site_id()?,
-    )?;
+    let spool = config.open_spool()?;
     let progress = std::sync::Arc::new(ShipperProgress::default());
     tracing::info!(topic = %kafka.topic, brokers = %kafka.brokers, "shipping batches to kafka");
     let shutdown = CancellationToken::new();
