@@ -114,6 +114,28 @@ ensure_build_deps() {
   exec {fd}>&-
 }
 
+# ensure_test_tools: what the test suite uses beside the services: openssl (certificates for
+# the Kafka TLS test) and socat (the TLS front of the test broker). Installed with apt-get when
+# missing.
+ensure_test_tools() {
+  local missing=() b
+  for b in openssl socat; do
+    command -v "$b" >/dev/null 2>&1 || missing+=("$b")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  [[ "$(id -u)" == 0 ]] || die "missing test tools (${missing[*]}): run 'apt-get install ${missing[*]}' as root"
+  command -v apt-get >/dev/null 2>&1 || die "missing test tools (${missing[*]}) and apt-get is not available"
+  local lock=/tmp/tributary-apt-install.lock fd
+  exec {fd}>"$lock"
+  flock -w 900 "$fd" || die "timed out waiting for $lock"
+  log "installing test tools with apt-get (one time): ${missing[*]}"
+  {
+    DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  } >&2 || die "apt-get install of the test tools failed"
+  exec {fd}>&-
+}
+
 # ensure_tansu: the tansu broker (Kafka protocol, for the Kafka tests and benchmark) at
 # $TANSU_BIN (default ~/.cargo/bin/tansu); installs it with cargo when missing (~9 minutes).
 ensure_tansu() {

@@ -3,8 +3,9 @@
 #
 #   deploy/test.sh [EXTRA CARGO TEST ARGS...]     e.g. deploy/test.sh -p tributary-suite -- --nocapture
 #
-# 1. installs mariadb-server and the librdkafka build dependencies with apt-get if they are
-#    missing (never starts the system service), and the tansu broker with cargo install,
+# 1. installs mariadb-server, the librdkafka build dependencies and the test tools (openssl,
+#    socat) with apt-get if they are missing (never starts the system service), and the tansu
+#    broker with cargo install,
 # 2. cargo build --workspace --all-targets   (so the tests find target/debug/tributary),
 # 3. cargo test --workspace --no-fail-fast "$@",
 # and on exit, also on failure or Ctrl-C, stops every MariaDB instance and kills every
@@ -19,6 +20,7 @@ cd "$TRIBUTARY_REPO_ROOT"
 
 ensure_mariadb_server
 ensure_build_deps
+ensure_test_tools
 ensure_cargo
 ensure_tansu
 

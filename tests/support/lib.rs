@@ -38,6 +38,7 @@ pub mod pipeline;
 mod process;
 mod proxy;
 mod tansu;
+pub mod tls;
 mod wait;
 
 pub use mariadb::{MariaDb, Role};

@@ -1,7 +1,7 @@
 //! librdkafka's callbacks as Tributary sees them: its log lines go to `tracing` at debug level
 //! (they repeat once per connection attempt), and broker outages are reported once per
 //! outage: a warning when the brokers become unreachable, an info line when a record gets
-//! through again.
+//! through again. A refused TLS handshake or SASL login is an error, logged once per reason.
 //!
 //! Invariant: nothing here logs record contents or configuration secrets (librdkafka's own
 //! messages name brokers, topics and partitions only).
@@ -18,6 +18,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 pub struct Reachability {
     /// When the current outage started, while there is one.
     outage_since: Mutex<Option<Instant>>,
+    /// The last refusal of the connection's security settings (TLS or SASL), as librdkafka
+    /// worded it.
+    refusal: Mutex<Option<String>>,
 }
 
 impl Reachability {
@@ -49,6 +52,29 @@ impl Reachability {
                 "kafka brokers reachable again"
             );
         }
+    }
+
+    /// Records that the broker refused the connection's TLS or SASL settings; logs each
+    /// new reason once (they repeat at every reconnect and are the operator's to fix).
+    pub fn refused(&self, role: &str, reason: &str) {
+        let Ok(mut refusal) = self.refusal.lock() else {
+            return;
+        };
+        if refusal.as_deref() != Some(reason) {
+            tracing::error!(
+                role,
+                reason,
+                "the kafka connection's security settings were refused; check \
+                 security.protocol and the ssl.* and sasl.* properties under \
+                 [transport.kafka.librdkafka] (and their secrets)"
+            );
+            *refusal = Some(reason.to_owned());
+        }
+    }
+
+    /// The last refusal of the security settings, if any.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.lock().ok().and_then(|r| r.clone())
     }
 
     /// Whether an outage is going on.
@@ -84,6 +110,13 @@ impl ClientContext for TransportContext {
     }
 }
 
+/// As the context of `kafka init`'s connection probe, which produces nothing.
+impl rdkafka::producer::ProducerContext for TransportContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
 pub(crate) fn route_log(role: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
@@ -105,6 +138,11 @@ pub(crate) fn route_error(
             | RDKafkaErrorCode::BrokerTransportFailure
             | RDKafkaErrorCode::Resolve,
         ) => reachability.unreachable(role, reason),
+        Some(
+            RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => reachability.refused(role, reason),
         Some(RDKafkaErrorCode::Fatal) => {
             tracing::error!(role, %error, reason, "librdkafka fatal error")
         }
@@ -124,6 +162,19 @@ mod tests {
         r.unreachable("ship", "connection refused");
         assert!(r.in_outage());
         r.reachable("ship");
+        assert!(!r.in_outage());
+    }
+
+    #[test]
+    fn a_refused_handshake_is_remembered_for_the_error_message() {
+        let r = Reachability::default();
+        assert_eq!(r.refusal(), None);
+        r.refused("admin", "SSL handshake failed: certificate verify failed");
+        r.refused("admin", "SSL handshake failed: certificate verify failed");
+        assert_eq!(
+            r.refusal().as_deref(),
+            Some("SSL handshake failed: certificate verify failed")
+        );
         assert!(!r.in_outage());
     }
 }

@@ -4,18 +4,22 @@
 //! sites between partitions, which is safe because the applier holds a site at a gap until
 //! its older batches, still in the old partition, are applied).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::client_config;
-use crate::context::TransportContext;
+use crate::context::{Reachability, TransportContext};
 use crate::error::KafkaTransportError;
 use crate::settings::{DEFAULT_MAX_RECORD_BYTES, KafkaSettings};
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one connection attempt of [`check_connection`] waits.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What `init_topic` found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,7 @@ pub enum TopicInit {
 
 pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTransportError> {
     settings.validate()?;
+    check_connection(settings)?;
     let admin: AdminClient<TransportContext> = AdminClient::from_config_and_context(
         &client_config::admin(settings),
         TransportContext::new("admin", Default::default()),
@@ -76,6 +81,36 @@ pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTran
     } else {
         TopicInit::Existed { partitions }
     })
+}
+
+/// Reaches the brokers once before any admin request. The admin client does not serve
+/// librdkafka's error events, so without this a refused TLS handshake or SASL login would
+/// only show as a timeout; here it fails at once with librdkafka's reason.
+fn check_connection(settings: &KafkaSettings) -> Result<(), KafkaTransportError> {
+    let reachability = Arc::new(Reachability::default());
+    let probe: BaseProducer<TransportContext> = BaseProducer::from_config_and_context(
+        &client_config::admin(settings),
+        TransportContext::new("admin", reachability.clone()),
+    )
+    .map_err(|e| KafkaTransportError::Config(format!("cannot create the admin client: {e}")))?;
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    loop {
+        let attempt = probe.client().fetch_metadata(None, PROBE_INTERVAL);
+        probe.poll(Duration::ZERO);
+        if let Some(refusal) = reachability.refusal() {
+            return Err(KafkaTransportError::Config(format!(
+                "the broker refused the connection: {refusal}; check security.protocol and \
+                 the ssl.* and sasl.* properties under [transport.kafka.librdkafka]"
+            )));
+        }
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(KafkaTransportError::client("reach the brokers")(e));
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn partition_count(
