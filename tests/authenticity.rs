@@ -4,11 +4,8 @@
 
 use anyhow::Result;
 use mysql_async::prelude::*;
-use std::time::Duration;
-use tributary::dataset::{self, PatientShape, patient_rows};
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok, run_tributary,
-};
+use tributary::dataset::{PatientShape, patient_rows};
+use tributary_suite::pipeline::{Pipeline, PipelineOptions, deliver, run_ok, run_tributary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_applies() -> Result<()> {
@@ -45,18 +42,19 @@ async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_appli
 
     let shape = PatientShape::one_encounter(3);
     let mut site = p.site.conn().await?;
-    let genuine =
-        capture_one_patient(&p, &genuine_config, "state", &outgoing, &mut site, 0, shape).await?;
-    let rogue = capture_one_patient(
-        &p,
-        &rogue_config,
-        "rogue-state",
-        &rogue_out,
-        &mut site,
-        1,
-        shape,
-    )
-    .await?;
+    let genuine = p
+        .capture_one_patient(&genuine_config, "state", &outgoing, &mut site, 0, shape)
+        .await?;
+    let rogue = p
+        .capture_one_patient(
+            &rogue_config,
+            "rogue-state",
+            &rogue_out,
+            &mut site,
+            1,
+            shape,
+        )
+        .await?;
     let file_name = genuine.file_name().unwrap().to_string_lossy().into_owned();
 
     // 1. The genuine batch with one ciphertext byte flipped.
@@ -130,25 +128,4 @@ async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_appli
         .await?;
     assert_eq!(found, Some(1));
     Ok(())
-}
-
-/// Runs capture with `config` around one new patient and returns the batch it published.
-async fn capture_one_patient(
-    p: &Pipeline,
-    config: &std::path::Path,
-    state: &str,
-    transport: &std::path::Path,
-    site: &mut mysql_async::Conn,
-    n: u64,
-    shape: PatientShape,
-) -> Result<std::path::PathBuf> {
-    let mut capture = p.spawn_with("capture", config, state)?;
-    p.wait_capture_started(state, &capture).await?;
-    dataset::load_patients(site, CLINIC, "clinic-a", n, 1, shape).await?;
-    p.wait_capture_published(state, &capture).await?;
-    capture.signal("TERM")?;
-    capture.wait_exit(Duration::from_secs(30)).await?;
-    let files = batch_files(transport, "clinic-a")?;
-    assert_eq!(files.len(), 1, "{files:?}");
-    Ok(files[0].clone())
 }

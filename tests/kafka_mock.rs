@@ -12,7 +12,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, tributary_capture_checkpoint};
-use tributary_suite::wait_until;
+use tributary_suite::{scrape, wait_metrics_address, wait_until};
 
 const TOPIC: &str = "tributary.batches";
 
@@ -30,9 +30,15 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     mock.create_topic(TOPIC, 4, 3)?;
     p.use_kafka(&mock.bootstrap_servers(), TOPIC, 4)?;
     let mut capture = p.spawn("capture", "capture")?;
-    let mut ship = p.spawn("ship", "ship")?;
+    let mut ship = p.spawn_with_args(
+        "ship",
+        &p.config,
+        "ship",
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
     let mut apply = p.spawn("apply", "apply")?;
     p.wait_capture_started("state", &capture).await?;
+    let ship_metrics = wait_metrics_address(&ship).await?;
     let shape = PatientShape::default();
     let mut site = p.site.conn().await?;
     let mut rows = dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 10, shape).await?;
@@ -106,6 +112,24 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     )
     .await
     .map_err(|e| e.context(ship.logs()))?;
+    // The shipper's metrics count every spooled batch once, however often it was retried.
+    let (_, published) =
+        tributary_capture_checkpoint(&p.work.join("state"))?.expect("a checkpoint");
+    let shipped = (published - 1) as f64;
+    wait_until(
+        "the shipper's metrics to count every batch once",
+        Duration::from_secs(30),
+        || async move {
+            let metrics = scrape(ship_metrics)?;
+            Ok(
+                metrics.value("tributary_ship_batches_total", &[]) == Some(shipped)
+                    && metrics.value("tributary_ship_in_flight_batches", &[]) == Some(0.0)
+                    && metrics.value("tributary_ship_bytes_total", &[]) > Some(0.0),
+            )
+        },
+    )
+    .await
+    .map_err(|e| e.context(format!("{:?}\n{}", scrape(ship_metrics), ship.logs())))?;
     let mut cmd = std::process::Command::new(tributary_suite::tributary_bin());
     cmd.args(["apply", "--once", "--config"]).arg(&p.config);
     let mut once =

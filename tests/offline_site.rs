@@ -1,12 +1,15 @@
 //! A site whose transport is gone for a long stretch: its outbox fills up to the configured cap,
-//! capture then waits (saying why, once) without losing or skipping anything, and when the
-//! transport comes back the backlog drains and HQ ends up equal to the site.
+//! capture then waits (saying why, once, and raising `tributary_capture_spool_blocked{reason="cap"}`
+//! on its metrics endpoint) without losing or skipping anything, and when the transport comes
+//! back the backlog drains, the flag drops and HQ ends up equal to the site.
 
 use anyhow::Result;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, batch_files};
-use tributary_suite::wait_until;
+use tributary_suite::{scrape, wait_metrics_address, wait_until};
+
+const BLOCKED: &str = "tributary_capture_spool_blocked";
 
 /// Patients registered while HQ takes nothing (about 40 rows each, 1.5 KB of sealed batches
 /// per patient): well over what 1 MiB of outbox holds.
@@ -32,8 +35,26 @@ async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns(
     let batches = p.work.join("batches");
 
     // The link is down: capture runs, nothing takes its batches.
-    let capture = p.spawn("capture", "capture")?;
+    let capture = p.spawn_with_args(
+        "capture",
+        &p.config,
+        "capture",
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let metrics = wait_metrics_address(&capture).await?;
     p.wait_capture_started("state", &capture).await?;
+    wait_until(
+        "the outbox cap to show in the metrics",
+        Duration::from_secs(30),
+        || async move {
+            let at_start = scrape(metrics)?;
+            Ok(at_start.value("tributary_capture_spool_limit_bytes", &[])
+                == Some(LIMIT_BYTES as f64)
+                && at_start.value(BLOCKED, &[("reason", "cap")]) == Some(0.0))
+        },
+    )
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
     let mut site = p.site.conn().await?;
     let rows = dataset::load_patients(
         &mut site,
@@ -77,10 +98,41 @@ async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns(
         "said once, not at every retry"
     );
 
+    // ... and its metrics say so: blocked by the cap (not the disk), the outbox at the cap.
+    let full = scrape(metrics)?;
+    assert_eq!(
+        full.require(BLOCKED, &[("reason", "cap")])?,
+        1.0,
+        "{}",
+        full.text()
+    );
+    assert_eq!(full.require(BLOCKED, &[("reason", "disk")])?, 0.0);
+    let spool_bytes = full.require("tributary_capture_spool_bytes", &[])?;
+    assert!(
+        spool_bytes > (LIMIT_BYTES / 4) as f64 && spool_bytes <= LIMIT_BYTES as f64,
+        "spool bytes {spool_bytes} against the 1 MiB cap"
+    );
+    assert!(full.require("tributary_capture_spool_disk_free_bytes", &[])? > 0.0);
+    assert!(full.require("tributary_capture_batches_total", &[])? >= 1.0);
+    assert!(full.require("tributary_capture_rows_total", &[])? >= 1.0);
+
     // The link returns: the backlog drains and capture goes on to the end.
     let mut apply = p.spawn("apply", "apply")?;
     let mut capture = capture;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    wait_until(
+        "the blocked flag to drop once batches are admitted again",
+        Duration::from_secs(30),
+        || async move { Ok(scrape(metrics)?.value(BLOCKED, &[("reason", "cap")]) == Some(0.0)) },
+    )
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
+    let drained = scrape(metrics)?;
+    assert!(
+        drained.require("tributary_capture_rows_total", &[])? >= rows as f64,
+        "every row was counted on its way out: {}",
+        drained.text()
+    );
     let report = p.verify()?;
     assert!(report.contains("obs"), "{report}");
     let applied: u64 =

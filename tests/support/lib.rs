@@ -3,7 +3,8 @@
 //! The end-to-end tests drive the real `tributary` binary against real, private MariaDB
 //! instances that `deploy/mariadb.sh` starts on 127.0.0.1 (never a system-wide server), and,
 //! for the Kafka transport, a tansu broker that `deploy/tansu.sh` starts ([`Tansu`]) behind a
-//! link the test can cut ([`TcpProxy`]):
+//! link the test can cut ([`TcpProxy`]); [`scrape`] reads a running command's `/metrics`
+//! endpoint (see [`metrics`]):
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -33,6 +34,7 @@
 //! test left behind.
 
 mod mariadb;
+pub mod metrics;
 mod paths;
 pub mod pipeline;
 mod process;
@@ -42,6 +44,7 @@ pub mod tls;
 mod wait;
 
 pub use mariadb::{MariaDb, Role};
+pub use metrics::{Scrape, scrape, wait_metrics_address};
 pub use paths::{repo_root, services_root, target_dir, tributary_bin};
 pub use process::{ChildGuard, pid_alive};
 pub use proxy::TcpProxy;

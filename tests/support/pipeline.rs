@@ -387,9 +387,21 @@ pub fn deliver(bytes: &[u8], inbox: &Path, site_id: &str, file_name: &str) -> Re
 impl Pipeline {
     /// Starts `tributary <command>` with another configuration file.
     pub fn spawn_with(&self, command: &str, config: &Path, name: &str) -> Result<ChildGuard> {
+        self.spawn_with_args(command, config, name, &[])
+    }
+
+    /// Starts `tributary <command> --config <config> <extra...>`.
+    pub fn spawn_with_args(
+        &self,
+        command: &str,
+        config: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<ChildGuard> {
         let mut cmd = Command::new(tributary_bin());
         cmd.args([command, "--config"])
             .arg(config)
+            .args(extra)
             .env("RUST_LOG", "info");
         ChildGuard::spawn(&mut cmd, &self.work.join("logs"), name)
     }
@@ -401,6 +413,30 @@ impl Pipeline {
         let apply = self.spawn("apply", "apply")?;
         self.wait_capture_started("state", &capture).await?;
         Ok((capture, apply))
+    }
+
+    /// Runs capture with `config` (and state directory `state`) around one new patient `n` of
+    /// `clinic-a`, and returns the one batch it published into `transport`.
+    pub async fn capture_one_patient(
+        &self,
+        config: &Path,
+        state: &str,
+        transport: &Path,
+        site: &mut mysql_async::Conn,
+        n: u64,
+        shape: dataset::PatientShape,
+    ) -> Result<PathBuf> {
+        let mut capture = self.spawn_with("capture", config, state)?;
+        self.wait_capture_started(state, &capture).await?;
+        dataset::load_patients(site, CLINIC, "clinic-a", n, 1, shape).await?;
+        self.wait_capture_published(state, &capture).await?;
+        capture.signal("TERM")?;
+        capture.wait_exit(Duration::from_secs(30)).await?;
+        let files = batch_files(transport, "clinic-a")?;
+        match files.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!("expected one batch in {}: {files:?}", transport.display()),
+        }
     }
 
     /// Waits until the capture using `<work>/<state_dir>` has written its checkpoint.

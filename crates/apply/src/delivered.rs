@@ -92,8 +92,7 @@ impl Applier {
             detail = %rejection.detail,
             "rejected a record that is not a usable batch; nothing of it was applied"
         );
-        bookkeeping::record_rejected(&mut self.conn, "", 0, 0, origin, &rejection).await?;
-        Ok(())
+        self.record_rejection("", 0, 0, origin, &rejection).await
     }
 
     async fn keep_rejected(
@@ -119,15 +118,7 @@ impl Applier {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        bookkeeping::record_rejected(
-            &mut self.conn,
-            site_id,
-            epoch,
-            sequence,
-            &file_name,
-            rejection,
-        )
-        .await?;
-        Ok(())
+        self.record_rejection(site_id, epoch, sequence, &file_name, rejection)
+            .await
     }
 }

@@ -5,7 +5,8 @@
 //! stream transport (Kafka) delivered; [`batch_apply`] applies one
 //! batch in one HQ transaction; [`writer`] resolves and writes one row (with [`resolver`] for
 //! identity -> HQ id); [`parking`] parks and releases; [`bookkeeping`] owns Tributary's tables
-//! at HQ; [`status`] reads them for operators.
+//! at HQ; [`status`] reads them for operators; [`metrics`] counts applied and rejected
+//! batches for `/metrics`.
 //!
 //! Invariants kept here: exactly-once effect per (site, epoch, sequence) (2); no dangling
 //! reference and no placeholder row (3); source transactions stay whole (4); only
@@ -16,6 +17,7 @@ mod batch_apply;
 mod bookkeeping;
 mod delivered;
 mod error;
+pub mod metrics;
 mod parking;
 mod rejection;
 mod resolver;

@@ -215,6 +215,7 @@ impl Applier {
 
     fn note_applied(&mut self, header: &BatchHeader, outcome: &BatchOutcome) {
         self.reported_gaps.remove(&header.site_id);
+        crate::metrics::batch_applied(&header.site_id, outcome.applied);
         tracing::info!(
             site = %header.site_id,
             epoch = header.epoch,
@@ -290,16 +291,14 @@ impl Applier {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        bookkeeping::record_rejected(
-            &mut self.conn,
+        self.record_rejection(
             &entry.site_id,
             entry.epoch,
             entry.sequence,
             &file_name,
             rejection,
         )
-        .await?;
-        Ok(())
+        .await
     }
 }
 

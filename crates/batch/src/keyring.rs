@@ -13,7 +13,7 @@
 //! silently changes which site a key id means; a revoked key never becomes
 //! retired or active again through [`Keyring::retire`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -240,6 +240,15 @@ impl Keyring {
             .collect()
     }
 
+    /// Every site with a key id in the keyring, whatever its state, in site order.
+    pub fn sites(&self) -> BTreeSet<&str> {
+        self.keys
+            .values()
+            .map(SiteKey::site_id)
+            .chain(self.marks.values().map(|mark| mark.site_id.as_str()))
+            .collect()
+    }
+
     /// Whether any key id of `site_id` is known, whatever its state.
     pub fn knows_site(&self, site_id: &str) -> bool {
         self.keys.values().any(|key| key.site_id() == site_id)
@@ -392,6 +401,7 @@ mod tests {
         keyring.retire(&id, "clinic-1").unwrap();
         assert_eq!(keyring.state(&id), Some(KeyState::Revoked));
         assert!(keyring.knows_site("clinic-1") && !keyring.knows_site("clinic-2"));
+        assert_eq!(keyring.sites(), BTreeSet::from(["clinic-1"]));
         assert!(keyring.is_empty(), "states alone hold no key bytes");
         // The key file arriving later does not revive it.
         keyring.insert(key_with_id("clinic-1", &id, 3)).unwrap();

@@ -25,6 +25,7 @@ mod decoder_equivalence_tests;
 mod error;
 mod gtid;
 mod identities;
+pub mod metrics;
 mod mysql_gtid;
 mod position;
 mod publisher;

@@ -269,6 +269,7 @@ fn publish(
     let staged = sink.outbox.stage(next.epoch, header.sequence, &sealed)?;
     sink.state.save(next)?;
     sink.outbox.commit(&staged)?;
+    crate::metrics::batch_published(header.row_count);
     tracing::debug!(
         sequence = header.sequence,
         rows = header.row_count,

@@ -9,8 +9,13 @@
 //!
 //! The size is counted incrementally and rescanned from the directory when it nears the cap
 //! or every [`RESCAN_EVERY`] batches (the transport removes files behind capture's back).
+//!
+//! Every admission sets the outbox gauges (`tributary_capture_spool_*`, see
+//! [`crate::metrics`]): bytes held, the cap, the disk's free bytes, and the blocked flag, which
+//! is 1 from a refusal until the next batch is admitted.
 
 use crate::error::CaptureError;
+use crate::metrics::{Blocked, SpoolGauges};
 use std::path::{Path, PathBuf};
 
 /// Defaults: 10 GiB of outbox, and at least 512 MiB left free on its file system.
@@ -45,16 +50,27 @@ pub(crate) struct SpoolBudget {
     used: u64,
     since_rescan: u32,
     warned: bool,
+    gauges: SpoolGauges,
 }
 
 impl SpoolBudget {
     pub fn open(dir: &Path, limits: SpoolLimits) -> Result<SpoolBudget, CaptureError> {
+        SpoolBudget::open_with(dir, limits, SpoolGauges::global())
+    }
+
+    fn open_with(
+        dir: &Path,
+        limits: SpoolLimits,
+        gauges: SpoolGauges,
+    ) -> Result<SpoolBudget, CaptureError> {
+        gauges.set_limits(limits);
         let mut budget = SpoolBudget {
             dir: dir.to_owned(),
             limits,
             used: 0,
             since_rescan: 0,
             warned: false,
+            gauges,
         };
         budget.rescan()?;
         Ok(budget)
@@ -71,6 +87,7 @@ impl SpoolBudget {
         }
         let after = self.used.saturating_add(bytes);
         if after > self.limits.max_bytes {
+            self.gauges.set_blocked(Some(Blocked::Cap));
             return Err(CaptureError::OutboxFull {
                 dir: self.dir.display().to_string(),
                 used: self.used,
@@ -78,7 +95,9 @@ impl SpoolBudget {
             });
         }
         let free = available_bytes(&self.dir)?;
+        self.gauges.set_disk_free(free);
         if free < self.limits.disk_reserve_bytes.saturating_add(bytes) {
+            self.gauges.set_blocked(Some(Blocked::Disk));
             return Err(CaptureError::DiskNearlyFull {
                 dir: self.dir.display().to_string(),
                 free,
@@ -98,6 +117,8 @@ impl SpoolBudget {
             self.warned = false;
         }
         self.used = after;
+        self.gauges.set_held(after);
+        self.gauges.set_blocked(None);
         Ok(())
     }
 
@@ -110,6 +131,7 @@ impl SpoolBudget {
     fn rescan(&mut self) -> Result<(), CaptureError> {
         self.since_rescan = 0;
         self.used = directory_bytes(&self.dir)?;
+        self.gauges.set_held(self.used);
         Ok(())
     }
 }
@@ -159,11 +181,20 @@ mod tests {
             max_bytes: 1_000,
             disk_reserve_bytes: 0,
         };
-        let mut budget = SpoolBudget::open(dir.path(), limits).unwrap();
+        let gauges = SpoolGauges::detached();
+        let mut budget = SpoolBudget::open_with(dir.path(), limits, gauges.clone()).unwrap();
         assert_eq!(budget.used(), 600);
+        assert_eq!((gauges.held(), gauges.limit()), (600, 1_000));
         budget.admit(300).unwrap();
+        assert_eq!(gauges.held(), 900);
+        assert!(gauges.disk_free() > 0);
         std::fs::write(dir.path().join("2.batch"), vec![0u8; 300]).unwrap();
         let err = budget.admit(300).unwrap_err();
+        assert_eq!(
+            (gauges.blocked(Blocked::Cap), gauges.blocked(Blocked::Disk)),
+            (1, 0),
+            "the refusal raises the cap flag"
+        );
         assert!(
             matches!(
                 err,
@@ -184,6 +215,12 @@ mod tests {
         std::fs::remove_file(dir.path().join("1.batch")).unwrap();
         budget.admit(300).unwrap();
         assert_eq!(budget.used(), 600);
+        assert_eq!(gauges.held(), 600);
+        assert_eq!(
+            gauges.blocked(Blocked::Cap),
+            0,
+            "cleared by the next admission"
+        );
     }
 
     #[test]
@@ -194,9 +231,15 @@ mod tests {
             max_bytes: u64::MAX,
             disk_reserve_bytes: free.saturating_add(1 << 30),
         };
-        let mut budget = SpoolBudget::open(dir.path(), limits).unwrap();
+        let gauges = SpoolGauges::detached();
+        let mut budget = SpoolBudget::open_with(dir.path(), limits, gauges.clone()).unwrap();
         let err = budget.admit(1).unwrap_err();
         assert!(matches!(err, CaptureError::DiskNearlyFull { .. }), "{err}");
+        assert_eq!(
+            (gauges.blocked(Blocked::Cap), gauges.blocked(Blocked::Disk)),
+            (0, 1)
+        );
+        assert!(gauges.disk_free() > 0, "measured before the refusal");
         assert!(err.is_transient());
     }
 }

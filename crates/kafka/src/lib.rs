@@ -4,7 +4,8 @@
 //! Module map: [`settings`] (what the transport needs, and which librdkafka properties may be
 //! passed through), `client_config` (the producer, consumer and admin configurations),
 //! `context` (librdkafka's logs and outage reports), `record` (a batch as a record: key,
-//! headers, value), [`shipper`], [`consumer`], `topic` (`tributary kafka init`), `error`.
+//! headers, value), [`shipper`], [`consumer`], `topic` (`tributary kafka init`), `error`,
+//! [`metrics`] (the shipper's `/metrics` counters).
 //!
 //! Invariants kept here: a spool entry is removed only after its delivery report succeeded;
 //! an offset is committed only after the handler says HQ committed the batch; one site's
@@ -19,6 +20,7 @@ mod client_config;
 pub mod consumer;
 mod context;
 mod error;
+pub mod metrics;
 mod record;
 pub mod settings;
 pub mod shipper;

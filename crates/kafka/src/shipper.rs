@@ -57,6 +57,28 @@ pub struct ShipperProgress {
     pub restarts: AtomicU64,
 }
 
+/// Each change moves the counters above and the served metrics (`tributary_ship_*`) together.
+impl ShipperProgress {
+    /// A batch was handed to the producer.
+    pub(crate) fn sent(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::batch_sent();
+    }
+
+    /// A batch's delivery report arrived, whatever it said.
+    pub(crate) fn reported(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::batch_reported();
+    }
+
+    /// A batch of `bytes` was acknowledged and removed from the spool.
+    pub(crate) fn delivered(&self, bytes: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        crate::metrics::batch_delivered(bytes);
+    }
+}
+
 /// Runs the shipper until `shutdown`; returns the progress counters.
 ///
 /// At shutdown, outstanding reports are awaited up to `drain_timeout`; batches without a
@@ -238,7 +260,7 @@ impl<'a, S: Spool + ?Sized> Session<'a, S> {
                         bytes: sealed.len(),
                     };
                     self.in_flight_bytes += sent.bytes;
-                    self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
+                    self.progress.sent();
                     self.last_sent = Some(batch);
                     pending.push_back(Box::pin(report(sent, delivery)));
                 }
@@ -284,16 +306,13 @@ impl<'a, S: Spool + ?Sized> Session<'a, S> {
         outcome: DeliveryOutcome,
     ) -> Result<(), KafkaTransportError> {
         self.in_flight_bytes -= sent.bytes;
-        self.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.progress.reported();
         match outcome {
             Ok(()) => {
                 self.reachability.reachable("ship");
                 // Invariant 1: removed only now that the broker acknowledged it.
                 self.spool.remove(&sent.batch)?;
-                self.progress.batches.fetch_add(1, Ordering::Relaxed);
-                self.progress
-                    .bytes
-                    .fetch_add(sent.bytes as u64, Ordering::Relaxed);
+                self.progress.delivered(sent.bytes as u64);
                 Ok(())
             }
             Err(e) => {

@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, bail};
 use mysql_async::{Opts, OptsBuilder};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_apply::{
@@ -36,6 +37,8 @@ pub struct Config {
     pub transport: Option<TransportSection>,
     /// A schema-map policy file; the embedded OpenMRS core policy when absent.
     pub schema_map: Option<PathBuf>,
+    /// Where capture, ship and apply serve `GET /metrics`; off when absent.
+    pub metrics: Option<MetricsSection>,
     #[serde(skip)]
     origin: PathBuf,
 }
@@ -145,6 +148,14 @@ pub struct KafkaSection {
     /// or an environment variable: `"sasl.password" = { file = "kafka.password" }`.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, SecretSource>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `IP:port` to serve Prometheus metrics on, e.g. `127.0.0.1:9464`. Keep it on loopback
+    /// (or a private interface a scraper reaches): whoever reaches it reads the counters.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +363,30 @@ impl Config {
                 .with_context(|| format!("{field}.env names {var}, which is not set")),
             (None, None) => bail!("{field} needs file = \"...\" or env = \"...\""),
         }
+    }
+
+    /// Where to serve `/metrics`: `flag` (`--metrics-listen`) when given, else
+    /// `[metrics] listen`, else nowhere.
+    pub fn metrics_listen(&self, flag: Option<SocketAddr>) -> Result<Option<SocketAddr>> {
+        if flag.is_some() {
+            return Ok(flag);
+        }
+        let Some(section) = &self.metrics else {
+            return Ok(None);
+        };
+        let address = section
+            .listen
+            .trim()
+            .parse::<SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "metrics.listen in {} is '{}', not an address; use IP:port, e.g. \
+                 \"127.0.0.1:9464\" (loopback: only this machine can scrape it)",
+                    self.origin.display(),
+                    section.listen
+                )
+            })?;
+        Ok(Some(address))
     }
 
     pub fn site_id(&self) -> Result<String> {
@@ -623,10 +658,48 @@ mod tests {
         // The secret's variable is not set here: the error names it, nothing else is wrong.
         let err = format!("{:#}", site.kafka_settings().unwrap_err());
         assert!(err.contains("TRIBUTARY_KAFKA_PASSWORD"), "{err}");
+        let metrics = Some("127.0.0.1:9464".parse().unwrap());
+        assert_eq!(site.metrics_listen(None).unwrap(), metrics);
         let hq = Config::load(&examples.join("hq-kafka.toml")).unwrap();
+        assert_eq!(hq.metrics_listen(None).unwrap(), metrics);
         let err = format!("{:#}", hq.kafka_settings().unwrap_err());
         assert!(err.contains("hq-client.key.password"), "{err}");
         hq.consumer_settings().unwrap();
+    }
+
+    #[test]
+    fn metrics_listen_comes_from_the_flag_then_the_file_and_is_off_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+        let config = Config::load(&write(dir.path(), "")).unwrap();
+        assert_eq!(config.metrics_listen(None).unwrap(), None);
+        assert_eq!(config.metrics_listen(Some(flag)).unwrap(), Some(flag));
+        let path = write(dir.path(), "[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.metrics_listen(None).unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(config.metrics_listen(Some(flag)).unwrap(), Some(flag));
+
+        let path = write(dir.path(), "[metrics]\nlisten = \"localhost\"\n");
+        let err = format!(
+            "{:#}",
+            Config::load(&path)
+                .unwrap()
+                .metrics_listen(None)
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("metrics.listen") && err.contains("127.0.0.1:9464"),
+            "names the field and an example: {err}"
+        );
+        let path = write(
+            dir.path(),
+            "[metrics]\nlisten = \"127.0.0.1:9464\"\nport = 1\n",
+        );
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(err.contains("port"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `tributary` binary's library half: configuration, the demo and its dataset,
-//! verification and the reports printed for operators. `main.rs` is only the command line.
+//! verification, the reports printed for operators and the `/metrics` endpoint. `main.rs` is
+//! only the command line.
 
 pub mod allocator;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod doctor;
 pub mod export;
 pub mod import;
 pub mod kafka_apply;
+pub mod metrics_endpoint;
 pub mod progress;
 pub mod report;
 pub mod schema_report;

@@ -2,7 +2,8 @@
 //! library entry point; errors are reported once, here, with their whole cause chain.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tributary::config::{Config, TransportKind};
 use tributary::demo::{DemoOptions, run_demo};
 use tributary::kafka_apply::KafkaApplier;
+use tributary::metrics_endpoint::MetricsEndpoint;
 use tributary::{report, verify};
 use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
 
@@ -55,6 +57,8 @@ enum Command {
         /// Configuration file with [site] and [transport] sections.
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Send the site's committed batches from the spool to Kafka, removing each once the
     /// broker acknowledged it (runs until SIGINT/SIGTERM). Needs `[transport] kind = "kafka"`.
@@ -62,6 +66,8 @@ enum Command {
         /// Configuration file with [site] and [transport] (kind = "kafka") sections.
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Kafka transport administration.
     Kafka {
@@ -86,6 +92,8 @@ enum Command {
         /// Apply what is there now, retry every parked row once, then exit.
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Write the site's committed batches (or a sequence range) into one file a person can
     /// carry to HQ, for a site with no link. The batches stay in the outbox.
@@ -135,6 +143,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         live_patients: u64,
     },
+}
+
+/// The `/metrics` endpoint of the long-running commands.
+#[derive(Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics (GET /metrics) on this IP:port, e.g. 127.0.0.1:9464 (port 0:
+    /// any free port, logged); overrides [metrics] listen. Off when neither is given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -226,14 +243,18 @@ async fn run(command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         }
-        Command::Capture { config } => {
-            let settings = Config::load(&config)?.capture_settings()?;
+        Command::Capture { config, metrics } => {
+            let config = Config::load(&config)?;
+            let settings = config.capture_settings()?;
+            tributary_capture::metrics::register();
+            let endpoint = serve_metrics(&config, &metrics).await?;
             let shutdown = CancellationToken::new();
             until_signal(
                 &shutdown,
                 tributary_capture::run_capture(settings, shutdown.clone()),
             )
             .await?;
+            stop_metrics(endpoint).await;
         }
         Command::Seed { config, tables } => {
             let settings = Config::load(&config)?.capture_settings()?;
@@ -258,9 +279,12 @@ async fn run(command: Command) -> Result<ExitCode> {
                 }
             );
         }
-        Command::Ship { config } => {
+        Command::Ship { config, metrics } => {
             let config = Config::load(&config)?;
+            tributary_kafka::metrics::register();
+            let endpoint = serve_metrics(&config, &metrics).await?;
             ship(&config).await?;
+            stop_metrics(endpoint).await;
         }
         Command::Kafka {
             command: KafkaCommand::Init { config },
@@ -283,9 +307,15 @@ async fn run(command: Command) -> Result<ExitCode> {
                 ),
             }
         }
-        Command::Apply { config, once } => {
+        Command::Apply {
+            config,
+            once,
+            metrics,
+        } => {
             let config = Config::load(&config)?;
             let settings = config.apply_settings()?;
+            tributary_apply::metrics::register(&settings.keyring);
+            let endpoint = serve_metrics(&config, &metrics).await?;
             if config.transport_kind() == TransportKind::Kafka {
                 apply_from_kafka(&config, settings, once).await?;
             } else if once {
@@ -299,6 +329,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 )
                 .await?;
             }
+            stop_metrics(endpoint).await;
         }
         Command::Export(args) => return tributary::export::run(&args),
         Command::Import(args) => return tributary::import::run(&args).await,
@@ -452,6 +483,17 @@ async fn apply_from_kafka(
         }
     }
     Ok(())
+}
+
+/// Starts the `/metrics` endpoint when `--metrics-listen` or `[metrics] listen` asks for it.
+async fn serve_metrics(config: &Config, args: &MetricsArgs) -> Result<Option<MetricsEndpoint>> {
+    MetricsEndpoint::start_if(config.metrics_listen(args.metrics_listen)?).await
+}
+
+async fn stop_metrics(endpoint: Option<MetricsEndpoint>) {
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
 }
 
 /// Runs `work` to its end; SIGINT or SIGTERM cancel `shutdown` first, so the work drains

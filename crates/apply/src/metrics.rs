@@ -1,0 +1,188 @@
+//! The applier's Prometheus metrics, registered once in the default registry (the binary
+//! serves them on `/metrics`). Names follow `tributary_apply_<what>_<unit>[_total]`;
+//! METRICS.md says what each one answers and when to alert.
+//!
+//! Labels stay bounded: `site` is a site HQ has a key for (configured at HQ), anything else
+//! (a forged header, a stray directory, a Kafka key nobody issued) counts as
+//! [`UNKNOWN_SITE`]; `reason` is a [`RejectReason`] name, a closed set. Row values, keys and
+//! identities never become labels.
+
+use prometheus::{IntCounterVec, Opts};
+use std::sync::LazyLock;
+use tributary_batch::{Keyring, RejectReason};
+
+/// The `site` label of a rejection whose site HQ has no key for. Site ids never contain
+/// parentheses, so it cannot be mistaken for a site.
+pub const UNKNOWN_SITE: &str = "(unknown)";
+
+static BATCHES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_batches_rejected_total",
+            "Batches HQ rejected and recorded (tributary_rejected_batch), by site and reason.",
+        ),
+        &["site", "reason"],
+    ))
+});
+
+static BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_batches_total",
+            "Batches applied at HQ (committed in one HQ transaction), by site.",
+        ),
+        &["site"],
+    ))
+});
+
+static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_rows_total",
+            "Rows written at HQ by the applied batches, by site (parked rows not counted).",
+        ),
+        &["site"],
+    ))
+});
+
+/// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
+/// reason too), so a first rejection shows as an increase rather than a new series.
+pub fn register(keyring: &Keyring) {
+    for site in keyring.sites() {
+        for reason in RejectReason::ALL {
+            BATCHES_REJECTED.with_label_values(&[site, reason.as_str()]);
+        }
+        BATCHES.with_label_values(&[site]);
+        ROWS.with_label_values(&[site]);
+    }
+    LazyLock::force(&BATCHES_REJECTED);
+    LazyLock::force(&BATCHES);
+    LazyLock::force(&ROWS);
+}
+
+/// Counts a rejection HQ has just recorded.
+pub(crate) fn batch_rejected(keyring: &Keyring, site_id: &str, reason: RejectReason) {
+    BATCHES_REJECTED
+        .with_label_values(&[site_label(keyring, site_id), reason.as_str()])
+        .inc();
+}
+
+/// Counts a batch HQ has just committed, with the rows it wrote. `site_id` comes from the
+/// authenticated header, so it is a site HQ has a key for.
+pub(crate) fn batch_applied(site_id: &str, rows_written: u64) {
+    BATCHES.with_label_values(&[site_id]).inc();
+    ROWS.with_label_values(&[site_id]).inc_by(rows_written);
+}
+
+/// The site as a label: itself when HQ has a key for it, [`UNKNOWN_SITE`] otherwise.
+fn site_label<'a>(keyring: &Keyring, site_id: &'a str) -> &'a str {
+    if keyring.knows_site(site_id) {
+        site_id
+    } else {
+        UNKNOWN_SITE
+    }
+}
+
+/// Registers `metric` in the default registry. The names and help texts are constants of
+/// this module (the test below registers every one), so an error here is a programming
+/// error: it is logged and the metric still counts, unserved, rather than stopping the applier.
+fn registered<M>(metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("metric names and help texts are valid constants");
+    if let Err(e) = prometheus::register(Box::new(metric.clone())) {
+        tracing::error!(error = %e, "an applier metric could not be registered");
+    }
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_batch::SiteKey;
+
+    fn keyring_of(site: &str) -> Keyring {
+        let mut keyring = Keyring::new();
+        keyring.insert(SiteKey::generate(site).unwrap()).unwrap();
+        keyring
+    }
+
+    fn rejected(site: &str, reason: RejectReason) -> u64 {
+        BATCHES_REJECTED
+            .with_label_values(&[site, reason.as_str()])
+            .get()
+    }
+
+    #[test]
+    fn a_known_sites_series_start_at_zero_for_every_reason() {
+        let keyring = keyring_of("metrics-zero");
+        register(&keyring);
+        let family = prometheus::gather()
+            .into_iter()
+            .find(|f| f.name() == "tributary_apply_batches_rejected_total")
+            .expect("registered");
+        let reasons: Vec<&str> = family
+            .get_metric()
+            .iter()
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "site" && l.value() == "metrics-zero")
+            })
+            .flat_map(|m| m.get_label().iter())
+            .filter(|l| l.name() == "reason")
+            .map(|l| l.value())
+            .collect();
+        assert_eq!(reasons.len(), RejectReason::ALL.len(), "{reasons:?}");
+        assert_eq!(rejected("metrics-zero", RejectReason::RevokedKey), 0);
+    }
+
+    #[test]
+    fn rejections_count_by_site_and_reason_name() {
+        let keyring = keyring_of("metrics-known");
+        batch_rejected(
+            &keyring,
+            "metrics-known",
+            RejectReason::AuthenticationFailed,
+        );
+        batch_rejected(
+            &keyring,
+            "metrics-known",
+            RejectReason::AuthenticationFailed,
+        );
+        assert_eq!(
+            rejected("metrics-known", RejectReason::AuthenticationFailed),
+            2
+        );
+        assert_eq!(rejected("metrics-known", RejectReason::ReplayedSequence), 0);
+    }
+
+    #[test]
+    fn a_site_without_a_key_never_becomes_a_label() {
+        let keyring = keyring_of("metrics-keyed");
+        let before = rejected(UNKNOWN_SITE, RejectReason::UnknownSite);
+        batch_rejected(&keyring, "forged-site-1", RejectReason::UnknownSite);
+        batch_rejected(&keyring, "forged-site-2", RejectReason::UnknownSite);
+        assert!(rejected(UNKNOWN_SITE, RejectReason::UnknownSite) >= before + 2);
+        let labels = format!(
+            "{:?}",
+            prometheus::gather()
+                .iter()
+                .find(|f| f.name() == "tributary_apply_batches_rejected_total")
+        );
+        assert!(!labels.contains("forged-site"), "{labels}");
+        assert!(
+            tributary_batch::validate_site_id(UNKNOWN_SITE).is_err(),
+            "no real site can share the label"
+        );
+    }
+
+    #[test]
+    fn applied_batches_count_their_written_rows() {
+        batch_applied("metrics-applied", 7);
+        batch_applied("metrics-applied", 0);
+        assert_eq!(BATCHES.with_label_values(&["metrics-applied"]).get(), 2);
+        assert_eq!(ROWS.with_label_values(&["metrics-applied"]).get(), 7);
+    }
+}
