@@ -16,9 +16,9 @@ use crate::error::CaptureError;
 use crate::identities::IdentityCache;
 use crate::table_layout::ColumnRole;
 use mysql_async::Value as Sql;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use tributary_model::{ColumnName, Identity, Op, RowChange, RowRef, SourceTransaction, Value};
+use tributary_model::{Columns, Identity, Op, RowChange, RowRef, SourceTransaction, Value};
 use tributary_schema::{IdentityRule, IdentitySource, SchemaMap, TableMap, to_value};
 
 /// Turns raw rows into row changes, resolving references through `cache` and `lookup`.
@@ -123,10 +123,11 @@ impl Annotator<'_> {
                     row.before?
                 };
                 let columns = self.columns(map, image);
-                (map.identity_of(&columns)?, columns)
+                (map.identity_of(|c| columns.get(c))?, columns)
             }
             Op::Update => {
-                let identity = map.identity_of(&self.columns(map, row.before?))?;
+                let before = self.columns(map, row.before?);
+                let identity = map.identity_of(|c| before.get(c))?;
                 (identity, self.columns(map, row.after?))
             }
         };
@@ -141,7 +142,7 @@ impl Annotator<'_> {
     /// The travelling columns of one image. Values are converted by the kind the row's own
     /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
     /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
-    fn columns(&mut self, map: &TableMap, image: RawImage) -> BTreeMap<ColumnName, Value> {
+    fn columns(&mut self, map: &TableMap, image: RawImage) -> Columns {
         // Polymorphic targets read other columns of the image: resolve them before the
         // values are taken apart.
         let polymorphic: Vec<(&str, (&str, i64))> = map
@@ -150,7 +151,8 @@ impl Annotator<'_> {
             .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
             .collect();
         let (names, values) = image.into_parts();
-        // Collected first and built in one go: a sorted bulk build, not one search per insert.
+        // Images come sorted by name (the table layout sorts them once), so this builds
+        // without searching.
         let mut columns = Vec::with_capacity(values.len());
         for (column, value) in names.iter().zip(values) {
             let value = match &column.role {
@@ -171,7 +173,7 @@ impl Annotator<'_> {
             };
             columns.push((Arc::clone(&column.name), value));
         }
-        BTreeMap::from_iter(columns)
+        Columns::from_sorted(columns)
     }
 
     /// A reference whose identity root is already known (declared references).

@@ -8,14 +8,15 @@
 //! [`RowRef`], the referenced row's global [`Identity`] (its uuid, an inherited uuid, or a
 //! natural key). HQ turns identities back into its own ids.
 
+mod columns;
 mod identity;
 mod value;
 
+pub use columns::Columns;
 pub use identity::{Identity, RowRef};
 pub use value::Value;
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A column name, shared.
@@ -42,7 +43,7 @@ pub struct RowChange {
     pub identity: Identity,
     /// Column names are shared with the decoder's table layout (a reference count per
     /// column, not a copy).
-    pub columns: BTreeMap<ColumnName, Value>,
+    pub columns: Columns,
 }
 
 impl RowChange {
@@ -112,7 +113,7 @@ mod tests {
     use super::*;
 
     fn sample() -> BatchPayload {
-        let mut columns = BTreeMap::new();
+        let mut columns = Columns::new();
         columns.insert("uuid".into(), Value::Text("a-b".into()));
         columns.insert("value_numeric".into(), Value::Float(3.0));
         columns.insert("voided".into(), Value::Int(0));

@@ -94,20 +94,18 @@ impl TableMap {
         self.references.contains_key(column)
     }
 
-    /// The identity of a row from its travelling columns (references already identities).
-    /// `None` when the identifying columns are missing or NULL.
-    pub fn identity_of<K: std::borrow::Borrow<str> + Ord>(
-        &self,
-        columns: &BTreeMap<K, Value>,
-    ) -> Option<Identity> {
+    /// The identity of a row from its travelling columns (references already identities),
+    /// looked up by name with `column`. `None` when the identifying columns are missing or
+    /// NULL.
+    pub fn identity_of<'a>(&self, column: impl Fn(&str) -> Option<&'a Value>) -> Option<Identity> {
         match &self.identity {
-            IdentityRule::OwnUuid { column } => match columns.get(column.as_str())? {
+            IdentityRule::OwnUuid { column: uuid } => match column(uuid.as_str())? {
                 Value::Text(uuid) if !uuid.is_empty() => Some(Identity::from_uuid(uuid)),
                 _ => None,
             },
             IdentityRule::Inherited { .. } => {
                 let key = self.primary_key.first()?;
-                match columns.get(key.as_str())? {
+                match column(key.as_str())? {
                     Value::Ref(parent) => Some(parent.identity.clone()),
                     _ => None,
                 }
@@ -115,7 +113,7 @@ impl TableMap {
             IdentityRule::Natural { columns: key } => {
                 let parts: Vec<String> = key
                     .iter()
-                    .map(|c| key_part(columns.get(c.as_str()).unwrap_or(&Value::Null)))
+                    .map(|c| key_part(column(c.as_str()).unwrap_or(&Value::Null)))
                     .collect();
                 Some(Identity::from_natural_key(&parts))
             }

@@ -147,7 +147,7 @@ impl Side {
         let mut out = HashMap::with_capacity(rows.len());
         for row in rows {
             let columns = self.canonical(&map, row);
-            if let Some(identity) = map.identity_of(&columns) {
+            if let Some(identity) = map.identity_of(|c| columns.get(c)) {
                 out.insert(identity, columns);
             }
         }
