@@ -258,10 +258,7 @@ fn publish(
     payload: BatchPayload,
     next: &Checkpoint,
 ) -> Result<(), CaptureError> {
-    let json = serde_json::to_vec(&payload).map_err(|e| CaptureError::State {
-        path: "batch payload".into(),
-        detail: e.to_string(),
-    })?;
+    let json = tributary_model::payload_to_json(&payload);
     drop(payload);
     let sealed = tributary_batch::seal(header, &json, &sink.key)?;
     drop(json);

@@ -10,10 +10,12 @@
 
 mod columns;
 mod identity;
+mod json;
 mod value;
 
 pub use columns::Columns;
 pub use identity::{Identity, RowRef};
+pub use json::payload_to_json;
 pub use value::Value;
 
 use serde::{Deserialize, Serialize};
