@@ -14,7 +14,7 @@ use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
-use crate::table_layout::ColumnRole;
+use crate::table_layout::{ColumnInfo, ColumnRole};
 use mysql_async::Value as Sql;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -150,10 +150,10 @@ impl Annotator<'_> {
             .iter()
             .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
             .collect();
+        let travelling = image.travelling().cloned();
         let (names, values) = image.into_parts();
-        // Images come sorted by name (the table layout sorts them once), so this builds
-        // without searching.
-        let mut columns = Vec::with_capacity(values.len());
+        let mut kept: Vec<&ColumnInfo> = Vec::with_capacity(values.len());
+        let mut kept_values = Vec::with_capacity(values.len());
         for (column, value) in names.iter().zip(values) {
             let value = match &column.role {
                 ColumnRole::Local => continue,
@@ -171,9 +171,23 @@ impl Annotator<'_> {
                 },
                 ColumnRole::Plain => to_value(value, column.kind),
             };
-            columns.push((Arc::clone(&column.name), value));
+            kept.push(column);
+            kept_values.push(value);
         }
-        Columns::from_sorted(columns)
+        // Binlog images come sorted by name with their travelling names worked out once per
+        // shape: the row takes one reference to those names. Other images (snapshot rows)
+        // are sorted here.
+        let kept_values = match travelling {
+            Some(travelling) => match Columns::with_names(&travelling, kept_values) {
+                Ok(columns) => return columns,
+                Err(values) => values,
+            },
+            None => kept_values,
+        };
+        kept.into_iter()
+            .map(|column| Arc::clone(&column.name))
+            .zip(kept_values)
+            .collect()
     }
 
     /// A reference whose identity root is already known (declared references).

@@ -11,13 +11,13 @@ use crate::error::CaptureError;
 use crate::gtid::{Gtid, GtidEventBody};
 use crate::mysql_gtid::read_gtid_event;
 use crate::position::SourceGtid;
-use crate::table_layout::{ColumnInfo, Layouts, TableLayout};
+use crate::table_layout::{ColumnInfo, ColumnRole, Layouts, TableLayout};
 use crate::transaction_payload::{DEFAULT_PAYLOAD_LIMIT_BYTES, PayloadGuard};
 use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::{BinlogStream, Value as Sql};
 use std::sync::Arc;
-use tributary_model::{Op, Part};
+use tributary_model::{ColumnName, ColumnNames, Op, Part};
 use tributary_schema::SchemaMap;
 
 const GTID_EVENT: u8 = 162;
@@ -29,14 +29,37 @@ const GTID_EVENT: u8 = 162;
 #[derive(Debug, Clone)]
 pub struct RawImage {
     columns: Arc<[ColumnInfo]>,
+    /// The names of the columns that travel (all but local ones), shared by every image of
+    /// the same shape, when `columns` is sorted by name (always, from the binlog).
+    travelling: Option<ColumnNames>,
     values: Vec<Sql>,
 }
 
 impl RawImage {
     /// An image of `values` for `columns`, in order (extra values or columns are ignored).
-    pub fn new(columns: Arc<[ColumnInfo]>, mut values: Vec<Sql>) -> RawImage {
+    pub fn new(columns: Arc<[ColumnInfo]>, values: Vec<Sql>) -> RawImage {
+        RawImage::shaped(columns, None, values)
+    }
+
+    /// An image whose travelling column names were worked out once for its shape
+    /// ([`travelling_names`]).
+    pub fn shaped(
+        columns: Arc<[ColumnInfo]>,
+        travelling: Option<ColumnNames>,
+        mut values: Vec<Sql>,
+    ) -> RawImage {
         values.truncate(columns.len());
-        RawImage { columns, values }
+        let travelling = travelling.filter(|_| values.len() == columns.len());
+        RawImage {
+            columns,
+            travelling,
+            values,
+        }
+    }
+
+    /// The names of the columns that travel, in order, when known for this image's shape.
+    pub fn travelling(&self) -> Option<&ColumnNames> {
+        self.travelling.as_ref()
     }
 
     pub fn get(&self, name: &str) -> Option<&Sql> {
@@ -54,6 +77,20 @@ impl RawImage {
     pub fn into_parts(self) -> (Arc<[ColumnInfo]>, Vec<Sql>) {
         (self.columns, self.values)
     }
+}
+
+/// The names of `columns` that travel (all but local ones), when they are in name order
+/// without repeats: then a row's values, taken in column order, line up with them.
+pub fn travelling_names(columns: &[ColumnInfo]) -> Option<ColumnNames> {
+    let names: Vec<ColumnName> = columns
+        .iter()
+        .filter(|c| c.role != ColumnRole::Local)
+        .map(|c| Arc::clone(&c.name))
+        .collect();
+    names
+        .windows(2)
+        .all(|w| w[0] < w[1])
+        .then(|| ColumnNames::new(names))
 }
 
 #[derive(Debug)]

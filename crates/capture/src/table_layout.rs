@@ -8,7 +8,7 @@
 //! event bytes. Tables with a column type the codecs do not cover are read with
 //! mysql_common's generic row decoder, through the same names and corrections.
 
-use crate::binlog::RawImage;
+use crate::binlog::{RawImage, travelling_names};
 use crate::binlog_values::{Codec, Truncated};
 use crate::error::CaptureError;
 use mysql_async::Value as Sql;
@@ -18,6 +18,7 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tributary_model::ColumnNames;
 use tributary_model::ColumnName;
 use tributary_schema::{CatalogColumn, ColumnKind, SchemaMap, TableMap};
 
@@ -94,6 +95,8 @@ pub struct TableLayout {
 #[derive(Debug)]
 pub struct ImageShape {
     columns: Arc<[ColumnInfo]>,
+    /// The names that travel, worked out once (see `travelling_names`).
+    travelling: Option<ColumnNames>,
     /// `slots[j]` is where the j-th present column's value goes.
     slots: Vec<usize>,
 }
@@ -115,11 +118,13 @@ impl ImageShape {
         for (slot, &j) in by_name.iter().enumerate() {
             slots[j] = slot;
         }
+        let columns: Arc<[ColumnInfo]> = by_name
+            .iter()
+            .filter_map(|&j| present.get(j).and_then(|&i| columns.get(i)).cloned())
+            .collect();
         ImageShape {
-            columns: by_name
-                .iter()
-                .filter_map(|&j| present.get(j).and_then(|&i| columns.get(i)).cloned())
-                .collect(),
+            travelling: travelling_names(&columns),
+            columns,
             slots,
         }
     }
@@ -132,7 +137,7 @@ impl ImageShape {
                 *place = value;
             }
         }
-        RawImage::new(Arc::clone(&self.columns), values)
+        RawImage::shaped(Arc::clone(&self.columns), self.travelling.clone(), values)
     }
 }
 
@@ -318,7 +323,11 @@ impl TableLayout {
             };
             *place = correction.normalise(codec.read(input).map_err(truncated)?);
         }
-        Ok(RawImage::new(Arc::clone(&shape.columns), values))
+        Ok(RawImage::shaped(
+            Arc::clone(&shape.columns),
+            shape.travelling.clone(),
+            values,
+        ))
     }
 
     /// Converts one image from mysql_common's generic decoder through the same corrections.

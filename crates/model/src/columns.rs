@@ -1,10 +1,14 @@
 //! [`Columns`]: a row image's columns by name, kept as one vector sorted by name.
 //!
-//! A row has a few dozen columns at most and is built once, read a few times and dropped, so a
-//! sorted vector beats a tree: built from an already sorted image without searching, found by
-//! binary search, dropped in one free. The JSON form is an object, as a map's would be.
+//! A row has a few dozen columns at most and is built once, read a few times and dropped, so
+//! sorted vectors beat a tree: found by binary search, dropped in two frees. The names are a
+//! [`ColumnNames`] shared by every row of a table layout, so building a row takes one reference
+//! to them rather than one per column (capture builds rows on one thread and drops them on the
+//! sealing thread: per-column reference counts made the two cores fight over the same cache
+//! lines). The JSON form is an object, as a map's would be.
 //!
-//! Invariant: names are unique and sorted (byte order), whatever way the value was built.
+//! Invariant: names are unique and sorted (byte order) and there is one value per name,
+//! whatever way the value was built.
 
 use crate::ColumnName;
 use crate::value::Value;
@@ -12,11 +16,45 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::sync::Arc;
+
+/// Column names sorted and without repeats, shared by every row of one table layout: a row
+/// holds one reference to them, not one per column.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ColumnNames(Arc<[ColumnName]>);
+
+impl ColumnNames {
+    /// The names, sorted; of repeated names one is kept.
+    pub fn new(mut names: Vec<ColumnName>) -> ColumnNames {
+        names.sort();
+        names.dedup();
+        ColumnNames(names.into())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position(&self, column: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|name| (**name).cmp(column))
+    }
+}
+
+impl fmt::Debug for ColumnNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
 
 /// Column values by name, sorted by name.
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Columns {
-    entries: Vec<(ColumnName, Value)>,
+    names: ColumnNames,
+    values: Vec<Value>,
 }
 
 impl Columns {
@@ -25,32 +63,38 @@ impl Columns {
         Columns::default()
     }
 
-    /// Columns from pairs already sorted by name without repeats (a table layout's image
-    /// order); checked, and sorted after all if they are not.
-    pub fn from_sorted(entries: Vec<(ColumnName, Value)>) -> Columns {
-        if entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            Columns { entries }
-        } else {
-            entries.into_iter().collect()
+    /// A row of `values` for shared `names`, in the names' order; the values back when the
+    /// counts differ.
+    pub fn with_names(names: &ColumnNames, values: Vec<Value>) -> Result<Columns, Vec<Value>> {
+        if names.len() != values.len() {
+            return Err(values);
         }
+        Ok(Columns {
+            names: names.clone(),
+            values,
+        })
     }
 
     /// The value of `column`.
     pub fn get(&self, column: &str) -> Option<&Value> {
-        self.position(column).ok().map(|i| &self.entries[i].1)
+        self.names.position(column).ok().map(|i| &self.values[i])
     }
 
     /// Whether `column` is present.
     pub fn contains_key(&self, column: &str) -> bool {
-        self.position(column).is_ok()
+        self.names.position(column).is_ok()
     }
 
-    /// Sets `column`, returning the value it replaced.
+    /// Sets `column`, returning the value it replaced. (A new column copies the names: rows
+    /// are built whole, this is for the rare edit.)
     pub fn insert(&mut self, column: ColumnName, value: Value) -> Option<Value> {
-        match self.position(&column) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+        match self.names.position(&column) {
+            Ok(i) => Some(std::mem::replace(&mut self.values[i], value)),
             Err(i) => {
-                self.entries.insert(i, (column, value));
+                let mut names = self.names.0.to_vec();
+                names.insert(i, column);
+                self.names = ColumnNames(names.into());
+                self.values.insert(i, value);
                 None
             }
         }
@@ -58,36 +102,34 @@ impl Columns {
 
     /// Removes `column`, returning its value.
     pub fn remove(&mut self, column: &str) -> Option<Value> {
-        let i = self.position(column).ok()?;
-        Some(self.entries.remove(i).1)
+        let i = self.names.position(column).ok()?;
+        let mut names = self.names.0.to_vec();
+        names.remove(i);
+        self.names = ColumnNames(names.into());
+        Some(self.values.remove(i))
     }
 
     /// (name, value) pairs in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ColumnName, &Value)> {
-        self.entries.iter().map(|(name, value)| (name, value))
+        self.names.0.iter().zip(self.values.iter())
     }
 
     /// Names in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &ColumnName> {
-        self.entries.iter().map(|(name, _)| name)
+        self.names.0.iter()
     }
 
     /// Values in name order.
     pub fn values(&self) -> impl ExactSizeIterator<Item = &Value> {
-        self.entries.iter().map(|(_, value)| value)
+        self.values.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn position(&self, column: &str) -> Result<usize, usize> {
-        self.entries
-            .binary_search_by(|(name, _)| (**name).cmp(column))
+        self.values.is_empty()
     }
 }
 
@@ -97,35 +139,39 @@ impl FromIterator<(ColumnName, Value)> for Columns {
         let mut entries: Vec<(ColumnName, Value)> = pairs.into_iter().collect();
         // Stable: among equal names the later one stays last, and is the one kept.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut unique: Vec<(ColumnName, Value)> = Vec::with_capacity(entries.len());
+        let mut names: Vec<ColumnName> = Vec::with_capacity(entries.len());
+        let mut values: Vec<Value> = Vec::with_capacity(entries.len());
         for (name, value) in entries {
-            match unique.last_mut() {
-                Some(last) if last.0 == name => last.1 = value,
-                _ => unique.push((name, value)),
+            match (names.last(), values.last_mut()) {
+                (Some(last), Some(last_value)) if *last == name => *last_value = value,
+                _ => {
+                    names.push(name);
+                    values.push(value);
+                }
             }
         }
-        Columns { entries: unique }
+        Columns {
+            names: ColumnNames(names.into()),
+            values,
+        }
     }
 }
 
 impl IntoIterator for Columns {
     type Item = (ColumnName, Value);
-    type IntoIter = std::vec::IntoIter<(ColumnName, Value)>;
+    type IntoIter = std::iter::Zip<std::vec::IntoIter<ColumnName>, std::vec::IntoIter<Value>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.into_iter()
+        self.names.0.to_vec().into_iter().zip(self.values)
     }
 }
 
 impl<'a> IntoIterator for &'a Columns {
     type Item = (&'a ColumnName, &'a Value);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (ColumnName, Value)>,
-        fn(&'a (ColumnName, Value)) -> (&'a ColumnName, &'a Value),
-    >;
+    type IntoIter = std::iter::Zip<std::slice::Iter<'a, ColumnName>, std::slice::Iter<'a, Value>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.iter().map(|(name, value)| (name, value))
+        self.names.0.iter().zip(self.values.iter())
     }
 }
 
@@ -141,6 +187,12 @@ impl std::ops::Index<&str> for Columns {
     }
 }
 
+impl PartialEq for Columns {
+    fn eq(&self, other: &Columns) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
 impl fmt::Debug for Columns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -149,8 +201,8 @@ impl fmt::Debug for Columns {
 
 impl Serialize for Columns {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
-        for (name, value) in &self.entries {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (name, value) in self.iter() {
             map.serialize_entry(&**name, value)?;
         }
         map.end()
@@ -178,7 +230,7 @@ impl<'de> Visitor<'de> for ColumnsVisitor {
         while let Some((name, value)) = map.next_entry::<String, Value>()? {
             entries.push((ColumnName::from(name), value));
         }
-        Ok(Columns::from_sorted(entries))
+        Ok(entries.into_iter().collect())
     }
 }
 
@@ -230,11 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn unsorted_input_to_from_sorted_is_sorted_after_all() {
-        let columns =
-            Columns::from_sorted(vec![(name("b"), Value::Null), (name("a"), Value::Null)]);
-        let names: Vec<&str> = columns.keys().map(|k| &**k).collect();
-        assert_eq!(names, ["a", "b"]);
+    fn rows_share_their_layout_names() {
+        let names = ColumnNames::new(vec![name("b"), name("a"), name("b")]);
+        assert_eq!(names.len(), 2);
+        let row = Columns::with_names(&names, vec![Value::Int(1), Value::Int(2)]).unwrap();
+        assert_eq!(row.get("a"), Some(&Value::Int(1)));
+        assert_eq!(row.get("b"), Some(&Value::Int(2)));
+        assert!(Columns::with_names(&names, vec![Value::Null]).is_err());
+        let mut edited = row.clone();
+        edited.insert(name("c"), Value::Null);
+        assert_eq!(edited.len(), 3);
+        assert_eq!(row.len(), 2, "an edit copies the shared names");
     }
 
     #[test]

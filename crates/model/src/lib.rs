@@ -13,7 +13,7 @@ mod identity;
 mod json;
 mod value;
 
-pub use columns::Columns;
+pub use columns::{ColumnNames, Columns};
 pub use identity::{Identity, RowRef};
 pub use json::payload_to_json;
 pub use value::Value;
