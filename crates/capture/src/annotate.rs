@@ -178,7 +178,7 @@ impl Annotator<'_> {
         // shape: the row takes one reference to those names. Other images (snapshot rows)
         // are sorted here.
         let kept_values = match travelling {
-            Some(travelling) => match Columns::with_names(&travelling, kept_values) {
+            Some(travelling) => match Columns::with_names(travelling, kept_values) {
                 Ok(columns) => return columns,
                 Err(values) => values,
             },

@@ -230,8 +230,13 @@ impl Publisher {
         next.schema_version = self.schema_version;
         next.partial = self.partial.clone();
         let saved = next.clone();
+        // Serialised here, on the thread that built the rows: the rows' shared names and
+        // identities are then counted and freed by one thread only (two threads updating the
+        // same reference counts cost more than the serialising).
+        let json = tributary_model::payload_to_json(&payload);
+        drop(payload);
         self.sealer
-            .submit(move |sink| publish(sink, &header, payload, &saved))?;
+            .submit(move |sink| publish(sink, &header, json, &saved))?;
         self.checkpoint = next;
         self.last_published = std::time::Instant::now();
         Ok(())
@@ -255,11 +260,9 @@ impl Publisher {
 fn publish(
     sink: &mut Sink,
     header: &BatchHeader,
-    payload: BatchPayload,
+    json: Vec<u8>,
     next: &Checkpoint,
 ) -> Result<(), CaptureError> {
-    let json = tributary_model::payload_to_json(&payload);
-    drop(payload);
     let sealed = tributary_batch::seal(header, &json, &sink.key)?;
     drop(json);
     sink.budget.admit(sealed.len() as u64)?;

@@ -18,8 +18,8 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tributary_model::ColumnNames;
 use tributary_model::ColumnName;
+use tributary_model::ColumnNames;
 use tributary_schema::{CatalogColumn, ColumnKind, SchemaMap, TableMap};
 
 /// Table maps remembered at once; more (a very long stream re-opening tables) starts afresh.

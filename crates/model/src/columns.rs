@@ -65,14 +65,11 @@ impl Columns {
 
     /// A row of `values` for shared `names`, in the names' order; the values back when the
     /// counts differ.
-    pub fn with_names(names: &ColumnNames, values: Vec<Value>) -> Result<Columns, Vec<Value>> {
+    pub fn with_names(names: ColumnNames, values: Vec<Value>) -> Result<Columns, Vec<Value>> {
         if names.len() != values.len() {
             return Err(values);
         }
-        Ok(Columns {
-            names: names.clone(),
-            values,
-        })
+        Ok(Columns { names, values })
     }
 
     /// The value of `column`.
@@ -285,10 +282,10 @@ mod tests {
     fn rows_share_their_layout_names() {
         let names = ColumnNames::new(vec![name("b"), name("a"), name("b")]);
         assert_eq!(names.len(), 2);
-        let row = Columns::with_names(&names, vec![Value::Int(1), Value::Int(2)]).unwrap();
+        let row = Columns::with_names(names.clone(), vec![Value::Int(1), Value::Int(2)]).unwrap();
         assert_eq!(row.get("a"), Some(&Value::Int(1)));
         assert_eq!(row.get("b"), Some(&Value::Int(2)));
-        assert!(Columns::with_names(&names, vec![Value::Null]).is_err());
+        assert!(Columns::with_names(names, vec![Value::Null]).is_err());
         let mut edited = row.clone();
         edited.insert(name("c"), Value::Null);
         assert_eq!(edited.len(), 3);
