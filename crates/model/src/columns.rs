@@ -159,7 +159,8 @@ impl IntoIterator for Columns {
     type IntoIter = std::iter::Zip<std::vec::IntoIter<ColumnName>, std::vec::IntoIter<Value>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.names.0.to_vec().into_iter().zip(self.values)
+        let names: Vec<ColumnName> = self.names.0.iter().cloned().collect();
+        names.into_iter().zip(self.values)
     }
 }
 
