@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
         identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
         snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
         start: StartPosition::Oldest,
+        resume_by: tributary_capture::ResumeBy::Gtid,
         spool: tributary_capture::SpoolLimits::default(),
         // `TRIBUTARY_BENCH_SPOOL=segments`: the Kafka site's spool instead of batch files.
         spool_format: match std::env::var("TRIBUTARY_BENCH_SPOOL").as_deref() {

@@ -132,7 +132,9 @@ pub enum Step {
 /// Where a restarted capture resumes inside a chunked transaction.
 #[derive(Debug, Clone)]
 pub struct ResumeInside {
-    pub gtid: SourceGtid,
+    /// The transaction's GTID; `None` (a source without GTIDs, resumed by file/position right
+    /// before it) means the first transaction the stream opens.
+    pub gtid: Option<SourceGtid>,
     /// Synced rows already published: decoded again and dropped.
     pub rows: u64,
     pub parts: u32,
@@ -160,6 +162,8 @@ pub struct TransactionAssembler {
     layouts: Layouts,
     /// Checks that MySQL 8 compressed transactions arrive whole (mysql_async expands them).
     payloads: PayloadGuard,
+    /// The last event fed was expanded from a compressed transaction.
+    inside_payload: bool,
 }
 
 /// Where rows events find their table maps (the binlog stream keeps the latest per table id).
@@ -190,7 +194,14 @@ impl TransactionAssembler {
             resume: None,
             layouts: Layouts::default(),
             payloads: PayloadGuard::new(DEFAULT_PAYLOAD_LIMIT_BYTES),
+            inside_payload: false,
         }
+    }
+
+    /// Whether the last event fed was expanded from a MySQL 8 compressed transaction (its
+    /// position is the payload event's; see `position::CommitPositions`).
+    pub fn inside_payload(&self) -> bool {
+        self.inside_payload
     }
 
     /// Resumes inside a chunked transaction whose first parts are already published.
@@ -207,7 +218,7 @@ impl TransactionAssembler {
         schema: &SchemaMap,
     ) -> Result<Step, CaptureError> {
         verify_checksum(event)?;
-        self.payloads.observe(event)?;
+        self.inside_payload = self.payloads.observe(event)?;
         let header = event.header();
         if header.event_type_raw() == TRANSACTION_PAYLOAD_EVENT {
             return Ok(Step::Continue);
@@ -327,7 +338,7 @@ impl TransactionAssembler {
             self.skip_rows,
         ) = (0, 0, 0);
         if let Some(resume) = self.resume.take() {
-            if Some(&resume.gtid) == gtid.as_ref() {
+            if resume.gtid.is_none() || resume.gtid.as_ref() == gtid.as_ref() {
                 (
                     self.rows_handed_over,
                     self.parts_handed_over,

@@ -12,8 +12,14 @@
 //! events are read again into the same sequence number. A crash between 2 and 3 leaves a
 //! staged file the checkpoint names: recovery commits it. So a sequence number, once it
 //! reaches the applier, always carries the same transactions.
+//!
+//! The position is kept under two keys, taken together at the end of the same transaction:
+//! `gtid_position` and `binlog_position` (the binlog file and the end of that transaction's
+//! commit event). Which one a session resumes from is decided in `resume`. Fields added over
+//! time are optional, so checkpoints written by older versions still load.
 
 use crate::error::CaptureError;
+use crate::position::BinlogFilePosition;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,8 +37,14 @@ pub struct Checkpoint {
     pub epoch: u64,
     /// The sequence number the next batch takes.
     pub next_sequence: u64,
-    /// MariaDB GTID position of the last transaction covered by a durable batch.
+    /// GTID position after the last transaction covered by a durable batch (MariaDB
+    /// `domain-server-seq` list, or `mysql-gtid:<set>`; see `position`).
     pub gtid_position: String,
+    /// Binlog file and offset after the same transaction (the end of its commit event).
+    /// `None` in checkpoints written before it was recorded, before a GTID-resumed capture
+    /// saw its first transaction end, and after a commit event that carried no position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_position: Option<BinlogFilePosition>,
     /// The batch staged but perhaps not yet committed when this checkpoint was written.
     #[serde(default)]
     pub staged_sequence: Option<u64>,
@@ -77,6 +89,7 @@ impl Checkpoint {
             epoch,
             next_sequence: 1,
             gtid_position,
+            binlog_position: None,
             staged_sequence: None,
             seeding: false,
             schema_version: None,
@@ -187,6 +200,42 @@ mod tests {
             state.save(&cp).unwrap();
         }
         let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.load().unwrap(), Some(cp));
+    }
+
+    #[test]
+    fn the_binlog_position_round_trips_and_older_checkpoints_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // As an earlier version wrote it: no binlog_position.
+        let old = r#"{
+          "site_id": "clinic-a",
+          "epoch": 1700000000,
+          "next_sequence": 12,
+          "gtid_position": "0-1-42",
+          "staged_sequence": 11,
+          "seeding": false,
+          "schema_version": 3,
+          "partial": null
+        }"#;
+        std::fs::write(dir.path().join(STATE_FILE), old).unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut cp = state.load().unwrap().unwrap();
+        assert_eq!(cp.binlog_position, None);
+        assert_eq!(
+            (cp.next_sequence, cp.gtid_position.as_str()),
+            (12, "0-1-42")
+        );
+
+        cp.binlog_position = Some(BinlogFilePosition {
+            file: "mariadb-bin.000007".into(),
+            offset: 8_812,
+        });
+        state.save(&cp).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(
+            text.contains(r#""binlog_position": {"#) && text.contains(r#""offset": 8812"#),
+            "{text}"
+        );
         assert_eq!(state.load().unwrap(), Some(cp));
     }
 

@@ -59,13 +59,25 @@ pub enum CaptureError {
         declared: u64,
         limit: u64,
     },
+    #[error(
+        "the source's answer to {statement} has no readable {column} column; is this a \
+         MariaDB or MySQL server capture supports?"
+    )]
+    UnexpectedStatus { statement: String, column: String },
     #[error("rows event for table id {0} arrived without its table map")]
     MissingTableMap(u64),
+    /// `position` says which key: `GTID position '0-1-5'`, `binlog file/position
+    /// 'mariadb-bin.000003:1234'`.
     #[error(
-        "the source no longer has the binlog for GTID position '{position}' ({detail}); \
+        "the source no longer has the binlog for {position} ({detail}); \
          re-seed this site with 'tributary seed' after resetting its capture state"
     )]
     PositionPurged { position: String, detail: String },
+    #[error(
+        "capture cannot resume: {detail}; re-seed this site with 'tributary seed' after \
+         resetting its capture state"
+    )]
+    NoResumePoint { detail: String },
     #[error("schema: {0}")]
     Schema(#[from] tributary_schema::SchemaError),
     #[error("batch: {0}")]

@@ -8,8 +8,10 @@
 //! the streaming loop, [`snapshot`] the seed; [`source`] holds the connection and preflight.
 //! Source flavours: [`gtid`] (MariaDB GTID positions and events), [`mysql_gtid`] (MySQL GTID
 //! sets and events), [`position`] (checkpoint positions of either flavour, file/position
-//! taken at commit events), [`transaction_payload`] (MySQL 8 compressed transactions). The
-//! MySQL parts are not wired into [`stream`] yet; see `docs/source-flavours.md`.
+//! taken at commit events), [`transaction_payload`] (MySQL 8 compressed transactions).
+//! [`resume`] decides whether a session resumes by GTID or by binlog file/position and opens
+//! the stream there; [`binlog_files`] reads the server's binlog files (current position,
+//! purged files). What is verified against which server: `docs/source-flavours.md`.
 //!
 //! Invariants kept here: the checkpoint advances only after the batch covering it is durable
 //! (1); a sequence number always carries the same transactions (2); rows are grouped by source
@@ -18,6 +20,7 @@
 mod annotate;
 mod attribute_formats;
 mod binlog;
+mod binlog_files;
 mod binlog_values;
 mod checkpoint;
 #[cfg(test)]
@@ -32,6 +35,7 @@ mod publisher;
 #[cfg(test)]
 mod recorded_events;
 mod requirements;
+mod resume;
 mod schema_history;
 mod sealer;
 mod settings;
@@ -54,7 +58,7 @@ pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server}
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,
-    DEFAULT_TRANSACTION_PART_ROWS, StartPosition,
+    DEFAULT_TRANSACTION_PART_ROWS, ResumeBy, StartPosition,
 };
 pub use snapshot::{SeedReport, run_seed};
 pub use source::connect;
@@ -105,10 +109,16 @@ pub async fn run_capture(
         }
         Some(c) => c,
         None => {
-            let position = initial_position(&settings).await?;
-            let checkpoint = Checkpoint::new(&settings.site_id, position);
+            let (position, binlog) = initial_position(&settings).await?;
+            let mut checkpoint = Checkpoint::new(&settings.site_id, position);
+            checkpoint.binlog_position = binlog;
             state.save(&checkpoint)?;
-            tracing::info!(site = %settings.site_id, position = %checkpoint.gtid_position, "new capture state");
+            tracing::info!(
+                site = %settings.site_id,
+                position = %checkpoint.gtid_position,
+                binlog = %checkpoint.binlog_position.as_ref().map_or("(at the first transaction end)".to_owned(), |b| b.to_string()),
+                "new capture state"
+            );
             checkpoint
         }
     };
@@ -157,14 +167,12 @@ pub async fn run_capture(
     }
 }
 
-async fn initial_position(settings: &CaptureSettings) -> Result<String, CaptureError> {
-    match settings.start {
-        StartPosition::Oldest => Ok(String::new()),
-        StartPosition::Current => {
-            let mut conn = source::connect(&settings.source).await?;
-            Ok(source::preflight(&mut conn, &settings.database)
-                .await?
-                .current_position)
-        }
-    }
+/// Where a new capture state starts: its GTID position and, when it resumes by
+/// file/position, its binlog file/position (see `resume::start_point`).
+async fn initial_position(
+    settings: &CaptureSettings,
+) -> Result<(String, Option<BinlogFilePosition>), CaptureError> {
+    let mut conn = source::connect(&settings.source).await?;
+    let server = source::preflight(&mut conn, &settings.database).await?;
+    resume::start_point(&mut conn, settings.start, settings.resume_by, &server).await
 }

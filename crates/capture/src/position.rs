@@ -10,16 +10,24 @@
 //! Invariant: a file/position is only ever taken from an event that *commits* a transaction
 //! (XID, a `COMMIT` query, a standalone DDL query), using that event's `log_pos` (where the
 //! next event starts). Positions of events inside a transaction are never resume points: on
-//! MariaDB 11.4+ they may not even be exact (the binlog is written with the transaction
-//! already in the file cache), and resuming mid-transaction would split it. Events expanded
-//! from a MySQL 8 compressed transaction carry no usable position of their own: their commit
-//! position is the end of the TRANSACTION_PAYLOAD event that held them.
+//! MariaDB 11.4+ they are 0 (events written through the transaction cache are not stamped),
+//! and resuming mid-transaction would split it. A commit event without a position (`log_pos`
+//! 0) makes the file/position *unknown* rather than stale: a checkpoint never pairs a GTID
+//! position with the file/position of an earlier transaction. Events expanded from a MySQL 8
+//! compressed transaction carry no usable position of their own: their commit position is the
+//! end of the TRANSACTION_PAYLOAD event that held them. `log_pos` has 32 bits: in a binlog
+//! file longer than 4 GiB (one huge transaction) it wraps, and from there to the end of that
+//! file no offset is exact, so none is given.
+//!
+//! [`SessionPosition`] follows both keys through one stream session; the checkpoint records
+//! them together (`gtid_position`, `binlog_position`).
 
 use crate::error::CaptureError;
 use crate::gtid::GtidPosition;
 use crate::mysql_gtid::MysqlGtidSet;
 use mysql_async::binlog::EventType;
 use mysql_async::binlog::events::{Event, RotateEvent};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Which server family writes the binlog; decides the GTID scheme and the dump command.
@@ -40,8 +48,10 @@ impl SourceFlavour {
     }
 }
 
-/// A binlog file name and the offset of the next event to read in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A binlog file name and the offset of the next event to read in it. In the checkpoint:
+/// `"binlog_position": {"file": "mariadb-bin.000003", "offset": 1234}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BinlogFilePosition {
     pub file: String,
     pub offset: u64,
@@ -224,6 +234,10 @@ pub struct CommitPositions {
     file: Option<String>,
     /// `log_pos` of the TRANSACTION_PAYLOAD event whose inner events are being read.
     payload_end: Option<u64>,
+    /// The last commit offset handed out in `file`.
+    last_offset: u64,
+    /// `log_pos` went backwards in `file`: it wrapped past 4 GiB.
+    wrapped: bool,
 }
 
 impl CommitPositions {
@@ -232,6 +246,8 @@ impl CommitPositions {
         CommitPositions {
             file,
             payload_end: None,
+            last_offset: 0,
+            wrapped: false,
         }
     }
 
@@ -273,15 +289,19 @@ impl CommitPositions {
                     detail: "empty binlog file name".into(),
                 });
             }
+            if self.file.as_deref() != Some(name.as_str()) {
+                (self.last_offset, self.wrapped) = (0, false);
+            }
             self.file = Some(name);
         }
         Ok(())
     }
 
     /// The resume point after `event`, which commits a transaction (XID, `COMMIT`, or a
-    /// standalone DDL query). `None` while the file name is unknown (no ROTATE seen yet).
+    /// standalone DDL query). `None` while the file name is unknown (no ROTATE seen yet), when
+    /// the commit event carries no position (`log_pos` 0), and past a 4 GiB wrap of `log_pos`.
     pub fn at_commit(
-        &self,
+        &mut self,
         event: &Event,
         inside_payload: bool,
     ) -> Result<Option<BinlogFilePosition>, CaptureError> {
@@ -299,15 +319,71 @@ impl CommitPositions {
             (false, _) => u64::from(event.header().log_pos()),
         };
         if offset < 4 {
-            return Err(CaptureError::MalformedEvent {
-                event: "commit event",
-                detail: format!("log_pos {offset} is not a resume point"),
-            });
+            // Not stamped (0), or inside the file header: not a resume point.
+            return Ok(None);
         }
+        if self.wrapped || offset < self.last_offset {
+            self.wrapped = true;
+            return Ok(None);
+        }
+        self.last_offset = offset;
         Ok(Some(BinlogFilePosition {
             file: file.clone(),
             offset,
         }))
+    }
+}
+
+/// Where one stream session stands after the last transaction it committed: the GTID
+/// position (advanced by each transaction's GTID) and the binlog file/position (the end of
+/// its commit event, see the module docs). The publisher checkpoints both together.
+#[derive(Debug)]
+pub struct SessionPosition {
+    gtid: StreamPosition,
+    files: CommitPositions,
+    binlog: Option<BinlogFilePosition>,
+}
+
+impl SessionPosition {
+    /// Starts from the checkpoint's two keys. The stream itself names its file (the artificial
+    /// ROTATE it opens with), so a file/position resume and a GTID resume track files alike.
+    pub fn new(gtid: StreamPosition, binlog: Option<BinlogFilePosition>) -> SessionPosition {
+        let mut files = CommitPositions::new(binlog.as_ref().map(|b| b.file.clone()));
+        // Offsets in the checkpoint's file only grow from here (see `at_commit`).
+        files.last_offset = binlog.as_ref().map_or(0, |b| b.offset);
+        SessionPosition {
+            files,
+            gtid,
+            binlog,
+        }
+    }
+
+    /// Sees every event (ROTATE changes the file; see [`CommitPositions::observe`]).
+    pub fn observe(&mut self, event: &Event, inside_payload: bool) -> Result<(), CaptureError> {
+        self.files.observe(event, inside_payload)
+    }
+
+    /// Records the transaction that `event` commits, with its GTID if it has one.
+    pub fn commit(
+        &mut self,
+        event: &Event,
+        inside_payload: bool,
+        gtid: Option<&SourceGtid>,
+    ) -> Result<(), CaptureError> {
+        if let Some(gtid) = gtid {
+            self.gtid.advance(gtid);
+        }
+        self.binlog = self.files.at_commit(event, inside_payload)?;
+        Ok(())
+    }
+
+    pub fn gtid(&self) -> &StreamPosition {
+        &self.gtid
+    }
+
+    /// The file/position after the last committed transaction; `None` when not known.
+    pub fn binlog(&self) -> Option<&BinlogFilePosition> {
+        self.binlog.as_ref()
     }
 }
 
@@ -446,6 +522,143 @@ mod tests {
             BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF),
         );
         Event::read(&fde, &bytes[..]).unwrap()
+    }
+
+    /// An event of `event_type` with `body`, as read before any checksum applies.
+    fn event(event_type: u8, log_pos: u32, body: &[u8]) -> Event {
+        let mut bytes = Vec::new();
+        bytes.extend(1_700_000_000u32.to_le_bytes());
+        bytes.push(event_type);
+        bytes.extend(1u32.to_le_bytes());
+        bytes.extend(((19 + body.len()) as u32).to_le_bytes());
+        bytes.extend(log_pos.to_le_bytes());
+        bytes.extend(0u16.to_le_bytes());
+        bytes.extend(body);
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4).with_footer(
+            BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF),
+        );
+        Event::read(&fde, &bytes[..]).unwrap()
+    }
+
+    fn xid(log_pos: u32) -> Event {
+        event(16, log_pos, &7u64.to_le_bytes())
+    }
+
+    fn at(file: &str, offset: u64) -> Option<BinlogFilePosition> {
+        Some(BinlogFilePosition {
+            file: file.into(),
+            offset,
+        })
+    }
+
+    fn gtid(sequence: u64) -> SourceGtid {
+        SourceGtid::MariaDb(Gtid {
+            domain: 0,
+            server: 1,
+            sequence,
+        })
+    }
+
+    #[test]
+    fn a_session_takes_file_positions_at_commits_and_follows_rotates() {
+        let start = StreamPosition::MariaDb(GtidPosition::parse("0-1-4").unwrap());
+        let mut session = SessionPosition::new(start, None);
+        // The stream opens with the artificial ROTATE naming its file (CRC32 on the name).
+        session
+            .observe(&rotate(0, 0, b"mariadb-bin.000001", true), false)
+            .unwrap();
+        assert_eq!(session.binlog(), None, "nothing committed yet");
+        // Events inside a transaction are seen but never give a position, whatever their
+        // log_pos says (MariaDB 11.4+ writes 0 there).
+        for inside in [event(19, 900, &[0; 8]), event(30, 0, &[0; 8])] {
+            session.observe(&inside, false).unwrap();
+            assert_eq!(session.binlog(), None);
+        }
+        let commit = xid(1_234);
+        session.observe(&commit, false).unwrap();
+        session.commit(&commit, false, Some(&gtid(5))).unwrap();
+        assert_eq!(session.binlog().cloned(), at("mariadb-bin.000001", 1_234));
+        assert_eq!(session.gtid().to_string(), "0-1-5");
+
+        // A real ROTATE ends the file: the last commit's position stays the resume point
+        // (resuming there reads the ROTATE again); the next commit is in the new file.
+        session
+            .observe(
+                &rotate(1_700_000_001, 1_300, b"mariadb-bin.000002", false),
+                false,
+            )
+            .unwrap();
+        assert_eq!(session.binlog().cloned(), at("mariadb-bin.000001", 1_234));
+        let commit = xid(400);
+        session.observe(&commit, false).unwrap();
+        session.commit(&commit, false, Some(&gtid(6))).unwrap();
+        assert_eq!(session.binlog().cloned(), at("mariadb-bin.000002", 400));
+
+        // A commit event without a position makes it unknown, never stale.
+        let unstamped = xid(0);
+        session.commit(&unstamped, false, Some(&gtid(7))).unwrap();
+        assert_eq!(session.binlog(), None);
+        assert_eq!(session.gtid().to_string(), "0-1-7");
+    }
+
+    #[test]
+    fn a_file_position_resume_knows_its_file_before_the_stream_names_it() {
+        let start = StreamPosition::MySql(MysqlGtidSet::default());
+        let mut session = SessionPosition::new(start, at("binlog.000009", 4));
+        let commit = xid(600);
+        // A transaction without a GTID (MySQL with gtid_mode=OFF: ANONYMOUS_GTID).
+        session.commit(&commit, false, None).unwrap();
+        assert_eq!(session.binlog().cloned(), at("binlog.000009", 600));
+        assert_eq!(session.gtid().to_string(), "mysql-gtid:");
+        // The artificial ROTATE a file/position dump opens with names the same file.
+        session
+            .observe(&rotate(0, 0, b"binlog.000009", true), false)
+            .unwrap();
+        let commit = xid(700);
+        session.commit(&commit, false, None).unwrap();
+        assert_eq!(session.binlog().cloned(), at("binlog.000009", 700));
+    }
+
+    #[test]
+    fn past_a_4_gib_wrap_of_log_pos_no_offset_in_that_file_is_given() {
+        let start = StreamPosition::MariaDb(GtidPosition::default());
+        let mut session = SessionPosition::new(start, at("mariadb-bin.000001", 4));
+        session
+            .commit(&xid(4_000_000_000), false, Some(&gtid(1)))
+            .unwrap();
+        assert_eq!(
+            session.binlog().cloned(),
+            at("mariadb-bin.000001", 4_000_000_000)
+        );
+        // One transaction of 300 MB later the 32-bit log_pos has wrapped.
+        for wrapped in [5_032_704, 9_000_000] {
+            session
+                .commit(&xid(wrapped), false, Some(&gtid(2)))
+                .unwrap();
+            assert_eq!(session.binlog(), None, "{wrapped} is not an offset");
+        }
+        session
+            .observe(
+                &rotate(1_700_000_001, 9_000_100, b"mariadb-bin.000002", false),
+                false,
+            )
+            .unwrap();
+        session.commit(&xid(700), false, Some(&gtid(3))).unwrap();
+        assert_eq!(session.binlog().cloned(), at("mariadb-bin.000002", 700));
+    }
+
+    #[test]
+    fn the_binlog_position_has_a_stable_checkpoint_form() {
+        let position = BinlogFilePosition {
+            file: "mariadb-bin.000003".into(),
+            offset: 1_234,
+        };
+        let json = serde_json::to_string(&position).unwrap();
+        assert_eq!(json, r#"{"file":"mariadb-bin.000003","offset":1234}"#);
+        assert_eq!(
+            serde_json::from_str::<BinlogFilePosition>(&json).unwrap(),
+            position
+        );
     }
 
     #[test]

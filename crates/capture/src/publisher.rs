@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{Checkpoint, PartialTransaction, StateDir};
 use crate::error::CaptureError;
+use crate::position::BinlogFilePosition;
 use crate::sealer::{Sealer, Sink};
 use crate::spool_budget::{SpoolBudget, SpoolLimits};
 use tributary_batch::{BatchHeader, SiteKey};
@@ -25,6 +26,8 @@ pub struct Publisher {
     pending_rows: usize,
     /// GTID position after the last transaction handed to this publisher.
     position: String,
+    /// Binlog file/position after the same transaction (see [`Publisher::set_binlog_position`]).
+    binlog_position: Option<BinlogFilePosition>,
     max_batch_rows: usize,
     /// Schema-history version valid after the last transaction handed over; saved with the
     /// next checkpoint, together with the position.
@@ -48,6 +51,7 @@ impl Publisher {
         let budget = SpoolBudget::open(outbox.dir(), limits)?;
         let mut publisher = Publisher {
             position: checkpoint.gtid_position.clone(),
+            binlog_position: checkpoint.binlog_position.clone(),
             sealer: Sealer::start(Sink {
                 state,
                 outbox,
@@ -107,6 +111,7 @@ impl Publisher {
         self.pending.clear();
         self.pending_rows = 0;
         self.position = self.checkpoint.gtid_position.clone();
+        self.binlog_position = self.checkpoint.binlog_position.clone();
         self.schema_version = self.checkpoint.schema_version;
         self.partial = self.checkpoint.partial.clone();
         Ok(())
@@ -134,6 +139,12 @@ impl Publisher {
             self.origin = origin;
         }
         Ok(())
+    }
+
+    /// The binlog file/position after the transaction about to be [`add`](Publisher::add)ed
+    /// (`None`: not known); checkpointed with its GTID position.
+    pub fn set_binlog_position(&mut self, position: Option<BinlogFilePosition>) {
+        self.binlog_position = position;
     }
 
     /// Adds one committed transaction; `position_after` is the source position once it is
@@ -196,11 +207,13 @@ impl Publisher {
     pub fn flush(&mut self) -> Result<(), CaptureError> {
         if self.pending.is_empty() {
             if self.position != self.checkpoint.gtid_position
+                || self.binlog_position != self.checkpoint.binlog_position
                 || self.schema_version != self.checkpoint.schema_version
                 || self.partial != self.checkpoint.partial
             {
                 let mut next = self.checkpoint.clone();
                 next.gtid_position = self.position.clone();
+                next.binlog_position = self.binlog_position.clone();
                 next.schema_version = self.schema_version;
                 next.partial = self.partial.clone();
                 next.staged_sequence = None;
@@ -225,6 +238,7 @@ impl Publisher {
         );
         let mut next = self.checkpoint.clone();
         next.gtid_position = self.position.clone();
+        next.binlog_position = self.binlog_position.clone();
         next.next_sequence = sequence + 1;
         next.staged_sequence = Some(sequence);
         next.schema_version = self.schema_version;
@@ -369,6 +383,42 @@ mod tests {
             assert_eq!(publisher.checkpoint().next_sequence, 2);
             assert_eq!(publisher.checkpoint().gtid_position, "0-1-5");
         }
+    }
+
+    #[test]
+    fn the_binlog_position_is_checkpointed_with_the_gtid_position() {
+        let site = Site::new(SpoolFormat::Files);
+        let mut publisher = site.open();
+        let at = |offset| {
+            Some(BinlogFilePosition {
+                file: "mariadb-bin.000002".into(),
+                offset,
+            })
+        };
+        publisher.set_binlog_position(at(900));
+        publisher.add(txn(), "0-1-5".into()).unwrap();
+        publisher.flush().unwrap();
+        // A transaction without synced rows moves both keys without a batch.
+        publisher.set_binlog_position(at(1_400));
+        publisher
+            .add(
+                SourceTransaction {
+                    rows: Vec::new(),
+                    ..txn()
+                },
+                "0-1-6".into(),
+            )
+            .unwrap();
+        publisher.flush().unwrap();
+        publisher.sync().unwrap();
+        drop(publisher);
+        let saved = StateDir::peek(&site.state).unwrap().unwrap();
+        assert_eq!(
+            (saved.gtid_position.as_str(), saved.binlog_position),
+            ("0-1-6", at(1_400))
+        );
+        assert_eq!(saved.next_sequence, 2);
+        assert_eq!(site.open().checkpoint().binlog_position, at(1_400));
     }
 
     #[test]

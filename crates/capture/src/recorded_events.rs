@@ -749,3 +749,234 @@ fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
         SourceGtid::MySql(gtid.clone())
     );
 }
+
+/// A QUERY event body (2), constructed from MySQL `libbinlogevents/src/statement_events.cpp`
+/// (`Query_event`): thread id, execution time, schema length, error code, status-variables
+/// length (13-byte post-header), then the schema, NUL, and the statement.
+fn query_body(schema: &str, statement: &str) -> Vec<u8> {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend(0u32.to_le_bytes());
+    body.push(schema.len() as u8);
+    body.extend(0u16.to_le_bytes());
+    body.extend(0u16.to_le_bytes());
+    body.extend(schema.as_bytes());
+    body.push(0);
+    body.extend(statement.as_bytes());
+    body
+}
+
+/// The events a MySQL 8.0 server with `gtid_mode=OFF` sends for a dump by file/position from
+/// `binlog.000001:4`: the artificial ROTATE (read before any FORMAT_DESCRIPTION, so its CRC32
+/// stays on the file name, mysql_async issue #189), the file's FORMAT_DESCRIPTION, one
+/// transaction (ANONYMOUS_GTID, BEGIN, the recorded JSON table map and WRITE_ROWS v2, XID
+/// ending at 1,000), the ROTATE to `binlog.000002`, that file's FORMAT_DESCRIPTION, and the
+/// recorded compressed transaction (GTID, payload ending at 5,000, its inner events).
+fn mysql_stream_without_gtids() -> Vec<Event> {
+    let fde = mysql_80();
+    let before_fde = FormatDescriptionEvent::new(BinlogVersion::Version4).with_footer(
+        mysql_async::binlog::events::BinlogEventFooter::new(
+            BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF,
+        ),
+    );
+    let rotate_body = |name: &str| {
+        let mut body = 4u64.to_le_bytes().to_vec();
+        body.extend(name.as_bytes());
+        body
+    };
+    let mut anonymous = GTID_80.to_vec();
+    anonymous[1..25].fill(0);
+    let format_description = format_description("8.0.27", &MYSQL_80_POST_HEADER_LENGTHS);
+    let mut events = vec![
+        read(
+            &before_fde,
+            &frame(4, 0, &rotate_body("binlog.000001"), true),
+        ),
+        Event::read(
+            &FormatDescriptionEvent::new(BinlogVersion::Version4),
+            &format_description[..],
+        )
+        .unwrap(),
+        read(&fde, &frame(34, 300, &anonymous, true)),
+        read(&fde, &frame(2, 380, &query_body("test", "BEGIN"), true)),
+        read(&fde, &frame(19, 450, JSON_TABLE_MAP, true)),
+        read(&fde, &frame(30, 960, JSON_ROW_OBJECT, true)),
+        read(&fde, &frame(16, 1_000, &9u64.to_le_bytes(), true)),
+        read(&fde, &frame(4, 1_050, &rotate_body("binlog.000002"), true)),
+        Event::read(
+            &FormatDescriptionEvent::new(BinlogVersion::Version4),
+            &format_description[..],
+        )
+        .unwrap(),
+        read(&fde, &frame(33, 4_000, GTID_80, true)),
+    ];
+    let (_, payload_event) = recorded_payload(&fde);
+    events.push(payload_event);
+    events.extend(inner_events(&fde));
+    events
+}
+
+/// The recorded payload's inner events, as mysql_async's stream hands them over.
+fn inner_events(fde: &FormatDescriptionEvent<'static>) -> Vec<Event> {
+    let (_, payload_event) = recorded_payload(fde);
+    let tpe = payload_event
+        .read_event::<TransactionPayloadEvent<'_>>()
+        .unwrap();
+    let mut footer = fde.footer();
+    footer.set_checksum_enabled(false);
+    let inner_fde = fde.clone().with_footer(footer);
+    let mut reader = tpe.decompressed().unwrap();
+    let mut inner = Vec::new();
+    while reader.fill_buf().map(|b| !b.is_empty()).unwrap() {
+        inner.push(Event::read(&inner_fde, &mut reader).unwrap());
+    }
+    inner
+}
+
+/// File/position resume of a MySQL source without GTIDs: the session's file/position is
+/// taken only where a transaction commits (the XID; for the compressed transaction, the end of
+/// its payload event), follows the ROTATEs (the artificial one that opens the stream and the
+/// real one between files), and never moves inside a transaction.
+#[test]
+fn a_mysql_stream_without_gtids_is_positioned_at_commit_ends_across_rotates() {
+    use crate::binlog::{Step, TransactionAssembler};
+    use crate::position::{SessionPosition, StreamPosition};
+    let events = mysql_stream_without_gtids();
+    let schema = tributary_schema::SchemaMap::build(
+        &tributary_schema::Catalog {
+            database: "openmrs".into(),
+            tables: Default::default(),
+        },
+        &tributary_schema::Policy::openmrs_core(),
+    )
+    .unwrap();
+    let mut assembler = TransactionAssembler::new("openmrs", 1_000);
+    let mut tables = SeenTableMaps::default();
+    let start = BinlogFilePosition {
+        file: "binlog.000001".into(),
+        offset: 4,
+    };
+    let mut session = SessionPosition::new(
+        StreamPosition::MySql(MysqlGtidSet::default()),
+        Some(start.clone()),
+    );
+    let mut commits = Vec::new();
+    let mut last = Some(start.clone());
+    for event in &events {
+        if event.header().event_type_raw() == 19 {
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            tables.0.insert(tme.table_id(), tme.into_owned());
+        }
+        // The calls and their order are stream.rs's.
+        let step = assembler.feed(event, &tables, &schema).unwrap();
+        session.observe(event, assembler.inside_payload()).unwrap();
+        match step {
+            Step::Committed(txn) | Step::SchemaChanged(txn) => {
+                session
+                    .commit(event, assembler.inside_payload(), txn.gtid.as_ref())
+                    .unwrap();
+                last = session.binlog().cloned();
+                commits.push((txn.gtid.is_some(), last.clone()));
+            }
+            Step::Continue => assert_eq!(
+                session.binlog(),
+                last.as_ref(),
+                "the position moves only at a commit"
+            ),
+            Step::Chunk { .. } => panic!("no transaction here is large enough to be cut"),
+        }
+    }
+    let at = |file: &str, offset| {
+        Some(BinlogFilePosition {
+            file: file.into(),
+            offset,
+        })
+    };
+    assert_eq!(
+        commits,
+        vec![
+            (false, at("binlog.000001", 1_000)),
+            (true, at("binlog.000002", 5_000))
+        ],
+        "an anonymous transaction, then the compressed one with its GTID"
+    );
+    assert!(
+        session
+            .gtid()
+            .to_string()
+            .starts_with("mysql-gtid:5ccc1033-44a8-11ea-bd59-0242ac190003:"),
+        "{}",
+        session.gtid()
+    );
+}
+
+/// A source without GTIDs records no GTID for a transaction sent in parts; capture resumes by
+/// file/position right before it, so the first transaction the stream opens is that one:
+/// its published rows are dropped and the parts continue where they stopped.
+#[test]
+fn a_transaction_in_parts_resumes_without_a_gtid() {
+    use crate::binlog::{ResumeInside, Step, TransactionAssembler};
+    let fde = mysql_80();
+    let mut anonymous = GTID_80.to_vec();
+    anonymous[1..25].fill(0);
+    let (_, payload_event) = recorded_payload(&fde);
+    let mut events = vec![
+        read(&fde, &frame(34, 4_000, &anonymous, true)),
+        payload_event,
+    ];
+    events.extend(inner_events(&fde));
+    let catalog = tributary_schema::Catalog {
+        database: "compression_test".into(),
+        tables: [(
+            "large_data".to_owned(),
+            tributary_schema::CatalogTable {
+                name: "large_data".into(),
+                columns: large_data_columns(),
+                primary_key: vec!["c0".into()],
+                foreign_keys: Vec::new(),
+            },
+        )]
+        .into(),
+    };
+    let schema =
+        tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core())
+            .unwrap();
+    // Two parts (the inserted row, then the first updated row) were published before a crash.
+    let mut assembler = TransactionAssembler::new("compression_test", 1);
+    assembler.resume_inside(Some(ResumeInside {
+        gtid: None,
+        rows: 2,
+        parts: 2,
+    }));
+    let mut tables = SeenTableMaps::default();
+    let mut parts = Vec::new();
+    for event in &events {
+        if event.header().event_type_raw() == 19 {
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            tables.0.insert(tme.table_id(), tme.into_owned());
+        }
+        match assembler.feed(event, &tables, &schema).unwrap() {
+            Step::Continue => {}
+            Step::Chunk { part, rows_so_far } => parts.push((part, Some(rows_so_far))),
+            Step::Committed(txn) => parts.push((txn, None)),
+            Step::SchemaChanged(_) => panic!("no DDL here"),
+        }
+    }
+    let seen: Vec<_> = parts
+        .iter()
+        .map(|(txn, so_far)| {
+            let part = txn.part.as_ref().map(|p| (p.index, p.last));
+            let ops: Vec<_> = txn.rows.iter().map(|r| r.op).collect();
+            (part, ops, *so_far)
+        })
+        .collect();
+    use tributary_model::Op;
+    assert_eq!(
+        seen,
+        vec![
+            (Some((2, false)), vec![Op::Update], Some(3)),
+            (Some((3, false)), vec![Op::Delete], Some(4)),
+            (Some((4, true)), vec![], None),
+        ],
+        "the remaining rows, in the parts they were cut into before"
+    );
+}

@@ -91,8 +91,10 @@ pub async fn check_server(conn: &mut Conn, database: &str) -> Result<Vec<Check>,
         );
     }
     if variables.contains_key("gtid_mode") {
-        // MySQL: capture resumes by GTID set.
-        setting("gtid_mode", &["ON"], "ON", false, Verdict::Fail);
+        // MySQL: capture resumes by GTID set; without GTIDs it resumes by binlog
+        // file/position, which is exact but tied to this server's binlog files (a failover
+        // to a replica, or a RESET MASTER, means a re-seed).
+        setting("gtid_mode", &["ON"], "ON", false, Verdict::Warn);
     }
     let server_id = variables.get("server_id").cloned().unwrap_or_default();
     let unset = server_id.is_empty() || server_id == "0";

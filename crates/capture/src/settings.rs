@@ -35,6 +35,28 @@ pub enum StartPosition {
     Oldest,
 }
 
+/// Which checkpoint key a stream session resumes from (`[site] resume_by`; see `resume`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResumeBy {
+    /// By GTID where the source has usable GTIDs (MariaDB always, MySQL with
+    /// `gtid_mode=ON`), otherwise by binlog file/position. The default: a GTID position
+    /// survives binlog rotation and names transactions, not bytes.
+    #[default]
+    Gtid,
+    /// Always by binlog file/position (`COM_BINLOG_DUMP` with file and offset).
+    FilePosition,
+}
+
+impl ResumeBy {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResumeBy::Gtid => "gtid",
+            ResumeBy::FilePosition => "file_position",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CaptureSettings {
     pub site_id: String,
@@ -55,6 +77,8 @@ pub struct CaptureSettings {
     pub identity_cache_entries: usize,
     pub snapshot_chunk_rows: usize,
     pub start: StartPosition,
+    /// Which checkpoint key sessions resume from.
+    pub resume_by: ResumeBy,
     /// How much the outbox may hold while the transport is behind.
     pub spool: SpoolLimits,
     /// How the outbox keeps batches: one file each in the transport directory the applier

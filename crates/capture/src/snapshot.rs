@@ -3,8 +3,8 @@
 //!
 //! The snapshot is taken without a global lock: `START TRANSACTION WITH CONSISTENT SNAPSHOT`
 //! then `binlog_snapshot_file/position` give the exact binlog point it reflects, which
-//! `BINLOG_GTID_POS` turns into a GTID position. For a new site the stream then starts exactly
-//! there; the checkpoint carries `seeding` until every snapshot row is durable, so an
+//! `BINLOG_GTID_POS` turns into a GTID position; the checkpoint of a new site records both
+//! keys. For a new site the stream then starts exactly there (by either key, see `resume`); the checkpoint carries `seeding` until every snapshot row is durable, so an
 //! interrupted seed cannot leave a stream that skips the rows it had not sent. Seeding an
 //! existing site (a re-send of chosen tables) keeps the stream position: later changes that
 //! the stream replays are applied after the snapshot rows, in sequence order.
@@ -15,9 +15,11 @@
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
+use crate::binlog_files;
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
+use crate::position::BinlogFilePosition;
 use crate::publisher::Publisher;
 use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
@@ -62,7 +64,8 @@ pub async fn run_seed(
 
     let mut conn = source::connect(&settings.source).await?;
     source::preflight(&mut conn, &settings.database).await?;
-    let (catalog, snapshot_position) = consistent_snapshot(&mut conn, &settings.database).await?;
+    let (catalog, (snapshot_position, snapshot_binlog)) =
+        consistent_snapshot(&mut conn, &settings.database).await?;
     let schema = SchemaMap::build(&catalog, &settings.policy)?;
     let selected = select_tables(&schema, tables)?;
 
@@ -71,10 +74,12 @@ pub async fn run_seed(
         Some(c) if !c.seeding => c,
         Some(mut c) => {
             c.gtid_position = snapshot_position.clone();
+            c.binlog_position = Some(snapshot_binlog);
             c
         }
         None => {
             let mut c = Checkpoint::new(&settings.site_id, snapshot_position.clone());
+            c.binlog_position = Some(snapshot_binlog);
             c.seeding = true;
             c
         }
@@ -184,12 +189,12 @@ fn select_tables<'s>(
 const SNAPSHOT_ATTEMPTS: usize = 5;
 
 /// Opens the consistent-snapshot transaction and returns the catalog valid at it with its GTID
-/// position. `information_schema` is not versioned, so the catalog is read before and after
+/// position and binlog file/position. `information_schema` is not versioned, so the catalog is read before and after
 /// the snapshot starts; if DDL slipped in between, the snapshot is taken again.
 async fn consistent_snapshot(
     conn: &mut Conn,
     database: &str,
-) -> Result<(Catalog, String), CaptureError> {
+) -> Result<(Catalog, (String, BinlogFilePosition)), CaptureError> {
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await?;
     for _ in 0..SNAPSHOT_ATTEMPTS {
@@ -211,7 +216,7 @@ async fn consistent_snapshot(
     })
 }
 
-async fn snapshot_position(conn: &mut Conn) -> Result<String, CaptureError> {
+async fn snapshot_position(conn: &mut Conn) -> Result<(String, BinlogFilePosition), CaptureError> {
     let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
     let find = |name: &str| {
         status
@@ -230,10 +235,18 @@ async fn snapshot_position(conn: &mut Conn) -> Result<String, CaptureError> {
             remedy: "log_bin = <path>",
         });
     };
-    let position: Option<Option<String>> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
-        .await?;
-    Ok(position.flatten().unwrap_or_default())
+    let binlog = BinlogFilePosition {
+        file,
+        offset: pos
+            .trim()
+            .parse()
+            .map_err(|_| CaptureError::UnexpectedStatus {
+                statement: "SHOW STATUS LIKE 'binlog_snapshot_%'".into(),
+                column: "binlog_snapshot_position".into(),
+            })?,
+    };
+    let gtid = binlog_files::mariadb_gtid_at(conn, &binlog).await?;
+    Ok((gtid, binlog))
 }
 
 /// Reads one chunk of `table`; returns the rows and the key to continue after (None when the

@@ -20,6 +20,9 @@ pub async fn connect(opts: &Opts) -> Result<Conn, CaptureError> {
 pub struct ServerInfo {
     pub version: String,
     pub flavour: SourceFlavour,
+    /// The server has GTIDs capture can resume by: MariaDB always; MySQL when `gtid_mode` is
+    /// `ON` (in the `*_PERMISSIVE` modes some transactions are anonymous).
+    pub gtids: bool,
     /// The server's current position in checkpoint form (MariaDB `@@gtid_binlog_pos`, MySQL
     /// `mysql-gtid:` + `@@gtid_executed`).
     pub current_position: String,
@@ -33,6 +36,13 @@ pub async fn preflight(conn: &mut Conn, database: &str) -> Result<ServerInfo, Ca
     let version: Option<String> = conn.query_first("SELECT @@version").await?;
     let version = version.unwrap_or_default();
     let flavour = SourceFlavour::from_version(&version);
+    let gtids = match flavour {
+        SourceFlavour::MariaDb => true,
+        SourceFlavour::MySql => conn
+            .query_first::<String, _>("SELECT @@GLOBAL.gtid_mode")
+            .await?
+            .is_some_and(|mode| mode.eq_ignore_ascii_case("ON")),
+    };
     let current_position = match flavour {
         SourceFlavour::MariaDb => conn
             .query_first::<String, _>("SELECT @@gtid_binlog_pos")
@@ -46,6 +56,7 @@ pub async fn preflight(conn: &mut Conn, database: &str) -> Result<ServerInfo, Ca
     Ok(ServerInfo {
         version,
         flavour,
+        gtids,
         current_position,
     })
 }
@@ -65,7 +76,7 @@ pub async fn check_mysql_not_purged(
         return Ok(());
     }
     Err(CaptureError::PositionPurged {
-        position: position.to_string(),
+        position: format!("GTID set '{position}'"),
         detail: format!("the server purged {purged}, which capture had not read"),
     })
 }
@@ -108,7 +119,7 @@ pub async fn check_not_purged(
     }
     let first: Vec<String> = purged.iter().map(|g| g.to_string()).collect();
     Err(CaptureError::PositionPurged {
-        position: position.to_string(),
+        position: format!("GTID position '{position}'"),
         detail: format!(
             "the oldest binlog, {oldest}, begins after {}",
             first.join(", ")

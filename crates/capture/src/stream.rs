@@ -1,8 +1,9 @@
 //! The streaming loop: binlog events -> transactions -> annotated rows -> published batches.
 //!
-//! One session = one binlog connection from the checkpointed GTID position. Any transient
-//! failure ends the session; the caller reconnects from the checkpoint, so what was not yet
-//! published is simply read again (invariant 1).
+//! One session = one binlog connection from the checkpoint (by GTID or by binlog
+//! file/position, see `resume`). Any transient failure ends the session; the caller
+//! reconnects from the checkpoint, so what was not yet published is simply read again
+//! (invariant 1). Both checkpoint keys advance only at transaction ends (`position`).
 
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
@@ -10,22 +11,20 @@ use crate::binlog::{ResumeInside, Step, TransactionAssembler};
 use crate::checkpoint::PartialTransaction;
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
-use crate::mysql_gtid::MysqlGtidSet;
-use crate::position::{SourceFlavour, SourceGtid, StreamPosition};
+use crate::position::{SessionPosition, SourceGtid};
 use crate::publisher::Publisher;
+use crate::resume;
 use crate::schema_history::SchemaHistory;
 use crate::settings::CaptureSettings;
 use crate::source;
 use futures_util::{FutureExt, StreamExt};
-use mysql_async::prelude::*;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::Conn;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary_schema::{Catalog, SchemaMap};
 
-/// Heartbeat period requested from the server; a silent stream is noticed after a few.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Without any event (heartbeats included) for this long, the stream is taken for dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
 pub(crate) async fn stream_session(
@@ -40,34 +39,21 @@ pub(crate) async fn stream_session(
     let history = SchemaHistory::new(&settings.state_dir);
     let (mut schema_version, mut schema) =
         schema_at_checkpoint(&history, publisher, &mut lookup, settings).await?;
-    let start = publisher.checkpoint().gtid_position.clone();
-    let mut position = stream_position(&start, server.flavour)?;
-
-    let mut conn = Conn::new(settings.source.clone()).await?;
-    conn.query_drop(format!(
-        "SET @master_heartbeat_period = {}",
-        HEARTBEAT.as_nanos()
-    ))
-    .await?;
-    let request = BinlogStreamRequest::new(settings.replica_server_id);
-    let request = match &position {
-        StreamPosition::MariaDb(gtid_position) => {
-            // MariaDB refuses a purged position itself under @slave_gtid_strict_mode;
-            // checking here too names the oldest binlog and does not depend on the mode.
-            source::check_not_purged(&mut lookup, gtid_position).await?;
-            conn.query_drop("SET @mariadb_slave_capability = 4").await?;
-            conn.exec_drop("SET @slave_connect_state = ?", (start.as_str(),))
-                .await?;
-            conn.query_drop("SET @slave_gtid_strict_mode = 1").await?;
-            request
-        }
-        StreamPosition::MySql(set) => {
-            source::check_mysql_not_purged(&mut lookup, set).await?;
-            request.with_gtid().with_gtid_set(set.to_sids()?)
-        }
-    };
-    let mut stream = conn.get_binlog_stream(request).await?;
-    tracing::info!(site = %settings.site_id, server = %server.version, position = %start, "streaming the binlog");
+    let checkpoint = publisher.checkpoint();
+    let gtid = resume::stream_position(&checkpoint.gtid_position, server.flavour)?;
+    let binlog = checkpoint.binlog_position.clone();
+    let (start, reason) = resume::choose(settings.resume_by, server.gtids, &gtid, binlog.as_ref())?;
+    let mut stream = resume::open_stream(settings, &mut lookup, server.flavour, &start).await?;
+    tracing::info!(
+        site = %settings.site_id,
+        server = %server.version,
+        resume_by = start.mode().as_str(),
+        reason = reason.unwrap_or("configured"),
+        position = %gtid,
+        binlog = %binlog.as_ref().map_or("(not known yet)".to_owned(), |b| b.to_string()),
+        "streaming the binlog"
+    );
+    let mut position = SessionPosition::new(gtid, binlog);
 
     let mut formats = AttributeFormats::default();
     let mut assembler =
@@ -112,7 +98,7 @@ pub(crate) async fn stream_session(
             Ok(Ok(None)) => return Err(CaptureError::StreamEnded),
             Ok(Ok(Some(Err(mysql_async::Error::Server(e))))) if e.code == 1236 => {
                 return Err(CaptureError::PositionPurged {
-                    position: position.to_string(),
+                    position: start.describe(),
                     detail: e.message,
                 });
             }
@@ -124,6 +110,7 @@ pub(crate) async fn stream_session(
             assembler.feed(&event, &stream, &schema)
         }))
         .map_err(|_| decoder_panicked())??;
+        position.observe(&event, assembler.inside_payload())?;
         let (raw, schema_changed) = match step {
             Step::Continue => continue,
             Step::Chunk { part, rows_so_far } => {
@@ -156,9 +143,7 @@ pub(crate) async fn stream_session(
             Step::Committed(raw) => (raw, false),
             Step::SchemaChanged(raw) => (raw, true),
         };
-        if let Some(gtid) = &raw.gtid {
-            position.advance(gtid);
-        }
+        position.commit(&event, assembler.inside_payload(), raw.gtid.as_ref())?;
         let txn = annotate(
             raw,
             &schema,
@@ -183,7 +168,8 @@ pub(crate) async fn stream_session(
         } else {
             None
         };
-        publisher.add(txn, position.to_string())?;
+        publisher.set_binlog_position(position.binlog().cloned());
+        publisher.add(txn, position.gtid().to_string())?;
         if let Some(map) = new_schema {
             schema = map;
             assembler.schema_changed();
@@ -215,35 +201,17 @@ fn resume_inside(publisher: &Publisher) -> Result<Option<ResumeInside>, CaptureE
     let Some(partial) = &publisher.checkpoint().partial else {
         return Ok(None);
     };
-    let gtid = SourceGtid::parse(&partial.gtid)?;
+    // A source without GTIDs records none: the session starts right before the transaction.
+    let gtid = match partial.gtid.as_str() {
+        "" => None,
+        text => Some(SourceGtid::parse(text)?),
+    };
     tracing::info!(gtid = %partial.gtid, rows = partial.rows, "resuming inside a transaction published in parts");
     Ok(Some(ResumeInside {
         gtid,
         rows: partial.rows,
         parts: partial.parts,
     }))
-}
-
-/// The checkpoint's position for this server. A new site (empty position) streams from the
-/// oldest binlog in the server's own scheme; a position of the other flavour is refused.
-fn stream_position(text: &str, flavour: SourceFlavour) -> Result<StreamPosition, CaptureError> {
-    match (StreamPosition::parse(text)?, flavour) {
-        (StreamPosition::MariaDb(position), SourceFlavour::MySql) if position.is_empty() => {
-            Ok(StreamPosition::MySql(MysqlGtidSet::default()))
-        }
-        (position, flavour) if position.flavour() != flavour => {
-            Err(CaptureError::BadSourcePosition {
-                text: text.to_owned(),
-                detail: format!(
-                    "the checkpoint holds a {:?} position but the site database is {flavour:?}; \
-                     point capture at the right server, or reset this site's capture state \
-                     and re-seed it",
-                    position.flavour()
-                ),
-            })
-        }
-        (position, _) => Ok(position),
-    }
 }
 
 /// The schema map valid at the checkpoint: the saved version it names, or (first start) the

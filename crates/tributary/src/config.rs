@@ -18,7 +18,7 @@ use tributary_capture::{
     CaptureSettings, DEFAULT_DISK_RESERVE_BYTES, DEFAULT_FLUSH_INTERVAL,
     DEFAULT_IDENTITY_CACHE_ENTRIES, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS,
     DEFAULT_OUTBOX_LIMIT_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS, DEFAULT_TRANSACTION_PART_ROWS,
-    SpoolLimits, StartPosition,
+    ResumeBy, SpoolLimits, StartPosition,
 };
 use tributary_kafka::{
     ConsumerSettings, KafkaSettings, SECRET_PROPERTIES, ShipperSettings, check_property,
@@ -79,6 +79,9 @@ pub struct SiteSection {
     pub disk_reserve_mb: Option<u64>,
     /// `current` (default: stream from now; older rows come by `tributary seed`) or `oldest`.
     pub start_position: Option<String>,
+    /// Which checkpoint key capture resumes from: `gtid` (default; by binlog file/position
+    /// where the source has no GTIDs) or `file_position`.
+    pub resume_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -405,6 +408,30 @@ impl Config {
         Ok(self.resolve(&self.site()?.state_dir))
     }
 
+    /// Whether the file has a `[site]` section (`tributary status` then shows the capture
+    /// checkpoint) and an `[hq]` section (status at HQ).
+    pub fn has_site(&self) -> bool {
+        self.site.is_some()
+    }
+
+    pub fn has_hq(&self) -> bool {
+        self.hq.is_some()
+    }
+
+    /// `[site] resume_by`.
+    pub fn resume_by(&self) -> Result<ResumeBy> {
+        match self.site()?.resume_by.as_deref() {
+            None | Some("gtid") => Ok(ResumeBy::Gtid),
+            Some("file_position") => Ok(ResumeBy::FilePosition),
+            Some(other) => bail!(
+                "site.resume_by in {} is '{other}'; use \"gtid\" (the default: by GTID, or by \
+                 binlog file/position where the source has no GTIDs) or \"file_position\" \
+                 (always by binlog file/position)",
+                self.origin.display()
+            ),
+        }
+    }
+
     pub fn capture_settings(&self) -> Result<CaptureSettings> {
         let site = self.site()?;
         tributary_batch::validate_site_id(&site.id).context("site.id")?;
@@ -414,6 +441,7 @@ impl Config {
             Some("oldest") => StartPosition::Oldest,
             Some(other) => bail!("site.start_position is '{other}'; use 'current' or 'oldest'"),
         };
+        let resume_by = self.resume_by()?;
         Ok(CaptureSettings {
             site_id: site.id.clone(),
             source,
@@ -440,6 +468,7 @@ impl Config {
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             start,
+            resume_by,
             spool_format: self.spool_format(),
             spool: SpoolLimits {
                 max_bytes: site
@@ -569,6 +598,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no [site] section"), "{err}");
+    }
+
+    #[test]
+    fn resume_by_defaults_to_gtid_and_a_wrong_value_names_the_field_and_the_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = |extra: &str| {
+            format!(
+                "[site]\nid = \"clinic-a\"\nstate_dir = \"state\"\nkey_file = \"k.key\"\n{extra}\n\
+                 [site.database]\nurl = \"mysql://u@127.0.0.1:3306/openmrs\"\n"
+            )
+        };
+        let config = Config::load(&write(dir.path(), &site(""))).unwrap();
+        assert_eq!(config.resume_by().unwrap(), ResumeBy::Gtid);
+        let config =
+            Config::load(&write(dir.path(), &site("resume_by = \"file_position\""))).unwrap();
+        assert_eq!(config.resume_by().unwrap(), ResumeBy::FilePosition);
+        let config = Config::load(&write(dir.path(), &site("resume_by = \"position\""))).unwrap();
+        let err = config.resume_by().unwrap_err().to_string();
+        for part in [
+            "site.resume_by",
+            "'position'",
+            "\"gtid\"",
+            "\"file_position\"",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::load(&write(dir.path(), &site("resume = \"gtid\""))).unwrap_err()
+        );
+        assert!(err.contains("unknown field `resume`"), "{err}");
     }
 
     const KAFKA_SITE: &str = r#"

@@ -101,7 +101,9 @@ enum Command {
     /// At HQ, place the batches of carried files into the inbox and apply them (any order,
     /// any number of times; damaged batches are reported and left out).
     Import(tributary::import::ImportArgs),
-    /// Per-site status at HQ: sequence applied, rows applied and parked, rejections, lag.
+    /// Status: at the site, capture's checkpoint (GTID and binlog file/position, resume
+    /// mode); at HQ, per site: sequence applied, rows applied and parked, rejections, lag.
+    /// A file with both sections shows both.
     Status {
         /// The configuration file (TOML); see README.md for its sections.
         #[arg(long, short)]
@@ -334,7 +336,29 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Export(args) => return tributary::export::run(&args),
         Command::Import(args) => return tributary::import::run(&args).await,
         Command::Status { config, parked } => {
-            let (opts, _) = Config::load(&config)?.hq_database()?;
+            let config = Config::load(&config)?;
+            if !config.has_site() && !config.has_hq() {
+                anyhow::bail!(
+                    "the configuration has neither a [site] nor an [hq] section; status needs one"
+                );
+            }
+            if config.has_site() {
+                let state_dir = config.state_dir()?;
+                let checkpoint = tributary_capture::StateDir::peek(&state_dir)?;
+                print!(
+                    "{}",
+                    report::capture_state(
+                        &config.site_id()?,
+                        &state_dir,
+                        checkpoint.as_ref(),
+                        config.resume_by()?
+                    )
+                );
+                if !config.has_hq() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            let (opts, _) = config.hq_database()?;
             let mut conn = mysql_async::Conn::new(opts)
                 .await
                 .context("connecting to HQ")?;

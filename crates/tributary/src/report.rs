@@ -3,7 +3,9 @@
 
 use crate::verify::TableReport;
 use std::fmt::Write;
+use std::path::Path;
 use tributary_apply::{Applier, ApplyError, ParkedSummary, PassReport, SiteStatus};
+use tributary_capture::{Checkpoint, ResumeBy};
 
 /// One applier pass over what is waiting (`tributary apply --once`, and after an import):
 /// apply, retry parked rows, and print what happened, held sites included.
@@ -23,6 +25,61 @@ pub async fn apply_once(applier: &mut Applier) -> Result<PassReport, ApplyError>
         println!("site {site} is held: waiting for batch {sequence}");
     }
     Ok(pass)
+}
+
+/// `tributary status` at the site: where capture's checkpoint stands, under both keys.
+pub fn capture_state(
+    site_id: &str,
+    state_dir: &Path,
+    checkpoint: Option<&Checkpoint>,
+    resume_by: ResumeBy,
+) -> String {
+    let mut out = String::new();
+    let Some(c) = checkpoint else {
+        let _ = writeln!(
+            out,
+            "capture of site {site_id}: no checkpoint in {} yet (capture or seed has not run)",
+            state_dir.display()
+        );
+        return out;
+    };
+    let _ = writeln!(out, "capture of site {site_id} ({}):", state_dir.display());
+    let _ = writeln!(out, "  epoch {}, next batch {}", c.epoch, c.next_sequence);
+    let gtid = if c.gtid_position.is_empty() {
+        "(none: from the oldest binlog)"
+    } else {
+        &c.gtid_position
+    };
+    let _ = writeln!(out, "  GTID position         {gtid}");
+    let binlog = c.binlog_position.as_ref().map_or_else(
+        || "(not recorded yet: at the next transaction end)".to_owned(),
+        |b| b.to_string(),
+    );
+    let _ = writeln!(out, "  binlog file/position  {binlog}");
+    let mode = match resume_by {
+        ResumeBy::Gtid => "GTID (file/position where the source has no GTIDs)",
+        ResumeBy::FilePosition => "binlog file/position",
+    };
+    let _ = writeln!(
+        out,
+        "  resumes by            {mode} ([site] resume_by = \"{}\")",
+        resume_by.as_str()
+    );
+    if let Some(partial) = &c.partial {
+        let _ = writeln!(
+            out,
+            "  inside a source transaction sent in parts: {} parts ({} rows) published",
+            partial.parts, partial.rows
+        );
+    }
+    if c.seeding {
+        let _ = writeln!(
+            out,
+            "  a first seed is running or was interrupted (run 'tributary seed' again if no \
+             seed is running)"
+        );
+    }
+    out
 }
 
 pub fn status_table(statuses: &[SiteStatus]) -> String {
@@ -96,4 +153,48 @@ pub fn verification_table(reports: &[TableReport]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_capture::BinlogFilePosition;
+
+    #[test]
+    fn the_site_status_shows_both_checkpoint_keys_and_the_resume_mode() {
+        let dir = Path::new("/var/lib/tributary/state");
+        let none = capture_state("clinic-a", dir, None, ResumeBy::Gtid);
+        assert!(
+            none.contains("no checkpoint in /var/lib/tributary/state"),
+            "{none}"
+        );
+
+        let mut checkpoint = Checkpoint::new("clinic-a", "0-1-42".into());
+        let gtid_only = capture_state("clinic-a", dir, Some(&checkpoint), ResumeBy::Gtid);
+        assert!(
+            gtid_only.contains("GTID position         0-1-42"),
+            "{gtid_only}"
+        );
+        assert!(
+            gtid_only.contains("binlog file/position  (not recorded yet"),
+            "{gtid_only}"
+        );
+        assert!(gtid_only.contains("resume_by = \"gtid\""), "{gtid_only}");
+
+        checkpoint.binlog_position = Some(BinlogFilePosition {
+            file: "mariadb-bin.000003".into(),
+            offset: 1_234,
+        });
+        let both = capture_state("clinic-a", dir, Some(&checkpoint), ResumeBy::FilePosition);
+        assert!(
+            both.contains("binlog file/position  mariadb-bin.000003:1234"),
+            "{both}"
+        );
+        assert!(both.contains("resume_by = \"file_position\""), "{both}");
+        // Words HQ's status uses for a site's state never appear in the site's part.
+        assert!(
+            !both.contains("held") && !both.contains("streaming"),
+            "{both}"
+        );
+    }
 }
