@@ -1,0 +1,208 @@
+//! Apply throughput: an OLTP-shaped stream (patient registrations with visits, encounters and
+//! obs, then clinical edits: name corrections, amended and voided obs, voided encounters,
+//! deleted identifiers) is captured at a site into sealed batches, then applied into HQ by the
+//! real applier; side by side, a MariaDB replica of the site (its own replication, one SQL
+//! thread, default settings) applies the same binlog in the same run.
+//!
+//! `cargo bench --bench apply` (release build). `TRIBUTARY_BENCH_ROWS` sets the size (default
+//! 200,000 row changes). It starts its own site, HQ and replica MariaDB instances and removes
+//! them at the end. It prints rows/s for both and the ratio; it asserts nothing about time.
+
+use anyhow::{Context, Result};
+use mysql_async::prelude::*;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tributary::dataset::{self, PatientShape};
+use tributary_apply::{
+    Applier, ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
+    DEFAULT_RETRY_PARKED_INTERVAL,
+};
+use tributary_capture::{CaptureSettings, StartPosition, StateDir};
+use tributary_suite::{MariaDb, Role};
+
+/// The same allocator as the `tributary` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CLINIC: &str = "Bench Clinic";
+const SITE_ID: &str = "bench-site";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    tributary::allocator::configure();
+    let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let shape = PatientShape {
+        visits: 2,
+        encounters_per_visit: 2,
+        obs_per_encounter: 6,
+    };
+    let patients = target_rows.div_ceil(shape.rows_per_patient()).max(4);
+    let (site, hq, replica) = tokio::try_join!(
+        start(Role::Site, "bench-apply-site"),
+        start(Role::Hq, "bench-apply-hq"),
+        // The same fixtures as the site, so the replica starts where the site's binlog does.
+        start(Role::Site, "bench-apply-replica"),
+    )?;
+
+    eprintln!("loading about {target_rows} row changes at the site...");
+    let mut conn = site.conn().await?;
+    dataset::load_metadata(&mut conn, CLINIC).await?;
+    let mut loaded = 0;
+    // Registrations in chunks, each followed by clinical edits of the chunk's patients.
+    const CHUNK: u64 = 50;
+    let mut first = 0;
+    while first < patients {
+        let count = CHUNK.min(patients - first);
+        let prefix = format!("bench-{first}");
+        loaded += dataset::load_patients(&mut conn, CLINIC, &prefix, 0, count, shape).await?;
+        loaded += dataset::live_changes(&mut conn, &prefix, count, shape)
+            .await?
+            .rows;
+        first += count;
+    }
+    let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
+    eprintln!("loaded {loaded} row changes; capturing them into batches...");
+
+    let work = site.dir().join("bench");
+    std::fs::create_dir_all(&work)?;
+    let key = tributary_batch::SiteKey::generate(SITE_ID)?;
+    let key_file = work.join(key.file_name());
+    key.write_new(&key_file)?;
+    capture(&site, &work, &key_file, &position).await?;
+
+    // Our applier: every batch into HQ.
+    let mut keyring = tributary_batch::Keyring::new();
+    keyring.insert(key)?;
+    let settings = ApplySettings {
+        hq: hq.opts(),
+        database: hq.database().to_owned(),
+        inbox_dir: work.join("batches"),
+        keyring,
+        policy: tributary_schema::Policy::openmrs_core(),
+        poll_interval: DEFAULT_POLL_INTERVAL,
+        resolver_cache_entries: DEFAULT_RESOLVER_CACHE_ENTRIES,
+        retry_parked_interval: DEFAULT_RETRY_PARKED_INTERVAL,
+    };
+    let mut applier = Applier::connect(settings).await?;
+    let started = Instant::now();
+    let (mut batches, mut rows, mut parked) = (0, 0, 0);
+    loop {
+        let pass = applier.apply_available().await?;
+        if pass.batches_applied == 0 {
+            anyhow::ensure!(pass.rejected == 0, "{} batches rejected", pass.rejected);
+            break;
+        }
+        batches += pass.batches_applied;
+        rows += pass.rows.applied;
+        parked += pass.rows.parked;
+    }
+    let apply_secs = started.elapsed().as_secs_f64();
+
+    // MariaDB's own replica: the same binlog, from its start.
+    let started = Instant::now();
+    replicate(&site, &replica, &position).await?;
+    let replica_secs = started.elapsed().as_secs_f64();
+
+    println!("apply benchmark: {loaded} row changes at the site ({patients} patients)");
+    println!(
+        "  tributary apply         {apply_secs:>7.2} s  {:>8.0} rows/s  ({batches} batches, {rows} rows applied, {parked} parked)",
+        rows as f64 / apply_secs
+    );
+    println!(
+        "  mariadb replica         {replica_secs:>7.2} s  {:>8.0} rows/s  (one SQL thread, default settings, same binlog)",
+        loaded as f64 / replica_secs
+    );
+    println!(
+        "  ratio (tributary / replica): {:.2}x",
+        (rows as f64 / apply_secs) / (loaded as f64 / replica_secs)
+    );
+    Ok(())
+}
+
+async fn start(role: Role, name: &'static str) -> Result<MariaDb> {
+    tokio::task::spawn_blocking(move || MariaDb::start(role, name)).await?
+}
+
+/// Captures the site's binlog up to `position` into sealed batch files under `work`.
+async fn capture(
+    site: &MariaDb,
+    work: &std::path::Path,
+    key_file: &std::path::Path,
+    position: &str,
+) -> Result<()> {
+    let settings = CaptureSettings {
+        site_id: SITE_ID.into(),
+        source: site.opts(),
+        database: site.database().to_owned(),
+        replica_server_id: 0x5452_fffe,
+        state_dir: work.join("state"),
+        outbox_dir: work.join("batches"),
+        key_file: PathBuf::from(key_file),
+        policy: tributary_schema::Policy::openmrs_core(),
+        max_batch_rows: tributary_capture::DEFAULT_MAX_BATCH_ROWS,
+        transaction_part_rows: tributary_capture::DEFAULT_TRANSACTION_PART_ROWS,
+        flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
+        keepalive_interval: tributary_capture::DEFAULT_KEEPALIVE_INTERVAL,
+        identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
+        snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
+        start: StartPosition::Oldest,
+        resume_by: tributary_capture::ResumeBy::Gtid,
+        spool: tributary_capture::SpoolLimits::default(),
+        spool_format: tributary_transport::SpoolFormat::Files,
+    };
+    let state_dir = settings.state_dir.clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));
+    loop {
+        if task.is_finished() {
+            task.await??;
+            anyhow::bail!("capture stopped before reaching the end of the binlog");
+        }
+        if StateDir::peek(&state_dir)?.is_some_and(|c| c.gtid_position == position) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await??;
+    Ok(())
+}
+
+/// Makes `replica` a replica of `site` from the start of its binlog and waits until it has
+/// applied everything up to `position`.
+async fn replicate(site: &MariaDb, replica: &MariaDb, position: &str) -> Result<()> {
+    let mut conn = replica.conn().await?;
+    conn.query_drop("SET GLOBAL gtid_slave_pos = ''").await?;
+    // CHANGE MASTER takes no placeholders: literals, quoted.
+    let literal = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+    conn.query_drop(format!(
+        "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = {}, \
+         MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos",
+        site.port(),
+        literal(site.user()),
+        literal(site.password())
+    ))
+    .await
+    .context("CHANGE MASTER TO on the replica")?;
+    conn.query_drop("START SLAVE").await?;
+    loop {
+        let applied: String = replica.scalar("SELECT @@gtid_slave_pos").await?;
+        if applied == position {
+            break;
+        }
+        let status: Vec<mysql_async::Row> = conn.query("SHOW SLAVE STATUS").await?;
+        if let Some(row) = status.first() {
+            let error: Option<String> = row.get("Last_SQL_Error");
+            if let Some(error) = error.filter(|e| !e.is_empty()) {
+                anyhow::bail!("the replica stopped: {error}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conn.query_drop("STOP SLAVE").await?;
+    Ok(())
+}
