@@ -10,7 +10,7 @@ use mysql_async::prelude::*;
 use std::process::Output;
 use std::time::Duration;
 use tributary_suite::pipeline::{CATCH_UP, Pipeline, PipelineOptions, run_ok};
-use tributary_suite::wait_until;
+use tributary_suite::{scrape, wait_metrics_address, wait_until};
 
 const PEOPLE: [&str; 2] = [
     "9a7e0000-0000-4000-8000-000000000001",
@@ -51,7 +51,15 @@ async fn parked_rows_are_listed_shown_retried_and_dropped_with_reasons() -> Resu
         )
         .await?;
     }
-    let (mut capture, mut apply) = p.start_streaming().await?;
+    let mut capture = p.spawn("capture", "capture")?;
+    let mut apply = p.spawn_with_args(
+        "apply",
+        &p.config,
+        "apply",
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
+    p.wait_capture_started("state", &capture).await?;
+    let metrics = wait_metrics_address(&apply).await?;
     for (name, person) in NAMES.iter().zip(PEOPLE) {
         site.exec_drop(
             "INSERT INTO person_name (preferred, person_id, given_name, family_name, creator, date_created, voided, uuid)
@@ -124,6 +132,18 @@ async fn parked_rows_are_listed_shown_retried_and_dropped_with_reasons() -> Resu
     )
     .await;
     warned.map_err(|e| e.context(apply.logs()))?;
+    let site_label = [("site", p.site_id.as_str())];
+    let gauged = wait_until(
+        "the parked-row gauge to count both rows",
+        CATCH_UP,
+        || async {
+            Ok(scrape(metrics)?.value("tributary_apply_parked_rows", &site_label) == Some(2.0))
+        },
+    )
+    .await;
+    gauged.map_err(|e| e.context(apply.logs()))?;
+    let age = scrape(metrics)?.require("tributary_apply_parked_oldest_age_seconds", &site_label)?;
+    assert!(age >= 0.0, "{age}");
 
     // retry: still waiting; then, with the applier stopped and the parent created at HQ,
     // released by the retry itself.
