@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary::dataset::{self, PatientShape};
 use tributary_apply::{
-    Applier, ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
-    DEFAULT_RETRY_PARKED_INTERVAL,
+    Applier, ApplySettings, DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 use tributary_capture::{CaptureSettings, StartPosition, StateDir};
 use tributary_suite::{MariaDb, Role};
@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         poll_interval: DEFAULT_POLL_INTERVAL,
         resolver_cache_entries: DEFAULT_RESOLVER_CACHE_ENTRIES,
         retry_parked_interval: DEFAULT_RETRY_PARKED_INTERVAL,
+        parked_report_age: DEFAULT_PARKED_REPORT_AGE,
     };
     let mut applier = Applier::connect(settings).await?;
     let started = Instant::now();

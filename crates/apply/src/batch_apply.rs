@@ -274,13 +274,45 @@ pub async fn retry_parked(
             Some(last) if candidates.len() >= limit as usize => *last,
             _ => 0,
         };
-        let released = release_candidates(&mut tx, schema, resolver, candidates).await?;
-        for (site, rows) in &released {
-            bookkeeping::record_released(&mut tx, site, *rows).await?;
-        }
+        let released = retry_in(&mut tx, schema, resolver, candidates).await?;
         Ok::<_, ApplyError>((released, next))
     }
     .await;
+    finish_retry(tx, resolver, result).await
+}
+
+/// Retries the given parked rows now, and whatever their release unblocks, in one HQ
+/// transaction (`tributary parked retry`).
+pub async fn retry_rows(
+    conn: &mut Conn,
+    schema: &SchemaMap,
+    resolver: &mut Resolver,
+    parked_ids: Vec<u64>,
+) -> Result<Released, ApplyError> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let result = retry_in(&mut tx, schema, resolver, parked_ids).await;
+    finish_retry(tx, resolver, result).await
+}
+
+async fn retry_in(
+    tx: &mut Transaction<'_>,
+    schema: &SchemaMap,
+    resolver: &mut Resolver,
+    candidates: Vec<u64>,
+) -> Result<Released, ApplyError> {
+    let released = release_candidates(tx, schema, resolver, candidates).await?;
+    for (site, rows) in &released {
+        bookkeeping::record_released(tx, site, *rows).await?;
+    }
+    Ok(released)
+}
+
+/// Commits a retry, or (dropping the transaction rolls it back) forgets the ids learned in it.
+async fn finish_retry<T>(
+    tx: Transaction<'_>,
+    resolver: &mut Resolver,
+    result: Result<T, ApplyError>,
+) -> Result<T, ApplyError> {
     match result {
         Ok(outcome) => {
             tx.commit().await?;

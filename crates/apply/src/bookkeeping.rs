@@ -1,6 +1,7 @@
-//! Tributary's own tables at HQ: per-site progress, parked rows and what they wait for, and
-//! rejected batches. Progress and parking are written in the same HQ transaction as the rows
-//! they describe (invariants 2 and 3), so HQ's data and HQ's knowledge of it never disagree.
+//! Tributary's own tables at HQ: per-site progress, parked rows and what they wait for, parked
+//! rows an operator dropped, and rejected batches. Progress and parking are written in the
+//! same HQ transaction as the rows they describe (invariants 2 and 3), so HQ's data and HQ's
+//! knowledge of it never disagree.
 
 use crate::rejection::Rejection;
 use mysql_async::Transaction;
@@ -37,6 +38,22 @@ pub const CREATE_TABLES: &[&str] = &[
         identity VARCHAR(512) NOT NULL,
         KEY awaited (table_name, identity(191)),
         KEY parked (parked_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // Parked rows an operator dropped (`tributary parked drop`): kept with the row change, the
+    // operator's reason and the time, so nothing leaves parking silently.
+    "CREATE TABLE IF NOT EXISTS tributary_dropped_row (
+        parked_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        site_id VARCHAR(64) NOT NULL,
+        epoch BIGINT UNSIGNED NOT NULL,
+        sequence BIGINT UNSIGNED NOT NULL,
+        table_name VARCHAR(64) NOT NULL,
+        identity VARCHAR(512) NOT NULL,
+        row_change LONGTEXT NOT NULL COMMENT 'the row change as it travelled (JSON)',
+        parked_reason VARCHAR(2048) NOT NULL,
+        parked_at DATETIME(3) NOT NULL,
+        drop_reason VARCHAR(2048) NOT NULL,
+        dropped_at DATETIME(3) NOT NULL,
+        KEY site (site_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS tributary_rejected_batch (
         rejected_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,

@@ -4,9 +4,11 @@
 //! Module map: [`runner`] walks the inbox in sequence order; [`delivered`] applies a batch a
 //! stream transport (Kafka) delivered; [`batch_apply`] applies one
 //! batch in one HQ transaction; [`writer`] resolves and writes one row (with [`resolver`] for
-//! identity -> HQ id); [`parking`] parks and releases; [`bookkeeping`] owns Tributary's tables
-//! at HQ; [`status`] reads them for operators; [`metrics`] counts applied and rejected
-//! batches for `/metrics`.
+//! identity -> HQ id); [`parking`] parks and releases; [`parked_rows`] lets operators list,
+//! inspect, retry and drop parked rows, with reasons from [`parked_reason`]; [`parked_age`]
+//! reports rows parked too long; [`bookkeeping`] owns Tributary's tables at HQ; [`status`]
+//! reads them for operators; [`metrics`] counts applied and rejected batches and gauges
+//! parked rows for `/metrics`.
 //!
 //! Invariants kept here: exactly-once effect per (site, epoch, sequence) (2); no dangling
 //! reference and no placeholder row (3); source transactions stay whole (4); only
@@ -18,6 +20,9 @@ mod bookkeeping;
 mod delivered;
 mod error;
 pub mod metrics;
+mod parked_age;
+mod parked_reason;
+mod parked_rows;
 mod parking;
 mod rejection;
 mod resolver;
@@ -29,13 +34,17 @@ mod writer;
 pub use batch_apply::BatchOutcome;
 pub use delivered::Delivery;
 pub use error::ApplyError;
+pub use parked_reason::{AwaitedRow, AwaitedState, short_identity};
+pub use parked_rows::{
+    DroppedRow, ParkedDetail, ParkedEntry, ParkedFilter, ParkedRows, RetryOutcome,
+};
 pub use rejection::Rejection;
 pub use runner::{Applier, PassReport, run_apply};
 pub use settings::{
-    ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
-    DEFAULT_RETRY_PARKED_INTERVAL,
+    ApplySettings, DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 pub use status::{
-    ParkedSummary, RejectedBatch, SiteStatus, parked_rows, rejected_batches, rejection_counts,
-    site_statuses,
+    ParkedAge, ParkedSummary, RejectedBatch, SiteStatus, parked_ages, parked_rows,
+    rejected_batches, rejection_counts, site_statuses,
 };

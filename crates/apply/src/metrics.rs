@@ -7,7 +7,7 @@
 //! [`UNKNOWN_SITE`]; `reason` is a [`RejectReason`] name, a closed set. Row values, keys and
 //! identities never become labels.
 
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 use tributary_batch::{Keyring, RejectReason};
 
@@ -45,6 +45,28 @@ static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+static PARKED_ROWS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_parked_rows",
+            "Rows of this site parked at HQ now (tributary_parked_row), as of the applier's last \
+             park, release or periodic retry.",
+        ),
+        &["site"],
+    ))
+});
+
+static PARKED_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_parked_oldest_age_seconds",
+            "Seconds the oldest parked row of this site has waited (0 when none is parked), as \
+             of the applier's last park, release or periodic retry.",
+        ),
+        &["site"],
+    ))
+});
+
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
 pub fn register(keyring: &Keyring) {
@@ -54,10 +76,24 @@ pub fn register(keyring: &Keyring) {
         }
         BATCHES.with_label_values(&[site]);
         ROWS.with_label_values(&[site]);
+        PARKED_ROWS.with_label_values(&[site]);
+        PARKED_OLDEST_AGE.with_label_values(&[site]);
     }
     LazyLock::force(&BATCHES_REJECTED);
     LazyLock::force(&BATCHES);
     LazyLock::force(&ROWS);
+    LazyLock::force(&PARKED_ROWS);
+    LazyLock::force(&PARKED_OLDEST_AGE);
+}
+
+/// Sets a site's parked-row gauges (`site_id` is a site HQ has a key for: parked rows come
+/// from authenticated batches).
+pub(crate) fn parked(site_id: &str, rows: u64, oldest_age_seconds: u64) {
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    PARKED_ROWS.with_label_values(&[site_id]).set(gauge(rows));
+    PARKED_OLDEST_AGE
+        .with_label_values(&[site_id])
+        .set(gauge(oldest_age_seconds));
 }
 
 /// Counts a rejection HQ has just recorded.
@@ -184,5 +220,20 @@ mod tests {
         batch_applied("metrics-applied", 0);
         assert_eq!(BATCHES.with_label_values(&["metrics-applied"]).get(), 2);
         assert_eq!(ROWS.with_label_values(&["metrics-applied"]).get(), 7);
+    }
+
+    #[test]
+    fn parked_gauges_follow_the_latest_reading() {
+        parked("metrics-parked", 3, 90);
+        parked("metrics-parked", 0, 0);
+        assert_eq!(PARKED_ROWS.with_label_values(&["metrics-parked"]).get(), 0);
+        parked("metrics-parked", 2, 7);
+        assert_eq!(PARKED_ROWS.with_label_values(&["metrics-parked"]).get(), 2);
+        assert_eq!(
+            PARKED_OLDEST_AGE
+                .with_label_values(&["metrics-parked"])
+                .get(),
+            7
+        );
     }
 }

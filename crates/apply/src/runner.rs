@@ -5,6 +5,7 @@
 use crate::batch_apply::{BatchOutcome, Fit, apply_batch};
 use crate::bookkeeping::{self, CREATE_TABLES};
 use crate::error::ApplyError;
+use crate::parked_age::AgeWatch;
 use crate::rejection::Rejection;
 use crate::resolver::Resolver;
 use crate::settings::ApplySettings;
@@ -45,6 +46,8 @@ pub struct Applier {
     last_parked_retry: Instant,
     /// Where the next periodic retry page of parked rows starts.
     parked_retry_cursor: u64,
+    /// Parked rows' gauges and the report of rows parked too long.
+    parked_ages: AgeWatch,
 }
 
 impl Applier {
@@ -59,6 +62,8 @@ impl Applier {
         let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
         let schema = SchemaMap::build(&catalog, &settings.policy)?;
         let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
+        let mut parked_ages = AgeWatch::new(settings.parked_report_age);
+        parked_ages.read(&mut conn).await?;
         Ok(Applier {
             resolver: Resolver::new(settings.resolver_cache_entries),
             settings,
@@ -68,6 +73,7 @@ impl Applier {
             reported_gaps: BTreeMap::new(),
             last_parked_retry: Instant::now(),
             parked_retry_cursor: 0,
+            parked_ages,
         })
     }
 
@@ -99,6 +105,7 @@ impl Applier {
         )
         .await?;
         self.parked_retry_cursor = next;
+        self.parked_ages.read(&mut self.conn).await?;
         let total = released.values().sum();
         if total > 0 {
             tracing::info!(released = total, "released parked rows on retry");
@@ -209,6 +216,9 @@ impl Applier {
         .await?;
         if fit == Fit::Next {
             self.note_applied(header, &outcome);
+            if outcome.parked > 0 || outcome.released > 0 {
+                self.parked_ages.after_change(&mut self.conn).await?;
+            }
         }
         Ok((fit, outcome))
     }

@@ -11,6 +11,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often every parked row is retried even without an arrival (parents created at HQ
 /// directly, or an HQ problem an operator fixed).
 pub const DEFAULT_RETRY_PARKED_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a row may stay parked before it is reported (warning log, `status`): a day,
+/// longer than a site's usual outage, shorter than anyone would wait unknowingly.
+pub const DEFAULT_PARKED_REPORT_AGE: Duration = Duration::from_secs(86_400);
 /// HQ id cache entries; like capture's identity cache, bounded (invariant 8).
 pub const DEFAULT_RESOLVER_CACHE_ENTRIES: usize = 1_000_000;
 
@@ -25,4 +28,6 @@ pub struct ApplySettings {
     pub poll_interval: Duration,
     pub resolver_cache_entries: usize,
     pub retry_parked_interval: Duration,
+    /// Parked rows older than this are reported (`[hq] parked_report_age_s`).
+    pub parked_report_age: Duration,
 }

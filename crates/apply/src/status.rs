@@ -84,6 +84,42 @@ pub async fn parked_rows(conn: &mut Conn, limit: u32) -> mysql_async::Result<Vec
         .collect())
 }
 
+/// A site's parked rows by age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedAge {
+    pub site_id: String,
+    pub rows: u64,
+    /// Rows parked at least the report age ago (`[hq] parked_report_age_s`).
+    pub older: u64,
+    /// Seconds the oldest of them has waited.
+    pub oldest_age_seconds: u64,
+}
+
+/// Parked rows per site that has any, with how many are at least `report_age_s` old.
+pub async fn parked_ages(
+    conn: &mut Conn,
+    report_age_s: u64,
+) -> mysql_async::Result<Vec<ParkedAge>> {
+    let rows: Vec<(String, u64, u64, u64)> = conn
+        .exec(
+            "SELECT site_id, COUNT(*),
+                    CAST(SUM(parked_at <= UTC_TIMESTAMP(3) - INTERVAL ? SECOND) AS UNSIGNED),
+                    CAST(GREATEST(TIMESTAMPDIFF(SECOND, MIN(parked_at), UTC_TIMESTAMP(3)), 0) AS UNSIGNED)
+             FROM tributary_parked_row GROUP BY site_id ORDER BY site_id",
+            (report_age_s,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(site_id, rows, older, oldest_age_seconds)| ParkedAge {
+            site_id,
+            rows,
+            older,
+            oldest_age_seconds,
+        })
+        .collect())
+}
+
 /// One rejected batch: where it came from, the reason's stable name and the detail.
 #[derive(Debug, Clone)]
 pub struct RejectedBatch {

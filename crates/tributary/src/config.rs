@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_apply::{
-    ApplySettings, DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES,
-    DEFAULT_RETRY_PARKED_INTERVAL,
+    ApplySettings, DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 use tributary_batch::Keyring;
 use tributary_capture::{
@@ -94,6 +94,9 @@ pub struct HqSection {
     pub resolver_cache_entries: Option<usize>,
     /// How often every parked row is retried without an arrival (default 60 000).
     pub retry_parked_interval_ms: Option<u64>,
+    /// Parked rows older than this are reported by a warning, `status` and the age gauge
+    /// (default 86 400, a day).
+    pub parked_report_age_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -508,7 +511,16 @@ impl Config {
             retry_parked_interval: hq
                 .retry_parked_interval_ms
                 .map_or(DEFAULT_RETRY_PARKED_INTERVAL, Duration::from_millis),
+            parked_report_age: self.parked_report_age()?,
         })
+    }
+
+    /// `[hq] parked_report_age_s`: parked rows older than this are reported.
+    pub fn parked_report_age(&self) -> Result<Duration> {
+        Ok(self
+            .hq()?
+            .parked_report_age_s
+            .map_or(DEFAULT_PARKED_REPORT_AGE, Duration::from_secs))
     }
 
     fn database(&self, section: &DatabaseSection, field: &str) -> Result<(Opts, String)> {
@@ -629,6 +641,32 @@ mod tests {
             Config::load(&write(dir.path(), &site("resume = \"gtid\""))).unwrap_err()
         );
         assert!(err.contains("unknown field `resume`"), "{err}");
+    }
+
+    #[test]
+    fn parked_report_age_defaults_to_a_day_and_is_read_in_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+        let config = Config::load(&write(dir.path(), hq)).unwrap();
+        assert_eq!(
+            config.parked_report_age().unwrap(),
+            DEFAULT_PARKED_REPORT_AGE
+        );
+        let config = Config::load(&write(
+            dir.path(),
+            &hq.replace("[hq]\n", "[hq]\nparked_report_age_s = 0\n"),
+        ))
+        .unwrap();
+        assert_eq!(config.parked_report_age().unwrap(), Duration::ZERO);
+        let err = format!(
+            "{:#}",
+            Config::load(&write(
+                dir.path(),
+                &hq.replace("[hq]\n", "[hq]\nparked_report_age = 5\n")
+            ))
+            .unwrap_err()
+        );
+        assert!(err.contains("parked_report_age"), "{err}");
     }
 
     const KAFKA_SITE: &str = r#"

@@ -11,6 +11,7 @@ pub mod export;
 pub mod import;
 pub mod kafka_apply;
 pub mod metrics_endpoint;
+pub mod parked;
 pub mod progress;
 pub mod report;
 pub mod schema_report;

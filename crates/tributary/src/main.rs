@@ -112,6 +112,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         parked: u32,
     },
+    /// At HQ, list, inspect, retry or drop parked rows (rows waiting for their parents, or
+    /// refused by HQ), with what each waits for and which site should send it.
+    Parked {
+        #[command(subcommand)]
+        command: tributary::parked::ParkedCommand,
+    },
     /// Compare HQ with the site by identity (exit code 3 when they differ).
     Verify {
         /// Configuration file with [site] and [hq] sections.
@@ -335,6 +341,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Export(args) => return tributary::export::run(&args),
         Command::Import(args) => return tributary::import::run(&args).await,
+        Command::Parked { command } => return tributary::parked::run(&command).await,
         Command::Status { config, parked } => {
             let config = Config::load(&config)?;
             if !config.has_site() && !config.has_hq() {
@@ -359,6 +366,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 }
             }
             let (opts, _) = config.hq_database()?;
+            let report_age = config.parked_report_age()?;
             let mut conn = mysql_async::Conn::new(opts)
                 .await
                 .context("connecting to HQ")?;
@@ -366,6 +374,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .await
                 .context("reading status (has the applier run against this HQ yet?)")?;
             print!("{}", report::status_table(&statuses));
+            let ages = tributary_apply::parked_ages(&mut conn, report_age.as_secs()).await?;
+            print!("{}", report::parked_age_line(&ages, report_age.as_secs()));
             if parked > 0 {
                 print!(
                     "{}",

@@ -1,10 +1,11 @@
 //! Printing status and verification for people: plain aligned tables on stdout, with
 //! identities and reasons but never row values.
 
+use crate::parked::human_age;
 use crate::verify::TableReport;
 use std::fmt::Write;
 use std::path::Path;
-use tributary_apply::{Applier, ApplyError, ParkedSummary, PassReport, SiteStatus};
+use tributary_apply::{Applier, ApplyError, ParkedAge, ParkedSummary, PassReport, SiteStatus};
 use tributary_capture::{Checkpoint, ResumeBy};
 
 /// One applier pass over what is waiting (`tributary apply --once`, and after an import):
@@ -116,6 +117,28 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     out
 }
 
+/// How many parked rows are older than `[hq] parked_report_age_s`, and the oldest; nothing
+/// when no row is parked.
+pub fn parked_age_line(ages: &[ParkedAge], report_age_s: u64) -> String {
+    let rows: u64 = ages.iter().map(|a| a.rows).sum();
+    let older: u64 = ages.iter().map(|a| a.older).sum();
+    let Some(oldest) = ages.iter().max_by_key(|a| a.oldest_age_seconds) else {
+        return String::new();
+    };
+    let mut line = format!(
+        "parked rows older than {} (parked_report_age_s = {report_age_s}): {older} of {rows}; \
+         oldest parked {} ago (site {})",
+        human_age(report_age_s),
+        human_age(oldest.oldest_age_seconds),
+        oldest.site_id
+    );
+    if older > 0 {
+        line.push_str("; `tributary parked list` says what they wait for");
+    }
+    line.push('\n');
+    line
+}
+
 pub fn parked_table(parked: &[ParkedSummary]) -> String {
     let mut out = String::new();
     for p in parked {
@@ -195,6 +218,30 @@ mod tests {
         assert!(
             !both.contains("held") && !both.contains("streaming"),
             "{both}"
+        );
+    }
+
+    #[test]
+    fn the_parked_age_line_counts_old_rows_and_names_the_oldest_site() {
+        assert_eq!(parked_age_line(&[], 60), "", "nothing parked, nothing said");
+        let ages = [
+            ParkedAge {
+                site_id: "a".to_owned(),
+                rows: 3,
+                older: 1,
+                oldest_age_seconds: 120,
+            },
+            ParkedAge {
+                site_id: "b".to_owned(),
+                rows: 2,
+                older: 2,
+                oldest_age_seconds: 7_200,
+            },
+        ];
+        let line = parked_age_line(&ages, 60);
+        assert!(
+            line.starts_with("parked rows older than 1 min (parked_report_age_s = 60): 3 of 5; oldest parked 2 h 0 min ago (site b)"),
+            "{line}"
         );
     }
 }
