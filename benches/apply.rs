@@ -89,6 +89,7 @@ async fn main() -> Result<()> {
         parked_report_age: DEFAULT_PARKED_REPORT_AGE,
     };
     let mut applier = Applier::connect(settings).await?;
+    eprintln!("applying the batches into HQ...");
     let started = Instant::now();
     let (mut batches, mut rows, mut parked) = (0, 0, 0);
     loop {
@@ -104,6 +105,7 @@ async fn main() -> Result<()> {
     let apply_secs = started.elapsed().as_secs_f64();
 
     // MariaDB's own replica: the same binlog, from its start.
+    eprintln!("applied in {apply_secs:.2} s; replicating the same binlog...");
     let started = Instant::now();
     replicate(&site, &replica, &position).await?;
     let replica_secs = started.elapsed().as_secs_f64();
