@@ -100,18 +100,7 @@ ensure_build_deps() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return 0
-  [[ "$(id -u)" == 0 ]] || die "missing build dependencies (${missing[*]}): run 'apt-get install build-essential perl pkg-config libssl-dev zlib1g-dev' as root"
-  command -v apt-get >/dev/null 2>&1 || die "missing build dependencies (${missing[*]}) and apt-get is not available"
-  local lock=/tmp/tributary-apt-install.lock fd
-  exec {fd}>"$lock"
-  flock -w 900 "$fd" || die "timed out waiting for $lock"
-  log "installing build dependencies with apt-get (one time): ${missing[*]}"
-  {
-    DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        build-essential perl pkg-config libssl-dev zlib1g-dev
-  } >&2 || die "apt-get install of the build dependencies failed"
-  exec {fd}>&-
+  apt_install "build dependencies" "${missing[*]}" build-essential perl pkg-config libssl-dev zlib1g-dev
 }
 
 # ensure_test_tools: what the test suite uses beside the services: openssl (certificates for
@@ -123,16 +112,24 @@ ensure_test_tools() {
     command -v "$b" >/dev/null 2>&1 || missing+=("$b")
   done
   ((${#missing[@]} == 0)) && return 0
-  [[ "$(id -u)" == 0 ]] || die "missing test tools (${missing[*]}): run 'apt-get install ${missing[*]}' as root"
-  command -v apt-get >/dev/null 2>&1 || die "missing test tools (${missing[*]}) and apt-get is not available"
+  apt_install "test tools" "${missing[*]}" "${missing[@]}"
+}
+
+# apt_install WHAT MISSING PACKAGE...: installs PACKAGEs with apt-get (as root, one install at a
+# time across concurrent runs), or dies naming WHAT is MISSING and the command to run.
+apt_install() {
+  local what="$1" missing="$2"
+  shift 2
+  [[ "$(id -u)" == 0 ]] || die "missing $what ($missing): run 'apt-get install $*' as root"
+  command -v apt-get >/dev/null 2>&1 || die "missing $what ($missing) and apt-get is not available"
   local lock=/tmp/tributary-apt-install.lock fd
   exec {fd}>"$lock"
   flock -w 900 "$fd" || die "timed out waiting for $lock"
-  log "installing test tools with apt-get (one time): ${missing[*]}"
+  log "installing $what with apt-get (one time): $missing"
   {
     DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  } >&2 || die "apt-get install of the test tools failed"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+  } >&2 || die "apt-get install of the $what failed"
   exec {fd}>&-
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, applied_sequence};
 
 const KILLS: u32 = 20;
 /// The site works at least this many rounds, and on until the last kill.
@@ -95,11 +95,11 @@ async fn twenty_applier_kills_during_mixed_work_apply_everything_exactly_once() 
     let mut clock = KillClock::from_env_or_time();
     // Kills that found the applier had applied something since its restart: it was at work.
     let mut while_applying = 0;
-    let mut applied_at_restart = applied_sequence(&p).await?;
+    let mut applied_at_restart = applied_sequence(&p.hq).await?;
     for _ in 0..KILLS {
         tokio::time::sleep(clock.next_pause()).await;
         apply.kill9()?;
-        let applied = applied_sequence(&p).await?;
+        let applied = applied_sequence(&p.hq).await?;
         if applied > applied_at_restart {
             while_applying += 1;
         }
@@ -126,14 +126,4 @@ async fn twenty_applier_kills_during_mixed_work_apply_everything_exactly_once() 
         "every row change applied exactly once across {KILLS} kills"
     );
     Ok(())
-}
-
-/// The last batch HQ applied for the site (0 before the first).
-async fn applied_sequence(p: &Pipeline) -> Result<u64> {
-    let applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT last_sequence FROM tributary_site_progress")
-            .await?;
-    Ok(applied.unwrap_or(0))
 }

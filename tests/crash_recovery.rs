@@ -4,8 +4,9 @@
 use anyhow::Result;
 use mysql_async::prelude::*;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{CATCH_UP, CLINIC, Pipeline, PipelineOptions};
-use tributary_suite::{ChildGuard, MariaDb, wait_until};
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, applied_sequence, wait_for_progress,
+};
 
 const PHASES: u64 = 4;
 const PATIENTS_PER_PHASE: u64 = 15;
@@ -96,34 +97,4 @@ async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -
         );
     }
     Ok(())
-}
-
-async fn applied_sequence(hq: &MariaDb) -> Result<u64> {
-    let mut conn = hq.conn().await?;
-    Ok(conn
-        .query_first("SELECT last_sequence FROM tributary_site_progress")
-        .await
-        .unwrap_or(None)
-        .unwrap_or(0))
-}
-
-/// Waits until HQ applied at least one more batch than `before` (the pipeline is mid-stream).
-async fn wait_for_progress(
-    hq: &MariaDb,
-    before: u64,
-    children: &mut [&mut ChildGuard],
-) -> Result<()> {
-    let result = wait_until("HQ to apply another batch", CATCH_UP, || async move {
-        Ok(applied_sequence(hq).await? > before)
-    })
-    .await;
-    result.map_err(|e| {
-        e.context(
-            children
-                .iter()
-                .map(|c| c.logs())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })
 }

@@ -14,8 +14,10 @@ use mysql_async::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{CATCH_UP, CLINIC, Pipeline, PipelineOptions, run_ok};
-use tributary_suite::{ChildGuard, MariaDb, wait_until};
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, applied_sequence, run_ok, wait_for_progress,
+};
+use tributary_suite::{MariaDb, wait_until};
 
 const PHASES: u64 = 4;
 const PATIENTS_PER_PHASE: u64 = 60;
@@ -312,34 +314,4 @@ async fn last_commit_end(db: &MariaDb) -> Result<(String, u64)> {
 async fn master_status(db: &MariaDb) -> Result<Option<(String, u64)>> {
     let row: Option<mysql_async::Row> = db.conn().await?.query_first("SHOW MASTER STATUS").await?;
     Ok(row.and_then(|r| r.get::<String, _>(0).zip(r.get::<u64, _>(1))))
-}
-
-async fn applied_sequence(hq: &MariaDb) -> Result<u64> {
-    let mut conn = hq.conn().await?;
-    Ok(conn
-        .query_first("SELECT last_sequence FROM tributary_site_progress")
-        .await
-        .unwrap_or(None)
-        .unwrap_or(0))
-}
-
-/// Waits until HQ applied at least one more batch than `before` (the pipeline is mid-stream).
-async fn wait_for_progress(
-    hq: &MariaDb,
-    before: u64,
-    children: &mut [&mut ChildGuard],
-) -> Result<()> {
-    let result = wait_until("HQ to apply another batch", CATCH_UP, || async move {
-        Ok(applied_sequence(hq).await? > before)
-    })
-    .await;
-    result.map_err(|e| {
-        e.context(
-            children
-                .iter()
-                .map(|c| c.logs())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })
 }

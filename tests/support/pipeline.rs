@@ -540,3 +540,34 @@ impl Pipeline {
         taken.with_context(|| format!("batch {sequence} is not in the spool"))
     }
 }
+
+/// The last batch HQ applied for the (only) site, 0 before the first.
+pub async fn applied_sequence(hq: &MariaDb) -> Result<u64> {
+    let mut conn = hq.conn().await?;
+    Ok(conn
+        .query_first("SELECT last_sequence FROM tributary_site_progress")
+        .await
+        .unwrap_or(None)
+        .unwrap_or(0))
+}
+
+/// Waits until HQ applied at least one more batch than `before` (the pipeline is mid-stream).
+pub async fn wait_for_progress(
+    hq: &MariaDb,
+    before: u64,
+    children: &mut [&mut ChildGuard],
+) -> Result<()> {
+    let result = wait_until("HQ to apply another batch", CATCH_UP, || async move {
+        Ok(applied_sequence(hq).await? > before)
+    })
+    .await;
+    result.map_err(|e| {
+        e.context(
+            children
+                .iter()
+                .map(|c| c.logs())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
+}
