@@ -14,10 +14,10 @@ use mysql_async::prelude::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
+use tributary_suite::MariaDb;
 use tributary_suite::pipeline::{
     CLINIC, Pipeline, PipelineOptions, applied_sequence, run_ok, wait_for_progress,
 };
-use tributary_suite::{MariaDb, wait_until};
 
 const PHASES: u64 = 4;
 const PATIENTS_PER_PHASE: u64 = 60;
@@ -166,22 +166,7 @@ async fn capture_resumes_by_file_position_exactly_across_kills_and_rotations() -
     set_resume_by(&p, "file_position")?;
     let (checkpoint_file, _) = checkpoint_binlog(&p)?.context("binlog position")?;
     dataset::load_patients(&mut site, CLINIC, "clinic-a", extra, 1, shape).await?;
-    let site_db = &p.site;
-    wait_until(
-        "the site to purge its older binlogs",
-        Duration::from_secs(60),
-        || async move {
-            site_db.exec("FLUSH BINARY LOGS").await?;
-            let mut conn = site_db.conn().await?;
-            let files: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
-            let newest = files.last().map(|(f, _)| f.clone()).unwrap_or_default();
-            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-                .await?;
-            let left: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
-            Ok(left.len() == 1)
-        },
-    )
-    .await?;
+    p.site.purge_all_but_newest_binlog().await?;
     let mut capture = p.spawn("capture", "capture-after-purge")?;
     let status = capture.wait_exit(Duration::from_secs(60)).await?;
     assert!(

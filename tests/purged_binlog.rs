@@ -3,11 +3,9 @@
 //! the missing changes.
 
 use anyhow::Result;
-use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
-use tributary_suite::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_refuses_to_resume_from_a_purged_position_and_names_the_remedy() -> Result<()> {
@@ -24,22 +22,7 @@ async fn capture_refuses_to_resume_from_a_purged_position_and_names_the_remedy()
     dataset::load_patients(&mut site, CLINIC, "clinic-a", 1, 1, shape).await?;
     // MariaDB keeps a binlog until InnoDB has checkpointed past it, so rotate and purge until
     // only the newest file is left.
-    let site_db = &p.site;
-    wait_until(
-        "the site to purge its older binlogs",
-        Duration::from_secs(60),
-        || async move {
-            site_db.exec("FLUSH BINARY LOGS").await?;
-            let mut conn = site_db.conn().await?;
-            let files: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
-            let newest = files.last().map(|(f, _)| f.clone()).unwrap_or_default();
-            conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
-                .await?;
-            let left: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
-            Ok(left.len() == 1)
-        },
-    )
-    .await?;
+    p.site.purge_all_but_newest_binlog().await?;
 
     let mut capture = p.spawn("capture", "capture-after-purge")?;
     let status = capture.wait_exit(Duration::from_secs(60)).await?;

@@ -264,6 +264,26 @@ impl MariaDb {
     }
 
     /// Runs `sql` (one or more statements) on a new connection.
+    /// Rotates and purges binary logs until only the newest is left (MariaDB keeps a binlog
+    /// until InnoDB has checkpointed past it, so this may take a few rounds).
+    pub async fn purge_all_but_newest_binlog(&self) -> anyhow::Result<()> {
+        crate::wait_until(
+            "the server to purge its older binlogs",
+            std::time::Duration::from_secs(60),
+            || async move {
+                self.exec("FLUSH BINARY LOGS").await?;
+                let mut conn = self.conn().await?;
+                let files: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+                let newest = files.last().map(|(f, _)| f.clone()).unwrap_or_default();
+                conn.query_drop(format!("PURGE BINARY LOGS TO '{newest}'"))
+                    .await?;
+                let left: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+                Ok(left.len() == 1)
+            },
+        )
+        .await
+    }
+
     pub async fn exec(&self, sql: &str) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         conn.query_drop(sql)
