@@ -118,6 +118,19 @@ pub async fn write_row(
         values,
         self_references,
     } = row;
+    // A new row whose uuid HQ keeps unique is inserted straight away: one round trip
+    // instead of a lookup and an insert. When HQ has the row already (shared metadata, a
+    // re-sent row), the database refuses the duplicate and the row is found and updated.
+    if change.op == Op::Insert && map.identity_is_unique && self_references.is_empty() {
+        match insert(tx, map, &values).await {
+            Ok(id) => {
+                remember_new_id(map, resolver, change, id);
+                return Ok(());
+            }
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let existing = locate(tx, map, change, &values).await?;
     let table = quote_ident(&map.name);
     match (change.op, existing) {
@@ -164,6 +177,12 @@ pub async fn write_row(
         }
     }
     Ok(())
+}
+
+/// Whether the server refused a statement for a duplicate unique key (ER_DUP_ENTRY).
+fn is_duplicate_key(error: &mysql_async::Error) -> bool {
+    const ER_DUP_ENTRY: u16 = 1062;
+    matches!(error, mysql_async::Error::Server(e) if e.code == ER_DUP_ENTRY)
 }
 
 /// Inserts a row; returns the id HQ gave it, for tables with an auto-increment key.

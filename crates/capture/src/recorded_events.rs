@@ -692,6 +692,7 @@ fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
                 columns,
                 primary_key: vec!["c0".into()],
                 foreign_keys: Vec::new(),
+                unique_columns: Vec::new(),
             },
         )]
         .into(),
@@ -933,6 +934,7 @@ fn a_transaction_in_parts_resumes_without_a_gtid() {
                 columns: large_data_columns(),
                 primary_key: vec!["c0".into()],
                 foreign_keys: Vec::new(),
+                unique_columns: Vec::new(),
             },
         )]
         .into(),

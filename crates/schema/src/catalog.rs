@@ -121,6 +121,10 @@ pub struct CatalogTable {
     /// Primary key columns in key order; empty when the table has none.
     pub primary_key: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
+    /// Columns that are a unique key on their own (catalogs saved before this was read have
+    /// none, which only costs the applier a lookup).
+    #[serde(default)]
+    pub unique_columns: Vec<String>,
 }
 
 impl CatalogTable {
@@ -166,6 +170,7 @@ impl Catalog {
                     columns: Vec::new(),
                     primary_key: Vec::new(),
                     foreign_keys: Vec::new(),
+                    unique_columns: Vec::new(),
                 },
             );
         }
@@ -206,12 +211,19 @@ impl Catalog {
             .await
             .map_err(introspection)?;
         let mut fk_columns: BTreeMap<(String, String), Vec<ForeignKey>> = BTreeMap::new();
+        let mut unique_keys: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for (table, constraint, column, parent_table, parent_column) in keys {
             let Some(t) = tables.get_mut(&table) else {
                 continue;
             };
             if constraint == "PRIMARY" {
                 t.primary_key.push(column);
+            } else if parent_table.is_none() {
+                // Key columns without a referenced table: a unique constraint.
+                unique_keys
+                    .entry((table, constraint))
+                    .or_default()
+                    .push(column);
             } else if let (Some(parent_table), Some(parent_column)) = (parent_table, parent_column)
             {
                 fk_columns
@@ -244,6 +256,13 @@ impl Catalog {
                 for part in parts.iter_mut() {
                     part.cascades.clone_from(&cascades);
                 }
+            }
+        }
+        for ((table, _), mut columns) in unique_keys {
+            if columns.len() == 1
+                && let Some(t) = tables.get_mut(&table)
+            {
+                t.unique_columns.push(columns.remove(0));
             }
         }
         for ((table, _), mut parts) in fk_columns {

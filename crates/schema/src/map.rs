@@ -63,6 +63,9 @@ pub struct TableMap {
     pub references: BTreeMap<String, std::sync::Arc<str>>,
     /// Text columns that hold an id when the row's type says so.
     pub polymorphic: Vec<PolymorphicColumn>,
+    /// The identity is a uuid column the database keeps unique on its own: a row can be
+    /// inserted without looking for it first (a duplicate is refused by the database).
+    pub identity_is_unique: bool,
 }
 
 /// A polymorphic reference resolved against the catalog (see
@@ -311,7 +314,14 @@ fn map_table(
         .get(&table.name)
         .cloned()
         .unwrap_or_default();
+    let identity_is_unique = match &identity {
+        IdentityRule::OwnUuid { column } => {
+            table.unique_columns.contains(column) || table.primary_key == [column.clone()]
+        }
+        _ => false,
+    };
     Ok(TableMap {
+        identity_is_unique,
         name: table.name.clone(),
         columns,
         excluded_columns,
@@ -413,6 +423,7 @@ mod tests {
                     cascades: Vec::new(),
                 })
                 .collect(),
+            unique_columns: Vec::new(),
         }
     }
 
@@ -488,6 +499,36 @@ mod tests {
             "test",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_uuid_identity_is_unique_only_where_the_database_keeps_it_unique() {
+        let mut person = table(
+            "person",
+            &[
+                ("person_id", ColumnKind::Integer),
+                ("uuid", ColumnKind::Text),
+            ],
+            &["person_id"],
+            &[],
+        );
+        let build = |t: &CatalogTable| {
+            let catalog = Catalog {
+                database: "d".into(),
+                tables: [(t.name.clone(), t.clone())].into(),
+            };
+            SchemaMap::build(&catalog, &Policy::default())
+                .unwrap()
+                .table("person")
+                .unwrap()
+                .identity_is_unique
+        };
+        assert!(
+            !build(&person),
+            "no unique key on uuid: look before inserting"
+        );
+        person.unique_columns = vec!["uuid".into()];
+        assert!(build(&person));
     }
 
     #[test]
