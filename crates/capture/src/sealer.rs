@@ -1,5 +1,5 @@
-//! The sealing worker: serialises, seals and publishes batches on a thread of its own, in
-//! order, while the capture loop decodes and annotates the next batch.
+//! The sealing worker: compresses, seals and publishes serialised batches on a thread of its
+//! own, in order, while the capture loop decodes, annotates and serialises the next batch.
 //!
 //! Durability is unchanged (each batch is staged and fsynced, then checkpointed, then
 //! committed, see [`crate::checkpoint`]): only *who* waits for the disk changes. One job runs
