@@ -31,10 +31,7 @@ const SITE_ID: &str = "bench-site";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     tributary::allocator::configure();
-    let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let target_rows = tributary_suite::bench_rows(200_000);
     let shape = PatientShape {
         visits: 2,
         encounters_per_visit: 2,

@@ -30,10 +30,7 @@ const CLINIC: &str = "Bench Clinic";
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     tributary::allocator::configure();
-    let target_rows: u64 = std::env::var("TRIBUTARY_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let target_rows = tributary_suite::bench_rows(1_000_000);
     let shape = PatientShape {
         visits: 2,
         encounters_per_visit: 2,

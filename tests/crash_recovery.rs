@@ -4,9 +4,7 @@
 use anyhow::Result;
 use mysql_async::prelude::*;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, applied_sequence, wait_for_progress,
-};
+use tributary_suite::pipeline::{Pipeline, PipelineOptions, applied_sequence, wait_for_progress};
 
 const PHASES: u64 = 4;
 const PATIENTS_PER_PHASE: u64 = 15;
@@ -28,21 +26,7 @@ async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -
     for phase in 0..PHASES {
         // The site keeps registering patients while the pipeline is being killed.
         let first = phase * PATIENTS_PER_PHASE;
-        let writer = {
-            let opts = p.site.opts();
-            tokio::spawn(async move {
-                let mut conn = mysql_async::Conn::new(opts).await?;
-                dataset::load_patients(
-                    &mut conn,
-                    CLINIC,
-                    "clinic-a",
-                    first,
-                    PATIENTS_PER_PHASE,
-                    shape,
-                )
-                .await
-            })
-        };
+        let writer = p.spawn_patient_load(first, PATIENTS_PER_PHASE, shape);
         let applied_before = applied_sequence(&p.hq).await?;
         wait_for_progress(&p.hq, applied_before, &mut [&mut capture, &mut apply]).await?;
         if phase % 2 == 0 {

@@ -52,21 +52,7 @@ async fn capture_resumes_by_file_position_exactly_across_kills_and_rotations() -
     for phase in 0..PHASES {
         // The site keeps registering patients while capture is killed and restarted.
         let first = phase * PATIENTS_PER_PHASE;
-        let writer = {
-            let opts = p.site.opts();
-            tokio::spawn(async move {
-                let mut conn = mysql_async::Conn::new(opts).await?;
-                dataset::load_patients(
-                    &mut conn,
-                    CLINIC,
-                    "clinic-a",
-                    first,
-                    PATIENTS_PER_PHASE,
-                    shape,
-                )
-                .await
-            })
-        };
+        let writer = p.spawn_patient_load(first, PATIENTS_PER_PHASE, shape);
         let applied_before = applied_sequence(&p.hq).await?;
         wait_for_progress(&p.hq, applied_before, &mut [&mut capture, &mut apply]).await?;
         if phase % 2 == 1 {

@@ -170,7 +170,7 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     Ok(())
 }
 
-/// A batch missing from the topic (a spool file lost before shipping) holds the site at HQ:
+/// A batch missing from the topic (lost from the spool before shipping) holds the site at HQ:
 /// nothing after it is applied, `tributary status` shows what it waits for, and once the
 /// operator applies the missing batch another way (here: a directory and `apply --once`),
 /// the Kafka applier moves on by itself. Invariant 2: a gap is held and reported, never

@@ -58,13 +58,7 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
     let half = OUTAGE_PATIENTS / 2;
     let writers: Vec<_> = [(20, half), (20 + half, OUTAGE_PATIENTS - half)]
         .into_iter()
-        .map(|(first, count)| {
-            let opts = p.site.opts();
-            tokio::spawn(async move {
-                let mut conn = mysql_async::Conn::new(opts).await?;
-                dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, count, shape).await
-            })
-        })
+        .map(|(first, count)| p.spawn_patient_load(first, count, shape))
         .collect();
     for writer in writers {
         rows += writer.await??;

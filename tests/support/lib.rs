@@ -50,3 +50,11 @@ pub use process::{ChildGuard, pid_alive};
 pub use proxy::TcpProxy;
 pub use tansu::Tansu;
 pub use wait::wait_until;
+
+/// The benchmarks' size: `TRIBUTARY_BENCH_ROWS` row changes, or `default`.
+pub fn bench_rows(default: u64) -> u64 {
+    std::env::var("TRIBUTARY_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

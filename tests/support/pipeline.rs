@@ -571,3 +571,21 @@ pub async fn wait_for_progress(
         )
     })
 }
+
+impl Pipeline {
+    /// Registers patients `first..first + count` of site `clinic-a` on a connection of its
+    /// own, in the background (the site keeps working while a test does something else);
+    /// the task returns the row changes written.
+    pub fn spawn_patient_load(
+        &self,
+        first: u64,
+        count: u64,
+        shape: dataset::PatientShape,
+    ) -> tokio::task::JoinHandle<Result<u64>> {
+        let opts = self.site.opts();
+        tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            Ok(dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, count, shape).await?)
+        })
+    }
+}
