@@ -2,10 +2,13 @@
 //! commit together or not at all (invariants 2, 3 and 4).
 
 use crate::bookkeeping::{self, Progress};
+use crate::conflict_policy::ConflictPolicies;
+use crate::conflicts::Origin;
 use crate::error::ApplyError;
 use crate::parking;
 use crate::resolver::Resolver;
-use crate::writer::{Resolution, resolve_row, write_row};
+use crate::row_state::RowStates;
+use crate::writer::{Check, Resolution, Scope, Written, resolve_row, write_row};
 use mysql_async::{Conn, Transaction, TxOpts};
 use std::collections::BTreeMap;
 use tributary_batch::BatchHeader;
@@ -18,6 +21,8 @@ pub struct BatchOutcome {
     pub applied: u64,
     pub parked: u64,
     pub released: u64,
+    /// Conflicts met (queued for a person or decided by policy).
+    pub conflicts: u64,
 }
 
 /// How a batch fits the site's progress, checked under the progress row lock.
@@ -55,12 +60,20 @@ pub fn fit(progress: Option<Progress>, epoch: u64, sequence: u64) -> Fit {
 pub async fn apply_batch(
     conn: &mut Conn,
     schema: &SchemaMap,
+    policies: &ConflictPolicies,
     resolver: &mut Resolver,
     header: &BatchHeader,
     payload: &BatchPayload,
 ) -> Result<(Fit, BatchOutcome), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let result = apply_in(&mut tx, schema, resolver, header, payload).await;
+    let mut states = RowStates::new();
+    let mut scope = Scope {
+        schema,
+        resolver,
+        states: &mut states,
+        policies,
+    };
+    let result = apply_in(&mut tx, &mut scope, header, payload).await;
     match result {
         Ok((Fit::Next, outcome)) => {
             tx.commit().await?;
@@ -72,7 +85,7 @@ pub async fn apply_batch(
         }
         Err(e) => {
             // Ids learned inside the rolled-back transaction were never committed.
-            resolver.clear();
+            scope.resolver.clear();
             drop(tx);
             Err(e)
         }
@@ -81,8 +94,7 @@ pub async fn apply_batch(
 
 async fn apply_in(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
+    scope: &mut Scope<'_>,
     header: &BatchHeader,
     payload: &BatchPayload,
 ) -> Result<(Fit, BatchOutcome), ApplyError> {
@@ -95,8 +107,13 @@ async fn apply_in(
     let mut arrivals = Vec::new();
     // With nothing parked anywhere (the common case), no row needs the queue-behind check.
     let mut anything_parked = parking::any(tx).await?;
+    let origin = Origin {
+        site_id: &header.site_id,
+        epoch: header.epoch,
+        sequence: header.sequence,
+    };
     for change in payload.transactions.iter().flat_map(|t| t.rows.iter()) {
-        let placed = place(tx, schema, resolver, header, change, anything_parked).await?;
+        let placed = place(tx, scope, origin, change, anything_parked).await?;
         match placed {
             Placed::Written => {
                 outcome.applied += 1;
@@ -106,14 +123,20 @@ async fn apply_in(
                 outcome.parked += 1;
                 anything_parked = true;
             }
+            Placed::KeptHq => outcome.conflicts += 1,
+            Placed::Queued => {
+                outcome.conflicts += 1;
+                anything_parked = true;
+            }
         }
     }
     let released = if anything_parked {
-        release(tx, schema, resolver, arrivals).await?
+        release(tx, scope, arrivals).await?
     } else {
         Released::new()
     };
     outcome.released = released.values().sum();
+    scope.states.flush(tx, scope.schema).await?;
     let last_committed_at = payload.transactions.iter().map(|t| t.committed_at).max();
     bookkeeping::record_applied(
         tx,
@@ -134,28 +157,43 @@ async fn apply_in(
 enum Placed {
     Written,
     Parked,
+    /// A conflict the table's policy decided for HQ.
+    KeptHq,
+    /// A conflict left open for a person.
+    Queued,
+}
+
+impl From<Written> for Placed {
+    fn from(written: Written) -> Placed {
+        match written {
+            Written::Done => Placed::Written,
+            Written::KeptHq => Placed::KeptHq,
+            Written::Queued => Placed::Queued,
+        }
+    }
 }
 
 /// Writes a change, or parks it with what it waits for.
 async fn place(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
-    header: &BatchHeader,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
     change: &RowChange,
     anything_parked: bool,
 ) -> Result<Placed, ApplyError> {
     let park = |waits: Vec<RowRef>, reason: String| (waits, reason);
-    let (waits, reason) = if anything_parked && parking::has_parked(tx, &change.row_ref()).await? {
-        park(
-            vec![parking::behind(change)],
-            "queued behind an earlier parked change to the same row".to_owned(),
-        )
+    let hold = if anything_parked {
+        parking::hold(tx, &change.row_ref()).await?
     } else {
-        match resolve_row(tx, schema, resolver, change).await? {
+        None
+    };
+    let (waits, reason) = if let Some(hold) = hold {
+        park(vec![parking::behind(change)], hold.reason())
+    } else {
+        match resolve_row(tx, scope.schema, scope.resolver, change).await? {
             Resolution::Ready(values) => {
-                match write_row(tx, schema, resolver, change, values).await {
-                    Ok(()) => return Ok(Placed::Written),
+                match write_row(tx, scope, origin, change, values, Check::Conflicts).await {
+                    Ok(written) => return Ok(written.into()),
                     Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => park(
                         Vec::new(),
                         format!("HQ refused the row: {}", refusal_text(e.code)),
@@ -172,9 +210,9 @@ async fn place(
     };
     parking::park(
         tx,
-        &header.site_id,
-        header.epoch,
-        header.sequence,
+        origin.site_id,
+        origin.epoch,
+        origin.sequence,
         change,
         &waits,
         &reason,
@@ -188,21 +226,19 @@ pub type Released = BTreeMap<String, u64>;
 
 /// Releases parked rows whose waits are satisfied by `arrivals`, and then those satisfied by
 /// what they release, until nothing more moves.
-async fn release(
+pub(crate) async fn release(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
+    scope: &mut Scope<'_>,
     arrivals: Vec<RowRef>,
 ) -> Result<Released, ApplyError> {
     let candidates = parking::candidates(tx, &arrivals).await?;
-    release_candidates(tx, schema, resolver, candidates).await
+    release_candidates(tx, scope, candidates).await
 }
 
 /// Retries the given parked rows (oldest first), then whatever their release unblocks.
 async fn release_candidates(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
+    scope: &mut Scope<'_>,
     mut candidates: Vec<u64>,
 ) -> Result<Released, ApplyError> {
     let mut released = Released::new();
@@ -215,10 +251,23 @@ async fn release_candidates(
             if parking::has_earlier(tx, &parked).await? {
                 continue;
             }
-            match resolve_row(tx, schema, resolver, &parked.change).await? {
+            match resolve_row(tx, scope.schema, scope.resolver, &parked.change).await? {
                 Resolution::Ready(row) => {
-                    match write_row(tx, schema, resolver, &parked.change, row).await {
-                        Ok(()) => {}
+                    let origin = Origin {
+                        site_id: &parked.site_id,
+                        epoch: parked.epoch,
+                        sequence: parked.sequence,
+                    };
+                    let written =
+                        write_row(tx, scope, origin, &parked.change, row, Check::Conflicts).await;
+                    match written {
+                        Ok(Written::Done) => {}
+                        Ok(Written::KeptHq | Written::Queued) => {
+                            // Settled as a conflict (recorded there): it leaves parking, and
+                            // nothing arrived.
+                            parking::unpark(tx, parked_id).await?;
+                            continue;
+                        }
                         Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => {
                             let reason = format!("HQ refused the row: {}", refusal_text(e.code));
                             parking::rewait(tx, parked_id, &[], &reason).await?;
@@ -263,22 +312,30 @@ async fn release_candidates(
 pub async fn retry_parked(
     conn: &mut Conn,
     schema: &SchemaMap,
+    policies: &ConflictPolicies,
     resolver: &mut Resolver,
     after: u64,
     limit: u32,
 ) -> Result<(Released, u64), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let mut states = RowStates::new();
+    let mut scope = Scope {
+        schema,
+        resolver,
+        states: &mut states,
+        policies,
+    };
     let result = async {
         let candidates = parking::page(&mut tx, after, limit).await?;
         let next = match candidates.last() {
             Some(last) if candidates.len() >= limit as usize => *last,
             _ => 0,
         };
-        let released = retry_in(&mut tx, schema, resolver, candidates).await?;
+        let released = retry_in(&mut tx, &mut scope, candidates).await?;
         Ok::<_, ApplyError>((released, next))
     }
     .await;
-    finish_retry(tx, resolver, result).await
+    finish_retry(tx, scope.resolver, result).await
 }
 
 /// Retries the given parked rows now, and whatever their release unblocks, in one HQ
@@ -286,25 +343,43 @@ pub async fn retry_parked(
 pub async fn retry_rows(
     conn: &mut Conn,
     schema: &SchemaMap,
+    policies: &ConflictPolicies,
     resolver: &mut Resolver,
     parked_ids: Vec<u64>,
 ) -> Result<Released, ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let result = retry_in(&mut tx, schema, resolver, parked_ids).await;
-    finish_retry(tx, resolver, result).await
+    let mut states = RowStates::new();
+    let mut scope = Scope {
+        schema,
+        resolver,
+        states: &mut states,
+        policies,
+    };
+    let result = retry_in(&mut tx, &mut scope, parked_ids).await;
+    finish_retry(tx, scope.resolver, result).await
 }
 
 async fn retry_in(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
+    scope: &mut Scope<'_>,
     candidates: Vec<u64>,
 ) -> Result<Released, ApplyError> {
-    let released = release_candidates(tx, schema, resolver, candidates).await?;
-    for (site, rows) in &released {
+    let released = release_candidates(tx, scope, candidates).await?;
+    record_releases(tx, scope, &released).await?;
+    Ok(released)
+}
+
+/// Counts released rows per site and records the states of what was written.
+pub(crate) async fn record_releases(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    released: &Released,
+) -> Result<(), ApplyError> {
+    for (site, rows) in released {
         bookkeeping::record_released(tx, site, *rows).await?;
     }
-    Ok(released)
+    scope.states.flush(tx, scope.schema).await?;
+    Ok(())
 }
 
 /// Commits a retry, or (dropping the transaction rolls it back) forgets the ids learned in it.

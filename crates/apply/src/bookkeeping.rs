@@ -1,5 +1,5 @@
 //! Tributary's own tables at HQ: per-site progress, parked rows and what they wait for, parked
-//! rows an operator dropped, and rejected batches. Progress and parking are written in the
+//! rows an operator dropped, row states and conflicts (invariant 5), and rejected batches. Progress and parking are written in the
 //! same HQ transaction as the rows they describe (invariants 2 and 3), so HQ's data and HQ's
 //! knowledge of it never disagree.
 
@@ -65,6 +65,42 @@ pub const CREATE_TABLES: &[&str] = &[
         reason VARCHAR(2048) NOT NULL,
         rejected_at DATETIME(3) NOT NULL,
         KEY site (site_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // Per synced row and site: a hash of the row as the applier last wrote it from that site
+    // (invariant 5; see row_state.rs).
+    "CREATE TABLE IF NOT EXISTS tributary_row_state (
+        entity_key BINARY(20) NOT NULL COMMENT 'SHA1(table : identity)',
+        site_id VARCHAR(64) NOT NULL,
+        state_hash BINARY(20) NOT NULL,
+        written_at DATETIME(3) NOT NULL,
+        PRIMARY KEY (entity_key, site_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // Conflicts: a site's change to a row that changed at HQ since that site last wrote it.
+    // Open ones hold the change (and later changes to the row queue behind them) until an
+    // operator resolves them; those a table's policy decided are recorded resolved.
+    "CREATE TABLE IF NOT EXISTS tributary_conflict (
+        conflict_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        site_id VARCHAR(64) NOT NULL,
+        epoch BIGINT UNSIGNED NOT NULL,
+        sequence BIGINT UNSIGNED NOT NULL,
+        table_name VARCHAR(64) NOT NULL,
+        identity VARCHAR(512) NOT NULL,
+        op VARCHAR(8) NOT NULL,
+        policy VARCHAR(32) NOT NULL,
+        reason VARCHAR(2048) NOT NULL,
+        differing_columns TEXT NOT NULL COMMENT 'comma-separated column names',
+        hq_row LONGTEXT NULL COMMENT 'HQ row when detected, column -> text (JSON)',
+        site_row LONGTEXT NULL COMMENT 'the site version as HQ would hold it (JSON); NULL for a delete',
+        row_change LONGTEXT NOT NULL COMMENT 'the row change as it travelled (JSON)',
+        detected_at DATETIME(3) NOT NULL,
+        status VARCHAR(8) NOT NULL COMMENT 'open or resolved',
+        resolution VARCHAR(16) NULL COMMENT 'keep-hq, take-site, merge, site-wins, hq-wins',
+        merged_columns TEXT NULL COMMENT 'merge: the columns taken from the site',
+        resolved_by VARCHAR(128) NULL,
+        resolved_at DATETIME(3) NULL,
+        note VARCHAR(2048) NULL,
+        KEY entity (table_name, identity(191), status),
+        KEY open_by_site (status, site_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     // HQs created before rejection reasons had names.
     "ALTER TABLE tributary_rejected_batch

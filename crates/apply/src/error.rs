@@ -20,6 +20,8 @@ pub enum ApplyError {
     Transport(#[from] tributary_transport::TransportError),
     #[error("keyring: {0}")]
     Key(#[from] tributary_batch::KeyError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error(
         "HQ row {table}[{identity}] could not be written: {detail}; the batch is held until \
          this is fixed"

@@ -17,8 +17,12 @@
 
 mod batch_apply;
 mod bookkeeping;
+mod conflict_policy;
+mod conflict_queue;
+mod conflicts;
 mod delivered;
 mod error;
+mod locator;
 pub mod metrics;
 mod parked_age;
 mod parked_reason;
@@ -26,12 +30,17 @@ mod parked_rows;
 mod parking;
 mod rejection;
 mod resolver;
+mod row_state;
 mod runner;
 mod settings;
 mod status;
 mod writer;
 
 pub use batch_apply::BatchOutcome;
+pub use conflict_policy::{ConflictPolicies, ConflictPolicy};
+pub use conflict_queue::{
+    Choice, ConflictDetail, ConflictEntry, ConflictFilter, ConflictQueue, ResolveOutcome,
+};
 pub use delivered::Delivery;
 pub use error::ApplyError;
 pub use parked_reason::{AwaitedRow, AwaitedState, short_identity};

@@ -7,6 +7,7 @@
 //! [`UNKNOWN_SITE`]; `reason` is a [`RejectReason`] name, a closed set. Row values, keys and
 //! identities never become labels.
 
+use crate::conflicts::Decision;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 use tributary_batch::{Keyring, RejectReason};
@@ -67,6 +68,29 @@ static PARKED_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     ))
 });
 
+static CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_conflicts_total",
+            "Conflicts met at HQ (a site's change to a row changed at HQ or by another site \
+             since that site last wrote it), by site and outcome: queued for a person, or \
+             decided by the table's policy (site-wins, hq-wins).",
+        ),
+        &["site", "outcome"],
+    ))
+});
+
+static CONFLICTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_conflicts_open",
+            "Open conflicts of this site waiting for a person (`tributary conflicts list`), as \
+             of the applier's last conflict or periodic retry.",
+        ),
+        &["site"],
+    ))
+});
+
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
 pub fn register(keyring: &Keyring) {
@@ -78,12 +102,32 @@ pub fn register(keyring: &Keyring) {
         ROWS.with_label_values(&[site]);
         PARKED_ROWS.with_label_values(&[site]);
         PARKED_OLDEST_AGE.with_label_values(&[site]);
+        CONFLICTS_OPEN.with_label_values(&[site]);
+        for decision in [Decision::Open, Decision::SiteWon, Decision::HqWon] {
+            CONFLICTS.with_label_values(&[site, decision.label()]);
+        }
     }
     LazyLock::force(&BATCHES_REJECTED);
     LazyLock::force(&BATCHES);
     LazyLock::force(&ROWS);
     LazyLock::force(&PARKED_ROWS);
     LazyLock::force(&PARKED_OLDEST_AGE);
+    LazyLock::force(&CONFLICTS);
+    LazyLock::force(&CONFLICTS_OPEN);
+}
+
+/// Counts a conflict just recorded (`site_id` is from an authenticated batch).
+pub(crate) fn conflict(site_id: &str, decision: Decision) {
+    CONFLICTS
+        .with_label_values(&[site_id, decision.label()])
+        .inc();
+}
+
+/// Sets a site's open-conflict gauge.
+pub(crate) fn conflicts_open(site_id: &str, open: u64) {
+    CONFLICTS_OPEN
+        .with_label_values(&[site_id])
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
 }
 
 /// Sets a site's parked-row gauges (`site_id` is a site HQ has a key for: parked rows come

@@ -1,4 +1,5 @@
-//! How long rows have been parked: the applier's parked-row gauges per site, and one warning
+//! How long rows have been parked: the applier's parked-row (and open-conflict) gauges per
+//! site, and one warning
 //! per site when its oldest parked row has waited longer than `[hq] parked_report_age_s`
 //! (again only after the site had no such row for a while), so a row that can never move is
 //! reported rather than retried unnoticed forever.
@@ -7,7 +8,7 @@
 //! once per [`MIN_REFRESH_INTERVAL`]) and on every periodic retry of parked rows, so the age
 //! gauge lags by at most `retry_parked_interval_ms`.
 
-use crate::status::parked_ages;
+use crate::status::{open_conflicts, parked_ages};
 use mysql_async::Conn;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub(crate) struct AgeWatch {
     over: BTreeSet<String>,
     /// Sites whose gauges were set, to zero them when their last parked row leaves.
     gauged: BTreeSet<String>,
+    /// Sites whose open-conflict gauge was set, to zero it when their last one is resolved.
+    conflicted: BTreeSet<String>,
     last_reading: Option<Instant>,
 }
 
@@ -31,6 +34,7 @@ impl AgeWatch {
             report_age,
             over: BTreeSet::new(),
             gauged: BTreeSet::new(),
+            conflicted: BTreeSet::new(),
             last_reading: None,
         }
     }
@@ -69,6 +73,15 @@ impl AgeWatch {
             self.over.remove(site);
         }
         self.gauged = seen;
+        let open = open_conflicts(conn).await?;
+        let with_conflicts: BTreeSet<String> = open.iter().map(|(site, _)| site.clone()).collect();
+        for (site, count) in &open {
+            crate::metrics::conflicts_open(site, *count);
+        }
+        for site in self.conflicted.difference(&with_conflicts) {
+            crate::metrics::conflicts_open(site, 0);
+        }
+        self.conflicted = with_conflicts;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 
 use crate::batch_apply;
 use crate::bookkeeping::CREATE_TABLES;
+use crate::conflict_policy::ConflictPolicies;
 use crate::error::ApplyError;
 use crate::parked_reason::{self, AwaitedRow, AwaitedState};
 use crate::parking;
@@ -71,6 +72,9 @@ pub enum RetryOutcome {
     Released { released: u64 },
     /// Still parked, with why.
     StillParked(Box<ParkedEntry>),
+    /// Not written: HQ's row changed since the site last wrote it, so it became a conflict
+    /// (`tributary conflicts list`), settled by the table's policy or waiting for a person.
+    Conflict,
     /// No such parked row.
     Unknown,
 }
@@ -90,6 +94,7 @@ pub struct DroppedRow {
 pub struct ParkedRows {
     conn: Conn,
     schema: SchemaMap,
+    conflicts: ConflictPolicies,
     resolver: Resolver,
 }
 
@@ -106,6 +111,7 @@ impl ParkedRows {
         hq: Opts,
         database: &str,
         policy: &Policy,
+        conflicts: ConflictPolicies,
     ) -> Result<ParkedRows, ApplyError> {
         let opts = OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
         let mut conn = Conn::new(opts).await?;
@@ -117,6 +123,7 @@ impl ParkedRows {
         Ok(ParkedRows {
             conn,
             schema,
+            conflicts,
             resolver: Resolver::new(RESOLVER_ENTRIES),
         })
     }
@@ -169,15 +176,18 @@ impl ParkedRows {
         let released = batch_apply::retry_rows(
             &mut self.conn,
             &self.schema,
+            &self.conflicts,
             &mut self.resolver,
             vec![parked_id],
         )
         .await?;
+        let released: u64 = released.values().sum();
         Ok(match self.entry(parked_id).await? {
             Some(entry) => RetryOutcome::StillParked(Box::new(entry)),
-            None => RetryOutcome::Released {
-                released: released.values().sum(),
-            },
+            // Left parking without being written: its row changed at HQ since the site last
+            // wrote it, and the conflict record holds it now.
+            None if released == 0 => RetryOutcome::Conflict,
+            None => RetryOutcome::Released { released },
         })
     }
 
@@ -190,6 +200,7 @@ impl ParkedRows {
             let (page, next) = batch_apply::retry_parked(
                 &mut self.conn,
                 &self.schema,
+                &self.conflicts,
                 &mut self.resolver,
                 after,
                 RETRY_PAGE,

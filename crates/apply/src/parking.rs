@@ -6,6 +6,7 @@
 //! parked change queues behind it (it waits on the entity itself), so releases replay each
 //! entity's changes in their original order.
 
+use crate::conflicts;
 use mysql_async::Transaction;
 use mysql_async::prelude::*;
 use tributary_model::{Identity, RowChange, RowRef};
@@ -16,28 +17,55 @@ const ARRIVALS_PER_QUERY: usize = 200;
 pub struct ParkedRow {
     pub parked_id: u64,
     pub site_id: String,
+    pub epoch: u64,
+    pub sequence: u64,
     pub change: RowChange,
     /// The recorded reason; a retry that reaches the same verdict rewrites nothing.
     pub reason: String,
 }
 
-/// Whether any row is parked at all.
+/// Whether any row is parked, or held by an open conflict, at all.
 pub async fn any(tx: &mut Transaction<'_>) -> mysql_async::Result<bool> {
     let found: Option<u8> = tx
         .query_first("SELECT 1 FROM tributary_parked_row LIMIT 1")
         .await?;
-    Ok(found.is_some())
+    Ok(found.is_some() || conflicts::any_open(tx).await?)
 }
 
-/// Whether the entity has a parked change (a new change to it must queue behind).
-pub async fn has_parked(tx: &mut Transaction<'_>, entity: &RowRef) -> mysql_async::Result<bool> {
+/// Why a new change to an entity must queue behind what is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// An earlier change to it is parked.
+    Parked,
+    /// An open conflict holds it.
+    Conflict(u64),
+}
+
+impl Hold {
+    pub fn reason(self) -> String {
+        match self {
+            Hold::Parked => "queued behind an earlier parked change to the same row".to_owned(),
+            Hold::Conflict(id) => {
+                format!(
+                    "queued behind open conflict {id} on the same row (`tributary conflicts show {id}`)"
+                )
+            }
+        }
+    }
+}
+
+/// What holds the entity, if anything (a new change to it must queue behind).
+pub async fn hold(tx: &mut Transaction<'_>, entity: &RowRef) -> mysql_async::Result<Option<Hold>> {
     let found: Option<u8> = tx
         .exec_first(
             "SELECT 1 FROM tributary_parked_row WHERE table_name = ? AND identity = ? LIMIT 1",
             (&*entity.table, entity.identity.as_str()),
         )
         .await?;
-    Ok(found.is_some())
+    if found.is_some() {
+        return Ok(Some(Hold::Parked));
+    }
+    Ok(conflicts::open_on(tx, entity).await?.map(Hold::Conflict))
 }
 
 pub async fn park(
@@ -128,23 +156,27 @@ pub async fn load(
     tx: &mut Transaction<'_>,
     parked_id: u64,
 ) -> mysql_async::Result<Option<ParkedRow>> {
-    let row: Option<(String, String, String)> = tx
+    let row: Option<(String, u64, u64, String, String)> = tx
         .exec_first(
-            "SELECT site_id, row_change, reason FROM tributary_parked_row WHERE parked_id = ?",
+            "SELECT site_id, epoch, sequence, row_change, reason FROM tributary_parked_row
+             WHERE parked_id = ?",
             (parked_id,),
         )
         .await?;
-    Ok(row.and_then(|(site_id, json, reason)| {
+    Ok(row.and_then(|(site_id, epoch, sequence, json, reason)| {
         serde_json::from_str(&json).ok().map(|change| ParkedRow {
             parked_id,
             site_id,
+            epoch,
+            sequence,
             change,
             reason,
         })
     }))
 }
 
-/// Whether an older parked change to the same entity is still waiting.
+/// Whether an older parked change to the same entity is still waiting, or an open conflict
+/// holds it.
 pub async fn has_earlier(
     tx: &mut Transaction<'_>,
     parked: &ParkedRow,
@@ -160,7 +192,10 @@ pub async fn has_earlier(
             ),
         )
         .await?;
-    Ok(found.is_some())
+    Ok(found.is_some()
+        || conflicts::open_on(tx, &parked.change.row_ref())
+            .await?
+            .is_some())
 }
 
 pub async fn unpark(tx: &mut Transaction<'_>, parked_id: u64) -> mysql_async::Result<()> {

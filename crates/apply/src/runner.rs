@@ -61,6 +61,10 @@ impl Applier {
         }
         let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
         let schema = SchemaMap::build(&catalog, &settings.policy)?;
+        settings
+            .conflicts
+            .check_tables(&schema)
+            .map_err(ApplyError::Config)?;
         let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
         let mut parked_ages = AgeWatch::new(settings.parked_report_age);
         parked_ages.read(&mut conn).await?;
@@ -99,6 +103,7 @@ impl Applier {
         let (released, next) = crate::batch_apply::retry_parked(
             &mut self.conn,
             &self.schema,
+            &self.settings.conflicts,
             &mut self.resolver,
             self.parked_retry_cursor,
             PARKED_RETRY_LIMIT,
@@ -209,6 +214,7 @@ impl Applier {
         let (fit, outcome) = apply_batch(
             &mut self.conn,
             &self.schema,
+            &self.settings.conflicts,
             &mut self.resolver,
             header,
             payload,
@@ -216,7 +222,7 @@ impl Applier {
         .await?;
         if fit == Fit::Next {
             self.note_applied(header, &outcome);
-            if outcome.parked > 0 || outcome.released > 0 {
+            if outcome.parked > 0 || outcome.released > 0 || outcome.conflicts > 0 {
                 self.parked_ages.after_change(&mut self.conn).await?;
             }
         }

@@ -1,5 +1,6 @@
 //! What the applier needs to run, resolved by the binary's configuration.
 
+use crate::conflict_policy::ConflictPolicies;
 use mysql_async::Opts;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,4 +31,6 @@ pub struct ApplySettings {
     pub retry_parked_interval: Duration,
     /// Parked rows older than this are reported (`[hq] parked_report_age_s`).
     pub parked_report_age: Duration,
+    /// What a change to an HQ row changed since its site last wrote it does (`[hq.conflicts]`).
+    pub conflicts: ConflictPolicies,
 }

@@ -1,5 +1,5 @@
 //! Per-site status at HQ, read from the bookkeeping tables: how far each site's stream is
-//! applied, what is parked and why, what was rejected.
+//! applied, what is parked and why, which conflicts wait for a person, what was rejected.
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
@@ -11,6 +11,8 @@ pub struct SiteStatus {
     pub last_sequence: u64,
     pub rows_applied: u64,
     pub rows_parked_now: u64,
+    /// Conflicts of this site waiting for a person.
+    pub conflicts_open: u64,
     pub rejected_batches: u64,
     /// Source commit time of the newest applied transaction (unix s).
     pub last_committed_at: Option<u64>,
@@ -31,7 +33,9 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                     p.waiting_for_sequence,
                     (SELECT COUNT(*) FROM tributary_parked_row r WHERE r.site_id = p.site_id),
                     (SELECT COUNT(*) FROM tributary_rejected_batch b WHERE b.site_id = p.site_id),
-                    CAST(TIMESTAMPDIFF(SECOND, p.applied_at, UTC_TIMESTAMP(3)) AS SIGNED)
+                    CAST(TIMESTAMPDIFF(SECOND, p.applied_at, UTC_TIMESTAMP(3)) AS SIGNED),
+                    (SELECT COUNT(*) FROM tributary_conflict c
+                      WHERE c.status = 'open' AND c.site_id = p.site_id)
              FROM tributary_site_progress p ORDER BY p.site_id",
         )
         .await?;
@@ -48,6 +52,7 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
             rows_parked_now: row.get(7).unwrap_or_default(),
             rejected_batches: row.get(8).unwrap_or_default(),
             silent_seconds: row.get::<Option<i64>, _>(9).flatten(),
+            conflicts_open: row.get(10).unwrap_or_default(),
         })
         .collect())
 }
@@ -162,6 +167,14 @@ pub async fn rejection_counts(conn: &mut Conn) -> mysql_async::Result<Vec<(Strin
     conn.query(
         "SELECT site_id, reason_code, COUNT(*) FROM tributary_rejected_batch
          GROUP BY site_id, reason_code ORDER BY site_id, reason_code",
+    )
+    .await
+}
+
+/// Open conflicts per site.
+pub async fn open_conflicts(conn: &mut Conn) -> mysql_async::Result<Vec<(String, u64)>> {
+    conn.query(
+        "SELECT site_id, COUNT(*) FROM tributary_conflict WHERE status = 'open' GROUP BY site_id",
     )
     .await
 }

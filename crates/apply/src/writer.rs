@@ -6,12 +6,16 @@
 //! which makes re-delivery harmless. Columns the schema map excludes never travel, so they keep
 //! HQ's value on update and take the column default on insert.
 
+use crate::conflict_policy::{ConflictPolicies, ConflictPolicy, DATE_CHANGED};
+use crate::conflicts::{self, Decision, Detected, Origin};
+use crate::locator::{Locator, locate, locator_columns};
 use crate::resolver::Resolver;
+use crate::row_state::{self, RowSnapshot, RowStates, Standing};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
 use std::collections::BTreeMap;
 use tributary_model::{Op, RowChange, RowRef, Value};
-use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
+use tributary_schema::{SchemaMap, TableMap, quote_ident};
 
 /// Prefix capture gives identities it could not resolve at the source.
 const MISSING_AT_SOURCE: &str = "missing-at-source:";
@@ -103,16 +107,47 @@ pub async fn resolve_row(
     }
 }
 
-/// Writes a resolved row, remembering the HQ id a new row received.
+/// What one HQ transaction writes with: HQ's schema, the id resolver, the states of the rows
+/// it writes, and the conflict policies.
+pub struct Scope<'a> {
+    pub schema: &'a SchemaMap,
+    pub resolver: &'a mut Resolver,
+    pub states: &'a mut RowStates,
+    pub policies: &'a ConflictPolicies,
+}
+
+/// Whether a change to an HQ row that changed since its site last wrote it is a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The applier's path: compare and follow the table's policy.
+    Conflicts,
+    /// An operator chose the site's version (`tributary conflicts resolve --take-site`).
+    Override,
+}
+
+/// What became of a resolved row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written at HQ (also when it won a conflict by policy).
+    Done,
+    /// A conflict the table's policy decided for HQ: recorded, not written.
+    KeptHq,
+    /// A conflict waiting for a person: recorded open, not written.
+    Queued,
+}
+
+/// Writes a resolved row, remembering the HQ id a new row received and the state the site's
+/// change left the row in.
 pub async fn write_row(
     tx: &mut Transaction<'_>,
-    schema: &SchemaMap,
-    resolver: &mut Resolver,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
     change: &RowChange,
     row: ResolvedRow,
-) -> mysql_async::Result<()> {
-    let Some(map) = schema.table(&change.table) else {
-        return Ok(());
+    check: Check,
+) -> mysql_async::Result<Written> {
+    let Some(map) = scope.schema.table(&change.table) else {
+        return Ok(Written::Done);
     };
     let ResolvedRow {
         values,
@@ -124,59 +159,257 @@ pub async fn write_row(
     if change.op == Op::Insert && map.identity_is_unique && self_references.is_empty() {
         match insert(tx, map, &values).await {
             Ok(id) => {
-                remember_new_id(map, resolver, change, id);
-                return Ok(());
+                wrote_new(scope, origin, map, change, &values, id);
+                return Ok(Written::Done);
             }
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(e),
         }
     }
     let existing = locate(tx, map, change, &values).await?;
-    let table = quote_ident(&map.name);
     match (change.op, existing) {
         (Op::Delete, None) => {}
-        (Op::Delete, Some(locator)) => {
-            let (clause, params) = locator.where_clause();
-            tx.exec_drop(format!("DELETE FROM {table} WHERE {clause}"), params)
-                .await?;
-            resolver.forget(&change.row_ref());
-        }
-        (Op::Insert | Op::Update, Some(locator)) => {
-            let (clause, mut params) = locator.where_clause();
-            if values.is_empty() {
-                return Ok(());
+        (_, Some(locator)) => {
+            if check == Check::Conflicts {
+                let entity = change.row_ref();
+                if let Standing::Diverged { hash, last_writer } = scope
+                    .states
+                    .standing(tx, map, origin.site_id, &entity, &locator)
+                    .await?
+                {
+                    let diverged = Diverged {
+                        map,
+                        locator,
+                        hash,
+                        reason: last_writer.reason(origin.site_id),
+                    };
+                    return settle(tx, scope, origin, change, values, diverged).await;
+                }
             }
-            let assignments: Vec<String> = values
-                .keys()
-                .map(|c| format!("{} = ?", quote_ident(c)))
-                .collect();
-            let mut all: Vec<Sql> = values.into_values().collect();
-            all.append(&mut params);
-            tx.exec_drop(
-                format!(
-                    "UPDATE {table} SET {} WHERE {clause}",
-                    assignments.join(", ")
-                ),
-                all,
-            )
-            .await?;
+            write_existing(tx, scope, origin, map, change, &locator, values).await?;
         }
         (Op::Insert | Op::Update, None) if self_references.is_empty() => {
             let id = insert(tx, map, &values).await?;
-            remember_new_id(map, resolver, change, id);
+            wrote_new(scope, origin, map, change, &values, id);
         }
         (Op::Insert | Op::Update, None) => {
             // Several statements make one row here: a savepoint keeps a refused row from
             // leaving half of itself behind.
             tx.query_drop("SAVEPOINT tributary_row").await?;
-            let written = insert_referring_to_itself(tx, map, values, &self_references).await;
+            let written =
+                insert_referring_to_itself(tx, map, values.clone(), &self_references).await;
             if written.is_err() {
                 tx.query_drop("ROLLBACK TO SAVEPOINT tributary_row").await?;
             }
-            remember_new_id(map, resolver, change, written?);
+            wrote_new(scope, origin, map, change, &values, written?);
         }
     }
+    Ok(Written::Done)
+}
+
+/// Updates or deletes the HQ row at `locator` as the change says, and notes its new state.
+async fn write_existing(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    map: &TableMap,
+    change: &RowChange,
+    locator: &Locator,
+    values: BTreeMap<String, Sql>,
+) -> mysql_async::Result<()> {
+    if change.op == Op::Delete {
+        let (clause, params) = locator.where_clause();
+        tx.exec_drop(
+            format!("DELETE FROM {} WHERE {clause}", quote_ident(&map.name)),
+            params,
+        )
+        .await?;
+        let entity = change.row_ref();
+        scope.resolver.forget(&entity);
+        return scope.states.deleted(tx, &entity).await;
+    }
+    update(tx, map, locator, values).await?;
+    scope
+        .states
+        .wrote(origin.site_id, map, change, locator.clone());
     Ok(())
+}
+
+async fn update(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    locator: &Locator,
+    values: BTreeMap<String, Sql>,
+) -> mysql_async::Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let (clause, mut params) = locator.where_clause();
+    let assignments: Vec<String> = values
+        .keys()
+        .map(|c| format!("{} = ?", quote_ident(c)))
+        .collect();
+    let mut all: Vec<Sql> = values.into_values().collect();
+    all.append(&mut params);
+    tx.exec_drop(
+        format!(
+            "UPDATE {} SET {} WHERE {clause}",
+            quote_ident(&map.name),
+            assignments.join(", ")
+        ),
+        all,
+    )
+    .await
+}
+
+/// Notes a new row: its HQ id for later references, its state for later conflicts.
+fn wrote_new(
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    map: &TableMap,
+    change: &RowChange,
+    values: &BTreeMap<String, Sql>,
+    id: Option<u64>,
+) {
+    remember_new_id(map, scope.resolver, change, id);
+    let locator = Locator::of_written(map, change, values).or_else(|| {
+        let key = map.surrogate_key.as_ref()?;
+        Some(Locator::Key(key.clone(), Sql::UInt(id?)))
+    });
+    if let Some(locator) = locator {
+        scope.states.wrote(origin.site_id, map, change, locator);
+    }
+}
+
+/// An HQ row that changed since the change's site last wrote it.
+struct Diverged<'m> {
+    map: &'m TableMap,
+    locator: Locator,
+    /// HQ's row hash now.
+    hash: Vec<u8>,
+    reason: String,
+}
+
+/// Follows the table's policy for a change to a diverged row: an update that leaves the row
+/// as HQ has it is no conflict at all; otherwise the conflict is recorded, decided by the
+/// policy or left open for a person.
+async fn settle(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    change: &RowChange,
+    values: BTreeMap<String, Sql>,
+    diverged: Diverged<'_>,
+) -> mysql_async::Result<Written> {
+    let Diverged {
+        map,
+        locator,
+        hash,
+        mut reason,
+    } = diverged;
+    let policy = scope.policies.for_table(&map.name);
+    let Some((hq_row, _)) = row_state::snapshot(tx, map, &locator).await? else {
+        return Ok(Written::Done);
+    };
+    let site_row = if change.op == Op::Delete {
+        None
+    } else {
+        // Write the site's version under a savepoint to see it as HQ would hold it.
+        tx.query_drop("SAVEPOINT tributary_conflict").await?;
+        let written = update(tx, map, &locator, values).await;
+        let read = match written {
+            Ok(()) => row_state::snapshot(tx, map, &locator).await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(Some((_, after))) if after == hash => {
+                // The site says what HQ already has: agreement, not a conflict.
+                tx.query_drop("RELEASE SAVEPOINT tributary_conflict")
+                    .await?;
+                scope.states.wrote(origin.site_id, map, change, locator);
+                drop(site_row);
+                return Ok(Written::Done);
+            }
+            Ok(Some((site_row, _))) => Some(site_row),
+            Ok(None) => {
+                tx.query_drop("RELEASE SAVEPOINT tributary_conflict")
+                    .await?;
+                return Ok(Written::Done);
+            }
+            Err(e) => {
+                tx.query_drop("ROLLBACK TO SAVEPOINT tributary_conflict")
+                    .await?;
+                return Err(e);
+            }
+        }
+    };
+    let decision = decide(policy, map, &hq_row, site_row.as_ref(), &mut reason);
+    let differing = match &site_row {
+        Some(site_row) => row_state::differing_columns(&hq_row, site_row),
+        None => hq_row.keys().cloned().collect(),
+    };
+    match (decision, change.op) {
+        (Decision::SiteWon, Op::Delete) => {
+            write_existing(tx, scope, origin, map, change, &locator, BTreeMap::new()).await?;
+        }
+        (Decision::SiteWon, _) => {
+            tx.query_drop("RELEASE SAVEPOINT tributary_conflict")
+                .await?;
+            scope.states.wrote(origin.site_id, map, change, locator);
+        }
+        (_, Op::Delete) => {}
+        (_, _) => {
+            tx.query_drop("ROLLBACK TO SAVEPOINT tributary_conflict")
+                .await?;
+        }
+    }
+    let detected = Detected {
+        change,
+        policy,
+        reason,
+        differing,
+        hq_row: &hq_row,
+        site_row: site_row.as_ref(),
+    };
+    conflicts::record(tx, origin, &detected, decision).await?;
+    crate::metrics::conflict(origin.site_id, decision);
+    Ok(match decision {
+        Decision::SiteWon => Written::Done,
+        Decision::HqWon => Written::KeptHq,
+        Decision::Open => Written::Queued,
+    })
+}
+
+/// What the table's policy decides for a conflict (`site_row` is `None` for a delete).
+fn decide(
+    policy: ConflictPolicy,
+    map: &TableMap,
+    hq_row: &RowSnapshot,
+    site_row: Option<&RowSnapshot>,
+    reason: &mut String,
+) -> Decision {
+    match policy {
+        ConflictPolicy::Queue => Decision::Open,
+        ConflictPolicy::SiteWins => Decision::SiteWon,
+        ConflictPolicy::HqWins => Decision::HqWon,
+        ConflictPolicy::NewestDateChanged => {
+            let Some(site_row) = site_row else {
+                reason.push_str("; a delete has no date_changed to compare, so it waits");
+                return Decision::Open;
+            };
+            if map.column(DATE_CHANGED).is_none() {
+                reason.push_str("; the table has no date_changed to compare, so it waits");
+                return Decision::Open;
+            }
+            // Both are HQ's own text rendering of the column: they compare as dates.
+            let changed = |row: &RowSnapshot| row.get(DATE_CHANGED).cloned().flatten();
+            if changed(site_row) > changed(hq_row) {
+                Decision::SiteWon
+            } else {
+                Decision::HqWon
+            }
+        }
+    }
 }
 
 /// Whether the server refused a statement for a duplicate unique key (ER_DUP_ENTRY).
@@ -263,95 +496,6 @@ fn remember_new_id(map: &TableMap, resolver: &mut Resolver, change: &RowChange, 
     }
 }
 
-/// The columns that find a row at HQ (besides its uuid): the key of an inherited or
-/// natural-key table.
-fn locator_columns(map: &TableMap) -> Vec<String> {
-    match &map.identity {
-        IdentityRule::OwnUuid { column } => vec![column.clone()],
-        IdentityRule::Inherited { .. } => map.primary_key.clone(),
-        IdentityRule::Natural { columns } => columns.clone(),
-    }
-}
-
-/// How an existing HQ row is addressed.
-enum Locator {
-    Key(String, Sql),
-    Columns(Vec<(String, Sql)>),
-}
-
-impl Locator {
-    fn where_clause(&self) -> (String, Vec<Sql>) {
-        match self {
-            Locator::Key(column, id) => (format!("{} = ?", quote_ident(column)), vec![id.clone()]),
-            Locator::Columns(parts) => {
-                let clause = parts
-                    .iter()
-                    .map(|(c, _)| format!("{} <=> ?", quote_ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                (clause, parts.iter().map(|(_, v)| v.clone()).collect())
-            }
-        }
-    }
-}
-
-/// Finds the HQ row with the change's identity.
-async fn locate(
-    tx: &mut Transaction<'_>,
-    map: &TableMap,
-    change: &RowChange,
-    values: &BTreeMap<String, Sql>,
-) -> mysql_async::Result<Option<Locator>> {
-    let table = quote_ident(&map.name);
-    match (&map.identity, &map.surrogate_key) {
-        (IdentityRule::OwnUuid { column }, Some(key)) => {
-            let id: Option<Sql> = tx
-                .exec_first(
-                    format!(
-                        "SELECT {} FROM {table} WHERE {} = ?",
-                        quote_ident(key),
-                        quote_ident(column)
-                    ),
-                    (change.identity.as_str(),),
-                )
-                .await?;
-            Ok(id.map(|id| Locator::Key(key.clone(), id)))
-        }
-        (IdentityRule::OwnUuid { column }, None) => {
-            let found: Option<u8> = tx
-                .exec_first(
-                    format!("SELECT 1 FROM {table} WHERE {} = ?", quote_ident(column)),
-                    (change.identity.as_str(),),
-                )
-                .await?;
-            Ok(found.map(|_| Locator::Key(column.clone(), Sql::from(change.identity.as_str()))))
-        }
-        _ => {
-            // Inherited and natural keys: the key columns themselves, already HQ-local.
-            let columns = match &map.identity {
-                IdentityRule::Natural { columns } => columns.clone(),
-                _ => map.primary_key.clone(),
-            };
-            let mut parts = Vec::with_capacity(columns.len());
-            for column in columns {
-                let Some(value) = values.get(&column) else {
-                    return Ok(None);
-                };
-                parts.push((column, value.clone()));
-            }
-            let locator = Locator::Columns(parts);
-            let (clause, params) = locator.where_clause();
-            let found: Option<u8> = tx
-                .exec_first(
-                    format!("SELECT 1 FROM {table} WHERE {clause} LIMIT 1"),
-                    params,
-                )
-                .await?;
-            Ok(found.map(|_| locator))
-        }
-    }
-}
-
 fn to_sql(value: &Value) -> Sql {
     match value {
         Value::Null => Sql::NULL,
@@ -362,5 +506,102 @@ fn to_sql(value: &Value) -> Sql {
         Value::Bytes(b) => Sql::Bytes(b.clone()),
         // References are resolved before this is called.
         Value::Ref(_) => Sql::NULL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schema::{CatalogColumn, ColumnKind, IdentityRule};
+
+    fn table(columns: &[&str]) -> TableMap {
+        let column = |name: &str| CatalogColumn {
+            name: name.to_owned(),
+            kind: ColumnKind::Text,
+            nullable: true,
+            auto_increment: false,
+            unsigned: false,
+        };
+        TableMap {
+            name: "person_address".into(),
+            columns: columns.iter().map(|c| column(c)).collect(),
+            excluded_columns: Vec::new(),
+            ordinal_columns: Vec::new(),
+            surrogate_key: None,
+            primary_key: vec!["uuid".into()],
+            identity: IdentityRule::OwnUuid {
+                column: "uuid".into(),
+            },
+            identity_source: None,
+            references: BTreeMap::new(),
+            polymorphic: Vec::new(),
+            identity_is_unique: true,
+        }
+    }
+
+    fn changed(at: Option<&str>) -> RowSnapshot {
+        RowSnapshot::from([(DATE_CHANGED.to_owned(), at.map(str::to_owned))])
+    }
+
+    #[test]
+    fn newest_date_changed_wins_and_hq_keeps_a_tie() {
+        let map = table(&["uuid", DATE_CHANGED]);
+        let decide_for = |hq: Option<&str>, site: Option<&str>| {
+            let mut reason = String::new();
+            decide(
+                ConflictPolicy::NewestDateChanged,
+                &map,
+                &changed(hq),
+                Some(&changed(site)),
+                &mut reason,
+            )
+        };
+        let (older, newer) = (Some("2024-01-01 00:00:00"), Some("2025-06-01 08:30:00"));
+        assert_eq!(decide_for(older, newer), Decision::SiteWon);
+        assert_eq!(decide_for(newer, older), Decision::HqWon);
+        assert_eq!(decide_for(newer, newer), Decision::HqWon, "a tie keeps HQ");
+        assert_eq!(decide_for(None, older), Decision::SiteWon);
+        assert_eq!(decide_for(older, None), Decision::HqWon);
+    }
+
+    #[test]
+    fn newest_date_changed_queues_what_it_cannot_compare() {
+        let mut reason = String::new();
+        let row = changed(Some("2024-01-01 00:00:00"));
+        let without_column = table(&["uuid"]);
+        let decision = decide(
+            ConflictPolicy::NewestDateChanged,
+            &without_column,
+            &row,
+            Some(&row),
+            &mut reason,
+        );
+        assert_eq!(decision, Decision::Open);
+        assert!(reason.contains("no date_changed"), "{reason}");
+        let mut reason = String::new();
+        let with_column = table(&["uuid", DATE_CHANGED]);
+        let delete = decide(
+            ConflictPolicy::NewestDateChanged,
+            &with_column,
+            &row,
+            None,
+            &mut reason,
+        );
+        assert_eq!(delete, Decision::Open);
+        assert!(reason.contains("a delete"), "{reason}");
+    }
+
+    #[test]
+    fn fixed_policies_decide_without_looking() {
+        let map = table(&["uuid"]);
+        let row = RowSnapshot::new();
+        for (policy, expected) in [
+            (ConflictPolicy::Queue, Decision::Open),
+            (ConflictPolicy::SiteWins, Decision::SiteWon),
+            (ConflictPolicy::HqWins, Decision::HqWon),
+        ] {
+            let mut reason = String::new();
+            assert_eq!(decide(policy, &map, &row, None, &mut reason), expected);
+        }
     }
 }

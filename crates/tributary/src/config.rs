@@ -6,12 +6,13 @@
 use anyhow::{Context, Result, bail};
 use mysql_async::{Opts, OptsBuilder};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_apply::{
-    ApplySettings, DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
+    ApplySettings, ConflictPolicies, ConflictPolicy, DEFAULT_PARKED_REPORT_AGE,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 use tributary_batch::Keyring;
 use tributary_capture::{
@@ -97,6 +98,28 @@ pub struct HqSection {
     /// Parked rows older than this are reported by a warning, `status` and the age gauge
     /// (default 86 400, a day).
     pub parked_report_age_s: Option<u64>,
+    /// What happens when a site changes a row that was edited at HQ, or written from another
+    /// site, since that site last wrote it (`[hq.conflicts]`); by default both versions wait
+    /// in the conflict queue for a person (`tributary conflicts`).
+    pub conflicts: Option<ConflictsSection>,
+}
+
+/// `[hq.conflicts]`: a policy per table, `queue` (the default: both versions wait for a
+/// person), `site-wins`, `hq-wins` or `newest-date-changed` (the later `date_changed` wins;
+/// deletes and tables without the column wait in the queue).
+///
+/// ```toml
+/// [hq.conflicts]
+/// default = "queue"
+/// tables = { person_name = "newest-date-changed", obs = "site-wins" }
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictsSection {
+    #[serde(default)]
+    pub default: ConflictPolicy,
+    #[serde(default)]
+    pub tables: BTreeMap<String, ConflictPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,6 +535,16 @@ impl Config {
                 .retry_parked_interval_ms
                 .map_or(DEFAULT_RETRY_PARKED_INTERVAL, Duration::from_millis),
             parked_report_age: self.parked_report_age()?,
+            conflicts: self.conflict_policies()?,
+        })
+    }
+
+    /// `[hq.conflicts]`: each table's conflict policy.
+    pub fn conflict_policies(&self) -> Result<ConflictPolicies> {
+        let section = self.hq()?.conflicts.clone().unwrap_or_default();
+        Ok(ConflictPolicies {
+            default: section.default,
+            tables: section.tables,
         })
     }
 

@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod conflicts;
 pub mod dataset;
 pub mod demo;
 pub mod doctor;

@@ -118,6 +118,12 @@ enum Command {
         #[command(subcommand)]
         command: tributary::parked::ParkedCommand,
     },
+    /// At HQ, list, inspect and resolve conflicts: site changes to rows that were edited at
+    /// HQ, or written from another site, since that site last wrote them.
+    Conflicts {
+        #[command(subcommand)]
+        command: tributary::conflicts::ConflictsCommand,
+    },
     /// Compare HQ with the site by identity (exit code 3 when they differ).
     Verify {
         /// Configuration file with [site] and [hq] sections.
@@ -342,6 +348,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Export(args) => return tributary::export::run(&args),
         Command::Import(args) => return tributary::import::run(&args).await,
         Command::Parked { command } => return tributary::parked::run(&command).await,
+        Command::Conflicts { command } => return tributary::conflicts::run(&command).await,
         Command::Status { config, parked } => {
             let config = Config::load(&config)?;
             if !config.has_site() && !config.has_hq() {

@@ -154,6 +154,11 @@ pub async fn run(command: &ParkedCommand) -> Result<ExitCode> {
                         short_identity(&entry.identity),
                         entry.reason
                     ),
+                    RetryOutcome::Conflict => println!(
+                        "parked row #{id} left parking as a conflict: HQ's row changed since \
+                         its site last wrote it (`tributary conflicts list` shows it, unless \
+                         the table's [hq.conflicts] policy settled it)"
+                    ),
                     RetryOutcome::Unknown => bail!(unknown(&mut parked, id).await?),
                 },
                 None => {
@@ -188,9 +193,14 @@ pub async fn run(command: &ParkedCommand) -> Result<ExitCode> {
 async fn connect(config: &std::path::Path) -> Result<ParkedRows> {
     let config = Config::load(config)?;
     let (opts, database) = config.hq_database()?;
-    ParkedRows::connect(opts, &database, &config.policy()?)
-        .await
-        .context("connecting to HQ")
+    ParkedRows::connect(
+        opts,
+        &database,
+        &config.policy()?,
+        config.conflict_policies()?,
+    )
+    .await
+    .context("connecting to HQ")
 }
 
 /// Why there is no parked row `id`: dropped (when and why), or not parked (released, or never).

@@ -87,23 +87,35 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8} {:>11}  state",
-        "site", "epoch", "sequence", "rows applied", "parked", "rejected", "lag (s)", "last heard"
+        "{:<20} {:>10} {:>9} {:>12} {:>7} {:>9} {:>8} {:>8} {:>11}  state",
+        "site",
+        "epoch",
+        "sequence",
+        "rows applied",
+        "parked",
+        "conflicts",
+        "rejected",
+        "lag (s)",
+        "last heard"
     );
     for s in statuses {
         let state = match s.waiting_for_sequence {
             Some(seq) => format!("held: waiting for batch {seq}"),
+            None if s.conflicts_open > 0 => {
+                "streaming (conflicts wait: `tributary conflicts list`)".to_owned()
+            }
             None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
             None => "streaming".to_owned(),
         };
         let _ = writeln!(
             out,
-            "{:<20} {:>10} {:>9} {:>12} {:>7} {:>8} {:>8} {:>11}  {}",
+            "{:<20} {:>10} {:>9} {:>12} {:>7} {:>9} {:>8} {:>8} {:>11}  {}",
             s.site_id,
             s.epoch,
             s.last_sequence,
             s.rows_applied,
             s.rows_parked_now,
+            s.conflicts_open,
             s.rejected_batches,
             s.lag_seconds.map_or("-".to_owned(), |l| l.to_string()),
             s.silent_seconds

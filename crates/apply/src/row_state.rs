@@ -1,0 +1,436 @@
+//! What the applier last wrote, per row and site (invariant 5): `tributary_row_state` keeps,
+//! for every HQ row a site's change was written to, a hash of the row as it stood right after.
+//! When that site's next change arrives, HQ's row is hashed again: the same hash means nobody
+//! changed the row since, anything else means it was edited at HQ or written from another site
+//! in between, and the change is a conflict.
+//!
+//! Hashes are computed by HQ itself over the synced columns (HQ's own surrogate key left out),
+//! each column length-prefixed so no two rows share a rendering, so they compare exactly
+//! whatever the column types. Rows are keyed by `SHA1(table ':' identity)`.
+//!
+//! Within one HQ transaction, states are recorded at the end ([`RowStates::flush`]), in bulk
+//! per table for uuid tables, so writing a new row costs one statement per table per batch,
+//! not one per row. A row written earlier in the same transaction for the same site needs no
+//! check: the applier itself is the last writer.
+
+use crate::locator::{Locator, travelling_uuid};
+use mysql_async::prelude::*;
+use mysql_async::{Transaction, Value as Sql};
+use std::collections::{BTreeMap, HashMap};
+use tributary_model::{RowChange, RowRef};
+use tributary_schema::{CatalogColumn, ColumnKind, IdentityRule, SchemaMap, TableMap, quote_ident};
+
+/// Uuids per bulk state statement.
+const UUIDS_PER_STATEMENT: usize = 500;
+/// The alias of the HQ row in the statements here.
+const ROW: &str = "hq_row";
+/// The key of a row's states, from the table name and identity parameters.
+const ENTITY_KEY: &str = "UNHEX(SHA1(CONCAT(?, ':', ?)))";
+
+/// A row as HQ holds it, column by column, as text (binary columns as `0x` and hex), for
+/// showing both versions of a conflict and naming the columns that differ.
+pub type RowSnapshot = BTreeMap<String, Option<String>>;
+
+/// How an HQ row stands against the site about to change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Unchanged since this site's last write (or written by it earlier in this transaction).
+    Unchanged,
+    /// Changed since, or never written from this site.
+    Diverged {
+        /// The row's hash now.
+        hash: Vec<u8>,
+        /// Who the row's present state is known to come from, for the reason.
+        last_writer: LastWriter,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastWriter {
+    /// Another site's change was the last write, and this site had written it before.
+    OtherSite { site: String, had_written: bool },
+    /// Nobody Tributary knows of: edited at HQ (or created there).
+    Hq { had_written: bool },
+}
+
+impl LastWriter {
+    /// Why the change is a conflict, for operators (no values, no identities).
+    pub fn reason(&self, site: &str) -> String {
+        match self {
+            LastWriter::OtherSite {
+                site: other,
+                had_written: true,
+            } => format!("HQ's row was written from site {other} since site {site} last wrote it"),
+            LastWriter::OtherSite {
+                site: other,
+                had_written: false,
+            } => format!("HQ's row was written from site {other}; site {site} never wrote it"),
+            LastWriter::Hq { had_written: true } => {
+                format!("HQ's row was edited at HQ since site {site} last wrote it")
+            }
+            LastWriter::Hq { had_written: false } => format!(
+                "HQ's row was not written from site {site} (created or edited at HQ, or by \
+                 another site before conflicts were tracked)"
+            ),
+        }
+    }
+}
+
+/// The row's hash now, this site's last state of it, and another site whose last state it is.
+type StandingRow = (Vec<u8>, Option<Vec<u8>>, Option<String>);
+
+/// Where a written row is found again when its state is recorded.
+enum Place {
+    Uuid { column: String, value: String },
+    Key(Locator),
+}
+
+struct Pending {
+    site: String,
+    place: Place,
+}
+
+/// The states of one HQ transaction: rows written (to record at the end) per entity.
+#[derive(Default)]
+pub struct RowStates {
+    pending: HashMap<RowRef, Pending>,
+}
+
+impl RowStates {
+    pub fn new() -> RowStates {
+        RowStates::default()
+    }
+
+    /// Notes that `site`'s change was written to the row at `locator`; its state is recorded
+    /// at [`RowStates::flush`]. A later writer of the same row in this transaction replaces
+    /// the earlier (only the last writer's state is true at commit).
+    pub fn wrote(&mut self, site: &str, map: &TableMap, change: &RowChange, locator: Locator) {
+        let place = match &map.identity {
+            IdentityRule::OwnUuid { column } => Place::Uuid {
+                column: column.clone(),
+                value: travelling_uuid(change, column).to_owned(),
+            },
+            _ => Place::Key(locator),
+        };
+        self.pending.insert(
+            change.row_ref(),
+            Pending {
+                site: site.to_owned(),
+                place,
+            },
+        );
+    }
+
+    /// Whether `site` wrote the row earlier in this transaction.
+    fn written_by(&self, site: &str, entity: &RowRef) -> bool {
+        self.pending.get(entity).is_some_and(|p| p.site == site)
+    }
+
+    /// Forgets every state of a deleted row.
+    pub async fn deleted(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        entity: &RowRef,
+    ) -> mysql_async::Result<()> {
+        self.pending.remove(entity);
+        tx.exec_drop(
+            format!("DELETE FROM tributary_row_state WHERE entity_key = {ENTITY_KEY}"),
+            (&*entity.table, entity.identity.as_str()),
+        )
+        .await
+    }
+
+    /// How the row at `locator` stands against `site`'s change.
+    pub async fn standing(
+        &self,
+        tx: &mut Transaction<'_>,
+        map: &TableMap,
+        site: &str,
+        entity: &RowRef,
+        locator: &Locator,
+    ) -> mysql_async::Result<Standing> {
+        if self.written_by(site, entity) {
+            return Ok(Standing::Unchanged);
+        }
+        let hash = hash_sql(map);
+        let (clause, locator_params) = locator.where_clause();
+        let sql = format!(
+            "SELECT {hash},
+                (SELECT s.state_hash FROM tributary_row_state s
+                  WHERE s.entity_key = {ENTITY_KEY} AND s.site_id = ?),
+                (SELECT s.site_id FROM tributary_row_state s
+                  WHERE s.entity_key = {ENTITY_KEY} AND s.site_id <> ? AND s.state_hash = {hash}
+                  ORDER BY s.written_at DESC LIMIT 1)
+             FROM {} AS {ROW} WHERE {clause} LIMIT 1",
+            quote_ident(&map.name)
+        );
+        let mut params: Vec<Sql> = Vec::with_capacity(6 + locator_params.len());
+        for _ in 0..2 {
+            params.push(Sql::from(&*entity.table));
+            params.push(Sql::from(entity.identity.as_str()));
+            params.push(Sql::from(site));
+        }
+        params.extend(locator_params);
+        let row: Option<StandingRow> = tx.exec_first(sql, params).await?;
+        let Some((now, mine, other)) = row else {
+            // Gone since it was located: nothing to compare, nothing to protect.
+            return Ok(Standing::Unchanged);
+        };
+        if mine.as_deref() == Some(&now[..]) {
+            return Ok(Standing::Unchanged);
+        }
+        let had_written = mine.is_some();
+        let last_writer = match other {
+            Some(site) => LastWriter::OtherSite { site, had_written },
+            None => LastWriter::Hq { had_written },
+        };
+        Ok(Standing::Diverged {
+            hash: now,
+            last_writer,
+        })
+    }
+
+    /// Records the state of every row written in this transaction, as it stands now.
+    pub async fn flush(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        schema: &SchemaMap,
+    ) -> mysql_async::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut by_uuid: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+        for (entity, pending) in std::mem::take(&mut self.pending) {
+            let Some(map) = schema.table(&entity.table) else {
+                continue;
+            };
+            match pending.place {
+                Place::Uuid { column, value } => by_uuid
+                    .entry((map.name.clone(), column, pending.site))
+                    .or_default()
+                    .push(value),
+                Place::Key(locator) => {
+                    record_one(tx, map, &entity, &pending.site, &locator).await?;
+                }
+            }
+        }
+        for ((table, column, site), uuids) in by_uuid {
+            let Some(map) = schema.table(&table) else {
+                continue;
+            };
+            for chunk in uuids.chunks(UUIDS_PER_STATEMENT) {
+                record_by_uuid(tx, map, &column, &site, chunk).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The row's state hash, as HQ computes it from the synced columns of [`ROW`].
+pub fn hash_sql(map: &TableMap) -> String {
+    let parts: Vec<String> = hashed_columns(map)
+        .map(|column| {
+            let bytes = format!("CAST({ROW}.{} AS BINARY)", quote_ident(column));
+            format!("IFNULL(CONCAT(LENGTH({bytes}), ':', {bytes}), '-')")
+        })
+        .collect();
+    if parts.is_empty() {
+        return "UNHEX(SHA1(''))".to_owned();
+    }
+    format!("UNHEX(SHA1(CONCAT_WS(',', {})))", parts.join(", "))
+}
+
+/// The synced columns a state covers: HQ's own surrogate key is not the site's business.
+fn hashed_columns(map: &TableMap) -> impl Iterator<Item = &str> {
+    map.columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(move |name| map.surrogate_key.as_deref() != Some(*name))
+}
+
+/// Reads the row at `locator` as text, column by column (see [`RowSnapshot`]), with its hash.
+pub async fn snapshot(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    locator: &Locator,
+) -> mysql_async::Result<Option<(RowSnapshot, Vec<u8>)>> {
+    let columns: Vec<&CatalogColumn> = map
+        .columns
+        .iter()
+        .filter(|c| map.surrogate_key.as_deref() != Some(c.name.as_str()))
+        .collect();
+    let rendered: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let column = format!("{ROW}.{}", quote_ident(&c.name));
+            match c.kind {
+                ColumnKind::Binary | ColumnKind::Other => {
+                    format!("CONCAT('0x', HEX({column}))")
+                }
+                _ => format!("CAST({column} AS CHAR CHARACTER SET utf8mb4)"),
+            }
+        })
+        .collect();
+    let (clause, params) = locator.where_clause();
+    let select = if rendered.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", rendered.join(", "))
+    };
+    let row: Option<mysql_async::Row> = tx
+        .exec_first(
+            format!(
+                "SELECT {}{select} FROM {} AS {ROW} WHERE {clause} LIMIT 1",
+                hash_sql(map),
+                quote_ident(&map.name)
+            ),
+            params,
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut values = row.unwrap().into_iter();
+    let hash = match values.next() {
+        Some(Sql::Bytes(hash)) => hash,
+        _ => Vec::new(),
+    };
+    let snapshot = columns
+        .iter()
+        .zip(values)
+        .map(|(c, value)| {
+            let text = match value {
+                Sql::Bytes(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                Sql::NULL => None,
+                other => Some(other.as_sql(true)),
+            };
+            (c.name.clone(), text)
+        })
+        .collect();
+    Ok(Some((snapshot, hash)))
+}
+
+/// The columns whose text differs between two snapshots of a row.
+pub fn differing_columns(a: &RowSnapshot, b: &RowSnapshot) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|c| a.get(*c) != b.get(*c))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Upserts the state of one row (natural-key and inherited tables), found by its key.
+async fn record_one(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    entity: &RowRef,
+    site: &str,
+    locator: &Locator,
+) -> mysql_async::Result<()> {
+    let (clause, locator_params) = locator.where_clause();
+    let mut params = vec![
+        Sql::from(&*entity.table),
+        Sql::from(entity.identity.as_str()),
+        Sql::from(site),
+    ];
+    params.extend(locator_params);
+    tx.exec_drop(
+        format!(
+            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
+             SELECT {ENTITY_KEY}, ?, {}, UTC_TIMESTAMP(3) FROM {} AS {ROW} WHERE {clause} LIMIT 1
+             {UPSERT}",
+            hash_sql(map),
+            quote_ident(&map.name)
+        ),
+        params,
+    )
+    .await
+}
+
+/// Upserts the states of rows of a uuid table in one statement. The key is computed from the
+/// stored uuid the way identities are made from it (trimmed, lower case).
+async fn record_by_uuid(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    column: &str,
+    site: &str,
+    uuids: &[String],
+) -> mysql_async::Result<()> {
+    let marks = vec!["?"; uuids.len()].join(", ");
+    let column = format!("{ROW}.{}", quote_ident(column));
+    let mut params = vec![Sql::from(map.name.as_str()), Sql::from(site)];
+    params.extend(uuids.iter().map(|u| Sql::from(u.as_str())));
+    tx.exec_drop(
+        format!(
+            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
+             SELECT UNHEX(SHA1(CONCAT(?, ':', LOWER(TRIM({column}))))), ?, {}, UTC_TIMESTAMP(3)
+             FROM {} AS {ROW} WHERE {column} IN ({marks})
+             {UPSERT}",
+            hash_sql(map),
+            quote_ident(&map.name)
+        ),
+        params,
+    )
+    .await
+}
+
+const UPSERT: &str =
+    "ON DUPLICATE KEY UPDATE state_hash = VALUES(state_hash), written_at = VALUES(written_at)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(pairs: &[(&str, Option<&str>)]) -> RowSnapshot {
+        pairs
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.map(str::to_owned)))
+            .collect()
+    }
+
+    #[test]
+    fn differing_columns_name_changed_nulled_and_missing_columns() {
+        let hq = snapshot(&[
+            ("family_name", Some("Otieno")),
+            ("given_name", Some("Akinyi")),
+            ("middle_name", None),
+            ("voided", Some("0")),
+        ]);
+        let site = snapshot(&[
+            ("family_name", Some("Otieno")),
+            ("given_name", None),
+            ("middle_name", Some("")),
+            ("degree", Some("Dr")),
+            ("voided", Some("0")),
+        ]);
+        assert_eq!(
+            differing_columns(&hq, &site),
+            ["degree", "given_name", "middle_name"]
+        );
+        assert!(differing_columns(&hq, &hq).is_empty());
+    }
+
+    #[test]
+    fn reasons_say_who_wrote_last_without_values() {
+        let other = LastWriter::OtherSite {
+            site: "clinic-a".into(),
+            had_written: true,
+        };
+        assert_eq!(
+            other.reason("clinic-b"),
+            "HQ's row was written from site clinic-a since site clinic-b last wrote it"
+        );
+        assert!(
+            LastWriter::Hq { had_written: true }
+                .reason("clinic-b")
+                .contains("edited at HQ since site clinic-b last wrote it")
+        );
+        assert!(
+            LastWriter::Hq { had_written: false }
+                .reason("clinic-b")
+                .contains("not written from site clinic-b")
+        );
+    }
+}
