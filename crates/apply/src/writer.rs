@@ -327,7 +327,6 @@ async fn settle(
                 tx.query_drop("RELEASE SAVEPOINT tributary_conflict")
                     .await?;
                 scope.states.wrote(origin.site_id, map, change, locator);
-                drop(site_row);
                 return Ok(Written::Done);
             }
             Ok(Some((site_row, _))) => Some(site_row),
