@@ -393,8 +393,11 @@ cmd_start() {
     # Default server id: the port, unique among the instances running on this machine.
     local sid="${server_id:-$port}"
     rc=0
+    # Each instance has its own temporary directory: a shared /tmp is cleaned by others.
+    mkdir -p "$dir/tmp"
     launch "$log" "$sock" "${COMMON[@]}" \
-      --datadir="$dir/data" --socket="$sock" --pid-file="$pidfile" --log-error="$log" \
+      --datadir="$dir/data" --tmpdir="$dir/tmp" --socket="$sock" --pid-file="$pidfile" \
+      --log-error="$log" \
       --bind-address=127.0.0.1 --port="$port" \
       --server-id="$sid" \
       --log-bin="$dir/binlog/mysql-bin" --log-bin-index="$dir/binlog/mysql-bin.index" \

@@ -500,3 +500,59 @@ async fn a_site_that_never_saw_another_sites_edit_meets_a_conflict() -> Result<(
     );
     Ok(())
 }
+
+/// A location tag named "Triage" (the name is unique at HQ).
+async fn add_tag(conn: &mut mysql_async::Conn, uuid: &str) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO location_tag (name, description, creator, date_created, retired, uuid)
+         VALUES ('Triage', 'created here', 1, '2024-01-01 00:00:00', 0, ?)",
+        (uuid,),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_taken_at_hq_parks_the_row_with_the_key_it_collides_on() -> Result<()> {
+    let p = Pipeline::start("conflicts-unique", PipelineOptions::default()).await?;
+    // HQ made its own tag with the name; the clinic makes one independently (another uuid).
+    add_tag(
+        &mut p.hq.conn().await?,
+        "c0f1c700-0000-4000-8000-0000000000e1",
+    )
+    .await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let mut site = p.site.conn().await?;
+    add_tag(&mut site, "c0f1c700-0000-4000-8000-0000000000e2").await?;
+    add_person(&mut site, PERSON, NAME).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    // A definite error, parked with the key named; never a crash, never a silent drop.
+    let mut hq = p.hq.conn().await?;
+    let reason: Option<String> = hq
+        .query_first("SELECT reason FROM tributary_parked_row WHERE table_name = 'location_tag'")
+        .await?;
+    let reason = reason.context("the colliding tag is parked")?;
+    assert!(
+        reason.contains("unique key `name` of `location_tag` already holds another row"),
+        "{reason}"
+    );
+    assert!(!reason.contains("Triage"), "no values in reasons: {reason}");
+    let people: Option<i64> = hq
+        .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (PERSON,))
+        .await?;
+    assert_eq!(people, Some(1), "the rest of the stream is applied");
+
+    // HQ renames its tag; a retry releases the clinic's.
+    hq.query_drop(
+        "UPDATE location_tag SET name = 'Triage (HQ)'
+         WHERE uuid = 'c0f1c700-0000-4000-8000-0000000000e1'",
+    )
+    .await?;
+    run_ok(p.run(&["parked", "retry", "--all"])?)?;
+    let tags: Vec<String> = hq
+        .query("SELECT name FROM location_tag WHERE uuid LIKE 'c0f1c700%' ORDER BY uuid")
+        .await?;
+    assert_eq!(tags, ["Triage (HQ)", "Triage"]);
+    Ok(())
+}

@@ -5,10 +5,11 @@ use crate::bookkeeping::{self, Progress};
 use crate::conflict_policy::ConflictPolicies;
 use crate::conflicts::Origin;
 use crate::error::ApplyError;
+use crate::new_rows::{IdNumbering, NewRows};
 use crate::parking;
 use crate::resolver::Resolver;
 use crate::row_state::RowStates;
-use crate::writer::{Check, Resolution, Scope, Written, resolve_row, write_row};
+use crate::writer::{Check, Resolution, ResolvedRow, Scope, Written, resolve_row, write_row};
 use mysql_async::{Conn, Transaction, TxOpts};
 use std::collections::BTreeMap;
 use tributary_batch::BatchHeader;
@@ -61,6 +62,7 @@ pub async fn apply_batch(
     conn: &mut Conn,
     schema: &SchemaMap,
     policies: &ConflictPolicies,
+    numbering: Option<IdNumbering>,
     resolver: &mut Resolver,
     header: &BatchHeader,
     payload: &BatchPayload,
@@ -73,7 +75,7 @@ pub async fn apply_batch(
         states: &mut states,
         policies,
     };
-    let result = apply_in(&mut tx, &mut scope, header, payload).await;
+    let result = apply_in(&mut tx, &mut scope, numbering, header, payload).await;
     match result {
         Ok((Fit::Next, outcome)) => {
             tx.commit().await?;
@@ -95,6 +97,7 @@ pub async fn apply_batch(
 async fn apply_in(
     tx: &mut Transaction<'_>,
     scope: &mut Scope<'_>,
+    numbering: Option<IdNumbering>,
     header: &BatchHeader,
     payload: &BatchPayload,
 ) -> Result<(Fit, BatchOutcome), ApplyError> {
@@ -103,33 +106,38 @@ async fn apply_in(
     if fit != Fit::Next {
         return Ok((fit, BatchOutcome::default()));
     }
-    let mut outcome = BatchOutcome::default();
-    let mut arrivals = Vec::new();
     // With nothing parked anywhere (the common case), no row needs the queue-behind check.
-    let mut anything_parked = parking::any(tx).await?;
+    let mut tally = Tally {
+        anything_parked: parking::any(tx).await?,
+        ..Tally::default()
+    };
     let origin = Origin {
         site_id: &header.site_id,
         epoch: header.epoch,
         sequence: header.sequence,
     };
+    let mut new_rows = NewRows::new(numbering);
     for change in payload.transactions.iter().flat_map(|t| t.rows.iter()) {
-        let placed = place(tx, scope, origin, change, anything_parked).await?;
-        match placed {
-            Placed::Written => {
-                outcome.applied += 1;
-                arrivals.push(change.row_ref());
-            }
-            Placed::Parked => {
-                outcome.parked += 1;
-                anything_parked = true;
-            }
-            Placed::KeptHq => outcome.conflicts += 1,
-            Placed::Queued => {
-                outcome.conflicts += 1;
-                anything_parked = true;
-            }
+        if new_rows.must_write_before(change) {
+            write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
         }
+        let placed = place(
+            tx,
+            scope,
+            origin,
+            change,
+            tally.anything_parked,
+            &mut new_rows,
+        )
+        .await?;
+        tally.add(change, placed);
     }
+    write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
+    let Tally {
+        mut outcome,
+        arrivals,
+        anything_parked,
+    } = tally;
     let released = if anything_parked {
         release(tx, scope, arrivals).await?
     } else {
@@ -154,9 +162,64 @@ async fn apply_in(
     Ok((Fit::Next, outcome))
 }
 
+/// What a batch's rows came to so far.
+#[derive(Default)]
+struct Tally {
+    outcome: BatchOutcome,
+    /// Rows written: parked rows waiting for them are released after the batch's rows.
+    arrivals: Vec<RowRef>,
+    /// Whether anything is parked or held (then each row checks for a queue to join).
+    anything_parked: bool,
+}
+
+impl Tally {
+    fn add(&mut self, change: &RowChange, placed: Placed) {
+        match placed {
+            Placed::Written => {
+                self.outcome.applied += 1;
+                self.arrivals.push(change.row_ref());
+            }
+            Placed::Parked => {
+                self.outcome.parked += 1;
+                self.anything_parked = true;
+            }
+            Placed::KeptHq => self.outcome.conflicts += 1,
+            Placed::Queued => {
+                self.outcome.conflicts += 1;
+                self.anything_parked = true;
+            }
+            Placed::Deferred => {}
+        }
+    }
+}
+
+/// Writes the queued new rows; rows a group statement could not take are written alone.
+async fn write_new_rows<'c>(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    new_rows: &mut NewRows<'c>,
+    tally: &mut Tally,
+) -> Result<(), ApplyError> {
+    if new_rows.is_empty() {
+        return Ok(());
+    }
+    let written = new_rows.write(tx, scope, origin.site_id).await?;
+    for change in written.rows {
+        tally.add(change, Placed::Written);
+    }
+    for refused in written.refused {
+        let placed = write_or_park(tx, scope, origin, refused.change, refused.row).await?;
+        tally.add(refused.change, placed);
+    }
+    Ok(())
+}
+
 enum Placed {
     Written,
     Parked,
+    /// A new row queued to be inserted with others of its table (counted when written).
+    Deferred,
     /// A conflict the table's policy decided for HQ.
     KeptHq,
     /// A conflict left open for a person.
@@ -173,52 +236,83 @@ impl From<Written> for Placed {
     }
 }
 
-/// Writes a change, or parks it with what it waits for.
-async fn place(
+/// Writes a change (or queues a new row to be written with others), or parks it with what it
+/// waits for.
+async fn place<'c>(
     tx: &mut Transaction<'_>,
     scope: &mut Scope<'_>,
     origin: Origin<'_>,
-    change: &RowChange,
+    change: &'c RowChange,
     anything_parked: bool,
+    new_rows: &mut NewRows<'c>,
 ) -> Result<Placed, ApplyError> {
-    let park = |waits: Vec<RowRef>, reason: String| (waits, reason);
     let hold = if anything_parked {
         parking::hold(tx, &change.row_ref()).await?
     } else {
         None
     };
     let (waits, reason) = if let Some(hold) = hold {
-        park(vec![parking::behind(change)], hold.reason())
+        (vec![parking::behind(change)], hold.reason())
     } else {
         match resolve_row(tx, scope.schema, scope.resolver, change).await? {
-            Resolution::Ready(values) => {
-                match write_row(tx, scope, origin, change, values, Check::Conflicts).await {
-                    Ok(written) => return Ok(written.into()),
-                    Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => park(
-                        Vec::new(),
-                        format!("HQ refused the row: {}", refusal_text(e.code)),
-                    ),
-                    Err(e) => return Err(e.into()),
-                }
+            Resolution::Ready(row) => {
+                let row = match scope.schema.table(&change.table) {
+                    Some(map) => new_rows.offer(map, change, row),
+                    None => Some(row),
+                };
+                return match row {
+                    None => Ok(Placed::Deferred),
+                    Some(row) => write_or_park(tx, scope, origin, change, row).await,
+                };
             }
             Resolution::Waiting(waits) => {
                 let reason = parking::waiting_reason(&waits);
-                park(waits, reason)
+                (waits, reason)
             }
-            Resolution::Blocked(reason) => park(Vec::new(), reason),
+            Resolution::Blocked(reason) => (Vec::new(), reason),
         }
     };
+    park(tx, origin, change, &waits, &reason).await?;
+    Ok(Placed::Parked)
+}
+
+/// Writes a resolved row; a row HQ refuses (a unique key, a constraint) is parked with the
+/// reason.
+async fn write_or_park(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    change: &RowChange,
+    row: ResolvedRow,
+) -> Result<Placed, ApplyError> {
+    match write_row(tx, scope, origin, change, row, Check::Conflicts).await {
+        Ok(written) => Ok(written.into()),
+        Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => {
+            park(tx, origin, change, &[], &refusal_reason(&change.table, &e)).await?;
+            Ok(Placed::Parked)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn park(
+    tx: &mut Transaction<'_>,
+    origin: Origin<'_>,
+    change: &RowChange,
+    waits: &[RowRef],
+    reason: &str,
+) -> Result<(), ApplyError> {
     parking::park(
         tx,
         origin.site_id,
         origin.epoch,
         origin.sequence,
         change,
-        &waits,
-        &reason,
+        waits,
+        reason,
     )
     .await?;
-    Ok(Placed::Parked)
+    Ok(())
 }
 
 /// Rows released, per site they came from (a site's row may wait for another site's).
@@ -269,7 +363,7 @@ async fn release_candidates(
                             continue;
                         }
                         Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => {
-                            let reason = format!("HQ refused the row: {}", refusal_text(e.code));
+                            let reason = refusal_reason(&parked.change.table, &e);
                             parking::rewait(tx, parked_id, &[], &reason).await?;
                             continue;
                         }
@@ -407,22 +501,86 @@ fn is_row_refusal(code: u16) -> bool {
     !crate::error::is_transient_server_code(code)
 }
 
-/// A description of a refusal that carries no row values (server messages quote them).
-fn refusal_text(code: u16) -> &'static str {
-    match code {
-        1062 => "error 1062, a unique key already holds another row with the same value",
-        1451 => "error 1451, other HQ rows still refer to it",
-        1452 => "error 1452, a referenced row is missing",
-        1048 | 1364 => "a required column has no value",
-        1406 => "error 1406, a value is too long for its HQ column",
-        1264 | 1366 | 1292 => "a value does not fit its HQ column type",
-        _ => "a constraint rejected it",
-    }
+/// Why HQ refused a row, for operators: what the server said, with the names of the key or
+/// constraint involved (schema names, never the values the server's message quotes).
+fn refusal_reason(table: &str, error: &mysql_async::ServerError) -> String {
+    let named = |quoted_after: &str| quoted_name(&error.message, quoted_after);
+    let what = match error.code {
+        1062 => {
+            let key = named("for key ").map_or_else(String::new, |k| format!(" `{k}`"));
+            format!(
+                "a unique key{key} of `{table}` already holds another row with the same value \
+                 (error 1062: the same metadata created independently at two sites, or at a \
+                 site and at HQ?); rename or retire one of them at HQ, then `tributary parked \
+                 retry`"
+            )
+        }
+        1451 => format!(
+            "other HQ rows still refer to it{} (error 1451: rows another site sent, or rows \
+             created at HQ); it is retried until they are gone",
+            named("CONSTRAINT ").map_or_else(String::new, |c| format!(" (constraint `{c}`)"))
+        ),
+        1452 => format!(
+            "a referenced row is missing at HQ{} (error 1452)",
+            named("CONSTRAINT ").map_or_else(String::new, |c| format!(" (constraint `{c}`)"))
+        ),
+        1048 | 1364 => "a required column has no value".to_owned(),
+        1406 => "error 1406, a value is too long for its HQ column".to_owned(),
+        1264 | 1366 | 1292 => "a value does not fit its HQ column type".to_owned(),
+        code => format!("a constraint rejected it (error {code})"),
+    };
+    format!("HQ refused the row: {what}")
+}
+
+/// The back-quoted or quoted name right after `marker` in a server message (MariaDB quotes key
+/// names with `'` and constraint names with `` ` ``).
+fn quoted_name(message: &str, marker: &str) -> Option<String> {
+    let rest = &message[message.rfind(marker)? + marker.len()..];
+    let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '`')?;
+    let name = &rest[1..];
+    let end = name.find(quote)?;
+    Some(name[..end].to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(code: u16, message: &str) -> mysql_async::ServerError {
+        mysql_async::ServerError {
+            code,
+            message: message.to_owned(),
+            state: "23000".to_owned(),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_key_but_never_the_value() {
+        let reason = refusal_reason(
+            "location_tag",
+            &server_error(1062, "Duplicate entry 'Triage Room' for key 'name'"),
+        );
+        assert!(
+            reason.contains("a unique key `name` of `location_tag` already holds"),
+            "{reason}"
+        );
+        assert!(!reason.contains("Triage"), "no values: {reason}");
+        let reason = refusal_reason(
+            "person",
+            &server_error(
+                1451,
+                "Cannot delete or update a parent row: a foreign key constraint fails \
+                 (`openmrs`.`obs`, CONSTRAINT `person_obs` FOREIGN KEY (`person_id`) REFERENCES \
+                 `person` (`person_id`))",
+            ),
+        );
+        assert!(reason.contains("(constraint `person_obs`)"), "{reason}");
+        assert!(
+            refusal_reason("x", &server_error(1062, "Duplicate entry"))
+                .contains("a unique key of `x`")
+        );
+        assert!(refusal_reason("x", &server_error(4025, "CONSTRAINT")).contains("error 4025"));
+    }
 
     #[test]
     fn fit_orders_batches_by_epoch_and_sequence() {

@@ -37,11 +37,22 @@ impl ApplyError {
     /// Transient errors leave the batch in place to be retried.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApplyError::Database(mysql_async::Error::Server(e)) => is_transient_server_code(e.code),
-            ApplyError::Database(_) => true,
+            ApplyError::Database(e) => is_transient_database_error(e),
+            // HQ going away while its catalog is read (the periodic re-read of the schema).
+            ApplyError::Schema(tributary_schema::SchemaError::Introspection { source, .. }) => {
+                is_transient_database_error(source)
+            }
             ApplyError::Transport(e) => e.is_transient(),
             _ => false,
         }
+    }
+}
+
+/// A connection problem, or a server error that says HQ is busy or going away.
+fn is_transient_database_error(error: &mysql_async::Error) -> bool {
+    match error {
+        mysql_async::Error::Server(e) => is_transient_server_code(e.code),
+        _ => true,
     }
 }
 
@@ -66,4 +77,32 @@ pub(crate) fn is_transient_server_code(code: u16) -> bool {
             | 2006
             | 2013
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schema::SchemaError;
+
+    fn introspection(source: mysql_async::Error) -> ApplyError {
+        ApplyError::Schema(SchemaError::Introspection {
+            database: "openmrs".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn hq_going_away_while_its_catalog_is_read_is_retried() {
+        let broken_pipe = mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert!(introspection(broken_pipe).is_transient());
+        let denied = mysql_async::Error::Server(mysql_async::ServerError {
+            code: 1142,
+            message: "SELECT command denied".into(),
+            state: "42000".into(),
+        });
+        assert!(!introspection(denied).is_transient());
+        assert!(!ApplyError::Schema(SchemaError::EmptyDatabase("openmrs".into())).is_transient());
+    }
 }

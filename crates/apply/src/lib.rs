@@ -24,6 +24,7 @@ mod delivered;
 mod error;
 mod locator;
 pub mod metrics;
+mod new_rows;
 mod parked_age;
 mod parked_reason;
 mod parked_rows;

@@ -5,6 +5,7 @@
 use crate::batch_apply::{BatchOutcome, Fit, apply_batch};
 use crate::bookkeeping::{self, CREATE_TABLES};
 use crate::error::ApplyError;
+use crate::new_rows::{IdNumbering, STATEMENT_CACHE};
 use crate::parked_age::AgeWatch;
 use crate::rejection::Rejection;
 use crate::resolver::Resolver;
@@ -48,14 +49,24 @@ pub struct Applier {
     parked_retry_cursor: u64,
     /// Parked rows' gauges and the report of rows parked too long.
     parked_ages: AgeWatch,
+    /// How HQ numbers a multi-row INSERT (`None`: new rows are inserted one by one).
+    id_numbering: Option<IdNumbering>,
 }
 
 impl Applier {
     /// Connects to HQ, creates Tributary's bookkeeping tables if needed, and reads HQ's schema.
     pub async fn connect(settings: ApplySettings) -> Result<Applier, ApplyError> {
-        let opts =
-            OptsBuilder::from_opts(settings.hq.clone()).init(vec!["SET time_zone = '+00:00'"]);
+        let opts = OptsBuilder::from_opts(settings.hq.clone())
+            .init(vec!["SET time_zone = '+00:00'"])
+            .stmt_cache_size(STATEMENT_CACHE);
         let mut conn = Conn::new(opts).await?;
+        let id_numbering = IdNumbering::of(&mut conn).await?;
+        if id_numbering.is_none() {
+            tracing::warn!(
+                "HQ's innodb_autoinc_lock_mode is 2 (interleaved): new rows are inserted one \
+                 statement each, which is slower; mode 1 lets them be inserted in groups"
+            );
+        }
         for ddl in CREATE_TABLES {
             conn.query_drop(*ddl).await?;
         }
@@ -78,6 +89,7 @@ impl Applier {
             last_parked_retry: Instant::now(),
             parked_retry_cursor: 0,
             parked_ages,
+            id_numbering,
         })
     }
 
@@ -215,6 +227,7 @@ impl Applier {
             &mut self.conn,
             &self.schema,
             &self.settings.conflicts,
+            self.id_numbering,
             &mut self.resolver,
             header,
             payload,

@@ -487,7 +487,12 @@ async fn insert_referring_to_itself(
     Ok(Some(id))
 }
 
-fn remember_new_id(map: &TableMap, resolver: &mut Resolver, change: &RowChange, id: Option<u64>) {
+pub(crate) fn remember_new_id(
+    map: &TableMap,
+    resolver: &mut Resolver,
+    change: &RowChange,
+    id: Option<u64>,
+) {
     if map.surrogate_key.is_some()
         && let Some(id) = id.and_then(|id| i64::try_from(id).ok())
     {
