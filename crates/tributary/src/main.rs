@@ -170,6 +170,13 @@ enum Command {
     /// every batch, applied once at HQ by identity. Stop `capture` first (they share the
     /// state directory); requested rows the site no longer holds are listed and nothing is
     /// sent for them (no delete: HQ cannot tell whose row it is).
+    #[command(
+        after_help = "Example, after 'tributary verify --site clinic-a --out diff.tsv' at HQ:\n  \
+        tributary resend --config site.toml --from-file diff.tsv\n  \
+        tributary resend --config site.toml --table obs --identity 5a1c0d2e-...\n\
+        Then start capture again. A re-sent row replaces HQ's version of it (upsert by \
+        identity), edits made at HQ included."
+    )]
     Resend {
         /// Configuration file with [site] and [transport] sections.
         #[arg(long, short)]
