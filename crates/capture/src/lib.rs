@@ -5,7 +5,8 @@
 //! layouts of [`table_layout`] and the codecs of [`binlog_values`]; [`annotate`] turns
 //! integer references into identities (with [`identities`] as its cache and lookup);
 //! [`publisher`] seals and publishes batches with the [`checkpoint`] protocol; [`stream`] is
-//! the streaming loop, [`snapshot`] the seed; [`source`] holds the connection and preflight.
+//! the streaming loop, [`snapshot`] the seed, [`resend`] chosen rows again by identity;
+//! [`source`] holds the connection and preflight.
 //! Source flavours: [`gtid`] (MariaDB GTID positions and events), [`mysql_gtid`] (MySQL GTID
 //! sets and events), [`position`] (checkpoint positions of either flavour, file/position
 //! taken at commit events), [`transaction_payload`] (MySQL 8 compressed transactions).
@@ -35,6 +36,7 @@ mod publisher;
 #[cfg(test)]
 mod recorded_events;
 mod requirements;
+mod resend;
 mod resume;
 mod schema_history;
 mod sealer;
@@ -55,6 +57,7 @@ pub use mysql_gtid::{
 };
 pub use position::{BinlogFilePosition, CommitPositions, SourceFlavour, SourcePosition};
 pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server};
+pub use resend::{RESEND_CHUNK, ResendReport, TableResend, run_resend};
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,

@@ -11,6 +11,9 @@
 //!
 //! Tables are read in dependency order, in keyset-paginated chunks, inside the snapshot
 //! transaction, so memory stays bounded by the chunk size.
+//!
+//! `resend` (chosen rows by identity) shares the publisher, the reading of rows as images and
+//! the snapshot transactions defined here.
 
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
@@ -52,15 +55,7 @@ pub async fn run_seed(
     let outbox = settings.open_outbox()?;
     let key = SiteKey::load(&settings.key_file)?;
     let existing = state.load()?;
-    if existing.as_ref().is_some_and(|c| c.partial.is_some()) {
-        return Err(CaptureError::State {
-            path: settings.state_dir.display().to_string(),
-            detail: "capture stopped inside a large source transaction it had begun to send in \
-                     parts; run capture until that transaction is complete (status shows the \
-                     checkpoint moving on), then seed"
-                .into(),
-        });
-    }
+    refuse_inside_parts(settings, existing.as_ref(), "seed")?;
 
     let mut conn = source::connect(&settings.source).await?;
     source::preflight(&mut conn, &settings.database).await?;
@@ -93,15 +88,7 @@ pub async fn run_seed(
     }
     state.save(&checkpoint)?;
     let first_sequence = checkpoint.next_sequence;
-    let mut publisher = Publisher::open(
-        state,
-        outbox,
-        key,
-        checkpoint,
-        settings.max_batch_rows,
-        settings.spool,
-    )?;
-    publisher.set_origin(Origin::Snapshot)?;
+    let mut publisher = snapshot_publisher(settings, state, outbox, key, checkpoint)?;
     let position = publisher.checkpoint().gtid_position.clone();
 
     let mut cache = IdentityCache::new(settings.identity_cache_entries);
@@ -122,22 +109,8 @@ pub async fn run_seed(
                 break;
             }
             let count = rows.len() as u64;
-            let raw: Vec<RawRow> = rows
-                .into_iter()
-                .map(|image| RawRow {
-                    table: Arc::clone(&table_name),
-                    op: Op::Insert,
-                    before: None,
-                    after: Some(image),
-                })
-                .collect();
-            let snapshot = RawTransaction {
-                committed_at: now_unix(),
-                rows: raw,
-                ..RawTransaction::default()
-            };
             let txn = annotate(
-                snapshot,
+                snapshot_transaction(&table_name, rows),
                 &schema,
                 &mut cache,
                 &mut formats,
@@ -162,6 +135,65 @@ pub async fn run_seed(
     conn.query_drop("COMMIT").await?;
     report.next_sequence = publisher.checkpoint().next_sequence;
     Ok(report)
+}
+
+/// Refuses a seed or re-send while capture has stopped inside a source transaction it was
+/// sending in parts: snapshot rows must not take sequence numbers between its parts.
+pub(crate) fn refuse_inside_parts(
+    settings: &CaptureSettings,
+    checkpoint: Option<&Checkpoint>,
+    command: &str,
+) -> Result<(), CaptureError> {
+    if checkpoint.is_some_and(|c| c.partial.is_some()) {
+        return Err(CaptureError::State {
+            path: settings.state_dir.display().to_string(),
+            detail: format!(
+                "capture stopped inside a large source transaction it had begun to send in \
+                 parts; run capture until that transaction is complete (status shows the \
+                 checkpoint moving on), then {command}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The publisher of snapshot rows (seed, re-send): the next sequence numbers of the site's
+/// stream, batches marked `snapshot`.
+pub(crate) fn snapshot_publisher(
+    settings: &CaptureSettings,
+    state: StateDir,
+    outbox: Box<dyn tributary_transport::Outbox>,
+    key: SiteKey,
+    checkpoint: Checkpoint,
+) -> Result<Publisher, CaptureError> {
+    let mut publisher = Publisher::open(
+        state,
+        outbox,
+        key,
+        checkpoint,
+        settings.max_batch_rows,
+        settings.spool,
+    )?;
+    publisher.set_origin(Origin::Snapshot)?;
+    Ok(publisher)
+}
+
+/// Rows read from the site as they are now, as one snapshot transaction of inserts (applied
+/// at HQ as upserts by identity).
+pub(crate) fn snapshot_transaction(table: &Arc<str>, images: Vec<RawImage>) -> RawTransaction {
+    RawTransaction {
+        committed_at: now_unix(),
+        rows: images
+            .into_iter()
+            .map(|image| RawRow {
+                table: Arc::clone(table),
+                op: Op::Insert,
+                before: None,
+                after: Some(image),
+            })
+            .collect(),
+        ..RawTransaction::default()
+    }
 }
 
 fn select_tables<'s>(
@@ -258,10 +290,7 @@ async fn read_chunk(
     table: &TableMap,
     after_key: Option<i64>,
 ) -> Result<(Vec<RawImage>, Option<i64>), CaptureError> {
-    // Selected in name order: images list their columns sorted by name (see RawImage).
-    let mut names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
-    names.sort_unstable();
-    let columns: Vec<String> = names.iter().map(|name| quote_ident(name)).collect();
+    let columns = image_columns(table);
     let from = format!(
         "{}.{}",
         quote_ident(&settings.database),
@@ -274,19 +303,39 @@ async fn read_chunk(
     let rows: Vec<Row> = match &key {
         Some(key) => {
             let sql = format!(
-                "SELECT {} FROM {from} WHERE {k} > ? ORDER BY {k} LIMIT {}",
-                columns.join(", "),
+                "SELECT {columns} FROM {from} WHERE {k} > ? ORDER BY {k} LIMIT {}",
                 settings.snapshot_chunk_rows.max(1),
                 k = quote_ident(key),
             );
             conn.exec(sql, (after_key.unwrap_or(i64::MIN),)).await?
         }
         None => {
-            conn.exec(format!("SELECT {} FROM {from}", columns.join(", ")), ())
+            conn.exec(format!("SELECT {columns} FROM {from}"), ())
                 .await?
         }
     };
-    let mut last_key = None;
+    let images = to_images(schema, table, rows);
+    let last_key = key.as_ref().and_then(|key| {
+        images.last()?.get(key).and_then(|v| match v {
+            Sql::Int(i) => Some(*i),
+            Sql::UInt(u) => i64::try_from(*u).ok(),
+            _ => None,
+        })
+    });
+    Ok((images, last_key))
+}
+
+/// The select list of a table's images: its synced columns in name order (images list their
+/// columns sorted by name, see RawImage).
+pub(crate) fn image_columns(table: &TableMap) -> String {
+    let mut names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    let columns: Vec<String> = names.iter().map(|name| quote_ident(name)).collect();
+    columns.join(", ")
+}
+
+/// Query rows selected with [`image_columns`] as raw images, ready for `annotate`.
+pub(crate) fn to_images(schema: &SchemaMap, table: &TableMap, rows: Vec<Row>) -> Vec<RawImage> {
     let mut images = Vec::with_capacity(rows.len());
     // Every row of one query has the same columns: name them once.
     let mut columns: Option<Arc<[ColumnInfo]>> = None;
@@ -304,17 +353,9 @@ async fn read_chunk(
                 })
                 .collect()
         });
-        let image = RawImage::new(Arc::clone(columns), row.unwrap());
-        if let Some(key) = &key {
-            last_key = image.get(key).and_then(|v| match v {
-                Sql::Int(i) => Some(*i),
-                Sql::UInt(u) => i64::try_from(*u).ok(),
-                _ => None,
-            });
-        }
-        images.push(image);
+        images.push(RawImage::new(Arc::clone(columns), row.unwrap()));
     }
-    Ok((images, if key.is_some() { last_key } else { None }))
+    images
 }
 
 fn now_unix() -> u64 {

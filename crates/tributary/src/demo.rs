@@ -197,7 +197,8 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
         ids_differ.1,
     );
     println!(
-        "\nTry it by hand: tributary status --config {}  |  tributary verify --config {}",
+        "\nTry it by hand: tributary status --config {}  |  tributary verify --site {DEMO_SITE} \
+         --list --config {}",
         config_path.display(),
         config_path.display()
     );

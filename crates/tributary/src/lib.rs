@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod demo;
 pub mod doctor;
 pub mod export;
+pub mod findings;
 pub mod import;
 pub mod kafka_apply;
 pub mod metrics_endpoint;

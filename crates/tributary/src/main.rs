@@ -29,7 +29,8 @@ use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
     about,
     after_help = "A site: `keys generate`, then `doctor`, then `seed` (once), then `capture`.\n\
                   HQ: copy every site's key into the key directory, then `apply`; `status` and \
-                  `verify` show how far each site is and whether HQ matches it.\n\
+                  `verify --site ID` show how far each site is and whether HQ matches it; \
+                  `resend` (at the site) sends rows verify found missing or different again.\n\
                   Passwords come from files or the environment (see README.md), never from the \
                   command line. RUST_LOG sets the log level (default info)."
 )]
@@ -124,14 +125,79 @@ enum Command {
         #[command(subcommand)]
         command: tributary::conflicts::ConflictsCommand,
     },
-    /// Compare HQ with the site by identity (exit code 3 when they differ).
+    /// Compare HQ with a site table by table, by identity: rows missing at HQ, rows that
+    /// differ (with the columns, never the values) and, with --extra, rows HQ holds that the
+    /// site lacks. Exit code 3 when they differ.
+    ///
+    /// Rows are compared by a hash of their travelling columns with every reference taken as
+    /// the referenced row's identity, so HQ's own ids never matter. Tables are streamed and
+    /// compared a page at a time (bounded memory at any size). Run it when HQ has caught up
+    /// (`tributary status`): rows changed while it runs may show as different.
+    #[command(
+        after_help = "Typical repair, when HQ lost or changed rows of a site:\n  \
+        tributary verify --site clinic-a --config site-and-hq.toml --out diff.tsv\n  \
+        tributary resend --config site.toml --from-file diff.tsv      (at the site, capture stopped)\n  \
+        tributary verify --site clinic-a --config site-and-hq.toml    (once HQ applied them)"
+    )]
     Verify {
         /// Configuration file with [site] and [hq] sections.
         #[arg(long, short)]
         config: PathBuf,
-        /// Tables to compare (default: the clinical core).
+        /// The site to compare; must be the configuration's [site] id. With it, every synced
+        /// table is compared; without it, only the clinical core (person .. obs).
+        #[arg(long, value_name = "ID")]
+        site: Option<String>,
+        /// Only these tables (comma-separated).
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
+        /// Print the identities (uuids or natural keys) of missing, extra and different rows,
+        /// up to --limit per table.
+        #[arg(long)]
+        list: bool,
+        /// Rows listed per table with --list.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Write every missing, extra and different row's identity to this file (one per
+        /// line, tab-separated); `tributary resend --from-file` takes it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Also report rows HQ holds that the site lacks. HQ keeps no record of which site
+        /// wrote a row, so use it only where HQ's rows of the compared tables all come from
+        /// this site (a single-site HQ, tables only this site writes); otherwise other sites'
+        /// and HQ's own rows count as extra. Without it, extra rows are not checked ("-").
+        #[arg(long)]
+        extra: bool,
+        /// Rows compared per page (the bound on what verify holds of a table at once).
+        #[arg(long, default_value_t = tributary::verify::VERIFY_PAGE_ROWS, hide = true)]
+        page_rows: usize,
+    },
+    /// At the site, send chosen rows again (e.g. those `verify --out` listed) as new batches:
+    /// read by identity from the site database as they are now, sealed and numbered like
+    /// every batch, applied once at HQ by identity. Stop `capture` first (they share the
+    /// state directory); requested rows the site no longer holds are listed and nothing is
+    /// sent for them (no delete: HQ cannot tell whose row it is).
+    #[command(
+        after_help = "Example, after 'tributary verify --site clinic-a --out diff.tsv' at HQ:\n  \
+        tributary resend --config site.toml --from-file diff.tsv\n  \
+        tributary resend --config site.toml --table obs --identity 5a1c0d2e-...\n\
+        Then start capture again. A re-sent row replaces HQ's version of it (upsert by \
+        identity), edits made at HQ included."
+    )]
+    Resend {
+        /// Configuration file with [site] and [transport] sections.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The table of the rows given with --identity.
+        #[arg(long, requires = "identity")]
+        table: Option<String>,
+        /// Identities of rows of --table: uuids (any case), or natural keys as verify prints
+        /// them (a JSON array).
+        #[arg(long, num_args = 1.., requires = "table")]
+        identity: Vec<String>,
+        /// A file written by `tributary verify --out` (missing and different rows are sent,
+        /// extra rows are not at the site and are skipped), or lines `table<TAB>identity`.
+        #[arg(long, value_name = "FILE", required_unless_present = "table")]
+        from_file: Option<PathBuf>,
     },
     /// Show how a live database's tables are identified and which columns travel as
     /// references (the resolved schema map), flagging tables whose rows cannot be identified.
@@ -404,21 +470,105 @@ async fn run(command: Command) -> Result<ExitCode> {
                 );
             }
         }
-        Command::Verify { config, tables } => {
-            let config = Config::load(&config)?;
-            let (site, site_db) = config.site_database()?;
+        Command::Verify {
+            config: path,
+            site,
+            tables,
+            list,
+            limit,
+            out,
+            extra,
+            page_rows,
+        } => {
+            let config = Config::load(&path)?;
+            let configured = config.site_id()?;
+            if let Some(site) = &site
+                && *site != configured
+            {
+                anyhow::bail!(
+                    "--site {site} does not match the configuration's [site] id '{configured}' \
+                     in {}; verify reads the site database that file names, so give the \
+                     configuration of site {site} (with its [site] and HQ's [hq] sections)",
+                    path.display()
+                );
+            }
+            let (site_opts, site_db) = config.site_database()?;
             let (hq, hq_db) = config.hq_database()?;
-            let tables: Vec<&str> = if tables.is_empty() {
-                verify::CLINICAL_TABLES.to_vec()
+            let tables = if tables.is_empty() && site.is_none() {
+                verify::CLINICAL_TABLES
+                    .iter()
+                    .map(|t| (*t).to_owned())
+                    .collect()
             } else {
-                tables.iter().map(String::as_str).collect()
+                tables
             };
-            let reports =
-                verify::verify(&site, &site_db, &hq, &hq_db, &config.policy()?, &tables).await?;
+            let options = verify::VerifyOptions {
+                tables,
+                extra,
+                page_rows,
+            };
+            let mut findings = verify::Findings::new(
+                if list { limit } else { 0 },
+                out.as_deref(),
+                &format!("tributary verify --site {configured}: rows that disagree with HQ"),
+            )?;
+            let reports = verify::verify_tables(
+                &site_opts,
+                &site_db,
+                &hq,
+                &hq_db,
+                &config.policy()?,
+                &options,
+                &mut findings,
+            )
+            .await?;
+            let written = findings.finish()?;
             print!("{}", report::verification_table(&reports));
+            if list {
+                print!("{}", report::findings_list(&findings));
+            }
+            if let Some(path) = written {
+                println!(
+                    "every missing, extra and different row is listed in {}; at the site, \
+                     'tributary resend --from-file {}' sends them again",
+                    path.display(),
+                    path.display()
+                );
+            }
             if !reports.iter().all(|r| r.ok()) {
                 return Ok(ExitCode::from(3));
             }
+        }
+        Command::Resend {
+            config,
+            table,
+            identity,
+            from_file,
+        } => {
+            let settings = Config::load(&config)?.capture_settings()?;
+            let mut requests: std::collections::BTreeMap<String, Vec<tributary_model::Identity>> =
+                std::collections::BTreeMap::new();
+            if let Some(path) = &from_file {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let (wanted, extra) = verify::read_findings(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if extra > 0 {
+                    eprintln!("{extra} rows listed as extra at HQ are not at the site: skipped");
+                }
+                for (table, identities) in wanted {
+                    requests.entry(table).or_default().extend(identities);
+                }
+            }
+            if let Some(table) = table {
+                requests.entry(table).or_default().extend(
+                    identity
+                        .iter()
+                        .map(|i| tributary_model::Identity::from_raw(resend_identity(i))),
+                );
+            }
+            let report = tributary_capture::run_resend(&settings, &requests).await?;
+            print!("{}", report::resend_table(&report));
         }
         Command::Schema {
             command: SchemaCommand::Show { config, hq },
@@ -460,6 +610,17 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An identity typed on the command line: a natural key (JSON array) as given, a uuid
+/// lower-cased as identities are.
+fn resend_identity(text: &str) -> String {
+    let text = text.trim();
+    if text.starts_with('[') {
+        text.to_owned()
+    } else {
+        text.to_ascii_lowercase()
+    }
 }
 
 /// `tributary ship`: the spool (capture's directory) to Kafka until a signal.

@@ -2,11 +2,11 @@
 //! identities and reasons but never row values.
 
 use crate::parked::human_age;
-use crate::verify::TableReport;
+use crate::verify::{Findings, TableReport};
 use std::fmt::Write;
 use std::path::Path;
 use tributary_apply::{Applier, ApplyError, ParkedAge, ParkedSummary, PassReport, SiteStatus};
-use tributary_capture::{Checkpoint, ResumeBy};
+use tributary_capture::{Checkpoint, ResendReport, ResumeBy};
 
 /// One applier pass over what is waiting (`tributary apply --once`, and after an import):
 /// apply, retry parked rows, and print what happened, held sites included.
@@ -164,15 +164,23 @@ pub fn parked_table(parked: &[ParkedSummary]) -> String {
 }
 
 pub fn verification_table(reports: &[TableReport]) -> String {
+    let width = reports
+        .iter()
+        .map(|r| r.table.len())
+        .max()
+        .unwrap_or(0)
+        .max(20);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:>9} {:>9} {:>13} {:>9}  result",
-        "table", "site rows", "matched", "missing at HQ", "different"
+        "{:<width$} {:>9} {:>9} {:>13} {:>11} {:>9}  result",
+        "table", "site rows", "matched", "missing at HQ", "extra at HQ", "different"
     );
     for r in reports {
-        let detail = if r.ok() {
+        let mut detail = if r.ok() {
             "ok".to_owned()
+        } else if r.differing_columns.is_empty() {
+            "MISMATCH".to_owned()
         } else {
             let columns: Vec<String> = r
                 .differing_columns
@@ -181,11 +189,101 @@ pub fn verification_table(reports: &[TableReport]) -> String {
                 .collect();
             format!("MISMATCH {}", columns.join(", "))
         };
+        if r.hq_lacks_table {
+            detail.push_str(" (HQ has no such table)");
+        }
+        if r.unidentified > 0 {
+            let _ = write!(
+                detail,
+                " ({} rows without identity not compared)",
+                r.unidentified
+            );
+        }
+        let extra = r
+            .extra_at_hq
+            .map_or_else(|| "-".to_owned(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "{:<20} {:>9} {:>9} {:>13} {:>9}  {}",
-            r.table, r.site_rows, r.matched, r.missing_at_hq, r.different, detail
+            "{:<width$} {:>9} {:>9} {:>13} {:>11} {:>9}  {}",
+            r.table, r.site_rows, r.matched, r.missing_at_hq, extra, r.different, detail
         );
+    }
+    if reports.iter().any(|r| r.extra_at_hq.is_none()) {
+        let _ = writeln!(
+            out,
+            "extra at HQ \"-\": not checked (HQ keeps no record of which site wrote a row; \
+             --extra counts every HQ row the site lacks)"
+        );
+    }
+    out
+}
+
+/// `verify --list`: the identities of the rows that disagree (operators need them to act;
+/// never values), a bounded number per table.
+pub fn findings_list(findings: &Findings) -> String {
+    let mut out = String::new();
+    if findings.listed().is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nrows that disagree (table, finding, identity[, columns]):"
+    );
+    for listed in findings.listed() {
+        let _ = write!(
+            out,
+            "  {} {} {}",
+            listed.table,
+            listed.finding.as_str(),
+            listed.identity
+        );
+        if !listed.columns.is_empty() {
+            let _ = write!(out, " [{}]", listed.columns.join(", "));
+        }
+        out.push('\n');
+    }
+    for (table, more) in findings.unlisted() {
+        let _ = writeln!(
+            out,
+            "  {table}: {more} more not listed (raise --limit, or write them all with --out)"
+        );
+    }
+    out
+}
+
+/// `tributary resend`: per table, rows asked for and sent, and the identities the site no
+/// longer holds.
+pub fn resend_table(report: &ResendReport) -> String {
+    let mut out = String::new();
+    let sent: u64 = report.tables.iter().map(|t| t.sent).sum();
+    for t in &report.tables {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>7} requested {:>7} sent {:>7} not at the site",
+            t.table,
+            t.requested,
+            t.sent,
+            t.not_at_site.len()
+        );
+    }
+    if report.next_sequence > report.first_sequence {
+        let _ = writeln!(
+            out,
+            "re-sent {sent} rows as batches {}..{}",
+            report.first_sequence,
+            report.next_sequence - 1
+        );
+    } else {
+        let _ = writeln!(out, "nothing to send");
+    }
+    for t in &report.tables {
+        for identity in &t.not_at_site {
+            let _ = writeln!(
+                out,
+                "not at the site (nothing sent; a row HQ holds is left there): {} {identity}",
+                t.table
+            );
+        }
     }
     out
 }
