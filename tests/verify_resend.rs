@@ -2,7 +2,8 @@
 //! back are reported missing and listed by identity, a row edited at HQ is reported different
 //! with its column name (never its value), HQ's own rows are extra only when asked for; the
 //! findings file goes to `tributary resend` at the site, whose batches HQ applies once
-//! through its normal path, after which verification is clean and the stream carries on
+//! through its normal path (the row edited at HQ meets a conflict, which the operator settles
+//! for the site), after which verification is clean and the stream carries on
 //! with the next sequence numbers (invariant 2: the re-send is part of the site's sequence).
 
 use anyhow::{Result, bail};
@@ -226,7 +227,49 @@ async fn rows_lost_or_changed_at_hq_are_found_by_identity_resent_and_verified() 
         "{nothing}"
     );
 
-    // HQ applies the re-sent batches through its normal path; verification is clean again.
+    // HQ applies the re-sent batches through its normal path. The row edited at HQ is not
+    // overwritten silently (invariant 5): the re-sent version meets a conflict, and the
+    // operator takes the site's version; then verification is clean again.
+    let hq_db = &p.hq;
+    wait_until(
+        "the re-sent name to meet HQ's edit",
+        CATCH_UP,
+        || async move {
+            let open: Option<u64> = hq_db
+                .conn()
+                .await?
+                .query_first(
+                    "SELECT COUNT(*) FROM tributary_conflict
+                 WHERE status = 'open' AND table_name = 'person_name'",
+                )
+                .await?;
+            Ok(open == Some(1))
+        },
+    )
+    .await
+    .map_err(|e| e.context(apply.logs()))?;
+    let given: Option<String> = hq
+        .exec_first(
+            "SELECT given_name FROM person_name WHERE uuid = ?",
+            (&p3.name,),
+        )
+        .await?;
+    assert_eq!(
+        given.as_deref(),
+        Some(EDITED_AT_HQ),
+        "HQ's edit waits for a person"
+    );
+    let conflict: u64 =
+        p.hq.scalar("SELECT conflict_id FROM tributary_conflict")
+            .await?;
+    run_ok(p.run(&[
+        "conflicts",
+        "resolve",
+        &conflict.to_string(),
+        "--take-site",
+        "--by",
+        "records-officer",
+    ])?)?;
     let pipeline = &p;
     wait_until("HQ to apply the re-sent rows", CATCH_UP, || async move {
         let out = pipeline.run(&["verify", "--site", &pipeline.site_id])?;
