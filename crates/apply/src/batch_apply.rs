@@ -9,7 +9,9 @@ use crate::new_rows::{IdNumbering, NewRows};
 use crate::parking;
 use crate::resolver::Resolver;
 use crate::row_state::RowStates;
-use crate::writer::{Check, Resolution, ResolvedRow, Scope, Written, resolve_row, write_row};
+use crate::writer::{
+    Check, Resolution, ResolvedRow, Scope, Written, resolve_row, resolve_row_deferring, write_row,
+};
 use mysql_async::{Conn, Transaction, TxOpts};
 use std::collections::BTreeMap;
 use tributary_batch::BatchHeader;
@@ -118,18 +120,15 @@ async fn apply_in(
     };
     let mut new_rows = NewRows::new(numbering);
     for change in payload.transactions.iter().flat_map(|t| t.rows.iter()) {
-        if new_rows.must_write_before(change) {
+        if new_rows.must_write_before(scope.schema.table(&change.table), change) {
             write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
         }
-        let placed = place(
-            tx,
-            scope,
-            origin,
-            change,
-            tally.anything_parked,
-            &mut new_rows,
-        )
-        .await?;
+        let held = tally.anything_parked;
+        let mut placed = place(tx, scope, origin, change, held, Some(&mut new_rows)).await?;
+        if let Placed::AfterQueue = placed {
+            write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
+            placed = place(tx, scope, origin, change, held, None).await?;
+        }
         tally.add(change, placed);
     }
     write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
@@ -188,7 +187,7 @@ impl Tally {
                 self.outcome.conflicts += 1;
                 self.anything_parked = true;
             }
-            Placed::Deferred => {}
+            Placed::Deferred | Placed::AfterQueue => {}
         }
     }
 }
@@ -208,9 +207,9 @@ async fn write_new_rows<'c>(
     for change in written.rows {
         tally.add(change, Placed::Written);
     }
-    for refused in written.refused {
-        let placed = write_or_park(tx, scope, origin, refused.change, refused.row).await?;
-        tally.add(refused.change, placed);
+    for change in written.refused {
+        let placed = place(tx, scope, origin, change, tally.anything_parked, None).await?;
+        tally.add(change, placed);
     }
     Ok(())
 }
@@ -220,6 +219,8 @@ enum Placed {
     Parked,
     /// A new row queued to be inserted with others of its table (counted when written).
     Deferred,
+    /// Refers to queued rows but cannot join them: to be placed again once they are written.
+    AfterQueue,
     /// A conflict the table's policy decided for HQ.
     KeptHq,
     /// A conflict left open for a person.
@@ -244,7 +245,7 @@ async fn place<'c>(
     origin: Origin<'_>,
     change: &'c RowChange,
     anything_parked: bool,
-    new_rows: &mut NewRows<'c>,
+    new_rows: Option<&mut NewRows<'c>>,
 ) -> Result<Placed, ApplyError> {
     let hold = if anything_parked {
         parking::hold(tx, &change.row_ref()).await?
@@ -254,14 +255,22 @@ async fn place<'c>(
     let (waits, reason) = if let Some(hold) = hold {
         (vec![parking::behind(change)], hold.reason())
     } else {
-        match resolve_row(tx, scope.schema, scope.resolver, change).await? {
+        let resolution = match &new_rows {
+            Some(queue) if !queue.is_empty() => {
+                resolve_row_deferring(tx, scope.schema, scope.resolver, change, queue.queued())
+                    .await?
+            }
+            _ => resolve_row(tx, scope.schema, scope.resolver, change).await?,
+        };
+        match resolution {
             Resolution::Ready(row) => {
-                let row = match scope.schema.table(&change.table) {
-                    Some(map) => new_rows.offer(map, change, row),
-                    None => Some(row),
+                let row = match (new_rows, scope.schema.table(&change.table)) {
+                    (Some(queue), Some(map)) => queue.offer(map, change, row),
+                    _ => Some(row),
                 };
                 return match row {
                     None => Ok(Placed::Deferred),
+                    Some(row) if !row.deferred.is_empty() => Ok(Placed::AfterQueue),
                     Some(row) => write_or_park(tx, scope, origin, change, row).await,
                 };
             }

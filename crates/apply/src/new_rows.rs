@@ -2,9 +2,11 @@
 //! table and written as multi-row INSERTs, so a batch costs a statement per group of rows
 //! rather than one per row.
 //!
-//! A queued row's references all resolved already, so its parents are at HQ; the queue is
-//! written out before any row that refers to a queued row or changes one is resolved, which
-//! keeps every foreign key satisfied and every entity's changes in order. HQ ids of the new
+//! A queued row's references resolve to rows HQ has, or to rows queued before it: those are
+//! filled in when the queue is written, level by level (a row is written after every queued
+//! row it refers to), which keeps every foreign key satisfied. The queue is written out before
+//! any change to a queued row, any delete, and any row that refers to a queued row but cannot
+//! be queued itself, so every entity's changes stay in order. HQ ids of the new
 //! rows come from the statement: InnoDB gives the rows of one multi-row INSERT consecutive
 //! auto-increment values (`innodb_autoinc_lock_mode` 0 or 1, checked at start; with mode 2
 //! nothing is queued), spaced by `auto_increment_increment`.
@@ -13,9 +15,9 @@ use crate::locator::Locator;
 use crate::writer::{ResolvedRow, Scope, remember_new_id};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Transaction, Value as Sql};
-use std::collections::{BTreeMap, HashSet};
-use tributary_model::{RowChange, RowRef};
-use tributary_schema::{TableMap, quote_ident};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tributary_model::{Op, RowChange, RowRef};
+use tributary_schema::{IdentityRule, TableMap, quote_ident};
 
 /// Rows per statement, largest first: a few statement shapes per table, so prepared
 /// statements are reused (see [`STATEMENT_CACHE`]).
@@ -52,34 +54,30 @@ struct Queued<'c> {
     row: ResolvedRow,
 }
 
-/// The rows of one table with the same columns.
+/// The rows of one table with the same columns, at one level: level 0 refers only to rows HQ
+/// has; level n + 1 refers to a queued row of level n at most.
 struct Group<'c> {
     table: String,
     columns: Vec<String>,
     rows: Vec<Queued<'c>>,
 }
 
-/// A row the database refused as part of a group: to be written alone (and parked if refused
-/// again), in the order it was queued.
-pub struct Refused<'c> {
-    pub change: &'c RowChange,
-    pub row: ResolvedRow,
-}
-
 /// What writing the queue did.
 #[derive(Default)]
 pub struct Written<'c> {
-    /// Rows written, in order.
+    /// Rows written.
     pub rows: Vec<&'c RowChange>,
-    pub refused: Vec<Refused<'c>>,
+    /// Rows a group statement could not take (the database refused the group, or a row they
+    /// refer to was refused): to be resolved and written alone, in this order.
+    pub refused: Vec<&'c RowChange>,
 }
 
 /// The queue of one batch's new rows.
 pub struct NewRows<'c> {
     numbering: Option<IdNumbering>,
-    groups: BTreeMap<(String, String), Group<'c>>,
+    groups: BTreeMap<(usize, String, String), Group<'c>>,
     entities: HashSet<RowRef>,
-    queued: usize,
+    levels: HashMap<RowRef, usize>,
 }
 
 impl<'c> NewRows<'c> {
@@ -88,48 +86,68 @@ impl<'c> NewRows<'c> {
             numbering,
             groups: BTreeMap::new(),
             entities: HashSet::new(),
-            queued: 0,
+            levels: HashMap::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queued == 0
+        self.entities.is_empty()
     }
 
-    /// Whether `change` must wait for the queue to be written: it changes a queued row, or
-    /// refers to one, or the queue is full.
-    pub fn must_write_before(&self, change: &RowChange) -> bool {
-        if self.queued == 0 {
+    /// The rows queued (references to them are filled in when they are written).
+    pub fn queued(&self) -> &HashSet<RowRef> {
+        &self.entities
+    }
+
+    /// Whether `change` must wait for the queue to be written: it changes a queued row,
+    /// deletes anything (a delete may remove a row a queued row refers to), refers to a queued
+    /// row without being queueable itself, or the queue is full.
+    pub fn must_write_before(&self, map: Option<&TableMap>, change: &RowChange) -> bool {
+        if self.entities.is_empty() {
             return false;
         }
-        self.queued >= MAX_QUEUED_ROWS
+        self.entities.len() >= MAX_QUEUED_ROWS
+            || change.op == Op::Delete
             || self.entities.contains(&change.row_ref())
-            || change
-                .references()
-                .any(|(_, target)| self.entities.contains(target))
+            || (!map.is_some_and(|map| self.can_queue(map, change))
+                && change
+                    .references()
+                    .any(|(_, target)| self.entities.contains(target)))
     }
 
-    /// Queues a new row when it can be written in a group: an insert of a row HQ keeps unique
-    /// by uuid (a duplicate is refused, not doubled), not referring to itself. Otherwise gives
-    /// the row back.
+    /// An insert of a row HQ keeps unique by its identity, so a duplicate is refused, not
+    /// doubled: a uuid HQ keeps unique, or the primary key an inherited row shares with its
+    /// root (patient -> person).
+    fn can_queue(&self, map: &TableMap, change: &RowChange) -> bool {
+        let unique = map.identity_is_unique
+            || (matches!(map.identity, IdentityRule::Inherited { .. })
+                && map.primary_key.len() == 1);
+        self.numbering.is_some() && change.op == Op::Insert && unique
+    }
+
+    /// Queues a new row when it can be written in a group (and does not refer to itself).
+    /// Otherwise gives the row back.
     pub fn offer(
         &mut self,
         map: &TableMap,
         change: &'c RowChange,
         row: ResolvedRow,
     ) -> Option<ResolvedRow> {
-        let eligible = self.numbering.is_some()
-            && change.op == tributary_model::Op::Insert
-            && map.identity_is_unique
-            && row.self_references.is_empty()
-            && !row.values.is_empty();
-        if !eligible {
+        if !self.can_queue(map, change) || !row.self_references.is_empty() || row.values.is_empty()
+        {
             return Some(row);
         }
+        let level = row
+            .deferred
+            .iter()
+            .filter_map(|(_, target)| self.levels.get(target))
+            .map(|level| level + 1)
+            .max()
+            .unwrap_or(0);
         let columns: Vec<String> = row.values.keys().cloned().collect();
-        let key = (map.name.clone(), columns.join(","));
+        let key = (level, map.name.clone(), columns.join(","));
         self.entities.insert(change.row_ref());
-        self.queued += 1;
+        self.levels.insert(change.row_ref(), level);
         self.groups
             .entry(key)
             .or_insert_with(|| Group {
@@ -142,8 +160,9 @@ impl<'c> NewRows<'c> {
         None
     }
 
-    /// Writes every queued row. A group the database refuses (a duplicate, a constraint)
-    /// is rolled back by the statement and its rows are handed back to be written alone.
+    /// Writes every queued row, level by level, filling in the ids of the rows written before.
+    /// A group the database refuses (a duplicate, a constraint) is rolled back by the statement
+    /// and its rows are handed back, with the rows that refer to them.
     pub async fn write(
         &mut self,
         tx: &mut Transaction<'_>,
@@ -152,18 +171,27 @@ impl<'c> NewRows<'c> {
     ) -> mysql_async::Result<Written<'c>> {
         let mut written = Written::default();
         self.entities.clear();
-        self.queued = 0;
+        self.levels.clear();
+        let groups = std::mem::take(&mut self.groups);
         let Some(numbering) = self.numbering else {
             return Ok(written);
         };
-        for (_, group) in std::mem::take(&mut self.groups) {
+        for (_, group) in groups {
             let Some(map) = scope.schema.table(&group.table) else {
+                written.refused.extend(group.rows.iter().map(|q| q.change));
                 continue;
             };
-            let mut rows = group.rows;
-            while !rows.is_empty() {
-                let take = chunk_rows(rows.len(), group.columns.len());
-                let chunk: Vec<Queued<'c>> = rows.drain(..take).collect();
+            let mut ready = Vec::with_capacity(group.rows.len());
+            for mut queued in group.rows {
+                if fill_deferred(scope, &mut queued.row) {
+                    ready.push(queued);
+                } else {
+                    written.refused.push(queued.change);
+                }
+            }
+            while !ready.is_empty() {
+                let take = chunk_rows(ready.len(), group.columns.len());
+                let chunk: Vec<Queued<'c>> = ready.drain(..take).collect();
                 match insert_rows(tx, map, &group.columns, &chunk).await {
                     Ok(first_id) => {
                         for (i, queued) in chunk.into_iter().enumerate() {
@@ -175,10 +203,7 @@ impl<'c> NewRows<'c> {
                     Err(mysql_async::Error::Server(e))
                         if !crate::error::is_transient_server_code(e.code) =>
                     {
-                        written.refused.extend(chunk.into_iter().map(|q| Refused {
-                            change: q.change,
-                            row: q.row,
-                        }));
+                        written.refused.extend(chunk.iter().map(|q| q.change));
                     }
                     Err(e) => return Err(e),
                 }
@@ -186,6 +211,20 @@ impl<'c> NewRows<'c> {
         }
         Ok(written)
     }
+}
+
+/// Fills in the HQ ids of the queued rows this row refers to; `false` when one of them was
+/// not written.
+fn fill_deferred(scope: &mut Scope<'_>, row: &mut ResolvedRow) -> bool {
+    for (column, target) in std::mem::take(&mut row.deferred) {
+        match scope.resolver.known(&target) {
+            Some(id) => {
+                row.values.insert(column, Sql::Int(id));
+            }
+            None => return false,
+        }
+    }
+    true
 }
 
 /// How many of `left` rows the next statement takes.
@@ -232,6 +271,12 @@ fn wrote(
     id: Option<u64>,
 ) {
     remember_new_id(map, scope.resolver, queued.change, id);
+    // An inherited row's id is its root's, already in its key column.
+    if let (IdentityRule::Inherited { .. }, [key]) = (&map.identity, map.primary_key.as_slice())
+        && let Some(Sql::Int(id)) = queued.row.values.get(key)
+    {
+        scope.resolver.remember(queued.change.row_ref(), *id);
+    }
     if let Some(locator) = Locator::of_written(map, queued.change, &queued.row.values) {
         scope.states.wrote(site_id, map, queued.change, locator);
     }
@@ -240,6 +285,171 @@ fn wrote(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tributary_model::{Columns, Identity, Value};
+    use tributary_schema::{CatalogColumn, ColumnKind};
+
+    fn map(name: &str, identity: IdentityRule, unique: bool) -> TableMap {
+        TableMap {
+            name: name.into(),
+            columns: vec![CatalogColumn {
+                name: "uuid".into(),
+                kind: ColumnKind::Text,
+                nullable: false,
+                auto_increment: false,
+                unsigned: false,
+            }],
+            excluded_columns: Vec::new(),
+            ordinal_columns: Vec::new(),
+            surrogate_key: Some(format!("{name}_id")),
+            primary_key: vec![format!("{name}_id")],
+            identity,
+            identity_source: None,
+            references: BTreeMap::new(),
+            polymorphic: Vec::new(),
+            identity_is_unique: unique,
+        }
+    }
+
+    fn own_uuid(name: &str) -> TableMap {
+        map(
+            name,
+            IdentityRule::OwnUuid {
+                column: "uuid".into(),
+            },
+            true,
+        )
+    }
+
+    fn change(table: &str, op: Op, uuid: &str, refs: &[(&str, &str, &str)]) -> RowChange {
+        let mut columns = Columns::new();
+        columns.insert("uuid".into(), Value::Text(uuid.into()));
+        for (column, target, identity) in refs {
+            columns.insert(
+                (*column).into(),
+                Value::Ref(RowRef::new(*target, Identity::from_uuid(identity))),
+            );
+        }
+        RowChange {
+            table: table.into(),
+            op,
+            identity: Identity::from_uuid(uuid),
+            columns,
+        }
+    }
+
+    fn resolved(deferred: &[(&str, &RowChange)]) -> ResolvedRow {
+        let mut values = BTreeMap::from([("uuid".to_owned(), Sql::from("u"))]);
+        for (column, _) in deferred {
+            values.insert((*column).to_owned(), Sql::NULL);
+        }
+        ResolvedRow {
+            values,
+            self_references: Vec::new(),
+            deferred: deferred
+                .iter()
+                .map(|(c, target)| ((*c).to_owned(), target.row_ref()))
+                .collect(),
+        }
+    }
+
+    const STEP: Option<IdNumbering> = Some(IdNumbering { step: 1 });
+
+    #[test]
+    fn new_rows_queue_in_levels_behind_the_rows_they_refer_to() {
+        let (person_map, encounter_map, obs_map) =
+            (own_uuid("person"), own_uuid("encounter"), own_uuid("obs"));
+        let person = change("person", Op::Insert, "p1", &[]);
+        let encounter = change(
+            "encounter",
+            Op::Insert,
+            "e1",
+            &[("patient_id", "person", "p1")],
+        );
+        let obs = change(
+            "obs",
+            Op::Insert,
+            "o1",
+            &[("encounter_id", "encounter", "e1")],
+        );
+        let mut queue = NewRows::new(STEP);
+        assert!(queue.offer(&person_map, &person, resolved(&[])).is_none());
+        assert!(!queue.must_write_before(Some(&encounter_map), &encounter));
+        assert!(
+            queue
+                .offer(
+                    &encounter_map,
+                    &encounter,
+                    resolved(&[("patient_id", &person)])
+                )
+                .is_none()
+        );
+        assert!(!queue.must_write_before(Some(&obs_map), &obs));
+        assert!(
+            queue
+                .offer(&obs_map, &obs, resolved(&[("encounter_id", &encounter)]))
+                .is_none()
+        );
+        let levels: Vec<(usize, &str)> = queue
+            .groups
+            .keys()
+            .map(|(level, table, _)| (*level, table.as_str()))
+            .collect();
+        assert_eq!(levels, [(0, "person"), (1, "encounter"), (2, "obs")]);
+    }
+
+    #[test]
+    fn changes_to_queued_rows_deletes_and_unqueueable_dependants_wait_for_the_queue() {
+        let person_map = own_uuid("person");
+        let person = change("person", Op::Insert, "p1", &[]);
+        let mut queue = NewRows::new(STEP);
+        let empty = change("person", Op::Delete, "p9", &[]);
+        assert!(
+            !queue.must_write_before(Some(&person_map), &empty),
+            "nothing queued"
+        );
+        assert!(queue.offer(&person_map, &person, resolved(&[])).is_none());
+        let update = change("person", Op::Update, "p1", &[]);
+        assert!(queue.must_write_before(Some(&person_map), &update));
+        assert!(
+            queue.must_write_before(Some(&person_map), &empty),
+            "any delete"
+        );
+        let name_update = change(
+            "person_name",
+            Op::Update,
+            "n1",
+            &[("person_id", "person", "p1")],
+        );
+        assert!(queue.must_write_before(Some(&own_uuid("person_name")), &name_update));
+        let natural = map(
+            "users_roles",
+            IdentityRule::Natural { columns: vec![] },
+            false,
+        );
+        let role = change(
+            "users_roles",
+            Op::Insert,
+            "r1",
+            &[("user_id", "person", "p1")],
+        );
+        assert!(queue.must_write_before(Some(&natural), &role));
+        let unrelated = change(
+            "person_name",
+            Op::Update,
+            "n2",
+            &[("person_id", "person", "p2")],
+        );
+        assert!(!queue.must_write_before(Some(&own_uuid("person_name")), &unrelated));
+    }
+
+    #[test]
+    fn without_consecutive_ids_nothing_is_queued() {
+        let person_map = own_uuid("person");
+        let person = change("person", Op::Insert, "p1", &[]);
+        let mut queue = NewRows::new(None);
+        assert!(queue.offer(&person_map, &person, resolved(&[])).is_some());
+        assert!(queue.is_empty());
+    }
 
     #[test]
     fn statements_take_few_shapes_and_respect_the_placeholder_limit() {

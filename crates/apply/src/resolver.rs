@@ -45,6 +45,11 @@ impl Resolver {
         Ok(id)
     }
 
+    /// The HQ id of a row this resolver learned or looked up, without asking HQ.
+    pub fn known(&mut self, target: &RowRef) -> Option<i64> {
+        self.cache.get(target).copied()
+    }
+
     pub fn remember(&mut self, target: RowRef, id: i64) {
         self.cache.put(target, id);
     }

@@ -13,7 +13,7 @@ use crate::resolver::Resolver;
 use crate::row_state::{self, RowSnapshot, RowStates, Standing};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use tributary_model::{Op, RowChange, RowRef, Value};
 use tributary_schema::{SchemaMap, TableMap, quote_ident};
 
@@ -37,6 +37,9 @@ pub struct ResolvedRow {
     /// Columns that refer to the row itself (a user who created their own account) while the
     /// row is not at HQ yet: filled in with the row's new id right after it is inserted.
     pub self_references: Vec<String>,
+    /// Columns that refer to rows queued to be inserted in this batch (`new_rows`): their
+    /// HQ ids are filled in once those rows are written.
+    pub deferred: Vec<(String, RowRef)>,
 }
 
 pub async fn resolve_row(
@@ -44,6 +47,18 @@ pub async fn resolve_row(
     schema: &SchemaMap,
     resolver: &mut Resolver,
     change: &RowChange,
+) -> mysql_async::Result<Resolution> {
+    resolve_row_deferring(tx, schema, resolver, change, &HashSet::new()).await
+}
+
+/// Resolves a row whose references to `queued` rows (new rows of this batch, not written yet)
+/// are left to fill in later ([`ResolvedRow::deferred`]).
+pub async fn resolve_row_deferring(
+    tx: &mut Transaction<'_>,
+    schema: &SchemaMap,
+    resolver: &mut Resolver,
+    change: &RowChange,
+    queued: &HashSet<RowRef>,
 ) -> mysql_async::Result<Resolution> {
     let Some(map) = schema.table(&change.table) else {
         return Ok(Resolution::Blocked(format!(
@@ -69,6 +84,7 @@ pub async fn resolve_row(
     let mut values = BTreeMap::new();
     let mut waiting = Vec::new();
     let mut self_references = Vec::new();
+    let mut deferred = Vec::new();
     let own = change.row_ref();
     for (column, value) in change.columns.iter().filter(|(c, _)| needed(c)) {
         let sql = match value {
@@ -77,6 +93,10 @@ pub async fn resolve_row(
                     "column `{column}` refers to a `{}` row the site no longer had when it was captured",
                     target.table
                 )));
+            }
+            Value::Ref(target) if queued.contains(target) => {
+                deferred.push((column.to_string(), target.clone()));
+                Sql::NULL
             }
             Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
                 Some(id) => Sql::Int(id),
@@ -99,6 +119,7 @@ pub async fn resolve_row(
         Ok(Resolution::Ready(ResolvedRow {
             values,
             self_references,
+            deferred,
         }))
     } else {
         waiting.sort();
@@ -152,6 +173,7 @@ pub async fn write_row(
     let ResolvedRow {
         values,
         self_references,
+        ..
     } = row;
     // A new row whose uuid HQ keeps unique is inserted straight away: one round trip
     // instead of a lookup and an insert. When HQ has the row already (shared metadata, a
