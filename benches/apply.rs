@@ -84,6 +84,7 @@ async fn main() -> Result<()> {
         resolver_cache_entries: DEFAULT_RESOLVER_CACHE_ENTRIES,
         retry_parked_interval: DEFAULT_RETRY_PARKED_INTERVAL,
         parked_report_age: DEFAULT_PARKED_REPORT_AGE,
+        refresh: None,
     };
     let mut applier = Applier::connect(settings).await?;
     eprintln!("applying the batches into HQ...");

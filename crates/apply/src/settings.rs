@@ -1,5 +1,6 @@
 //! What the applier needs to run, resolved by the binary's configuration.
 
+use crate::refresh::Refresher;
 use mysql_async::Opts;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,4 +31,6 @@ pub struct ApplySettings {
     pub retry_parked_interval: Duration,
     /// Parked rows older than this are reported (`[hq] parked_report_age_s`).
     pub parked_report_age: Duration,
+    /// Asks HQ OpenMRS to refresh what was written (`[hq.refresh]`); off when `None`.
+    pub refresh: Option<Refresher>,
 }
