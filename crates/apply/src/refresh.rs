@@ -569,3 +569,142 @@ async fn parked_in_batch(
         .await?;
     Ok(rows.into_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use tributary_model::{Identity, Op};
+
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+    /// A stand-in answering `search_index` on the search index path and `db_cache` on the
+    /// cache path, recording (path, authorization) of every request.
+    async fn stand_in(search_index: StatusCode, db_cache: StatusCode) -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let handler = move |State(seen): State<Seen>, uri: Uri, headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            seen.lock().unwrap().push((uri.path().to_owned(), auth));
+            if uri.path().ends_with("searchindexupdate") {
+                search_index
+            } else {
+                db_cache
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/openmrs", listener.local_addr().unwrap());
+        let app = Router::new().fallback(handler).with_state(seen.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn settings(base_url: &str, max_attempts: u32) -> RefreshSettings {
+        RefreshSettings {
+            base_url: base_url.to_owned(),
+            username: "tributary".into(),
+            password: "pw".into(),
+            endpoints: Endpoint::ALL.to_vec(),
+            batch_size: 10,
+            max_queued_entities: 100,
+            flush_interval: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+            max_attempts,
+            full_refresh_min_interval: Duration::from_secs(3600),
+        }
+    }
+
+    fn queue_one_name(refresher: &Refresher) {
+        let name = Identity::from_uuid("0b3f2d6e-1c4a-4f7e-9a63-5d2e8c1b7f40");
+        refresher.lock().note("person_name", Op::Insert, &name);
+    }
+
+    async fn flush(refresher: &Refresher) {
+        refresher
+            .inner
+            .flusher
+            .flush(&mut None, &mut FailureLog::default(), false)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_not_retried_and_a_failing_one_is_retried_a_bounded_number_of_times()
+    {
+        let (url, seen) =
+            stand_in(StatusCode::UNAUTHORIZED, StatusCode::INTERNAL_SERVER_ERROR).await;
+        let refresher = Refresher::new(settings(&url, 2)).unwrap();
+        queue_one_name(&refresher);
+        flush(&refresher).await;
+        let seen = seen.lock().unwrap().clone();
+        let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/openmrs/ws/rest/v1/searchindexupdate",
+                "/openmrs/ws/rest/v1/cleardbcache",
+                "/openmrs/ws/rest/v1/cleardbcache",
+            ],
+            "401 once; 500 retried up to max_attempts"
+        );
+        assert!(
+            seen.iter()
+                .all(|(_, auth)| auth.as_deref() == Some("Basic dHJpYnV0YXJ5OnB3"))
+        );
+        assert!(refresher.lock().is_empty(), "given up, not kept forever");
+    }
+
+    #[tokio::test]
+    async fn an_openmrs_that_does_not_answer_leaves_one_full_refresh_pending() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/openmrs", listener.local_addr().unwrap());
+        drop(listener);
+        let refresher = Refresher::new(settings(&url, 1)).unwrap();
+        queue_one_name(&refresher);
+        flush(&refresher).await;
+        assert_eq!(
+            refresher.lock().full_pending(),
+            Some(FullReason::Unanswered)
+        );
+        let (url, seen) = stand_in(StatusCode::NO_CONTENT, StatusCode::NO_CONTENT).await;
+        let refresher = Refresher::new(settings(&url, 1)).unwrap();
+        refresher.lock().require_full(FullReason::Unanswered);
+        flush(&refresher).await;
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            2,
+            "one full refresh per endpoint"
+        );
+        assert!(refresher.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_sends_what_is_queued_and_stops_the_task() {
+        let (url, seen) = stand_in(StatusCode::NO_CONTENT, StatusCode::NO_CONTENT).await;
+        let refresher = Refresher::new(settings(&url, 3)).unwrap();
+        refresher.start();
+        queue_one_name(&refresher);
+        refresher.close(Duration::from_secs(10)).await;
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        assert!(refresher.inner.task.lock().unwrap().is_none());
+        refresher.start();
+        assert!(
+            refresher.inner.task.lock().unwrap().is_none(),
+            "a closed refresher does not start again"
+        );
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_http_is_refused_and_the_password_is_never_shown() {
+        assert!(matches!(
+            Refresher::new(settings("ftp://hq/openmrs", 1)),
+            Err(RefreshError::BaseUrl(_))
+        ));
+        let refresher = Refresher::new(settings("http://hq/openmrs/", 1)).unwrap();
+        assert_eq!(refresher.inner.flusher.base_url, "http://hq/openmrs");
+        assert!(!format!("{refresher:?}").contains("\"pw\""));
+    }
+}
