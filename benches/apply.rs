@@ -85,6 +85,7 @@ async fn main() -> Result<()> {
         retry_parked_interval: DEFAULT_RETRY_PARKED_INTERVAL,
         parked_report_age: DEFAULT_PARKED_REPORT_AGE,
         conflicts: tributary_apply::ConflictPolicies::default(),
+        refresh: None,
     };
     let mut applier = Applier::connect(settings).await?;
     let statements_before = hq_statements(&hq).await?;

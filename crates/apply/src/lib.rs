@@ -8,7 +8,8 @@
 //! inspect, retry and drop parked rows, with reasons from [`parked_reason`]; [`parked_age`]
 //! reports rows parked too long; [`bookkeeping`] owns Tributary's tables at HQ; [`status`]
 //! reads them for operators; [`metrics`] counts applied and rejected batches and gauges
-//! parked rows for `/metrics`.
+//! parked rows for `/metrics`; [`refresh`] asks HQ OpenMRS to refresh its caches and search
+//! index for what was written (`[hq.refresh]`, off by default).
 //!
 //! Invariants kept here: exactly-once effect per (site, epoch, sequence) (2); no dangling
 //! reference and no placeholder row (3); source transactions stay whole (4); only
@@ -29,6 +30,7 @@ mod parked_age;
 mod parked_reason;
 mod parked_rows;
 mod parking;
+mod refresh;
 mod rejection;
 mod resolver;
 mod row_state;
@@ -47,6 +49,11 @@ pub use error::ApplyError;
 pub use parked_reason::{AwaitedRow, AwaitedState, short_identity};
 pub use parked_rows::{
     DroppedRow, ParkedDetail, ParkedEntry, ParkedFilter, ParkedRows, RetryOutcome,
+};
+pub use refresh::{
+    DEFAULT_FULL_REFRESH_MIN_INTERVAL, DEFAULT_REFRESH_BATCH_SIZE, DEFAULT_REFRESH_FLUSH_INTERVAL,
+    DEFAULT_REFRESH_MAX_ATTEMPTS, DEFAULT_REFRESH_MAX_QUEUED, DEFAULT_REFRESH_TIMEOUT, Endpoint,
+    REFRESH_CLOSE_WITHIN, RefreshError, RefreshSettings, Refresher,
 };
 pub use rejection::Rejection;
 pub use runner::{Applier, PassReport, run_apply};

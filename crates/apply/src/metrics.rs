@@ -8,7 +8,7 @@
 //! identities never become labels.
 
 use crate::conflicts::Decision;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 use tributary_batch::{Keyring, RejectReason};
 
@@ -91,6 +91,46 @@ static CONFLICTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     ))
 });
 
+static REFRESH_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_refresh_requests_total",
+            "HTTP requests to HQ OpenMRS's refresh endpoints ([hq.refresh]), by endpoint \
+             (search_index, db_cache) and result (ok, error); retries count again.",
+        ),
+        &["endpoint", "result"],
+    ))
+});
+
+static REFRESH_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_refresh_failed_total",
+            "Refresh calls to HQ OpenMRS given up: refused, or failing after every attempt, by \
+             endpoint.",
+        ),
+        &["endpoint"],
+    ))
+});
+
+static REFRESH_FULL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_refresh_full_total",
+            "Full refreshes asked of HQ OpenMRS (search index rebuild, whole cache cleared), by \
+             reason (overflow, released, unanswered).",
+        ),
+        &["reason"],
+    ))
+});
+
+static REFRESH_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_apply_refresh_queued_entities",
+        "Changed entities waiting to be named to HQ OpenMRS in a refresh call.",
+    ))
+});
+
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
 pub fn register(keyring: &Keyring) {
@@ -107,6 +147,16 @@ pub fn register(keyring: &Keyring) {
             CONFLICTS.with_label_values(&[site, decision.label()]);
         }
     }
+    for endpoint in crate::refresh::Endpoint::ALL {
+        for result in ["ok", "error"] {
+            REFRESH_REQUESTS.with_label_values(&[endpoint.label(), result]);
+        }
+        REFRESH_FAILED.with_label_values(&[endpoint.label()]);
+    }
+    for reason in crate::refresh::FullReason::ALL {
+        REFRESH_FULL.with_label_values(&[reason.label()]);
+    }
+    LazyLock::force(&REFRESH_QUEUED);
     LazyLock::force(&BATCHES_REJECTED);
     LazyLock::force(&BATCHES);
     LazyLock::force(&ROWS);
@@ -152,6 +202,29 @@ pub(crate) fn batch_rejected(keyring: &Keyring, site_id: &str, reason: RejectRea
 pub(crate) fn batch_applied(site_id: &str, rows_written: u64) {
     BATCHES.with_label_values(&[site_id]).inc();
     ROWS.with_label_values(&[site_id]).inc_by(rows_written);
+}
+
+/// Counts one HTTP request to a refresh endpoint.
+pub(crate) fn refresh_request(endpoint: &str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    REFRESH_REQUESTS
+        .with_label_values(&[endpoint, result])
+        .inc();
+}
+
+/// Counts a refresh call given up.
+pub(crate) fn refresh_failed(endpoint: &str) {
+    REFRESH_FAILED.with_label_values(&[endpoint]).inc();
+}
+
+/// Counts a full refresh asked for.
+pub(crate) fn refresh_full(reason: &str) {
+    REFRESH_FULL.with_label_values(&[reason]).inc();
+}
+
+/// Sets how many entities wait for a refresh call.
+pub(crate) fn refresh_queued(entities: usize) {
+    REFRESH_QUEUED.set(i64::try_from(entities).unwrap_or(i64::MAX));
 }
 
 /// The site as a label: itself when HQ has a key for it, [`UNKNOWN_SITE`] otherwise.

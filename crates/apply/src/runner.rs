@@ -79,6 +79,9 @@ impl Applier {
         let inbox = DirectoryInbox::open(&settings.inbox_dir)?;
         let mut parked_ages = AgeWatch::new(settings.parked_report_age);
         parked_ages.read(&mut conn).await?;
+        if let Some(refresher) = &settings.refresh {
+            refresher.start();
+        }
         Ok(Applier {
             resolver: Resolver::new(settings.resolver_cache_entries),
             settings,
@@ -126,6 +129,7 @@ impl Applier {
         let total = released.values().sum();
         if total > 0 {
             tracing::info!(released = total, "released parked rows on retry");
+            self.refresh_after_release(total);
         }
         Ok(total)
     }
@@ -234,6 +238,8 @@ impl Applier {
         )
         .await?;
         if fit == Fit::Next {
+            // Committed: HQ OpenMRS may now be asked to refresh what it wrote.
+            self.refresh_after_commit(header, payload, &outcome).await;
             self.note_applied(header, &outcome);
             if outcome.parked > 0 || outcome.released > 0 || outcome.conflicts > 0 {
                 self.parked_ages.after_change(&mut self.conn).await?;

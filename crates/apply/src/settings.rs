@@ -1,6 +1,7 @@
 //! What the applier needs to run, resolved by the binary's configuration.
 
 use crate::conflict_policy::ConflictPolicies;
+use crate::refresh::Refresher;
 use mysql_async::Opts;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,4 +34,6 @@ pub struct ApplySettings {
     pub parked_report_age: Duration,
     /// What a change to an HQ row changed since its site last wrote it does (`[hq.conflicts]`).
     pub conflicts: ConflictPolicies,
+    /// Asks HQ OpenMRS to refresh what was written (`[hq.refresh]`); off when `None`.
+    pub refresh: Option<Refresher>,
 }

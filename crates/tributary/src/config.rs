@@ -11,8 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_apply::{
-    ApplySettings, ConflictPolicies, ConflictPolicy, DEFAULT_PARKED_REPORT_AGE,
-    DEFAULT_POLL_INTERVAL, DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
+    ApplySettings, ConflictPolicies, ConflictPolicy, DEFAULT_FULL_REFRESH_MIN_INTERVAL,
+    DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL, DEFAULT_REFRESH_BATCH_SIZE,
+    DEFAULT_REFRESH_FLUSH_INTERVAL, DEFAULT_REFRESH_MAX_ATTEMPTS, DEFAULT_REFRESH_MAX_QUEUED,
+    DEFAULT_REFRESH_TIMEOUT, DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
+    Endpoint, RefreshSettings, Refresher,
 };
 use tributary_batch::Keyring;
 use tributary_capture::{
@@ -102,6 +105,8 @@ pub struct HqSection {
     /// site, since that site last wrote it (`[hq.conflicts]`); by default both versions wait
     /// in the conflict queue for a person (`tributary conflicts`).
     pub conflicts: Option<ConflictsSection>,
+    /// Ask HQ OpenMRS to refresh its caches and search index after applying; off when absent.
+    pub refresh: Option<RefreshSection>,
 }
 
 /// `[hq.conflicts]`: a policy per table, `queue` (the default: both versions wait for a
@@ -120,6 +125,49 @@ pub struct ConflictsSection {
     pub default: ConflictPolicy,
     #[serde(default)]
     pub tables: BTreeMap<String, ConflictPolicy>,
+}
+
+/// `[hq.refresh]`: after each batch commits, the applier names the entities it wrote to HQ
+/// OpenMRS's REST API (`POST <base_url>/ws/rest/v1/searchindexupdate` and `.../cleardbcache`),
+/// coalesced per resource type and sent every `flush_interval_ms`. Failed calls never stop
+/// applying: they are retried, then logged and counted
+/// (`tributary_apply_refresh_failed_total`).
+///
+/// ```toml
+/// [hq.refresh]
+/// base_url = "https://hq.example/openmrs"      # the part before /ws/rest
+/// username = "tributary"                       # an OpenMRS account (HTTP Basic)
+/// password_file = "/etc/tributary/openmrs.password"   # or password_env = "VAR"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshSection {
+    /// HQ OpenMRS's address up to its context path, e.g. `https://hq.example/openmrs`.
+    /// `https` is verified against the system's CA store (or `SSL_CERT_FILE`).
+    pub base_url: String,
+    /// The OpenMRS account the calls authenticate as.
+    pub username: String,
+    /// A file holding its password (first line), readable by the service user only.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding it, when no file is given.
+    pub password_env: Option<String>,
+    /// Update the search index (default true).
+    pub search_index: Option<bool>,
+    /// Evict Hibernate's second-level cache (default true).
+    pub db_cache: Option<bool>,
+    /// Entities of one resource type named one call each per flush; more become one call
+    /// for the whole type (default 50).
+    pub batch_size: Option<usize>,
+    /// Changed entities waiting at most; beyond, one full refresh instead (default 100 000).
+    pub max_queued_entities: Option<usize>,
+    /// How often what waits is sent (default 2 000).
+    pub flush_interval_ms: Option<u64>,
+    /// One request's limit (default 30 000).
+    pub timeout_ms: Option<u64>,
+    /// Attempts per call, 1 s doubling to 30 s apart (default 5).
+    pub max_attempts: Option<u32>,
+    /// Full refreshes (search index rebuilt) at most this often (default 900).
+    pub full_refresh_min_interval_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -536,6 +584,7 @@ impl Config {
                 .map_or(DEFAULT_RETRY_PARKED_INTERVAL, Duration::from_millis),
             parked_report_age: self.parked_report_age()?,
             conflicts: self.conflict_policies()?,
+            refresh: self.refresh_settings()?.map(Refresher::new).transpose()?,
         })
     }
 
@@ -546,6 +595,99 @@ impl Config {
             default: section.default,
             tables: section.tables,
         })
+    }
+
+    /// `[hq.refresh]`, resolved and checked; `None` when the section is absent (the default).
+    pub fn refresh_settings(&self) -> Result<Option<RefreshSettings>> {
+        let Some(section) = self.hq()?.refresh.as_ref() else {
+            return Ok(None);
+        };
+        let field = "hq.refresh";
+        let password = match (&section.password_file, &section.password_env) {
+            (Some(file), _) => {
+                let file = self.resolve(file);
+                let text = std::fs::read_to_string(&file).with_context(|| {
+                    format!("cannot read {field}.password_file {}", file.display())
+                })?;
+                text.lines().next().unwrap_or_default().to_owned()
+            }
+            (None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("{field}.password_env names {var}, which is not set"))?,
+            (None, None) => bail!(
+                "{field} needs password_file = \"...\" or password_env = \"...\" (the OpenMRS \
+                 account's password; never in the file itself)"
+            ),
+        };
+        let url = section.base_url.as_str();
+        if url.contains('@') {
+            bail!(
+                "{field}.base_url contains credentials; remove them and use {field}.username with \
+                 {field}.password_file or {field}.password_env"
+            );
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!(
+                "{field}.base_url '{url}' must be http:// or https:// followed by OpenMRS's host \
+                 and context path (e.g. https://hq.example/openmrs), without credentials"
+            );
+        }
+        let mut endpoints = Vec::new();
+        if section.search_index.unwrap_or(true) {
+            endpoints.push(Endpoint::SearchIndex);
+        }
+        if section.db_cache.unwrap_or(true) {
+            endpoints.push(Endpoint::DbCache);
+        }
+        if endpoints.is_empty() {
+            bail!(
+                "{field}: search_index and db_cache are both false, so there is nothing to ask; \
+                 remove the section to turn refreshing off"
+            );
+        }
+        let at_least_one = |value: Option<u64>, name: &str, default: u64| -> Result<u64> {
+            match value {
+                Some(0) => bail!("{field}.{name} must be at least 1"),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let settings = RefreshSettings {
+            base_url: section.base_url.clone(),
+            username: section.username.clone(),
+            password,
+            endpoints,
+            batch_size: at_least_one(
+                section.batch_size.map(|v| v as u64),
+                "batch_size",
+                DEFAULT_REFRESH_BATCH_SIZE as u64,
+            )? as usize,
+            max_queued_entities: at_least_one(
+                section.max_queued_entities.map(|v| v as u64),
+                "max_queued_entities",
+                DEFAULT_REFRESH_MAX_QUEUED as u64,
+            )? as usize,
+            flush_interval: Duration::from_millis(at_least_one(
+                section.flush_interval_ms,
+                "flush_interval_ms",
+                DEFAULT_REFRESH_FLUSH_INTERVAL.as_millis() as u64,
+            )?),
+            timeout: Duration::from_millis(at_least_one(
+                section.timeout_ms,
+                "timeout_ms",
+                DEFAULT_REFRESH_TIMEOUT.as_millis() as u64,
+            )?),
+            max_attempts: at_least_one(
+                section.max_attempts.map(u64::from),
+                "max_attempts",
+                u64::from(DEFAULT_REFRESH_MAX_ATTEMPTS),
+            )?
+            .try_into()
+            .unwrap_or(u32::MAX),
+            full_refresh_min_interval: section
+                .full_refresh_min_interval_s
+                .map_or(DEFAULT_FULL_REFRESH_MIN_INTERVAL, Duration::from_secs),
+        };
+        Ok(Some(settings))
     }
 
     /// `[hq] parked_report_age_s`: parked rows older than this are reported.
@@ -700,6 +842,87 @@ mod tests {
             .unwrap_err()
         );
         assert!(err.contains("parked_report_age"), "{err}");
+    }
+
+    #[test]
+    fn refreshing_hq_openmrs_is_off_by_default_and_its_section_is_checked_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+        let config = Config::load(&write(dir.path(), hq)).unwrap();
+        assert!(
+            config.refresh_settings().unwrap().is_none(),
+            "off by default"
+        );
+
+        std::fs::write(dir.path().join("openmrs.pw"), "Admin123\n").unwrap();
+        let with = |section: &str| format!("{hq}[hq.refresh]\n{section}\n");
+        let base = "base_url = \"http://127.0.0.1:8080/openmrs/\"\nusername = \"tributary\"\n\
+                    password_file = \"openmrs.pw\"";
+        let config = Config::load(&write(dir.path(), &with(base))).unwrap();
+        let settings = config.refresh_settings().unwrap().unwrap();
+        assert_eq!(settings.password, "Admin123");
+        assert_eq!(
+            settings.endpoints,
+            [Endpoint::SearchIndex, Endpoint::DbCache]
+        );
+        assert_eq!(settings.batch_size, DEFAULT_REFRESH_BATCH_SIZE);
+        assert_eq!(settings.flush_interval, DEFAULT_REFRESH_FLUSH_INTERVAL);
+        assert_eq!(settings.max_attempts, DEFAULT_REFRESH_MAX_ATTEMPTS);
+        assert!(!format!("{settings:?}").contains("Admin123"));
+
+        let tuned = format!(
+            "{base}\nsearch_index = false\nbatch_size = 7\nflush_interval_ms = 100\n\
+             timeout_ms = 500\nmax_attempts = 2\nmax_queued_entities = 9\n\
+             full_refresh_min_interval_s = 0"
+        );
+        let settings = Config::load(&write(dir.path(), &with(&tuned)))
+            .unwrap()
+            .refresh_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.endpoints, [Endpoint::DbCache]);
+        assert_eq!(
+            (
+                settings.batch_size,
+                settings.max_queued_entities,
+                settings.max_attempts
+            ),
+            (7, 9, 2)
+        );
+        assert_eq!(settings.timeout, Duration::from_millis(500));
+        assert_eq!(settings.full_refresh_min_interval, Duration::ZERO);
+
+        for (section, expected) in [
+            (
+                "base_url = \"http://h/openmrs\"\nusername = \"u\"".to_owned(),
+                "password_file",
+            ),
+            (base.replace("http://", "ftp://"), "hq.refresh.base_url"),
+            (
+                base.replace("http://", "http://admin:Secret9@"),
+                "contains credentials",
+            ),
+            (format!("{base}\nbatch_size = 0"), "hq.refresh.batch_size"),
+            (
+                format!("{base}\nsearch_index = false\ndb_cache = false"),
+                "nothing to ask",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load(&write(dir.path(), &with(&section)))
+                    .unwrap()
+                    .refresh_settings()
+                    .unwrap_err()
+            );
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(!err.contains("Secret9"), "{err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::load(&write(dir.path(), &with(&format!("{base}\nbatch = 3")))).unwrap_err()
+        );
+        assert!(err.contains("batch"), "{err}");
     }
 
     const KAFKA_SITE: &str = r#"

@@ -109,6 +109,9 @@ pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
     if let Some(mut applier) = applier {
         // The same pass as `tributary apply --once`.
         crate::report::apply_once(&mut applier).await?;
+        if let Some(refresher) = &settings.refresh {
+            refresher.close(tributary_apply::REFRESH_CLOSE_WITHIN).await;
+        }
         report_rejections(&inbox, &tally, started)?;
     } else {
         println!("not applied (--no-apply): `tributary apply` applies them");

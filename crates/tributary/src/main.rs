@@ -86,6 +86,12 @@ enum Command {
         tables: Vec<String>,
     },
     /// Apply batches from all sites into HQ (runs until SIGINT/SIGTERM).
+    ///
+    /// With an `[hq.refresh]` section (off by default), HQ OpenMRS is then asked through its
+    /// REST API to refresh its search index and entity cache for what was written:
+    /// `base_url` (e.g. "https://hq.example/openmrs"), `username`, and `password_file` or
+    /// `password_env`; calls are coalesced per resource type every `flush_interval_ms`,
+    /// retried `max_attempts` times, and never hold up or undo applying (README.md).
     Apply {
         /// Configuration file with [hq] and [transport] sections.
         #[arg(long, short)]
@@ -395,6 +401,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             let config = Config::load(&config)?;
             let settings = config.apply_settings()?;
             tributary_apply::metrics::register(&settings.keyring);
+            let refresher = settings.refresh.clone();
             let endpoint = serve_metrics(&config, &metrics).await?;
             if config.transport_kind() == TransportKind::Kafka {
                 apply_from_kafka(&config, settings, once).await?;
@@ -408,6 +415,10 @@ async fn run(command: Command) -> Result<ExitCode> {
                     tributary_apply::run_apply(settings, shutdown.clone()),
                 )
                 .await?;
+            }
+            if let Some(refresher) = refresher {
+                // What the last batches wrote is still named to HQ OpenMRS (bounded).
+                refresher.close(tributary_apply::REFRESH_CLOSE_WITHIN).await;
             }
             stop_metrics(endpoint).await;
         }
