@@ -16,10 +16,13 @@ a system-wide MariaDB server. Database `openmrs` comes preloaded with the OpenMR
 core schema and data from deploy/fixtures/openmrs-2.8/ (117 tables, 540 rows).
 
 USAGE
-  deploy/mariadb.sh start DIR --role site|hq [--server-id N] [-- MARIADBD-OPTION...]
+  deploy/mariadb.sh start DIR --role site|hq [--server-id N] [--openmrs VERSION]
+                           [-- MARIADBD-OPTION...]
       Start an instance in DIR (created if missing) and print its settings (the same
       KEY=VALUE lines as DIR/env). When DIR already holds a stopped instance, start it
       again on the same data, port, password and server id (--role may be omitted).
+      --openmrs loads another core schema version from deploy/fixtures/openmrs-VERSION/
+      instead of 2.8 (2.6, 2.7 and 3.0 are there: sites on older or newer OpenMRS).
       Options after `--` go to mariadbd last, so they override ours, e.g.
         deploy/mariadb.sh start /tmp/bad-site --role site -- --binlog-row-image=MINIMAL
       (they are remembered for restarts of the same DIR).
@@ -318,13 +321,15 @@ native_password_hash() {
 random_password() { od -An -N18 -tx1 /dev/urandom | tr -d ' \n'; }
 
 cmd_start() {
-  local dir="" role="" server_id="" extra=() have_extra=0
+  local dir="" role="" server_id="" openmrs="" extra=() have_extra=0
   while (($#)); do
     case "$1" in
       --role) role="${2:?--role needs site or hq}"; shift 2 ;;
       --role=*) role="${1#--role=}"; shift ;;
       --server-id) server_id="${2:?--server-id needs a number}"; shift 2 ;;
       --server-id=*) server_id="${1#--server-id=}"; shift ;;
+      --openmrs) openmrs="${2:?--openmrs needs a version}"; shift 2 ;;
+      --openmrs=*) openmrs="${1#--openmrs=}"; shift ;;
       --) shift; extra=("$@"); have_extra=1; break ;;
       -h | --help) usage; exit 0 ;;
       -*) die "start: unknown option $1 (see --help)" ;;
@@ -332,6 +337,11 @@ cmd_start() {
     esac
   done
   [[ -n "$dir" ]] || die "start: DIR is required (see --help)"
+  if [[ -n "$openmrs" ]]; then
+    [[ "$openmrs" =~ ^[0-9]+\.[0-9]+$ && -d "${TRIBUTARY_REPO_ROOT}/deploy/fixtures/openmrs-$openmrs" ]] ||
+      die "start: no fixtures for OpenMRS '$openmrs' (deploy/fixtures/openmrs-*/ has them)"
+    FIXTURES="${TRIBUTARY_REPO_ROOT}/deploy/fixtures/openmrs-$openmrs"
+  fi
   [[ -z "$server_id" || "$server_id" =~ ^[1-9][0-9]{0,9}$ ]] || die "start: --server-id must be a positive integer"
   if [[ ! -d "$dir/data" ]]; then
     case "$role" in

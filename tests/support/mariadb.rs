@@ -88,6 +88,21 @@ impl MariaDb {
     /// e.g. `&["--binlog-row-image=MINIMAL"]` to test that the replicator refuses a site
     /// it cannot read. They are kept for [`MariaDb::start_server`].
     pub fn start_with_args(role: Role, name: &str, args: &[&str]) -> anyhow::Result<MariaDb> {
+        MariaDb::start_instance(role, name, None, args)
+    }
+
+    /// Like [`MariaDb::start`], loaded with another OpenMRS core version's schema and data
+    /// (`deploy/fixtures/openmrs-<version>`: 2.6, 2.7, 3.0; 2.8 is the default).
+    pub fn start_openmrs(role: Role, name: &str, version: &str) -> anyhow::Result<MariaDb> {
+        MariaDb::start_instance(role, name, Some(version), &[])
+    }
+
+    fn start_instance(
+        role: Role,
+        name: &str,
+        openmrs: Option<&str>,
+        args: &[&str],
+    ) -> anyhow::Result<MariaDb> {
         anyhow::ensure!(
             !name.is_empty()
                 && name
@@ -106,6 +121,9 @@ impl MariaDb {
         };
         let mut cmd = script();
         cmd.arg("start").arg(&dir).arg("--role").arg(role.as_str());
+        if let Some(version) = openmrs {
+            cmd.arg("--openmrs").arg(version);
+        }
         if !args.is_empty() {
             cmd.arg("--").args(args);
         }

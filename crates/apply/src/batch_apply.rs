@@ -76,6 +76,7 @@ pub async fn apply_batch(
         resolver,
         states: &mut states,
         policies,
+        dropped: Default::default(),
     };
     let result = apply_in(&mut tx, &mut scope, numbering, header, payload).await;
     match result {
@@ -144,6 +145,7 @@ async fn apply_in(
     };
     outcome.released = released.values().sum();
     scope.states.flush(tx, scope.schema).await?;
+    scope.dropped.record(tx).await?;
     let last_committed_at = payload.transactions.iter().map(|t| t.committed_at).max();
     bookkeeping::record_applied(
         tx,
@@ -264,6 +266,9 @@ async fn place<'c>(
         };
         match resolution {
             Resolution::Ready(row) => {
+                scope
+                    .dropped
+                    .note(origin.site_id, &change.table, &row.dropped_columns);
                 let row = match (new_rows, scope.schema.table(&change.table)) {
                     (Some(queue), Some(map)) => queue.offer(map, change, row),
                     _ => Some(row),
@@ -356,6 +361,9 @@ async fn release_candidates(
             }
             match resolve_row(tx, scope.schema, scope.resolver, &parked.change).await? {
                 Resolution::Ready(row) => {
+                    scope
+                        .dropped
+                        .note(&parked.site_id, &parked.change.table, &row.dropped_columns);
                     let origin = Origin {
                         site_id: &parked.site_id,
                         epoch: parked.epoch,
@@ -427,6 +435,7 @@ pub async fn retry_parked(
         resolver,
         states: &mut states,
         policies,
+        dropped: Default::default(),
     };
     let result = async {
         let candidates = parking::page(&mut tx, after, limit).await?;
@@ -457,6 +466,7 @@ pub async fn retry_rows(
         resolver,
         states: &mut states,
         policies,
+        dropped: Default::default(),
     };
     let result = retry_in(&mut tx, &mut scope, parked_ids).await;
     finish_retry(tx, scope.resolver, result).await
@@ -482,6 +492,7 @@ pub(crate) async fn record_releases(
         bookkeeping::record_released(tx, site, *rows).await?;
     }
     scope.states.flush(tx, scope.schema).await?;
+    scope.dropped.record(tx).await?;
     Ok(())
 }
 

@@ -102,6 +102,16 @@ pub const CREATE_TABLES: &[&str] = &[
         KEY entity (table_name, identity(191), status),
         KEY open_by_site (status, site_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // Columns a site sends that HQ's table lacks, dropped by the schema map's rule.
+    "CREATE TABLE IF NOT EXISTS tributary_dropped_column (
+        site_id VARCHAR(64) NOT NULL,
+        table_name VARCHAR(64) NOT NULL,
+        column_name VARCHAR(64) NOT NULL,
+        rows_written BIGINT UNSIGNED NOT NULL,
+        first_seen DATETIME(3) NOT NULL,
+        last_seen DATETIME(3) NOT NULL,
+        PRIMARY KEY (site_id, table_name, column_name)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     // HQs created before rejection reasons had names.
     "ALTER TABLE tributary_rejected_batch
         ADD COLUMN IF NOT EXISTS reason_code VARCHAR(32) NOT NULL DEFAULT '' AFTER file_name",

@@ -246,6 +246,7 @@ impl ConflictQueue {
             resolver: &mut self.resolver,
             states: &mut states,
             policies: &self.policies,
+            dropped: Default::default(),
         };
         let result = resolve_in(&mut tx, &mut scope, conflict_id, choice, by, note).await;
         match result {

@@ -22,6 +22,7 @@ mod conflict_policy;
 mod conflict_queue;
 mod conflicts;
 mod delivered;
+mod dropped_columns;
 mod error;
 mod locator;
 pub mod metrics;
@@ -62,6 +63,6 @@ pub use settings::{
     DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 pub use status::{
-    ParkedAge, ParkedSummary, RejectedBatch, SiteStatus, parked_ages, parked_rows,
+    ParkedAge, ParkedSummary, RejectedBatch, SiteStatus, dropped_columns, parked_ages, parked_rows,
     rejected_batches, rejection_counts, site_statuses,
 };

@@ -91,6 +91,17 @@ static CONFLICTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     ))
 });
 
+static COLUMNS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_columns_dropped_total",
+            "Rows HQ wrote without a column the site sent, because HQ's table lacks it and the \
+             schema map's dropped_at_hq allows it, by site, table and column.",
+        ),
+        &["site", "table", "column"],
+    ))
+});
+
 static REFRESH_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     registered(IntCounterVec::new(
         Opts::new(
@@ -164,6 +175,14 @@ pub fn register(keyring: &Keyring) {
     LazyLock::force(&PARKED_OLDEST_AGE);
     LazyLock::force(&CONFLICTS);
     LazyLock::force(&CONFLICTS_OPEN);
+    LazyLock::force(&COLUMNS_DROPPED);
+}
+
+/// Counts rows written without a dropped column (labels are schema names: bounded).
+pub(crate) fn columns_dropped(site_id: &str, table: &str, column: &str, rows: u64) {
+    COLUMNS_DROPPED
+        .with_label_values(&[site_id, table, column])
+        .inc_by(rows);
 }
 
 /// Counts a conflict just recorded (`site_id` is from an authenticated batch).

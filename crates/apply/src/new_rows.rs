@@ -349,6 +349,7 @@ mod tests {
                 .iter()
                 .map(|(c, target)| ((*c).to_owned(), target.row_ref()))
                 .collect(),
+            dropped_columns: Vec::new(),
         }
     }
 

@@ -178,3 +178,15 @@ pub async fn open_conflicts(conn: &mut Conn) -> mysql_async::Result<Vec<(String,
     )
     .await
 }
+
+/// Columns rows were written without (a site on a newer OpenMRS than HQ): site, table, column,
+/// rows. Empty when the table does not exist yet.
+pub async fn dropped_columns(
+    conn: &mut Conn,
+) -> mysql_async::Result<Vec<(String, String, String, u64)>> {
+    conn.query(
+        "SELECT site_id, table_name, column_name, rows_written FROM tributary_dropped_column
+         ORDER BY site_id, table_name, column_name",
+    )
+    .await
+}

@@ -8,6 +8,7 @@
 
 use crate::conflict_policy::{ConflictPolicies, ConflictPolicy, DATE_CHANGED};
 use crate::conflicts::{self, Decision, Detected, Origin};
+use crate::dropped_columns::DroppedColumns;
 use crate::locator::{Locator, locate, locator_columns};
 use crate::resolver::Resolver;
 use crate::row_state::{self, RowSnapshot, RowStates, Standing};
@@ -40,6 +41,8 @@ pub struct ResolvedRow {
     /// Columns that refer to rows queued to be inserted in this batch (`new_rows`): their
     /// HQ ids are filled in once those rows are written.
     pub deferred: Vec<(String, RowRef)>,
+    /// Columns the site sent that HQ's table lacks, dropped by the schema map's rule.
+    pub dropped_columns: Vec<String>,
 }
 
 pub async fn resolve_row(
@@ -69,18 +72,27 @@ pub async fn resolve_row_deferring(
     // A delete needs only what finds the row; its other columns and references (the rows it
     // referred to may be long gone at the site) do not matter.
     let key_columns = locator_columns(map);
-    let needed = |column: &str| change.op != Op::Delete || key_columns.iter().any(|k| k == column);
-    if let Some(column) = change
-        .columns
-        .keys()
-        .filter(|c| needed(c))
-        .find(|c| map.column(c).is_none())
-    {
-        return Ok(Resolution::Blocked(format!(
-            "HQ table `{}` has no column `{column}`; upgrade HQ's schema",
-            change.table
-        )));
+    let wanted = |column: &str| change.op != Op::Delete || key_columns.iter().any(|k| k == column);
+    // Columns HQ's table lacks: dropped when the schema map says so (reported), else the row
+    // cannot be written as it is.
+    let mut dropped_columns = Vec::new();
+    for column in change.columns.keys().filter(|c| wanted(c)) {
+        if map.column(column).is_some() {
+            continue;
+        }
+        if !schema.drops_missing_column(&map.name, column)
+            || key_columns.iter().any(|k| k == &**column)
+        {
+            return Ok(Resolution::Blocked(format!(
+                "HQ table `{}` has no column `{column}`; upgrade HQ's schema, or list the column \
+                 under [dropped_at_hq] in the schema map to write such rows without it \
+                 (reported)",
+                change.table
+            )));
+        }
+        dropped_columns.push(column.to_string());
     }
+    let needed = |column: &str| wanted(column) && !dropped_columns.iter().any(|d| d == column);
     let mut values = BTreeMap::new();
     let mut waiting = Vec::new();
     let mut self_references = Vec::new();
@@ -120,6 +132,7 @@ pub async fn resolve_row_deferring(
             values,
             self_references,
             deferred,
+            dropped_columns,
         }))
     } else {
         waiting.sort();
@@ -135,6 +148,8 @@ pub struct Scope<'a> {
     pub resolver: &'a mut Resolver,
     pub states: &'a mut RowStates,
     pub policies: &'a ConflictPolicies,
+    /// Columns rows were written without (recorded with the transaction).
+    pub dropped: DroppedColumns,
 }
 
 /// Whether a change to an HQ row that changed since its site last wrote it is a conflict.

@@ -141,6 +141,8 @@ fn key_part(value: &Value) -> String {
 pub struct SchemaMap {
     pub database: String,
     tables: BTreeMap<String, TableMap>,
+    /// The policy's `dropped_at_hq`: columns HQ writes rows without when its table lacks them.
+    dropped_at_hq: BTreeMap<String, Vec<String>>,
 }
 
 impl SchemaMap {
@@ -155,7 +157,16 @@ impl SchemaMap {
         Ok(SchemaMap {
             database: catalog.database.clone(),
             tables,
+            dropped_at_hq: policy.dropped_at_hq.clone(),
         })
+    }
+
+    /// Whether a row may be written without `table.column`, which HQ's table lacks (declared
+    /// under `dropped_at_hq` in the schema map).
+    pub fn drops_missing_column(&self, table: &str, column: &str) -> bool {
+        self.dropped_at_hq
+            .get(table)
+            .is_some_and(|columns| columns.iter().any(|c| c == column || c == "*"))
     }
 
     pub fn table(&self, name: &str) -> Option<&TableMap> {

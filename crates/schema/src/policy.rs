@@ -28,6 +28,12 @@ pub struct Policy {
     /// Text columns that hold a row's integer id when the row's type says so.
     #[serde(default)]
     pub polymorphic_references: Vec<PolymorphicReference>,
+    /// Per table, columns a site may send that HQ's table does not have (a site on a newer
+    /// OpenMRS than HQ): HQ writes the row without them and reports it
+    /// (`tributary_dropped_column`, `status`, a metric), instead of parking the row. `"*"`
+    /// stands for every column the table lacks. Only columns HQ lacks are ever dropped.
+    #[serde(default)]
+    pub dropped_at_hq: BTreeMap<String, Vec<String>>,
 }
 
 /// A text column holding the integer id of a row of a table chosen by the row's type: e.g.
@@ -112,6 +118,14 @@ mod tests {
                 .references
                 .iter()
                 .any(|r| r.table == "orders" && r.column == "concept_id")
+        );
+        // What a 3.0 site sends that a 2.8 HQ lacks: dropped by rule, its user ids translated.
+        assert!(policy.dropped_at_hq["drug"].contains(&"description".to_owned()));
+        assert!(
+            policy
+                .references
+                .iter()
+                .any(|r| r.table == "orders" && r.column == "changed_by" && r.target == "users")
         );
     }
 

@@ -466,6 +466,19 @@ async fn run(command: Command) -> Result<ExitCode> {
                     report::parked_table(&tributary_apply::parked_rows(&mut conn, parked).await?)
                 );
             }
+            let dropped = tributary_apply::dropped_columns(&mut conn).await?;
+            if !dropped.is_empty() {
+                let dropped: Vec<String> = dropped
+                    .iter()
+                    .map(|(site, table, column, rows)| {
+                        format!("{site} {table}.{column} ({rows} rows)")
+                    })
+                    .collect();
+                println!(
+                    "columns HQ lacks, rows written without them (schema map dropped_at_hq): {}",
+                    dropped.join(", ")
+                );
+            }
             let counts = tributary_apply::rejection_counts(&mut conn).await?;
             if !counts.is_empty() {
                 let counts: Vec<String> = counts
