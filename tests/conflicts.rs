@@ -556,3 +556,75 @@ async fn a_name_taken_at_hq_parks_the_row_with_the_key_it_collides_on() -> Resul
     assert_eq!(tags, ["Triage (HQ)", "Triage"]);
     Ok(())
 }
+
+/// A person and a user with the login names every clinic picks first.
+async fn add_user(conn: &mut mysql_async::Conn, person: &str, user: &str) -> Result<()> {
+    conn.exec_drop(
+        "INSERT INTO person (gender, creator, date_created, voided, uuid)
+         VALUES ('F', 1, '2024-01-01 00:00:00', 0, ?)",
+        (person,),
+    )
+    .await?;
+    conn.exec_drop(
+        "INSERT INTO users (system_id, username, person_id, creator, date_created, retired, uuid)
+         SELECT '2-6', 'nurse1', person_id, 1, '2024-01-01 00:00:00', 0, ?
+         FROM person WHERE uuid = ?",
+        (user, person),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_name_another_sites_user_has_follows_the_declared_policy() -> Result<()> {
+    let p = Pipeline::start("conflicts-users", PipelineOptions::default()).await?;
+    let b = second_site(&p).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let user_a = "c0f1c700-0000-4000-8000-0000000000b1";
+    let user_b = "c0f1c700-0000-4000-8000-0000000000b2";
+    add_user(&mut p.site.conn().await?, PERSON, user_a).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    add_user(&mut b.db.conn().await?, OTHER_PERSON, user_b).await?;
+    wait_hq(
+        &p,
+        "clinic B's user to park",
+        "SELECT COUNT(*) FROM tributary_parked_row WHERE table_name = 'users'",
+        1,
+    )
+    .await?;
+    let reason = hq_text(
+        &p,
+        "SELECT reason FROM tributary_parked_row WHERE table_name = 'users'",
+    )
+    .await?;
+    assert!(
+        reason.contains("another HQ user already has this user's username and system_id"),
+        "{reason}"
+    );
+    assert!(!reason.contains("nurse1"), "no values in reasons: {reason}");
+
+    // HQ declares the suffix policy; a retry writes the user as nurse1@clinic-b.
+    let config = std::fs::read_to_string(&p.config)?;
+    std::fs::write(
+        &p.config,
+        config.replace(
+            "[hq.database]",
+            "[hq.conflicts]\nusernames = \"suffix-site\"\n\n[hq.database]",
+        ),
+    )?;
+    run_ok(p.run(&["parked", "retry", "--all"])?)?;
+    let names: Vec<(String, String)> = p
+        .hq
+        .conn()
+        .await?
+        .query("SELECT username, system_id FROM users WHERE uuid LIKE 'c0f1c700%' ORDER BY uuid")
+        .await?;
+    assert_eq!(
+        names,
+        [
+            ("nurse1".to_owned(), "2-6".to_owned()),
+            ("nurse1@clinic-b".to_owned(), "2-6@clinic-b".to_owned())
+        ]
+    );
+    Ok(())
+}

@@ -229,16 +229,6 @@ enum Placed {
     Queued,
 }
 
-impl From<Written> for Placed {
-    fn from(written: Written) -> Placed {
-        match written {
-            Written::Done => Placed::Written,
-            Written::KeptHq => Placed::KeptHq,
-            Written::Queued => Placed::Queued,
-        }
-    }
-}
-
 /// Writes a change (or queues a new row to be written with others), or parks it with what it
 /// waits for.
 async fn place<'c>(
@@ -300,7 +290,13 @@ async fn write_or_park(
     row: ResolvedRow,
 ) -> Result<Placed, ApplyError> {
     match write_row(tx, scope, origin, change, row, Check::Conflicts).await {
-        Ok(written) => Ok(written.into()),
+        Ok(Written::Done) => Ok(Placed::Written),
+        Ok(Written::KeptHq) => Ok(Placed::KeptHq),
+        Ok(Written::Queued) => Ok(Placed::Queued),
+        Ok(Written::Refused(reason)) => {
+            park(tx, origin, change, &[], &reason).await?;
+            Ok(Placed::Parked)
+        }
         Err(mysql_async::Error::Server(e)) if is_row_refusal(e.code) => {
             park(tx, origin, change, &[], &refusal_reason(&change.table, &e)).await?;
             Ok(Placed::Parked)
@@ -373,6 +369,12 @@ async fn release_candidates(
                         write_row(tx, scope, origin, &parked.change, row, Check::Conflicts).await;
                     match written {
                         Ok(Written::Done) => {}
+                        Ok(Written::Refused(reason)) => {
+                            if reason != parked.reason {
+                                parking::rewait(tx, parked_id, &[], &reason).await?;
+                            }
+                            continue;
+                        }
                         Ok(Written::KeptHq | Written::Queued) => {
                             // Settled as a conflict (recorded there): it leaves parking, and
                             // nothing arrived.

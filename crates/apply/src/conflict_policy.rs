@@ -2,6 +2,7 @@
 //! it from that site (invariant 5): each table follows a policy, `[hq.conflicts]` in the
 //! configuration, and the default keeps both versions for a person to decide.
 
+use crate::usernames::UsernamePolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +49,8 @@ impl fmt::Display for ConflictPolicy {
 pub struct ConflictPolicies {
     pub default: ConflictPolicy,
     pub tables: BTreeMap<String, ConflictPolicy>,
+    /// What a user whose login name another HQ user has does.
+    pub usernames: UsernamePolicy,
 }
 
 impl ConflictPolicies {

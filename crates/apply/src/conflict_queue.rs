@@ -16,7 +16,7 @@ use crate::error::ApplyError;
 use crate::locator::locate;
 use crate::resolver::Resolver;
 use crate::row_state::{RowSnapshot, RowStates};
-use crate::writer::{Check, Resolution, Scope, resolve_row, write_row};
+use crate::writer::{Check, Resolution, Scope, Written, resolve_row, write_row};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, Transaction, TxOpts, Value as Sql};
 use serde::Serialize;
@@ -409,7 +409,11 @@ async fn carry_out(
             .await?;
         }
         _ => {
-            write_row(tx, scope, origin, change, row, Check::Override).await?;
+            if let Written::Refused(reason) =
+                write_row(tx, scope, origin, change, row, Check::Override).await?
+            {
+                return Ok(Some(reason));
+            }
         }
     }
     Ok(None)

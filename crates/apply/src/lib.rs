@@ -38,6 +38,7 @@ mod row_state;
 mod runner;
 mod settings;
 mod status;
+mod usernames;
 mod writer;
 
 pub use batch_apply::BatchOutcome;
@@ -66,3 +67,4 @@ pub use status::{
     ParkedAge, ParkedSummary, RejectedBatch, SiteStatus, dropped_columns, parked_ages, parked_rows,
     rejected_batches, rejection_counts, site_statuses,
 };
+pub use usernames::UsernamePolicy;

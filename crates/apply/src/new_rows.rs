@@ -122,7 +122,11 @@ impl<'c> NewRows<'c> {
         let unique = map.identity_is_unique
             || (matches!(map.identity, IdentityRule::Inherited { .. })
                 && map.primary_key.len() == 1);
-        self.numbering.is_some() && change.op == Op::Insert && unique
+        // A user's login names are checked against HQ's other users first (`usernames`).
+        self.numbering.is_some()
+            && change.op == Op::Insert
+            && unique
+            && map.name != crate::usernames::USERS
     }
 
     /// Queues a new row when it can be written in a group (and does not refer to itself).

@@ -12,6 +12,7 @@ use crate::dropped_columns::DroppedColumns;
 use crate::locator::{Locator, locate, locator_columns};
 use crate::resolver::Resolver;
 use crate::row_state::{self, RowSnapshot, RowStates, Standing};
+use crate::usernames::{self, Clash, USERS};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
 use std::collections::{BTreeMap, HashSet};
@@ -162,7 +163,7 @@ pub enum Check {
 }
 
 /// What became of a resolved row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// Written at HQ (also when it won a conflict by policy).
     Done,
@@ -170,6 +171,8 @@ pub enum Written {
     KeptHq,
     /// A conflict waiting for a person: recorded open, not written.
     Queued,
+    /// Cannot be written as it is (a declared policy says so): park it with this reason.
+    Refused(String),
 }
 
 /// Writes a resolved row, remembering the HQ id a new row received and the state the site's
@@ -186,10 +189,18 @@ pub async fn write_row(
         return Ok(Written::Done);
     };
     let ResolvedRow {
-        values,
+        mut values,
         self_references,
         ..
     } = row;
+    if map.name == USERS && change.op != Op::Delete {
+        let policy = scope.policies.usernames;
+        if let Clash::Park(reason) =
+            usernames::settle(tx, policy, origin.site_id, change, &mut values).await?
+        {
+            return Ok(Written::Refused(reason));
+        }
+    }
     // A new row whose uuid HQ keeps unique is inserted straight away: one round trip
     // instead of a lookup and an insert. When HQ has the row already (shared metadata, a
     // re-sent row), the database refuses the duplicate and the row is found and updated.

@@ -15,7 +15,7 @@ use tributary_apply::{
     DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL, DEFAULT_REFRESH_BATCH_SIZE,
     DEFAULT_REFRESH_FLUSH_INTERVAL, DEFAULT_REFRESH_MAX_ATTEMPTS, DEFAULT_REFRESH_MAX_QUEUED,
     DEFAULT_REFRESH_TIMEOUT, DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
-    Endpoint, RefreshSettings, Refresher,
+    Endpoint, RefreshSettings, Refresher, UsernamePolicy,
 };
 use tributary_batch::Keyring;
 use tributary_capture::{
@@ -117,6 +117,7 @@ pub struct HqSection {
 /// [hq.conflicts]
 /// default = "queue"
 /// tables = { person_name = "newest-date-changed", obs = "site-wins" }
+/// usernames = "park"   # or "suffix-site": a clashing login name is written as name@site
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +126,10 @@ pub struct ConflictsSection {
     pub default: ConflictPolicy,
     #[serde(default)]
     pub tables: BTreeMap<String, ConflictPolicy>,
+    /// A user whose username or system id another HQ user has (OpenMRS keeps them unique in
+    /// the application only): `park` (the default) or `suffix-site` (written as name@site).
+    #[serde(default)]
+    pub usernames: UsernamePolicy,
 }
 
 /// `[hq.refresh]`: after each batch commits, the applier names the entities it wrote to HQ
@@ -594,6 +599,7 @@ impl Config {
         Ok(ConflictPolicies {
             default: section.default,
             tables: section.tables,
+            usernames: section.usernames,
         })
     }
 
