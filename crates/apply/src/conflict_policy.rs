@@ -91,6 +91,7 @@ mod tests {
         let policies = ConflictPolicies {
             default: ConflictPolicy::HqWins,
             tables: BTreeMap::from([("obs".to_owned(), ConflictPolicy::SiteWins)]),
+            ..ConflictPolicies::default()
         };
         assert_eq!(policies.for_table("obs"), ConflictPolicy::SiteWins);
         assert_eq!(policies.for_table("person"), ConflictPolicy::HqWins);
