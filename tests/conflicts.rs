@@ -628,3 +628,66 @@ async fn a_login_name_another_sites_user_has_follows_the_declared_policy() -> Re
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_deleted_at_one_site_while_another_sites_rows_refer_to_it_parks() -> Result<()> {
+    let p = Pipeline::start("conflicts-delete", PipelineOptions::default()).await?;
+    let b = second_site(&p).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    // Clinic A registers a person; clinic B, seeing the same person, records a name of its own.
+    add_person(&mut p.site.conn().await?, PERSON, NAME).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let name_b = "c0f1c700-0000-4000-8000-0000000000c2";
+    let mut site_b = b.db.conn().await?;
+    add_person(&mut site_b, PERSON, NAME).await?;
+    site_b
+        .exec_drop(
+            "INSERT INTO person_name (preferred, person_id, given_name, family_name, creator,
+                                      date_created, voided, uuid)
+             SELECT 0, person_id, 'Akinyi', 'Odhiambo', 1, '2024-01-01 00:00:00', 0, ?
+             FROM person WHERE uuid = ?",
+            (name_b, PERSON),
+        )
+        .await?;
+    wait_hq(
+        &p,
+        "clinic B's name to arrive",
+        &format!("SELECT COUNT(*) FROM person_name WHERE uuid = '{name_b}'"),
+        1,
+    )
+    .await?;
+
+    // Clinic A deletes the person (its own name first, as the site's keys require).
+    let mut site_a = p.site.conn().await?;
+    site_a
+        .exec_drop("DELETE FROM person_name WHERE uuid = ?", (NAME,))
+        .await?;
+    site_a
+        .exec_drop("DELETE FROM person WHERE uuid = ?", (PERSON,))
+        .await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    // HQ keeps the person clinic B's name refers to; the delete parks with the reason, once.
+    let mut hq = p.hq.conn().await?;
+    let people: Option<i64> = hq
+        .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (PERSON,))
+        .await?;
+    assert_eq!(people, Some(1));
+    let parked: Vec<(String, String)> = hq
+        .query("SELECT table_name, reason FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, "person");
+    assert!(
+        parked[0].1.contains("other HQ rows still refer to it"),
+        "{parked:?}"
+    );
+    // Retrying changes nothing and adds nothing: the same row, the same reason.
+    run_ok(p.run(&["parked", "retry", "--all"])?)?;
+    let again: Vec<(String, String)> = hq
+        .query("SELECT table_name, reason FROM tributary_parked_row")
+        .await?;
+    assert_eq!(again, parked);
+    assert!(apply.try_wait()?.is_none(), "{}", apply.logs());
+    Ok(())
+}
