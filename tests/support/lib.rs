@@ -33,6 +33,7 @@
 //! [`ChildGuard`]) that stops it on drop, and `deploy/test.sh` kills whatever a crashed
 //! test left behind.
 
+pub mod every_table;
 mod mariadb;
 pub mod metrics;
 mod paths;

@@ -78,6 +78,8 @@ pub struct NewRows<'c> {
     groups: BTreeMap<(usize, String, String), Group<'c>>,
     entities: HashSet<RowRef>,
     levels: HashMap<RowRef, usize>,
+    /// Tables with queued rows.
+    tables: HashSet<String>,
 }
 
 impl<'c> NewRows<'c> {
@@ -87,6 +89,7 @@ impl<'c> NewRows<'c> {
             groups: BTreeMap::new(),
             entities: HashSet::new(),
             levels: HashMap::new(),
+            tables: HashSet::new(),
         }
     }
 
@@ -101,18 +104,27 @@ impl<'c> NewRows<'c> {
 
     /// Whether `change` must wait for the queue to be written: it changes a queued row,
     /// deletes anything (a delete may remove a row a queued row refers to), refers to a queued
-    /// row without being queueable itself, or the queue is full.
+    /// row without being queueable itself, has a foreign key through a plain value (a string
+    /// key) into a table with queued rows, or the queue is full.
     pub fn must_write_before(&self, map: Option<&TableMap>, change: &RowChange) -> bool {
         if self.entities.is_empty() {
             return false;
         }
+        let refers_to_queued = || {
+            change
+                .references()
+                .any(|(_, target)| self.entities.contains(target))
+        };
+        let plain_parent_queued = map.is_some_and(|map| {
+            map.plain_key_parents
+                .iter()
+                .any(|parent| self.tables.contains(parent))
+        });
         self.entities.len() >= MAX_QUEUED_ROWS
             || change.op == Op::Delete
             || self.entities.contains(&change.row_ref())
-            || (!map.is_some_and(|map| self.can_queue(map, change))
-                && change
-                    .references()
-                    .any(|(_, target)| self.entities.contains(target)))
+            || plain_parent_queued
+            || (!map.is_some_and(|map| self.can_queue(map, change)) && refers_to_queued())
     }
 
     /// An insert of a row HQ keeps unique by its identity, so a duplicate is refused, not
@@ -152,6 +164,7 @@ impl<'c> NewRows<'c> {
         let key = (level, map.name.clone(), columns.join(","));
         self.entities.insert(change.row_ref());
         self.levels.insert(change.row_ref(), level);
+        self.tables.insert(map.name.clone());
         self.groups
             .entry(key)
             .or_insert_with(|| Group {
@@ -176,6 +189,7 @@ impl<'c> NewRows<'c> {
         let mut written = Written::default();
         self.entities.clear();
         self.levels.clear();
+        self.tables.clear();
         let groups = std::mem::take(&mut self.groups);
         let Some(numbering) = self.numbering else {
             return Ok(written);
@@ -311,6 +325,7 @@ mod tests {
             references: BTreeMap::new(),
             polymorphic: Vec::new(),
             identity_is_unique: unique,
+            plain_key_parents: Vec::new(),
         }
     }
 

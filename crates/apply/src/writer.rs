@@ -588,6 +588,7 @@ mod tests {
             references: BTreeMap::new(),
             polymorphic: Vec::new(),
             identity_is_unique: true,
+            plain_key_parents: Vec::new(),
         }
     }
 

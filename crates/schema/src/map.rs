@@ -66,6 +66,9 @@ pub struct TableMap {
     /// The identity is a uuid column the database keeps unique on its own: a row can be
     /// inserted without looking for it first (a duplicate is refused by the database).
     pub identity_is_unique: bool,
+    /// Tables this table's foreign keys point at through columns that travel as plain values
+    /// (string keys such as `role.role`): HQ must have the parent row before this one.
+    pub plain_key_parents: Vec<String>,
 }
 
 /// A polymorphic reference resolved against the catalog (see
@@ -331,8 +334,17 @@ fn map_table(
         }
         _ => false,
     };
+    let mut plain_key_parents: Vec<String> = table
+        .foreign_keys
+        .iter()
+        .filter(|fk| !references.contains_key(&fk.column))
+        .map(|fk| fk.parent_table.clone())
+        .collect();
+    plain_key_parents.sort();
+    plain_key_parents.dedup();
     Ok(TableMap {
         identity_is_unique,
+        plain_key_parents,
         name: table.name.clone(),
         columns,
         excluded_columns,
