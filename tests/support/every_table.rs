@@ -12,6 +12,13 @@ use mysql_async::{Conn, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tributary_schema::{Catalog, Policy, SchemaMap};
 
+/// table, column, data type, column type, maximum length, nullable, extra.
+type ColumnRow = (String, String, String, String, Option<u64>, String, String);
+
+/// A boxed future: inserting a row may first insert its parents (recursion).
+type Inserting<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<HashMap<String, Value>>> + Send + 'a>>;
+
 /// One column as information_schema describes it.
 #[derive(Debug, Clone)]
 struct Column {
@@ -47,7 +54,7 @@ impl EveryTable {
         let catalog = Catalog::introspect(conn, database).await?;
         let map = SchemaMap::build(&catalog, policy)?;
         let synced: Vec<String> = map.tables().map(|t| t.name.clone()).collect();
-        let rows: Vec<(String, String, String, String, Option<u64>, String, String)> = conn
+        let rows: Vec<ColumnRow> = conn
             .exec(
                 "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH,
                         IS_NULLABLE, EXTRA
@@ -181,7 +188,7 @@ impl EveryTable {
         conn: &'a mut Conn,
         table: &'a str,
         path: &'a mut HashSet<String>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<HashMap<String, Value>>> + Send + 'a>> {
+    ) -> Inserting<'a> {
         Box::pin(async move {
             let Some(info) = self.tables.get(table).cloned() else {
                 bail!("no table `{table}`");
