@@ -9,10 +9,9 @@ use mysql_async::prelude::*;
 use std::path::{Path, PathBuf};
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{
-    CATCH_UP, CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary,
-    tributary_capture_checkpoint, write_config,
+    CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary, wait_site_applied, write_config,
 };
-use tributary_suite::{ChildGuard, MariaDb, Role, wait_until};
+use tributary_suite::{MariaDb, Role};
 
 /// A site on another OpenMRS version, sending into the pipeline's HQ and transport directory.
 struct VersionSite {
@@ -59,32 +58,6 @@ async fn version_site(p: &Pipeline, version: &'static str) -> Result<VersionSite
         config,
         state_dir,
     })
-}
-
-/// Waits until HQ applied everything `site` committed.
-async fn wait_applied(p: &Pipeline, site: &VersionSite, capture: &ChildGuard) -> Result<()> {
-    let state = p.work.join(&site.state_dir);
-    let (db, hq, id) = (&site.db, &p.hq, &site.id);
-    wait_until(&format!("HQ to catch up with {id}"), CATCH_UP, move || {
-        let state = state.clone();
-        async move {
-            let position: String = db.scalar("SELECT @@gtid_binlog_pos").await?;
-            let Some(checkpoint) = tributary_capture_checkpoint(&state)? else {
-                return Ok(false);
-            };
-            let applied: Option<u64> = hq
-                .conn()
-                .await?
-                .exec_first(
-                    "SELECT last_sequence FROM tributary_site_progress WHERE site_id = ?",
-                    (id,),
-                )
-                .await?;
-            Ok(checkpoint.0 == position && applied.unwrap_or(0) + 1 == checkpoint.1)
-        }
-    })
-    .await
-    .map_err(|e| e.context(capture.logs()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +116,10 @@ async fn sites_on_26_27_and_30_feed_a_28_hq_beside_a_28_site() -> Result<()> {
 
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     for (site, capture) in sites.iter().zip(&captures) {
-        wait_applied(&p, site, capture).await?;
+        let state = p.work.join(&site.state_dir);
+        wait_site_applied(&site.db, &p.hq, &site.id, &state)
+            .await
+            .map_err(|e| e.context(capture.logs()))?;
     }
     assert!(
         apply.try_wait()?.is_none(),

@@ -130,29 +130,12 @@ impl Pipeline {
     /// Waits until HQ has applied everything the site committed: capture's checkpoint is at
     /// the site's binlog position and HQ applied the last published batch.
     pub async fn wait_caught_up(&self, children: &mut [&mut ChildGuard]) -> Result<()> {
-        let state = self.work.join("state");
-        let site = &self.site;
-        let hq = &self.hq;
-        let site_id = &self.site_id;
-        let result = wait_until("HQ to catch up with the site", CATCH_UP, move || {
-            let state = state.clone();
-            async move {
-                let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
-                let Some(checkpoint) = tributary_capture_checkpoint(&state)? else {
-                    return Ok(false);
-                };
-                let applied: Option<u64> = hq
-                    .conn()
-                    .await?
-                    .exec_first(
-                        "SELECT last_sequence FROM tributary_site_progress WHERE site_id = ?",
-                        (site_id,),
-                    )
-                    .await
-                    .unwrap_or(None);
-                Ok(checkpoint.0 == position && applied.unwrap_or(0) + 1 == checkpoint.1)
-            }
-        })
+        let result = wait_site_applied(
+            &self.site,
+            &self.hq,
+            &self.site_id,
+            &self.work.join("state"),
+        )
         .await;
         if let Err(e) = result {
             let logs: Vec<String> = children.iter().map(|c| c.logs()).collect();
@@ -191,6 +174,38 @@ impl Pipeline {
 }
 
 pub const CLINIC: &str = "Demo Clinic";
+
+/// Waits until HQ has applied everything `site` committed: the checkpoint in `state` (the
+/// capture's state directory) is at the site's binlog position and HQ applied the last batch
+/// published.
+pub async fn wait_site_applied(
+    site: &MariaDb,
+    hq: &MariaDb,
+    site_id: &str,
+    state: &Path,
+) -> Result<()> {
+    wait_until(
+        &format!("HQ to catch up with {site_id}"),
+        CATCH_UP,
+        move || async move {
+            let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
+            let Some(checkpoint) = tributary_capture_checkpoint(state)? else {
+                return Ok(false);
+            };
+            let applied: Option<u64> = hq
+                .conn()
+                .await?
+                .exec_first(
+                    "SELECT last_sequence FROM tributary_site_progress WHERE site_id = ?",
+                    (site_id,),
+                )
+                .await
+                .unwrap_or(None);
+            Ok(checkpoint.0 == position && applied.unwrap_or(0) + 1 == checkpoint.1)
+        },
+    )
+    .await
+}
 
 /// Counts references at `db` (declared and undeclared) in the clinical tables that point at no
 /// row.

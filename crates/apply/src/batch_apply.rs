@@ -8,7 +8,6 @@ use crate::error::ApplyError;
 use crate::new_rows::{IdNumbering, NewRows};
 use crate::parking;
 use crate::resolver::Resolver;
-use crate::row_state::RowStates;
 use crate::writer::{
     Check, Resolution, ResolvedRow, Scope, Written, resolve_row, resolve_row_deferring, write_row,
 };
@@ -70,14 +69,7 @@ pub async fn apply_batch(
     payload: &BatchPayload,
 ) -> Result<(Fit, BatchOutcome), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut states = RowStates::new();
-    let mut scope = Scope {
-        schema,
-        resolver,
-        states: &mut states,
-        policies,
-        dropped: Default::default(),
-    };
+    let mut scope = Scope::new(schema, resolver, policies);
     let result = apply_in(&mut tx, &mut scope, numbering, header, payload).await;
     match result {
         Ok((Fit::Next, outcome)) => {
@@ -431,14 +423,7 @@ pub async fn retry_parked(
     limit: u32,
 ) -> Result<(Released, u64), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut states = RowStates::new();
-    let mut scope = Scope {
-        schema,
-        resolver,
-        states: &mut states,
-        policies,
-        dropped: Default::default(),
-    };
+    let mut scope = Scope::new(schema, resolver, policies);
     let result = async {
         let candidates = parking::page(&mut tx, after, limit).await?;
         let next = match candidates.last() {
@@ -462,14 +447,7 @@ pub async fn retry_rows(
     parked_ids: Vec<u64>,
 ) -> Result<Released, ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut states = RowStates::new();
-    let mut scope = Scope {
-        schema,
-        resolver,
-        states: &mut states,
-        policies,
-        dropped: Default::default(),
-    };
+    let mut scope = Scope::new(schema, resolver, policies);
     let result = retry_in(&mut tx, &mut scope, parked_ids).await;
     finish_retry(tx, scope.resolver, result).await
 }

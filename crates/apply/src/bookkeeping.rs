@@ -117,6 +117,23 @@ pub const CREATE_TABLES: &[&str] = &[
         ADD COLUMN IF NOT EXISTS reason_code VARCHAR(32) NOT NULL DEFAULT '' AFTER file_name",
 ];
 
+/// Connects to HQ for an operator command (UTC session), creates Tributary's tables if needed,
+/// and reads HQ's schema.
+pub async fn open_hq(
+    hq: mysql_async::Opts,
+    database: &str,
+    policy: &tributary_schema::Policy,
+) -> Result<(mysql_async::Conn, tributary_schema::SchemaMap), crate::error::ApplyError> {
+    let opts = mysql_async::OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    for ddl in CREATE_TABLES {
+        conn.query_drop(*ddl).await?;
+    }
+    let catalog = tributary_schema::Catalog::introspect(&mut conn, database).await?;
+    let schema = tributary_schema::SchemaMap::build(&catalog, policy)?;
+    Ok((conn, schema))
+}
+
 /// Where a site's stream stands at HQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {

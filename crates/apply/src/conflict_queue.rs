@@ -9,19 +9,19 @@
 //! caller that asks (`show --values`); nothing here logs them.
 
 use crate::batch_apply::{self, Released};
-use crate::bookkeeping::CREATE_TABLES;
+use crate::bookkeeping;
 use crate::conflict_policy::ConflictPolicies;
 use crate::conflicts::{OPEN, Origin};
 use crate::error::ApplyError;
 use crate::locator::locate;
 use crate::resolver::Resolver;
-use crate::row_state::{RowSnapshot, RowStates};
-use crate::writer::{Check, Resolution, Scope, Written, resolve_row, write_row};
+use crate::row_state::RowSnapshot;
+use crate::writer::{self, Check, Resolution, Scope, Written, resolve_row, write_row};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, Transaction, TxOpts, Value as Sql};
+use mysql_async::{Conn, Opts, Row, Transaction, TxOpts};
 use serde::Serialize;
 use tributary_model::{Op, RowChange};
-use tributary_schema::{Catalog, Policy, SchemaMap, quote_ident};
+use tributary_schema::{Policy, SchemaMap};
 
 /// Cache entries of the HQ id resolver for one command.
 const RESOLVER_ENTRIES: usize = 10_000;
@@ -161,13 +161,7 @@ impl ConflictQueue {
         policy: &Policy,
         policies: ConflictPolicies,
     ) -> Result<ConflictQueue, ApplyError> {
-        let opts = OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
-        let mut conn = Conn::new(opts).await?;
-        for ddl in CREATE_TABLES {
-            conn.query_drop(*ddl).await?;
-        }
-        let catalog = Catalog::introspect(&mut conn, database).await?;
-        let schema = SchemaMap::build(&catalog, policy)?;
+        let (conn, schema) = bookkeeping::open_hq(hq, database, policy).await?;
         Ok(ConflictQueue {
             conn,
             schema,
@@ -240,14 +234,7 @@ impl ConflictQueue {
         note: Option<&str>,
     ) -> Result<ResolveOutcome, ApplyError> {
         let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
-        let mut states = RowStates::new();
-        let mut scope = Scope {
-            schema: &self.schema,
-            resolver: &mut self.resolver,
-            states: &mut states,
-            policies: &self.policies,
-            dropped: Default::default(),
-        };
+        let mut scope = Scope::new(&self.schema, &mut self.resolver, &self.policies);
         let result = resolve_in(&mut tx, &mut scope, conflict_id, choice, by, note).await;
         match result {
             Ok(outcome @ ResolveOutcome::Resolved { .. }) => {
@@ -383,30 +370,12 @@ async fn carry_out(
                         .to_owned(),
                 ));
             };
-            let chosen: Vec<(&String, &Sql)> = row
+            let chosen = row
                 .values
-                .iter()
+                .into_iter()
                 .filter(|(c, _)| columns.contains(c))
                 .collect();
-            if chosen.is_empty() {
-                return Ok(None);
-            }
-            let (clause, locator_params) = locator.where_clause();
-            let assignments: Vec<String> = chosen
-                .iter()
-                .map(|(c, _)| format!("{} = ?", quote_ident(c)))
-                .collect();
-            let mut params: Vec<Sql> = chosen.into_iter().map(|(_, v)| v.clone()).collect();
-            params.extend(locator_params);
-            tx.exec_drop(
-                format!(
-                    "UPDATE {} SET {} WHERE {clause}",
-                    quote_ident(&map.name),
-                    assignments.join(", ")
-                ),
-                params,
-            )
-            .await?;
+            writer::update(tx, map, &locator, chosen).await?;
         }
         _ => {
             if let Written::Refused(reason) =

@@ -9,18 +9,18 @@
 //! only to a caller that asks for the row change (`show --values`); nothing here logs them.
 
 use crate::batch_apply;
-use crate::bookkeeping::CREATE_TABLES;
+use crate::bookkeeping;
 use crate::conflict_policy::ConflictPolicies;
 use crate::error::ApplyError;
 use crate::parked_reason::{self, AwaitedRow, AwaitedState};
 use crate::parking;
 use crate::resolver::Resolver;
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Transaction, TxOpts};
+use mysql_async::{Conn, Opts, Transaction, TxOpts};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tributary_model::{Identity, RowChange, RowRef};
-use tributary_schema::{Catalog, Policy, SchemaMap};
+use tributary_schema::{Policy, SchemaMap};
 
 /// Parked ids per query when reading what rows wait for.
 const IDS_PER_QUERY: usize = 500;
@@ -113,13 +113,7 @@ impl ParkedRows {
         policy: &Policy,
         conflicts: ConflictPolicies,
     ) -> Result<ParkedRows, ApplyError> {
-        let opts = OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
-        let mut conn = Conn::new(opts).await?;
-        for ddl in CREATE_TABLES {
-            conn.query_drop(*ddl).await?;
-        }
-        let catalog = Catalog::introspect(&mut conn, database).await?;
-        let schema = SchemaMap::build(&catalog, policy)?;
+        let (conn, schema) = bookkeeping::open_hq(hq, database, policy).await?;
         Ok(ParkedRows {
             conn,
             schema,

@@ -147,10 +147,28 @@ pub async fn resolve_row_deferring(
 pub struct Scope<'a> {
     pub schema: &'a SchemaMap,
     pub resolver: &'a mut Resolver,
-    pub states: &'a mut RowStates,
+    /// The states of the rows this transaction writes (recorded at its end).
+    pub states: RowStates,
     pub policies: &'a ConflictPolicies,
     /// Columns rows were written without (recorded with the transaction).
     pub dropped: DroppedColumns,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of one new HQ transaction.
+    pub fn new(
+        schema: &'a SchemaMap,
+        resolver: &'a mut Resolver,
+        policies: &'a ConflictPolicies,
+    ) -> Scope<'a> {
+        Scope {
+            schema,
+            resolver,
+            states: RowStates::new(),
+            policies,
+            dropped: DroppedColumns::default(),
+        }
+    }
 }
 
 /// Whether a change to an HQ row that changed since its site last wrote it is a conflict.
@@ -283,7 +301,8 @@ async fn write_existing(
     Ok(())
 }
 
-async fn update(
+/// Sets `values` on the HQ row at `locator` (nothing when there are none).
+pub(crate) async fn update(
     tx: &mut Transaction<'_>,
     map: &TableMap,
     locator: &Locator,
