@@ -125,5 +125,13 @@ async fn twenty_applier_kills_during_mixed_work_apply_everything_exactly_once() 
         Some(rows),
         "every row change applied exactly once across {KILLS} kills"
     );
+    // Row states commit with the rows: a kill never leaves one behind that would make the
+    // site's next edit look like a conflict.
+    let conflicts: Option<u64> =
+        p.hq.conn()
+            .await?
+            .query_first("SELECT COUNT(*) FROM tributary_conflict")
+            .await?;
+    assert_eq!(conflicts, Some(0), "no conflict across {KILLS} kills");
     Ok(())
 }
