@@ -205,15 +205,9 @@ async fn compare_forward(
     let hq_map = hq.schema.table(table).cloned();
     let names = column_names(&map);
     let mut result = scan.exec_iter(select_all(&map, &site.database), ()).await?;
-    let mut page = Vec::with_capacity(page_rows);
     loop {
-        let row = result.next().await?;
-        let end = row.is_none();
-        page.extend(row);
-        if page.len() < page_rows && !end {
-            continue;
-        }
-        let rows = site.canonical_page(&map, std::mem::take(&mut page)).await?;
+        let (page, end) = next_page(&mut result, page_rows).await?;
+        let rows = site.canonical_page(&map, page).await?;
         report.site_rows += rows.len() as u64;
         let site_digests: Vec<Digest> = rows
             .iter()
@@ -268,6 +262,21 @@ async fn compare_forward(
     }
 }
 
+/// The next page of up to `page_rows` rows of a streamed scan, and whether the scan ended.
+async fn next_page(
+    result: &mut mysql_async::QueryResult<'_, 'static, mysql_async::BinaryProtocol>,
+    page_rows: usize,
+) -> Result<(Vec<Row>, bool)> {
+    let mut page = Vec::with_capacity(page_rows);
+    while page.len() < page_rows {
+        match result.next().await? {
+            Some(row) => page.push(row),
+            None => return Ok((page, true)),
+        }
+    }
+    Ok((page, false))
+}
+
 /// HQ's rows of `table`, page by page, looked up at the site: those it lacks are extra.
 async fn compare_extra(
     scan: &mut Conn,
@@ -281,15 +290,9 @@ async fn compare_extra(
     let site_map = site.map(table)?;
     let mut extra = 0;
     let mut result = scan.exec_iter(select_all(&map, &hq.database), ()).await?;
-    let mut page = Vec::with_capacity(page_rows);
     loop {
-        let row = result.next().await?;
-        let end = row.is_none();
-        page.extend(row);
-        if page.len() < page_rows && !end {
-            continue;
-        }
-        let rows = hq.canonical_page(&map, std::mem::take(&mut page)).await?;
+        let (page, end) = next_page(&mut result, page_rows).await?;
+        let rows = hq.canonical_page(&map, page).await?;
         let at_site = site.find(&site_map, &rows).await?;
         for row in &rows {
             let Some(identity) = map.identity_of(|c| row.get(c)) else {
