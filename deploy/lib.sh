@@ -165,6 +165,16 @@ ensure_cargo() {
 
 # A random loopback port in 20000..32767: below Linux's ephemeral range (32768+),
 # so neither outgoing connections nor bind(0) elsewhere take it, and not listened on.
+# ensure_free_disk DIR GIB: fail early, naming DIR, when its file system has less than GIB
+# GiB free (a build that fills the disk fails later with a linker bus error instead).
+ensure_free_disk() {
+  local dir="$1" need_gib="$2" free_kib
+  free_kib="$(df -Pk -- "$dir" | awk 'NR == 2 { print $4 }')"
+  if [[ -n "$free_kib" ]] && ((free_kib < need_gib * 1024 * 1024)); then
+    die "only $((free_kib / 1024 / 1024)) GiB free under $dir; the build and the test databases need about $need_gib GiB: free space there (cargo clean, old target directories) or set CARGO_TARGET_DIR to a larger disk"
+  fi
+}
+
 pick_port() {
   local port hex i
   for ((i = 0; i < 50; i++)); do

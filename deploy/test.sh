@@ -129,6 +129,11 @@ run_job() {
 LOCKED=()
 [[ -f Cargo.lock ]] && LOCKED=(--locked)
 
+# A one-off build (CI, a fresh clone) gains nothing from incremental state but its size.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"; fi
+mkdir -p "$TARGET_DIR"
+ensure_free_disk "$TARGET_DIR" 8
+
 log "cargo build --workspace --all-targets ${LOCKED[*]}"
 build_rc=0
 run_job cargo build --workspace --all-targets "${LOCKED[@]}" || build_rc=$?
