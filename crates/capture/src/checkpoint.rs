@@ -59,6 +59,24 @@ pub struct Checkpoint {
     /// position is still before it, and this many of its rows are already durable.
     #[serde(default)]
     pub partial: Option<PartialTransaction>,
+    /// Set while a seed runs: how far its durable batches reach, so an interrupted seed goes
+    /// on from its last finished chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedProgress>,
+}
+
+/// How far a seed's published batches reach: every table before `table_index` is sent whole,
+/// and the one at `table_index` up to `after_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedProgress {
+    /// The tables the seed sends, in the order it sends them.
+    pub tables: Vec<String>,
+    pub table_index: usize,
+    /// The last primary-key value sent of the table at `table_index` (None: none of it yet).
+    pub after_key: Option<i64>,
+    /// Rows in published batches so far.
+    pub rows: u64,
 }
 
 /// How far into a chunked source transaction the published batches reach.
@@ -94,6 +112,7 @@ impl Checkpoint {
             seeding: false,
             schema_version: None,
             partial: None,
+            seed: None,
         }
     }
 }

@@ -70,12 +70,12 @@ pub enum CaptureError {
     /// 'mariadb-bin.000003:1234'`.
     #[error(
         "the source no longer has the binlog for {position} ({detail}); \
-         re-seed this site with 'tributary seed' after resetting its capture state"
+         re-seed this site with 'tributary seed --restart-stream'"
     )]
     PositionPurged { position: String, detail: String },
     #[error(
-        "capture cannot resume: {detail}; re-seed this site with 'tributary seed' after \
-         resetting its capture state"
+        "capture cannot resume: {detail}; re-seed this site with 'tributary seed \
+         --restart-stream'"
     )]
     NoResumePoint { detail: String },
     #[error("schema: {0}")]

@@ -24,6 +24,7 @@ mod binlog;
 mod binlog_files;
 mod binlog_values;
 mod checkpoint;
+mod consistent_snapshot;
 #[cfg(test)]
 mod decoder_equivalence_tests;
 mod error;
@@ -40,6 +41,7 @@ mod resend;
 mod resume;
 mod schema_history;
 mod sealer;
+mod seed_plan;
 mod settings;
 mod snapshot;
 mod source;
@@ -48,7 +50,7 @@ mod stream;
 mod table_layout;
 mod transaction_payload;
 
-pub use checkpoint::{Checkpoint, StateDir};
+pub use checkpoint::{Checkpoint, SeedProgress, StateDir};
 pub use error::CaptureError;
 pub use gtid::{GtidPosition, parse_gtid_list};
 pub use mysql_gtid::{
@@ -58,12 +60,13 @@ pub use mysql_gtid::{
 pub use position::{BinlogFilePosition, CommitPositions, SourceFlavour, SourcePosition};
 pub use requirements::{Check, RECOMMENDED_RETENTION_DAYS, Verdict, check_server};
 pub use resend::{RESEND_CHUNK, ResendReport, TableResend, run_resend};
+pub use seed_plan::SeedOptions;
 pub use settings::{
     CaptureSettings, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTITY_CACHE_ENTRIES,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_MAX_BATCH_ROWS, DEFAULT_SNAPSHOT_CHUNK_ROWS,
     DEFAULT_TRANSACTION_PART_ROWS, ResumeBy, StartPosition,
 };
-pub use snapshot::{SeedReport, run_seed};
+pub use snapshot::{SeedReport, SeedStatus, run_seed};
 pub use source::connect;
 pub use spool_budget::{DEFAULT_DISK_RESERVE_BYTES, DEFAULT_OUTBOX_LIMIT_BYTES, SpoolLimits};
 pub use transaction_payload::{

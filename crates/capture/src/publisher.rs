@@ -6,7 +6,7 @@
 //! synced rows only move the position; when nothing is pending, that move is checkpointed on
 //! its own.
 
-use crate::checkpoint::{Checkpoint, PartialTransaction, StateDir};
+use crate::checkpoint::{Checkpoint, PartialTransaction, SeedProgress, StateDir};
 use crate::error::CaptureError;
 use crate::position::BinlogFilePosition;
 use crate::sealer::{Sealer, Sink};
@@ -34,6 +34,8 @@ pub struct Publisher {
     schema_version: Option<u64>,
     /// How far into a chunked transaction the batches handed over reach.
     partial: Option<PartialTransaction>,
+    /// How far the seed reaches with the transactions handed over (see [`Publisher::set_seed_progress`]).
+    seed: Option<SeedProgress>,
     last_published: std::time::Instant,
 }
 
@@ -66,6 +68,7 @@ impl Publisher {
             max_batch_rows: max_batch_rows.max(1),
             schema_version: None,
             partial: None,
+            seed: None,
             last_published: std::time::Instant::now(),
         };
         publisher.resume()?;
@@ -114,6 +117,7 @@ impl Publisher {
         self.binlog_position = self.checkpoint.binlog_position.clone();
         self.schema_version = self.checkpoint.schema_version;
         self.partial = self.checkpoint.partial.clone();
+        self.seed = self.checkpoint.seed.clone();
         Ok(())
     }
 
@@ -145,6 +149,12 @@ impl Publisher {
     /// (`None`: not known); checkpointed with its GTID position.
     pub fn set_binlog_position(&mut self, position: Option<BinlogFilePosition>) {
         self.binlog_position = position;
+    }
+
+    /// How far a seed reaches once the transaction about to be [`add`](Publisher::add)ed is
+    /// published; checkpointed with it.
+    pub fn set_seed_progress(&mut self, progress: Option<SeedProgress>) {
+        self.seed = progress;
     }
 
     /// Adds one committed transaction; `position_after` is the source position once it is
@@ -210,12 +220,14 @@ impl Publisher {
                 || self.binlog_position != self.checkpoint.binlog_position
                 || self.schema_version != self.checkpoint.schema_version
                 || self.partial != self.checkpoint.partial
+                || self.seed != self.checkpoint.seed
             {
                 let mut next = self.checkpoint.clone();
                 next.gtid_position = self.position.clone();
                 next.binlog_position = self.binlog_position.clone();
                 next.schema_version = self.schema_version;
                 next.partial = self.partial.clone();
+                next.seed = self.seed.clone();
                 next.staged_sequence = None;
                 let saved = next.clone();
                 self.sealer.submit(move |sink| sink.state.save(&saved))?;
@@ -243,6 +255,7 @@ impl Publisher {
         next.staged_sequence = Some(sequence);
         next.schema_version = self.schema_version;
         next.partial = self.partial.clone();
+        next.seed = self.seed.clone();
         let saved = next.clone();
         // Serialised here, on the thread that built the rows: the rows' shared names and
         // identities are then counted and freed by one thread only (two threads updating the

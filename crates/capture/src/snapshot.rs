@@ -1,13 +1,14 @@
 //! Seeding: a consistent snapshot of the site's synced tables, sent through the same batches
 //! as the stream.
 //!
-//! The snapshot is taken without a global lock: `START TRANSACTION WITH CONSISTENT SNAPSHOT`
-//! then `binlog_snapshot_file/position` give the exact binlog point it reflects, which
-//! `BINLOG_GTID_POS` turns into a GTID position; the checkpoint of a new site records both
-//! keys. For a new site the stream then starts exactly there (by either key, see `resume`); the checkpoint carries `seeding` until every snapshot row is durable, so an
-//! interrupted seed cannot leave a stream that skips the rows it had not sent. Seeding an
-//! existing site (a re-send of chosen tables) keeps the stream position: later changes that
-//! the stream replays are applied after the snapshot rows, in sequence order.
+//! The snapshot (`consistent_snapshot`) gives the exact binlog point it reflects; the
+//! checkpoint of a new site records it under both keys, and the stream then starts exactly
+//! there (by either key, see `resume`). The checkpoint carries `seeding` until every snapshot
+//! row is durable, so an interrupted seed cannot leave a stream that skips the rows it had not
+//! sent, and `seed` records how far the durable batches reach, so running the seed again goes
+//! on from the last finished chunk (`seed_plan`). Seeding an existing site (a re-send of chosen
+//! tables) keeps the stream position: later changes that the stream replays are applied after
+//! the snapshot rows, in sequence order.
 //!
 //! Tables are read in dependency order, in keyset-paginated chunks, inside the snapshot
 //! transaction, so memory stays bounded by the chunk size.
@@ -18,13 +19,13 @@
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
-use crate::binlog_files;
 use crate::checkpoint::{Checkpoint, StateDir};
+use crate::consistent_snapshot;
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
-use crate::position::BinlogFilePosition;
 use crate::publisher::Publisher;
 use crate::schema_history::SchemaHistory;
+use crate::seed_plan::{self, SeedOptions, SnapshotPoint};
 use crate::settings::CaptureSettings;
 use crate::source;
 use crate::table_layout::{ColumnInfo, ColumnRole};
@@ -34,107 +35,192 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
 use tributary_model::{Op, Origin};
-use tributary_schema::{Catalog, ColumnKind, SchemaMap, TableMap, quote_ident};
+use tributary_schema::{ColumnKind, SchemaMap, TableMap, quote_ident};
 
 #[derive(Debug, Clone, Default)]
 pub struct SeedReport {
     pub tables: usize,
+    /// Rows sent by this run.
     pub rows: u64,
+    /// Rows an interrupted run had already sent (0 unless `resumed`).
+    pub rows_before: u64,
+    pub resumed: bool,
+    /// The stream starts at this seed's snapshot (a new site, or `--restart-stream`).
+    pub new_stream: bool,
+    pub epoch: u64,
     pub snapshot_position: String,
     pub first_sequence: u64,
     pub next_sequence: u64,
 }
 
-/// Seeds `tables` (all synced tables when empty) and returns what was sent.
+/// Where a seed stands, for a progress display. Estimates come from the server's table
+/// statistics (approximate).
+#[derive(Debug, Clone, Copy)]
+pub struct SeedStatus<'a> {
+    pub table: &'a str,
+    pub table_rows: u64,
+    pub table_estimate: u64,
+    /// Rows sent in all, including those an interrupted run had sent.
+    pub rows: u64,
+    pub estimate: u64,
+    /// The table is sent whole.
+    pub table_done: bool,
+}
+
+/// Seeds the chosen tables (all synced tables when none are chosen) and returns what was
+/// sent; `progress` is called after every chunk. An interrupted seed goes on from its last
+/// durable chunk (see `seed_plan`).
 pub async fn run_seed(
     settings: &CaptureSettings,
-    tables: &[String],
-    mut progress: impl FnMut(&str, u64),
+    options: &SeedOptions,
+    mut progress: impl FnMut(SeedStatus<'_>),
 ) -> Result<SeedReport, CaptureError> {
     let state = StateDir::open(&settings.state_dir)?;
     let outbox = settings.open_outbox()?;
     let key = SiteKey::load(&settings.key_file)?;
     let existing = state.load()?;
-    refuse_inside_parts(settings, existing.as_ref(), "seed")?;
+    if !options.restart_stream {
+        refuse_inside_parts(settings, existing.as_ref(), "seed")?;
+    }
 
     let mut conn = source::connect(&settings.source).await?;
-    source::preflight(&mut conn, &settings.database).await?;
-    let (catalog, (snapshot_position, snapshot_binlog)) =
-        consistent_snapshot(&mut conn, &settings.database).await?;
-    let schema = SchemaMap::build(&catalog, &settings.policy)?;
-    let selected = select_tables(&schema, tables)?;
-
-    let new_site = existing.as_ref().is_none_or(|c| c.seeding);
-    let checkpoint = match existing {
-        Some(c) if !c.seeding => c,
-        Some(mut c) => {
-            c.gtid_position = snapshot_position.clone();
-            c.binlog_position = Some(snapshot_binlog);
-            c
-        }
-        None => {
-            let mut c = Checkpoint::new(&settings.site_id, snapshot_position.clone());
-            c.binlog_position = Some(snapshot_binlog);
-            c.seeding = true;
-            c
-        }
+    let server = source::preflight(&mut conn, &settings.database).await?;
+    let snapshot = consistent_snapshot::open(&mut conn, &settings.database, server.flavour).await?;
+    let schema = SchemaMap::build(&snapshot.catalog, &settings.policy)?;
+    let ordered = select_tables(&schema, &options.tables)?;
+    let history = SchemaHistory::new(&settings.state_dir);
+    let saved_catalog = match existing.as_ref().and_then(|c| c.schema_version) {
+        Some(version) if existing.as_ref().is_some_and(|c| c.seeding) => history.load(version).ok(),
+        _ => None,
     };
-    // The stream of a new site starts at the snapshot: the catalog read for it is the
-    // schema version valid there.
-    let mut checkpoint = checkpoint;
-    if new_site {
-        SchemaHistory::new(&settings.state_dir).save(1, &catalog)?;
-        checkpoint.schema_version = Some(1);
+    let start = seed_plan::plan(
+        &settings.site_id,
+        existing,
+        options,
+        &SnapshotPoint {
+            position: &snapshot.position,
+            binlog: &snapshot.binlog,
+            catalog: &snapshot.catalog,
+        },
+        saved_catalog.as_ref(),
+        ordered.iter().map(|t| t.name.clone()).collect(),
+    )?;
+    if start.new_stream
+        && let Some(version) = start.checkpoint.schema_version
+    {
+        // The stream starts at the snapshot: the catalog read for it is the schema valid there.
+        history.save(version, &snapshot.catalog)?;
     }
-    state.save(&checkpoint)?;
-    let first_sequence = checkpoint.next_sequence;
-    let mut publisher = snapshot_publisher(settings, state, outbox, key, checkpoint)?;
+    let mut plan = start.progress;
+    // Tables dropped since an interrupted seed recorded its list have nothing left to send.
+    let tables: Vec<&TableMap> = plan
+        .tables
+        .iter()
+        .map(|name| schema.table(name))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_else(|| ordered.clone());
+    if start.resumed {
+        tracing::info!(
+            table_index = plan.table_index,
+            rows = plan.rows,
+            "going on with an interrupted seed from its last durable chunk"
+        );
+    }
+    state.save(&start.checkpoint)?;
+    let mut report = SeedReport {
+        tables: tables.len(),
+        rows_before: plan.rows,
+        resumed: start.resumed,
+        new_stream: start.new_stream,
+        epoch: start.checkpoint.epoch,
+        snapshot_position: snapshot.position.clone(),
+        first_sequence: start.checkpoint.next_sequence,
+        ..SeedReport::default()
+    };
+    let mut publisher = snapshot_publisher(settings, state, outbox, key, start.checkpoint)?;
     let position = publisher.checkpoint().gtid_position.clone();
+    let estimates = row_estimates(&mut conn, &settings.database).await?;
+    let estimate: u64 = tables
+        .iter()
+        .map(|t| estimates.get(t.name.as_str()).copied().unwrap_or(0))
+        .sum::<u64>()
+        .max(plan.rows);
 
     let mut cache = IdentityCache::new(settings.identity_cache_entries);
     let mut formats = AttributeFormats::default();
-    let mut report = SeedReport {
-        tables: selected.len(),
-        snapshot_position,
-        first_sequence,
-        ..SeedReport::default()
-    };
-    for table in selected {
+    while let Some(table) = tables.get(plan.table_index) {
         let table_name: Arc<str> = Arc::from(table.name.as_str());
-        let mut after_key: Option<i64> = None;
+        let table_estimate = estimates.get(table.name.as_str()).copied().unwrap_or(0);
+        let mut table_rows = 0;
         loop {
             let (rows, last_key) =
-                read_chunk(&mut conn, settings, &schema, table, after_key).await?;
-            if rows.is_empty() {
-                break;
-            }
+                read_chunk(&mut conn, settings, &schema, table, plan.after_key).await?;
             let count = rows.len() as u64;
-            let txn = annotate(
-                snapshot_transaction(&table_name, rows),
-                &schema,
-                &mut cache,
-                &mut formats,
-                &mut conn,
-                &settings.database,
-            )
-            .await?;
-            publisher.add(txn, position.clone())?;
-            report.rows += count;
-            progress(&table.name, report.rows);
-            match last_key {
-                Some(key) => after_key = Some(key),
-                None => break,
+            let table_done = count == 0 || last_key.is_none();
+            if count > 0 {
+                let txn = annotate(
+                    snapshot_transaction(&table_name, rows),
+                    &schema,
+                    &mut cache,
+                    &mut formats,
+                    &mut conn,
+                    &settings.database,
+                )
+                .await?;
+                plan.rows += count;
+                plan.after_key = last_key;
+                if table_done {
+                    plan.table_index += 1;
+                    plan.after_key = None;
+                }
+                publisher.set_seed_progress(Some(plan.clone()));
+                publisher.add(txn, position.clone())?;
+                report.rows += count;
+                table_rows += count;
+            } else {
+                plan.table_index += 1;
+                plan.after_key = None;
+                publisher.set_seed_progress(Some(plan.clone()));
+            }
+            progress(SeedStatus {
+                table: &table.name,
+                table_rows,
+                table_estimate: table_estimate.max(table_rows),
+                rows: plan.rows,
+                estimate: estimate.max(plan.rows),
+                table_done,
+            });
+            if table_done {
+                break;
             }
         }
     }
+    publisher.set_seed_progress(None);
     publisher.flush()?;
     publisher.sync()?;
-    if new_site {
+    if publisher.checkpoint().seeding {
         publisher.update_checkpoint(|c| c.seeding = false)?;
     }
     conn.query_drop("COMMIT").await?;
     report.next_sequence = publisher.checkpoint().next_sequence;
     Ok(report)
+}
+
+/// Rows per table as the server's statistics estimate them (InnoDB: approximate).
+async fn row_estimates(
+    conn: &mut Conn,
+    database: &str,
+) -> Result<std::collections::HashMap<String, u64>, CaptureError> {
+    let rows: Vec<(String, Option<u64>)> = conn
+        .exec(
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (database,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, rows)| (name, rows.unwrap_or(0)))
+        .collect())
 }
 
 /// Refuses a seed or re-send while capture has stopped inside a source transaction it was
@@ -215,70 +301,6 @@ fn select_tables<'s>(
         .into_iter()
         .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == &t.name))
         .collect())
-}
-
-/// Attempts at a snapshot whose catalog did not change while it was being taken.
-const SNAPSHOT_ATTEMPTS: usize = 5;
-
-/// Opens the consistent-snapshot transaction and returns the catalog valid at it with its GTID
-/// position and binlog file/position. `information_schema` is not versioned, so the catalog is read before and after
-/// the snapshot starts; if DDL slipped in between, the snapshot is taken again.
-async fn consistent_snapshot(
-    conn: &mut Conn,
-    database: &str,
-) -> Result<(Catalog, (String, BinlogFilePosition)), CaptureError> {
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await?;
-    for _ in 0..SNAPSHOT_ATTEMPTS {
-        let before = Catalog::introspect(conn, database).await?;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await?;
-        let position = snapshot_position(conn).await?;
-        let after = Catalog::introspect(conn, database).await?;
-        if serde_json::to_string(&before).ok() == serde_json::to_string(&after).ok() {
-            return Ok((after, position));
-        }
-        conn.query_drop("ROLLBACK").await?;
-    }
-    Err(CaptureError::State {
-        path: format!("database `{database}`"),
-        detail: "its schema kept changing while the snapshot was being taken; seed again when \
-                 no upgrade is running"
-            .into(),
-    })
-}
-
-async fn snapshot_position(conn: &mut Conn) -> Result<(String, BinlogFilePosition), CaptureError> {
-    let status: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
-    let find = |name: &str| {
-        status
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let (Some(file), Some(pos)) = (
-        find("binlog_snapshot_file"),
-        find("binlog_snapshot_position"),
-    ) else {
-        return Err(CaptureError::ServerSetting {
-            variable: "binlog_snapshot_file",
-            actual: "missing".into(),
-            required: "a MariaDB server with log_bin",
-            remedy: "log_bin = <path>",
-        });
-    };
-    let binlog = BinlogFilePosition {
-        file,
-        offset: pos
-            .trim()
-            .parse()
-            .map_err(|_| CaptureError::UnexpectedStatus {
-                statement: "SHOW STATUS LIKE 'binlog_snapshot_%'".into(),
-                column: "binlog_snapshot_position".into(),
-            })?,
-    };
-    let gtid = binlog_files::mariadb_gtid_at(conn, &binlog).await?;
-    Ok((gtid, binlog))
 }
 
 /// Reads one chunk of `table`; returns the rows and the key to continue after (None when the

@@ -95,7 +95,7 @@ pub enum TransportError {
     #[error(
         "spool segment {} is damaged at byte {offset}: the batches from there on cannot be \
          read. Move the file aside to let shipping go on; HQ then waits at the missing \
-         batches until the site is seeded again ('tributary seed')",
+         batches until the site is seeded again ('tributary seed --restart-stream')",
         path.display()
     )]
     SpoolDamaged {

@@ -76,6 +76,8 @@ pub struct SiteSection {
     /// An idle capture sends an empty batch this often (default 60 000).
     pub keepalive_interval_ms: Option<u64>,
     pub identity_cache_entries: Option<usize>,
+    /// Rows a seed reads per query (and per durable step of an interrupted seed); default 2000.
+    pub seed_chunk_rows: Option<usize>,
     /// The most the outbox may hold while the transport is behind (default 10240 MiB);
     /// capture waits at the limit, nothing is lost while the site keeps its binlogs.
     pub outbox_limit_mb: Option<u64>,
@@ -545,7 +547,10 @@ impl Config {
             identity_cache_entries: site
                 .identity_cache_entries
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),
-            snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            snapshot_chunk_rows: site
+                .seed_chunk_rows
+                .unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS)
+                .max(1),
             start,
             resume_by,
             spool_format: self.spool_format(),

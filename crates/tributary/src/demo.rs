@@ -68,13 +68,15 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
     println!("\n== seeding {DEMO_SITE} into HQ");
     let capture_settings = config.capture_settings()?;
     let seed_started = Instant::now();
-    let mut last_table = String::new();
-    let seed = tributary_capture::run_seed(&capture_settings, &[], |table, rows| {
-        if table != last_table {
-            last_table = table.to_owned();
-            tracing::debug!(table, rows, "seeding");
-        }
-    })
+    let seed = tributary_capture::run_seed(
+        &capture_settings,
+        &tributary_capture::SeedOptions::default(),
+        |status| {
+            if status.table_done {
+                tracing::debug!(table = status.table, rows = status.table_rows, "seeded");
+            }
+        },
+    )
     .await?;
     println!(
         "snapshot: {} rows from {} tables sealed into batches {}..{} in {:.1} s",

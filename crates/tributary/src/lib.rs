@@ -17,4 +17,5 @@ pub mod parked;
 pub mod progress;
 pub mod report;
 pub mod schema_report;
+pub mod seed_progress;
 pub mod verify;

@@ -17,7 +17,7 @@ use tributary::config::{Config, TransportKind};
 use tributary::demo::{DemoOptions, run_demo};
 use tributary::kafka_apply::KafkaApplier;
 use tributary::metrics_endpoint::MetricsEndpoint;
-use tributary::{report, verify};
+use tributary::{report, seed_progress, verify};
 use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
 
 /// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
@@ -84,6 +84,13 @@ enum Command {
         /// Only these tables (comma-separated), e.g. to re-send rows HQ is waiting for.
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
+        /// Start the site's stream again at this seed's snapshot, in a new epoch: the remedy
+        /// when capture reports that the binlog its checkpoint points into was purged, or when
+        /// the spool was lost. Every row is sent again (HQ matches them by identity, so nothing
+        /// is duplicated); rows deleted at the site while the stream was broken stay at HQ
+        /// until removed by hand (`tributary verify --site ID --extra` lists them).
+        #[arg(long, conflicts_with = "tables")]
+        restart_stream: bool,
     },
     /// Apply batches from all sites into HQ (runs until SIGINT/SIGTERM).
     ///
@@ -342,16 +349,33 @@ async fn run(command: Command) -> Result<ExitCode> {
             .await?;
             stop_metrics(endpoint).await;
         }
-        Command::Seed { config, tables } => {
+        Command::Seed {
+            config,
+            tables,
+            restart_stream,
+        } => {
             let settings = Config::load(&config)?.capture_settings()?;
-            let mut last = String::new();
-            let report = tributary_capture::run_seed(&settings, &tables, |table, rows| {
-                if table != last {
-                    eprintln!("seeding {table} ({rows} rows so far)");
-                    last = table.to_owned();
-                }
-            })
-            .await?;
+            let options = tributary_capture::SeedOptions {
+                tables,
+                restart_stream,
+            };
+            let mut display = seed_progress::SeedDisplay::on_stderr();
+            let report =
+                tributary_capture::run_seed(&settings, &options, |status| display.update(status))
+                    .await?;
+            display.finish();
+            if report.resumed {
+                println!(
+                    "went on with an interrupted seed: {} rows had been sent before",
+                    report.rows_before
+                );
+            }
+            if report.new_stream {
+                println!(
+                    "the site's stream starts at this snapshot (epoch {})",
+                    report.epoch
+                );
+            }
             println!(
                 "seeded {} rows from {} tables as batches {}..{}; snapshot at GTID {}",
                 report.rows,
