@@ -41,6 +41,18 @@ impl Locator {
 
     /// Where a row just written with `values` is, without asking HQ: its uuid as it
     /// travelled, or its key columns. `None` when the values do not hold them.
+    /// The one column and its value, when the row is found by a single non-NULL value (a
+    /// primary key, an inherited key, a one-column natural key).
+    pub fn single_value(&self) -> Option<(&str, &Sql)> {
+        match self {
+            Locator::Key(column, value) => Some((column, value)),
+            Locator::Columns(parts) => match parts.as_slice() {
+                [(column, value)] if *value != Sql::NULL => Some((column, value)),
+                _ => None,
+            },
+        }
+    }
+
     pub fn of_written(
         map: &TableMap,
         change: &RowChange,

@@ -199,7 +199,9 @@ impl RowStates {
         if self.pending.is_empty() {
             return Ok(());
         }
+        // (table, column, site) -> uuids, and -> (identity, key value).
         let mut by_uuid: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+        let mut by_key: BTreeMap<(String, String, String), Vec<(String, Sql)>> = BTreeMap::new();
         for (entity, pending) in std::mem::take(&mut self.pending) {
             let Some(map) = schema.table(&entity.table) else {
                 continue;
@@ -209,9 +211,13 @@ impl RowStates {
                     .entry((map.name.clone(), column, pending.site))
                     .or_default()
                     .push(value),
-                Place::Key(locator) => {
-                    record_one(tx, map, &entity, &pending.site, &locator).await?;
-                }
+                Place::Key(locator) => match locator.single_value() {
+                    Some((column, value)) => by_key
+                        .entry((map.name.clone(), column.to_owned(), pending.site))
+                        .or_default()
+                        .push((entity.identity.as_str().to_owned(), value.clone())),
+                    None => record_one(tx, map, &entity, &pending.site, &locator).await?,
+                },
             }
         }
         for ((table, column, site), uuids) in by_uuid {
@@ -220,6 +226,14 @@ impl RowStates {
             };
             for chunk in uuids.chunks(UUIDS_PER_STATEMENT) {
                 record_by_uuid(tx, map, &column, &site, chunk).await?;
+            }
+        }
+        for ((table, column, site), rows) in by_key {
+            let Some(map) = schema.table(&table) else {
+                continue;
+            };
+            for chunk in rows.chunks(UUIDS_PER_STATEMENT) {
+                record_by_key(tx, map, &column, &site, chunk).await?;
             }
         }
         Ok(())
@@ -366,6 +380,42 @@ async fn record_by_uuid(
         format!(
             "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
              SELECT UNHEX(SHA1(CONCAT(?, ':', LOWER(TRIM({column}))))), ?, {}, UTC_TIMESTAMP(3)
+             FROM {} AS {ROW} WHERE {column} IN ({marks})
+             {UPSERT}",
+            hash_sql(map),
+            quote_ident(&map.name)
+        ),
+        params,
+    )
+    .await
+}
+
+/// Upserts the states of rows found by their single-column key (inherited tables: the key is
+/// the parent's id) in one statement; each row's identity is picked by the position of its key
+/// value in the list.
+async fn record_by_key(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    column: &str,
+    site: &str,
+    rows: &[(String, Sql)],
+) -> mysql_async::Result<()> {
+    let marks = vec!["?"; rows.len()].join(", ");
+    let column = format!("{ROW}.{}", quote_ident(column));
+    let mut params = Vec::with_capacity(rows.len() * 3 + 2);
+    params.push(Sql::from(map.name.as_str()));
+    params.extend(rows.iter().map(|(_, key)| key.clone()));
+    params.extend(
+        rows.iter()
+            .map(|(identity, _)| Sql::from(identity.as_str())),
+    );
+    params.push(Sql::from(site));
+    params.extend(rows.iter().map(|(_, key)| key.clone()));
+    tx.exec_drop(
+        format!(
+            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
+             SELECT UNHEX(SHA1(CONCAT(?, ':', ELT(FIELD({column}, {marks}), {marks})))), ?, {},
+                    UTC_TIMESTAMP(3)
              FROM {} AS {ROW} WHERE {column} IN ({marks})
              {UPSERT}",
             hash_sql(map),

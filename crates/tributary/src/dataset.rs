@@ -10,7 +10,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts, Value as Sql};
 
-const ADMIN_USER: &str = "82f18b44-6814-11e8-923f-e9a88dcb533f";
+pub(crate) const ADMIN_USER: &str = "82f18b44-6814-11e8-923f-e9a88dcb533f";
 const OPENMRS_ID_TYPE: &str = "8d793bee-c2cc-11de-8d13-0010c6dffd0f";
 const NUMERIC: &str = "8d4a4488-c2cc-11de-8d13-0010c6dffd0f";
 const CODED: &str = "8d4a48b6-c2cc-11de-8d13-0010c6dffd0f";
@@ -31,10 +31,10 @@ const CONCEPTS: &[(&str, &str, &str)] = &[
     ("Pneumonia", NA, CLASS_DIAGNOSIS),
 ];
 
-const GIVEN: &[&str] = &[
+pub(crate) const GIVEN: &[&str] = &[
     "Amina", "Kofi", "Wanjiru", "Thabo", "Lucia", "Rahul", "Mariam", "Jose", "Nia", "Tendai",
 ];
-const FAMILY: &[&str] = &[
+pub(crate) const FAMILY: &[&str] = &[
     "Okafor", "Mensah", "Kamau", "Nkosi", "Silva", "Patel", "Diallo", "Garcia", "Banda", "Moyo",
 ];
 
@@ -204,17 +204,18 @@ pub async fn load_patients(
     Ok(rows)
 }
 
-struct MetadataIds {
-    admin: i64,
-    location: i64,
-    visit_type: i64,
-    encounter_types: [i64; 2],
-    concepts: Vec<i64>,
-    id_type: i64,
+pub(crate) struct MetadataIds {
+    pub(crate) admin: i64,
+    pub(crate) location: i64,
+    pub(crate) visit_type: i64,
+    pub(crate) encounter_types: [i64; 2],
+    /// In the order of `CONCEPTS`: the first three are numeric.
+    pub(crate) concepts: Vec<i64>,
+    pub(crate) id_type: i64,
 }
 
 impl MetadataIds {
-    async fn load(conn: &mut Conn, clinic: &str) -> mysql_async::Result<MetadataIds> {
+    pub(crate) async fn load(conn: &mut Conn, clinic: &str) -> mysql_async::Result<MetadataIds> {
         let id = |table: &'static str, key: &'static str| {
             format!("SELECT {key} FROM {table} WHERE uuid = ?")
         };

@@ -3,6 +3,7 @@
 //! only the command line.
 
 pub mod allocator;
+pub mod bulk_dataset;
 pub mod config;
 pub mod conflicts;
 pub mod dataset;
