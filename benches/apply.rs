@@ -88,7 +88,7 @@ async fn main() -> Result<()> {
         refresh: None,
     };
     let mut applier = Applier::connect(settings).await?;
-    let statements_before = hq_statements(&hq).await?;
+    let statements_before = hq.statements_run().await?;
     eprintln!("applying the batches into HQ...");
     let started = Instant::now();
     let (mut batches, mut rows, mut parked) = (0, 0, 0);
@@ -103,7 +103,7 @@ async fn main() -> Result<()> {
         parked += pass.rows.parked;
     }
     let apply_secs = started.elapsed().as_secs_f64();
-    let statements = hq_statements(&hq).await?.saturating_sub(statements_before);
+    let statements = hq.statements_run().await?.saturating_sub(statements_before);
 
     // MariaDB's own replica: the same binlog, from its start.
     eprintln!("applied in {apply_secs:.2} s; replicating the same binlog...");
@@ -129,16 +129,6 @@ async fn main() -> Result<()> {
         (rows as f64 / apply_secs) / (loaded as f64 / replica_secs)
     );
     Ok(())
-}
-
-/// Statements HQ has run so far (every round trip the applier makes costs one).
-async fn hq_statements(hq: &MariaDb) -> Result<u64> {
-    let row: Option<(String, u64)> = hq
-        .conn()
-        .await?
-        .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
-        .await?;
-    Ok(row.map_or(0, |(_, n)| n))
 }
 
 async fn start(role: Role, name: &'static str) -> Result<MariaDb> {

@@ -107,7 +107,7 @@ async fn bench() -> Result<()> {
     }
     let servers = [&site, &hq, &reference];
     let cpu_before: Vec<f64> = servers.iter().map(|s| cpu_seconds(s.pid())).collect();
-    let statements_before = questions(&hq).await?;
+    let statements_before = hq.statements_run().await?;
     if let Ok(log) = std::env::var("TRIBUTARY_BENCH_HQ_LOG") {
         let mut c = hq.conn().await?;
         c.query_drop(format!("SET GLOBAL general_log_file = '{log}'"))
@@ -126,7 +126,7 @@ async fn bench() -> Result<()> {
         .zip(&cpu_before)
         .map(|(s, before)| cpu_seconds(s.pid()) - before)
         .collect();
-    let statements = questions(&hq).await?.saturating_sub(statements_before);
+    let statements = hq.statements_run().await?.saturating_sub(statements_before);
     let seeded: u64 = field(&seed.stdout, "rows")?;
     let applied: u64 = field(&apply.stdout, "rows")?;
     let parked: u64 = field(&apply.stdout, "parked")?;
@@ -335,16 +335,6 @@ async fn rows_in(db: &MariaDb) -> Result<u64> {
         total += n.unwrap_or(0);
     }
     Ok(total)
-}
-
-/// Statements HQ has run so far.
-async fn questions(db: &MariaDb) -> Result<u64> {
-    let row: Option<(String, u64)> = db
-        .conn()
-        .await?
-        .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
-        .await?;
-    Ok(row.map_or(0, |(_, n)| n))
 }
 
 /// `name=value` from a child's report line.

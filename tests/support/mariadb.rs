@@ -271,6 +271,16 @@ impl MariaDb {
             .into()
     }
 
+    /// Statements the server has run so far (`Questions`): every round trip costs one.
+    pub async fn statements_run(&self) -> anyhow::Result<u64> {
+        let row: Option<(String, u64)> = self
+            .conn()
+            .await?
+            .query_first("SHOW GLOBAL STATUS LIKE 'Questions'")
+            .await?;
+        Ok(row.map_or(0, |(_, n)| n))
+    }
+
     /// A new connection as user `tributary` (see [`MariaDb::opts`]).
     pub async fn conn(&self) -> anyhow::Result<Conn> {
         Conn::new(self.opts()).await.with_context(|| {

@@ -372,22 +372,10 @@ async fn record_by_uuid(
     site: &str,
     uuids: &[String],
 ) -> mysql_async::Result<()> {
-    let marks = vec!["?"; uuids.len()].join(", ");
-    let column = format!("{ROW}.{}", quote_ident(column));
-    let mut params = vec![Sql::from(map.name.as_str()), Sql::from(site)];
-    params.extend(uuids.iter().map(|u| Sql::from(u.as_str())));
-    tx.exec_drop(
-        format!(
-            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
-             SELECT UNHEX(SHA1(CONCAT(?, ':', LOWER(TRIM({column}))))), ?, {}, UTC_TIMESTAMP(3)
-             FROM {} AS {ROW} WHERE {column} IN ({marks})
-             {UPSERT}",
-            hash_sql(map),
-            quote_ident(&map.name)
-        ),
-        params,
-    )
-    .await
+    let found_by = format!("{ROW}.{}", quote_ident(column));
+    let identity = format!("LOWER(TRIM({found_by}))");
+    let values = uuids.iter().map(|u| Sql::from(u.as_str())).collect();
+    record_where_in(tx, map, site, &found_by, (identity, Vec::new()), values).await
 }
 
 /// Upserts the states of rows found by their single-column key (inherited tables: the key is
@@ -400,23 +388,37 @@ async fn record_by_key(
     site: &str,
     rows: &[(String, Sql)],
 ) -> mysql_async::Result<()> {
+    let found_by = format!("{ROW}.{}", quote_ident(column));
     let marks = vec!["?"; rows.len()].join(", ");
-    let column = format!("{ROW}.{}", quote_ident(column));
-    let mut params = Vec::with_capacity(rows.len() * 3 + 2);
+    let identity = format!("ELT(FIELD({found_by}, {marks}), {marks})");
+    let keys: Vec<Sql> = rows.iter().map(|(_, key)| key.clone()).collect();
+    let mut identity_params = keys.clone();
+    identity_params.extend(rows.iter().map(|(id, _)| Sql::from(id.as_str())));
+    record_where_in(tx, map, site, &found_by, (identity, identity_params), keys).await
+}
+
+/// Upserts, in one statement, the states of the rows of `map` whose `found_by` column holds
+/// one of `values`; `identity` is the SQL of each row's identity, with its parameters.
+async fn record_where_in(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    site: &str,
+    found_by: &str,
+    identity: (String, Vec<Sql>),
+    values: Vec<Sql>,
+) -> mysql_async::Result<()> {
+    let (identity, identity_params) = identity;
+    let marks = vec!["?"; values.len()].join(", ");
+    let mut params = Vec::with_capacity(identity_params.len() + values.len() + 2);
     params.push(Sql::from(map.name.as_str()));
-    params.extend(rows.iter().map(|(_, key)| key.clone()));
-    params.extend(
-        rows.iter()
-            .map(|(identity, _)| Sql::from(identity.as_str())),
-    );
+    params.extend(identity_params);
     params.push(Sql::from(site));
-    params.extend(rows.iter().map(|(_, key)| key.clone()));
+    params.extend(values);
     tx.exec_drop(
         format!(
             "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
-             SELECT UNHEX(SHA1(CONCAT(?, ':', ELT(FIELD({column}, {marks}), {marks})))), ?, {},
-                    UTC_TIMESTAMP(3)
-             FROM {} AS {ROW} WHERE {column} IN ({marks})
+             SELECT UNHEX(SHA1(CONCAT(?, ':', {identity}))), ?, {}, UTC_TIMESTAMP(3)
+             FROM {} AS {ROW} WHERE {found_by} IN ({marks})
              {UPSERT}",
             hash_sql(map),
             quote_ident(&map.name)
