@@ -4,8 +4,10 @@
 
 use anyhow::Result;
 use mysql_async::prelude::*;
-use tributary::dataset::{PatientShape, patient_rows};
-use tributary_suite::pipeline::{Pipeline, PipelineOptions, deliver, run_ok, run_tributary};
+use tributary::dataset::{self, PatientShape, patient_rows};
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, batch_files, deliver, run_ok, run_tributary,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_applies() -> Result<()> {
@@ -118,10 +120,57 @@ async fn tampered_and_foreign_key_batches_are_rejected_and_nothing_of_them_appli
         "rejected batches are kept aside for inspection"
     );
 
-    // 3. The genuine batch, unaltered, still applies.
-    deliver(&std::fs::read(&genuine)?, &inbox, "clinic-a", &file_name)?;
+    // 3. The genuine batch, unaltered, still applies; the next one, altered, arrives with it
+    //    and is opened while the first is applied: it is rejected all the same.
+    let first = std::fs::read(&genuine)?;
+    std::fs::remove_file(&genuine)?;
+    // Capture goes on from its checkpoint: the rogue's patient, then patient 2.
+    let mut capture = p.spawn_with("capture", &genuine_config, "capture-again")?;
+    p.wait_capture_started("state", &capture).await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 2, 1, shape).await?;
+    p.wait_capture_published("state", &capture).await?;
+    capture.signal("TERM")?;
+    capture
+        .wait_exit(std::time::Duration::from_secs(30))
+        .await?;
+    let mut later = batch_files(&outgoing, "clinic-a")?;
+    later.sort();
+    let last = later.pop().expect("capture published the new patient");
+    deliver(&first, &inbox, "clinic-a", &file_name)?;
+    for genuine_later in &later {
+        deliver(
+            &std::fs::read(genuine_later)?,
+            &inbox,
+            "clinic-a",
+            &genuine_later.file_name().unwrap().to_string_lossy(),
+        )?;
+    }
+    let mut last_tampered = std::fs::read(&last)?;
+    let at = last_tampered.len() - 20;
+    last_tampered[at] ^= 0x01;
+    deliver(
+        &last_tampered,
+        &inbox,
+        "clinic-a",
+        &last.file_name().unwrap().to_string_lossy(),
+    )?;
     let out = run_ok(p.run_with(&apply_config, &["apply", "--once"])?)?;
-    assert!(out.contains("applied 1 batches"), "{out}");
+    assert!(
+        out.contains(&format!("applied {} batches", 1 + later.len())) && out.contains("1 rejected"),
+        "{out}"
+    );
+    let codes: Vec<String> = hq
+        .query("SELECT reason_code FROM tributary_rejected_batch ORDER BY rejected_id")
+        .await?;
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("authentication_failed")
+    );
+    let person = patient_rows("clinic-a", 2, shape).person;
+    let found: Option<u64> = hq
+        .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (&person,))
+        .await?;
+    assert_eq!(found, Some(0), "nothing of the altered batch is applied");
     let person = patient_rows("clinic-a", 0, shape).person;
     let found: Option<u64> = hq
         .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (&person,))

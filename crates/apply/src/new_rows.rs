@@ -21,7 +21,7 @@ use tributary_schema::{IdentityRule, TableMap, quote_ident};
 
 /// Rows per statement, largest first: a few statement shapes per table, so prepared
 /// statements are reused (see [`STATEMENT_CACHE`]).
-const CHUNK_ROWS: [usize; 4] = [64, 16, 4, 1];
+const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 /// Placeholders per statement stay under the protocol's 65,535.
 const MAX_PLACEHOLDERS: usize = 60_000;
 /// Rows queued before they are written anyway (bounded memory).

@@ -13,10 +13,11 @@ use crate::settings::ApplySettings;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tributary_batch::BatchHeader;
 use tributary_batch::RejectReason;
+use tributary_batch::{BatchHeader, Keyring};
 use tributary_model::BatchPayload;
 use tributary_schema::{Catalog, SchemaMap};
 use tributary_transport::{DirectoryInbox, InboxEntry};
@@ -51,7 +52,19 @@ pub struct Applier {
     parked_ages: AgeWatch,
     /// How HQ numbers a multi-row INSERT (`None`: new rows are inserted one by one).
     id_numbering: Option<IdNumbering>,
+    /// The site keys, shared with the threads that open batches ahead of applying them.
+    keyring: Arc<Keyring>,
 }
+
+/// A batch being opened (authenticated, decrypted, decoded) on a blocking thread while the one
+/// before it is applied: the applier's decoding then runs beside HQ's work instead of between.
+struct OpeningAhead {
+    epoch: u64,
+    sequence: u64,
+    opened: tokio::task::JoinHandle<Opened>,
+}
+
+type Opened = Result<(BatchHeader, BatchPayload), Rejection>;
 
 impl Applier {
     /// Connects to HQ, creates Tributary's bookkeeping tables if needed, and reads HQ's schema.
@@ -82,6 +95,7 @@ impl Applier {
         if let Some(refresher) = &settings.refresh {
             refresher.start();
         }
+        let settings_keyring = settings.keyring.clone();
         Ok(Applier {
             resolver: Resolver::new(settings.resolver_cache_entries),
             settings,
@@ -93,6 +107,7 @@ impl Applier {
             parked_retry_cursor: 0,
             parked_ages,
             id_numbering,
+            keyring: Arc::new(settings_keyring),
         })
     }
 
@@ -135,11 +150,13 @@ impl Applier {
     }
 
     async fn apply_site(&mut self, site: &str, report: &mut PassReport) -> Result<(), ApplyError> {
-        for entry in self.inbox.pending(site)? {
+        let entries = self.inbox.pending(site)?;
+        let mut ahead: Option<OpeningAhead> = None;
+        for (index, entry) in entries.iter().enumerate() {
             let progress = bookkeeping::read_progress(&mut self.conn, site).await?;
             match crate::batch_apply::fit(progress, entry.epoch, entry.sequence) {
                 Fit::AlreadyApplied => {
-                    self.inbox.acknowledge(&entry)?;
+                    self.inbox.acknowledge(entry)?;
                     report.duplicates += 1;
                     continue;
                 }
@@ -151,37 +168,49 @@ impl Applier {
                 }
                 Fit::Stale { current_epoch } => {
                     let reason = stale_reason(entry.epoch, current_epoch);
-                    self.reject(&entry, &reason).await?;
+                    self.reject(entry, &reason).await?;
                     report.rejected += 1;
                     continue;
                 }
                 Fit::Next => {}
             }
-            // A transient read error (a share that dropped for a moment) leaves the batch for
-            // the next pass and holds only this site; a file that can never be read (too
-            // large) is rejected.
-            let bytes = match self.inbox.read(&entry) {
-                Ok(bytes) => bytes,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(site, sequence = entry.sequence, error = %e, "cannot read batch now; trying again on the next pass");
-                    return Ok(());
+            let prefetched = match ahead.take() {
+                Some(a) if (a.epoch, a.sequence) == (entry.epoch, entry.sequence) => {
+                    a.opened.await.ok()
                 }
-                Err(e) => {
-                    let rejection = Rejection::new(RejectReason::PayloadTooLarge, e.to_string());
-                    self.reject(&entry, &rejection).await?;
+                _ => None,
+            };
+            let opened = match prefetched {
+                Some(opened) => opened,
+                // A transient read error (a share that dropped for a moment) leaves the batch
+                // for the next pass and holds only this site; a file that can never be read
+                // (too large) is rejected.
+                None => match self.inbox.read(entry) {
+                    Ok(bytes) => self.open(&entry.site_id, entry.epoch, entry.sequence, &bytes),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(site, sequence = entry.sequence, error = %e, "cannot read batch now; trying again on the next pass");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        let rejection =
+                            Rejection::new(RejectReason::PayloadTooLarge, e.to_string());
+                        self.reject(entry, &rejection).await?;
+                        report.rejected += 1;
+                        return Ok(());
+                    }
+                },
+            };
+            let (header, payload) = match opened {
+                Ok(opened) => opened,
+                Err(reason) => {
+                    self.reject(entry, &reason).await?;
                     report.rejected += 1;
                     return Ok(());
                 }
             };
-            let (header, payload) =
-                match self.open(&entry.site_id, entry.epoch, entry.sequence, &bytes) {
-                    Ok(opened) => opened,
-                    Err(reason) => {
-                        self.reject(&entry, &reason).await?;
-                        report.rejected += 1;
-                        return Ok(());
-                    }
-                };
+            ahead = entries
+                .get(index + 1)
+                .and_then(|next| self.open_ahead(next));
             let (fit, outcome) = self.apply_opened(&header, &payload).await?;
             if matches!(fit, Fit::Gap { .. } | Fit::Stale { .. }) {
                 // Another applier moved this site meanwhile: keep the batch, look again later.
@@ -193,9 +222,24 @@ impl Applier {
                 report.rows.parked += outcome.parked;
                 report.rows.released += outcome.released;
             }
-            self.inbox.acknowledge(&entry)?;
+            self.inbox.acknowledge(entry)?;
         }
         Ok(())
+    }
+
+    /// Starts opening `entry` on a blocking thread (None when it cannot be read now: it is
+    /// then read, and its error handled, when its turn comes).
+    fn open_ahead(&self, entry: &InboxEntry) -> Option<OpeningAhead> {
+        let bytes = self.inbox.read(entry).ok()?;
+        let keyring = Arc::clone(&self.keyring);
+        let (site_id, epoch, sequence) = (entry.site_id.clone(), entry.epoch, entry.sequence);
+        Some(OpeningAhead {
+            epoch,
+            sequence,
+            opened: tokio::task::spawn_blocking(move || {
+                open_batch(&keyring, &site_id, epoch, sequence, &bytes)
+            }),
+        })
     }
 
     /// A gap holds the site: logged and recorded once per missing sequence (visible in
@@ -267,52 +311,10 @@ impl Applier {
         self.last_parked_retry.elapsed() >= self.settings.retry_parked_interval
     }
 
-    /// Reads, authenticates and decodes a batch that claims to be (site, epoch, sequence) (its
-    /// file name, or its Kafka headers); the error is the rejection reason.
-    pub(crate) fn open(
-        &self,
-        site_id: &str,
-        epoch: u64,
-        sequence: u64,
-        bytes: &[u8],
-    ) -> Result<(BatchHeader, BatchPayload), Rejection> {
-        let (header, json) = tributary_batch::open(bytes, &self.settings.keyring)
-            .map_err(|e| Rejection::from_open(&e))?;
-        if header.site_id != site_id || header.epoch != epoch || header.sequence != sequence {
-            return Err(Rejection::new(
-                RejectReason::MisplacedBatch,
-                format!(
-                    "authenticated header says site '{}' epoch {} sequence {}, but the batch arrived as \
-                     site '{site_id}' epoch {epoch} sequence {sequence}; a batch was renamed, copied into \
-                     the wrong place or relabelled",
-                    header.site_id, header.epoch, header.sequence,
-                ),
-            ));
-        }
-        let payload: BatchPayload = serde_json::from_slice(&json)
-            // The position only: serde's message may quote payload values.
-            .map_err(|e| {
-                Rejection::new(
-                    RejectReason::MalformedPayload,
-                    format!(
-                        "authenticated payload is not a valid batch payload ({:?} error at line {} column {})",
-                        e.classify(),
-                        e.line(),
-                        e.column()
-                    ),
-                )
-            })?;
-        if payload.row_count() != header.row_count as usize {
-            return Err(Rejection::new(
-                RejectReason::RowCountMismatch,
-                format!(
-                    "header counts {} rows but the payload holds {}",
-                    header.row_count,
-                    payload.row_count()
-                ),
-            ));
-        }
-        Ok((header, payload))
+    /// Authenticates and decodes a batch that claims to be (site, epoch, sequence) (its file
+    /// name, or its Kafka headers); the error is the rejection reason.
+    pub(crate) fn open(&self, site_id: &str, epoch: u64, sequence: u64, bytes: &[u8]) -> Opened {
+        open_batch(&self.keyring, site_id, epoch, sequence, bytes)
     }
 
     async fn reject(
@@ -389,4 +391,46 @@ pub async fn run_apply(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Authenticates and decodes a batch that claims to be (site, epoch, sequence); the error is
+/// the rejection reason.
+fn open_batch(keyring: &Keyring, site_id: &str, epoch: u64, sequence: u64, bytes: &[u8]) -> Opened {
+    let (header, json) =
+        tributary_batch::open(bytes, keyring).map_err(|e| Rejection::from_open(&e))?;
+    if header.site_id != site_id || header.epoch != epoch || header.sequence != sequence {
+        return Err(Rejection::new(
+            RejectReason::MisplacedBatch,
+            format!(
+                "authenticated header says site '{}' epoch {} sequence {}, but the batch arrived as \
+                 site '{site_id}' epoch {epoch} sequence {sequence}; a batch was renamed, copied into \
+                 the wrong place or relabelled",
+                header.site_id, header.epoch, header.sequence,
+            ),
+        ));
+    }
+    let payload: BatchPayload = serde_json::from_slice(&json)
+        // The position only: serde's message may quote payload values.
+        .map_err(|e| {
+            Rejection::new(
+                RejectReason::MalformedPayload,
+                format!(
+                    "authenticated payload is not a valid batch payload ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+    if payload.row_count() != header.row_count as usize {
+        return Err(Rejection::new(
+            RejectReason::RowCountMismatch,
+            format!(
+                "header counts {} rows but the payload holds {}",
+                header.row_count,
+                payload.row_count()
+            ),
+        ));
+    }
+    Ok((header, payload))
 }
