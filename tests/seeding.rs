@@ -1,15 +1,19 @@
 //! Seeding a site that already holds data, while the clinic keeps working: a seed SIGKILLed
 //! mid-table goes on from its last durable chunk when run again, the stream then starts at the
 //! first snapshot, and HQ ends identical to the site, with nothing lost, nothing applied twice,
-//! nothing parked and no conflict.
+//! nothing parked and no conflict. A second site seeds into an HQ that already holds the
+//! first one's data.
 
 use anyhow::{Context, Result, ensure};
 use mysql_async::prelude::*;
+use std::path::Path;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_capture::StateDir;
-use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok};
-use tributary_suite::wait_until;
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary, wait_site_applied, write_config,
+};
+use tributary_suite::{MariaDb, Role, wait_until};
 
 const PATIENTS: u64 = 300;
 
@@ -138,5 +142,88 @@ async fn a_killed_seed_goes_on_from_its_last_chunk_and_misses_no_concurrent_writ
     p.verify()?;
     // Every synced table, by identity and row hash (exit 3 on any difference).
     run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
+    Ok(())
+}
+
+/// A second site joins an HQ that already holds the first site's data: the shared metadata
+/// (same uuids) and a patient seen at both clinics are matched, not duplicated, and neither
+/// site's data is disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_site_seeds_into_an_hq_holding_the_first_sites_data() -> Result<()> {
+    let p = Pipeline::start("seeding-second-site", PipelineOptions::default()).await?;
+    let shape = PatientShape::default();
+    let mut site_a = p.site.conn().await?;
+    dataset::load_patients(&mut site_a, CLINIC, "clinic-a", 0, 40, shape).await?;
+    run_ok(p.run(&["seed"])?)?;
+    let mut apply = p.spawn("apply", "apply")?;
+    wait_site_applied(&p.site, &p.hq, &p.site_id, &p.work.join("state"))
+        .await
+        .map_err(|e| e.context(apply.logs()))?;
+
+    // Site B: the same dictionary, its own patients, and patient 3 of site A, who transferred
+    // (the same rows, same uuids).
+    let site_b =
+        tokio::task::spawn_blocking(|| MariaDb::start(Role::Site, "seeding-site-b")).await??;
+    let mut conn_b = site_b.conn().await?;
+    dataset::load_metadata(&mut conn_b, CLINIC).await?;
+    dataset::load_patients(&mut conn_b, CLINIC, "clinic-b", 0, 30, shape).await?;
+    dataset::load_patients(&mut conn_b, CLINIC, "clinic-a", 3, 1, shape).await?;
+    let keys = p.key_file.parent().context("key directory")?;
+    let key_b = run_ok(run_tributary(&[
+        "keys",
+        "generate",
+        "--site",
+        "clinic-b",
+        "--out-dir",
+        &keys.display().to_string(),
+    ])?)?;
+    let config_b = p.work.join("clinic-b.toml");
+    write_config(
+        &config_b,
+        "clinic-b",
+        &site_b,
+        &p.hq,
+        Path::new(key_b.trim()),
+        &p.work.join("batches"),
+        &PipelineOptions::default(),
+    )?;
+    let text = std::fs::read_to_string(&config_b)?
+        .replace("state_dir = \"state\"", "state_dir = \"state-clinic-b\"");
+    std::fs::write(&config_b, text)?;
+    // The applier learns a new site's key at start.
+    apply.signal("TERM")?;
+    apply.wait_exit(Duration::from_secs(30)).await?;
+    let mut apply = p.spawn("apply", "apply-two-sites")?;
+    run_ok(p.run_with(&config_b, &["seed"])?)?;
+    wait_site_applied(&site_b, &p.hq, "clinic-b", &p.work.join("state-clinic-b"))
+        .await
+        .map_err(|e| e.context(apply.logs()))?;
+
+    let mut hq = p.hq.conn().await?;
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    ensure!(parked == Some(0), "nothing parks:\n{}", p.status()?);
+    let conflicts: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_conflict")
+        .await?;
+    ensure!(
+        conflicts == Some(0),
+        "the same rows from two sites agree:\n{}",
+        p.status()?
+    );
+    let transferred = dataset::patient_rows("clinic-a", 3, shape).person;
+    let copies: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM person WHERE uuid = ?",
+            (&transferred,),
+        )
+        .await?;
+    ensure!(
+        copies == Some(1),
+        "the transferred patient is one person at HQ"
+    );
+    run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
+    run_ok(p.run_with(&config_b, &["verify", "--site", "clinic-b"])?)?;
     Ok(())
 }
