@@ -193,7 +193,7 @@ async fn a_second_site_seeds_into_an_hq_holding_the_first_sites_data() -> Result
     // The applier learns a new site's key at start.
     apply.signal("TERM")?;
     apply.wait_exit(Duration::from_secs(30)).await?;
-    let mut apply = p.spawn("apply", "apply-two-sites")?;
+    let apply = p.spawn("apply", "apply-two-sites")?;
     run_ok(p.run_with(&config_b, &["seed"])?)?;
     wait_site_applied(&site_b, &p.hq, "clinic-b", &p.work.join("state-clinic-b"))
         .await
