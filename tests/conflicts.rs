@@ -7,10 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use mysql_async::prelude::*;
-use std::path::PathBuf;
-use tributary_suite::pipeline::{
-    CATCH_UP, CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary, write_config,
-};
+use tributary_suite::pipeline::{CATCH_UP, CLINIC, Pipeline, PipelineOptions, run_ok};
 use tributary_suite::{ChildGuard, MariaDb, Role, wait_until};
 
 const PERSON: &str = "c0f1c700-0000-4000-8000-000000000001";
@@ -402,31 +399,9 @@ struct SecondSite {
 async fn second_site(p: &Pipeline) -> Result<SecondSite> {
     let db = tokio::task::spawn_blocking(|| MariaDb::start(Role::Site, "conflicts-b")).await??;
     tributary::dataset::load_metadata(&mut db.conn().await?, CLINIC).await?;
-    let keys = p.key_file.parent().context("key directory")?;
-    let out = run_ok(run_tributary(&[
-        "keys",
-        "generate",
-        "--site",
-        "clinic-b",
-        "--out-dir",
-        &keys.display().to_string(),
-    ])?)?;
-    let key = PathBuf::from(out.trim());
-    let config = p.work.join("clinic-b.toml");
-    write_config(
-        &config,
-        "clinic-b",
-        &db,
-        &p.hq,
-        &key,
-        &p.work.join("batches"),
-        &PipelineOptions::default(),
-    )?;
-    let text = std::fs::read_to_string(&config)?
-        .replace("state_dir = \"state\"", "state_dir = \"state-b\"");
-    std::fs::write(&config, text)?;
+    let (config, state_dir) = p.add_site("clinic-b", &db)?;
     let capture = p.spawn_with("capture", &config, "capture-b")?;
-    p.wait_capture_started("state-b", &capture).await?;
+    p.wait_capture_started(&state_dir, &capture).await?;
     Ok(SecondSite { db, capture })
 }
 

@@ -6,13 +6,10 @@
 
 use anyhow::{Context, Result, ensure};
 use mysql_async::prelude::*;
-use std::path::Path;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_capture::StateDir;
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary, wait_site_applied, write_config,
-};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok, wait_site_applied};
 use tributary_suite::{MariaDb, Role, wait_until};
 
 const PATIENTS: u64 = 300;
@@ -125,18 +122,11 @@ async fn a_killed_seed_goes_on_from_its_last_chunk_and_misses_no_concurrent_writ
     let (mut capture, mut apply) = p.start_streaming().await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
-    let mut hq = p.hq.conn().await?;
-    let parked: Option<u64> = hq
-        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
-        .await?;
-    ensure!(parked == Some(0), "nothing parks:\n{}", p.status()?);
-    let conflicts: Option<u64> = hq
-        .query_first("SELECT COUNT(*) FROM tributary_conflict")
-        .await?;
+    let (parked, conflicts) = p.parked_and_conflicts().await?;
     ensure!(
-        conflicts == Some(0),
-        "replaying the changes made between the snapshots over rows that already hold them is \
-         not a conflict:\n{}",
+        (parked, conflicts) == (0, 0),
+        "nothing parks, and replaying the changes made between the snapshots over rows that \
+         already hold them is not a conflict:\n{}",
         p.status()?
     );
     p.verify()?;
@@ -168,50 +158,23 @@ async fn a_second_site_seeds_into_an_hq_holding_the_first_sites_data() -> Result
     dataset::load_metadata(&mut conn_b, CLINIC).await?;
     dataset::load_patients(&mut conn_b, CLINIC, "clinic-b", 0, 30, shape).await?;
     dataset::load_patients(&mut conn_b, CLINIC, "clinic-a", 3, 1, shape).await?;
-    let keys = p.key_file.parent().context("key directory")?;
-    let key_b = run_ok(run_tributary(&[
-        "keys",
-        "generate",
-        "--site",
-        "clinic-b",
-        "--out-dir",
-        &keys.display().to_string(),
-    ])?)?;
-    let config_b = p.work.join("clinic-b.toml");
-    write_config(
-        &config_b,
-        "clinic-b",
-        &site_b,
-        &p.hq,
-        Path::new(key_b.trim()),
-        &p.work.join("batches"),
-        &PipelineOptions::default(),
-    )?;
-    let text = std::fs::read_to_string(&config_b)?
-        .replace("state_dir = \"state\"", "state_dir = \"state-clinic-b\"");
-    std::fs::write(&config_b, text)?;
+    let (config_b, state_b) = p.add_site("clinic-b", &site_b)?;
     // The applier learns a new site's key at start.
     apply.signal("TERM")?;
     apply.wait_exit(Duration::from_secs(30)).await?;
     let apply = p.spawn("apply", "apply-two-sites")?;
     run_ok(p.run_with(&config_b, &["seed"])?)?;
-    wait_site_applied(&site_b, &p.hq, "clinic-b", &p.work.join("state-clinic-b"))
+    wait_site_applied(&site_b, &p.hq, "clinic-b", &p.work.join(state_b))
         .await
         .map_err(|e| e.context(apply.logs()))?;
 
-    let mut hq = p.hq.conn().await?;
-    let parked: Option<u64> = hq
-        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
-        .await?;
-    ensure!(parked == Some(0), "nothing parks:\n{}", p.status()?);
-    let conflicts: Option<u64> = hq
-        .query_first("SELECT COUNT(*) FROM tributary_conflict")
-        .await?;
+    let (parked, conflicts) = p.parked_and_conflicts().await?;
     ensure!(
-        conflicts == Some(0),
-        "the same rows from two sites agree:\n{}",
+        (parked, conflicts) == (0, 0),
+        "nothing parks, and the same rows from two sites agree:\n{}",
         p.status()?
     );
+    let mut hq = p.hq.conn().await?;
     let transferred = dataset::patient_rows("clinic-a", 3, shape).person;
     let copies: Option<u64> = hq
         .exec_first(

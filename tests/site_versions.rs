@@ -6,11 +6,9 @@
 
 use anyhow::{Context, Result};
 use mysql_async::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tributary::dataset::{self, PatientShape};
-use tributary_suite::pipeline::{
-    CLINIC, Pipeline, PipelineOptions, run_ok, run_tributary, wait_site_applied, write_config,
-};
+use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok, wait_site_applied};
 use tributary_suite::{MariaDb, Role};
 
 /// A site on another OpenMRS version, sending into the pipeline's HQ and transport directory.
@@ -27,31 +25,7 @@ async fn version_site(p: &Pipeline, version: &'static str) -> Result<VersionSite
     let db =
         tokio::task::spawn_blocking(move || MariaDb::start_openmrs(Role::Site, &name, version))
             .await??;
-    let keys = p.key_file.parent().context("key directory")?;
-    let out = run_ok(run_tributary(&[
-        "keys",
-        "generate",
-        "--site",
-        &id,
-        "--out-dir",
-        &keys.display().to_string(),
-    ])?)?;
-    let config = p.work.join(format!("{id}.toml"));
-    write_config(
-        &config,
-        &id,
-        &db,
-        &p.hq,
-        Path::new(out.trim()),
-        &p.work.join("batches"),
-        &PipelineOptions::default(),
-    )?;
-    let state_dir = format!("state-{id}");
-    let text = std::fs::read_to_string(&config)?.replace(
-        "state_dir = \"state\"",
-        &format!("state_dir = \"{state_dir}\""),
-    );
-    std::fs::write(&config, text)?;
+    let (config, state_dir) = p.add_site(&id, &db)?;
     Ok(VersionSite {
         id,
         db,

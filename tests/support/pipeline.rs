@@ -328,6 +328,53 @@ directory = "{transport}"
 }
 
 impl Pipeline {
+    /// Another site feeding this pipeline's HQ through the same transport directory: its key
+    /// generated into HQ's key directory (an applier started later reads it), and a
+    /// configuration `<work>/<site_id>.toml` whose state directory is `state-<site_id>`.
+    /// Returns the configuration and the state directory's name.
+    pub fn add_site(&self, site_id: &str, db: &MariaDb) -> Result<(PathBuf, String)> {
+        let keys = self.key_file.parent().context("key directory")?;
+        let out = run_ok(run_tributary(&[
+            "keys",
+            "generate",
+            "--site",
+            site_id,
+            "--out-dir",
+            &keys.display().to_string(),
+        ])?)?;
+        let config = self.work.join(format!("{site_id}.toml"));
+        write_config(
+            &config,
+            site_id,
+            db,
+            &self.hq,
+            Path::new(out.trim()),
+            &self.work.join("batches"),
+            &PipelineOptions::default(),
+        )?;
+        let state_dir = format!("state-{site_id}");
+        let text = std::fs::read_to_string(&config)?.replace(
+            "state_dir = \"state\"",
+            &format!("state_dir = \"{state_dir}\""),
+        );
+        std::fs::write(&config, text)?;
+        Ok((config, state_dir))
+    }
+
+    /// Rows parked at HQ and conflicts recorded there.
+    pub async fn parked_and_conflicts(&self) -> Result<(u64, u64)> {
+        let mut hq = self.hq.conn().await?;
+        let parked: Option<u64> = hq
+            .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+            .await?;
+        let conflicts: Option<u64> = hq
+            .query_first("SELECT COUNT(*) FROM tributary_conflict")
+            .await?;
+        Ok((parked.unwrap_or(0), conflicts.unwrap_or(0)))
+    }
+}
+
+impl Pipeline {
     /// A second configuration whose transport directory is `transport` (so batches can be
     /// moved between capture's outbox and the applier's inbox by hand), with the given key.
     ///
