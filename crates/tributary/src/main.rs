@@ -77,6 +77,11 @@ enum Command {
     },
     /// Send the site's existing rows (or chosen tables again) through a consistent snapshot.
     /// On a new site, run it before `capture`: the stream then starts exactly at the snapshot.
+    ///
+    /// The clinic is not blocked (MariaDB: no lock). Tables go parents first, in chunks of
+    /// `[site] seed_chunk_rows` (default 2000), with progress bars on a terminal and a log line
+    /// per table otherwise. Killed or failed, run it again: it goes on from its last durable
+    /// chunk.
     Seed {
         /// The configuration file (TOML); see README.md for its sections.
         #[arg(long, short)]
