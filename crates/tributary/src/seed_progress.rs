@@ -99,9 +99,10 @@ impl Drop for SeedDisplay {
     }
 }
 
+const TEMPLATE: &str =
+    "{prefix:24!} [{bar:30}] {human_pos:>11}/{human_len:11} rows  {per_sec:>14}  ETA {eta}";
+
 fn style() -> ProgressStyle {
-    const TEMPLATE: &str =
-        "{prefix:24!} [{bar:30}] {human_pos:>11}/{human_len:11} rows  {per_sec:>14}  ETA {eta}";
     ProgressStyle::with_template(TEMPLATE)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
@@ -165,6 +166,11 @@ mod tests {
             "seeding obs: 120000 of ~400000 rows (30%); seed 300000 of ~1000000 rows (30%), \
              50000 rows/s, about 14 s left"
         );
+    }
+
+    #[test]
+    fn the_bar_template_is_valid() {
+        assert!(ProgressStyle::with_template(TEMPLATE).is_ok());
     }
 
     #[test]
