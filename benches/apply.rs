@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
     }
     let apply_secs = started.elapsed().as_secs_f64();
     let statements = hq.statements_run().await?.saturating_sub(statements_before);
+    let conflicts: u64 = hq.scalar("SELECT COUNT(*) FROM tributary_conflict").await?;
 
     // MariaDB's own replica: the same binlog, from its start.
     eprintln!("applied in {apply_secs:.2} s; replicating the same binlog...");
@@ -113,7 +114,7 @@ async fn main() -> Result<()> {
 
     println!("apply benchmark: {loaded} row changes at the site ({patients} patients)");
     println!(
-        "  tributary apply         {apply_secs:>7.2} s  {:>8.0} rows/s  ({batches} batches, {rows} rows applied, {parked} parked)",
+        "  tributary apply         {apply_secs:>7.2} s  {:>8.0} rows/s  ({batches} batches, {rows} rows applied, {parked} parked, {conflicts} conflicts)",
         rows as f64 / apply_secs
     );
     println!(

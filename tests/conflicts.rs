@@ -666,3 +666,118 @@ async fn a_parent_deleted_at_one_site_while_another_sites_rows_refer_to_it_parks
     assert!(apply.try_wait()?.is_none(), "{}", apply.logs());
     Ok(())
 }
+
+/// Turns the states HQ keeps by HQ id back into the form an earlier HQ kept (by
+/// `SHA1(table ':' identity)` in `tributary_row_state`) and drops the table of states by id,
+/// as an HQ that ran an earlier Tributary would be. `patient` rows take their person's uuid.
+async fn keep_states_the_earlier_way(hq: &mut mysql_async::Conn) -> Result<u64> {
+    let tables: Vec<String> = hq
+        .query("SELECT DISTINCT table_name FROM tributary_row_state_by_id")
+        .await?;
+    let mut moved = 0;
+    for table in tables {
+        let (key, uuid_of_row) = match table.as_str() {
+            "patient" => (
+                "patient_id",
+                "(SELECT uuid FROM person WHERE person_id = t.patient_id)",
+            ),
+            "person" => ("person_id", "t.uuid"),
+            "person_name" => ("person_name_id", "t.uuid"),
+            other => bail!("this test converts person, person_name and patient, not {other}"),
+        };
+        hq.exec_drop(
+            format!(
+                "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
+                 SELECT UNHEX(SHA1(CONCAT(s.table_name, ':', {uuid_of_row}))), s.site_id,
+                        s.state_hash, s.written_at
+                 FROM tributary_row_state_by_id s JOIN `{table}` t ON t.{key} = s.hq_id
+                 WHERE s.table_name = ?"
+            ),
+            (&table,),
+        )
+        .await?;
+        moved += hq.affected_rows();
+    }
+    hq.query_drop("DROP TABLE tributary_row_state_by_id")
+        .await?;
+    Ok(moved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_an_earlier_hq_kept_by_identity_are_moved_at_start_and_still_hold() -> Result<()> {
+    let p = Pipeline::start("conflicts-earlier-states", PipelineOptions::default()).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let mut site = p.site.conn().await?;
+    add_person(&mut site, PERSON, NAME).await?;
+    site.exec_drop(
+        "INSERT INTO patient (patient_id, creator, date_created, voided)
+         SELECT person_id, 1, '2024-01-01 00:00:00', 0 FROM person WHERE uuid = ?",
+        (PERSON,),
+    )
+    .await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    drop(apply);
+
+    let mut hq = p.hq.conn().await?;
+    let earlier = keep_states_the_earlier_way(&mut hq).await?;
+    assert_eq!(earlier, 3, "person, person_name and patient states");
+    // A clerk at HQ corrects the given name while the applier is down.
+    hq.exec_drop(
+        "UPDATE person_name SET given_name = ? WHERE uuid = ?",
+        (HQ_GIVEN, NAME),
+    )
+    .await?;
+
+    // The new applier moves the states at start; the clinic then edits all three rows.
+    let mut apply = p.spawn("apply", "apply-after-upgrade")?;
+    site.exec_drop(
+        "UPDATE person_name SET family_name = ? WHERE uuid = ?",
+        (SITE_FAMILY, NAME),
+    )
+    .await?;
+    site.exec_drop(
+        "UPDATE person SET birthdate = '1991-05-02' WHERE uuid = ?",
+        (PERSON,),
+    )
+    .await?;
+    site.exec_drop(
+        "UPDATE patient SET changed_by = 1, date_changed = '2024-02-02 00:00:00'
+         WHERE patient_id = (SELECT person_id FROM person WHERE uuid = ?)",
+        (PERSON,),
+    )
+    .await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    // Rows nobody else touched take the clinic's edits: their moved states matched.
+    let birthdate = hq_text(
+        &p,
+        &format!("SELECT CAST(birthdate AS CHAR) FROM person WHERE uuid = '{PERSON}'"),
+    )
+    .await?;
+    assert_eq!(birthdate, "1991-05-02");
+    let changed = hq_text(
+        &p,
+        &format!(
+            "SELECT CAST(pa.date_changed AS CHAR) FROM patient pa
+             JOIN person pe ON pe.person_id = pa.patient_id WHERE pe.uuid = '{PERSON}'"
+        ),
+    )
+    .await?;
+    assert_eq!(changed, "2024-02-02 00:00:00");
+    // The HQ edit is still a conflict, and the reason knows clinic A wrote the row before.
+    let open = open_conflicts(&p)?;
+    assert_eq!(open.len(), 1, "only the row edited at HQ: {open:?}");
+    assert_eq!(open[0]["table"], "person_name");
+    assert!(
+        open[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("edited at HQ since site clinic-a last wrote it")),
+        "{open:?}"
+    );
+    let left: Option<i64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_row_state")
+        .await?;
+    assert_eq!(left, Some(0), "moved states leave the earlier table");
+    assert!(apply.try_wait()?.is_none(), "{}", apply.logs());
+    Ok(())
+}

@@ -67,7 +67,8 @@ pub const CREATE_TABLES: &[&str] = &[
         KEY site (site_id)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     // Per synced row and site: a hash of the row as the applier last wrote it from that site
-    // (invariant 5; see row_state.rs).
+    // (invariant 5; see row_state.rs), for rows not kept by their HQ id
+    // (tributary_row_state_by_id, created by row_state_upgrade.rs).
     "CREATE TABLE IF NOT EXISTS tributary_row_state (
         entity_key BINARY(20) NOT NULL COMMENT 'SHA1(table : identity)',
         site_id VARCHAR(64) NOT NULL,
@@ -131,6 +132,7 @@ pub async fn open_hq(
     }
     let catalog = tributary_schema::Catalog::introspect(&mut conn, database).await?;
     let schema = tributary_schema::SchemaMap::build(&catalog, policy)?;
+    crate::row_state_upgrade::prepare(&mut conn, &schema).await?;
     Ok((conn, schema))
 }
 

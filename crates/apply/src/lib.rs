@@ -35,6 +35,7 @@ mod refresh;
 mod rejection;
 mod resolver;
 mod row_state;
+mod row_state_upgrade;
 mod runner;
 mod settings;
 mod status;

@@ -39,8 +39,6 @@ impl Locator {
         }
     }
 
-    /// Where a row just written with `values` is, without asking HQ: its uuid as it
-    /// travelled, or its key columns. `None` when the values do not hold them.
     /// The one column and its value, when the row is found by a single non-NULL value (a
     /// primary key, an inherited key, a one-column natural key).
     pub fn single_value(&self) -> Option<(&str, &Sql)> {
@@ -53,11 +51,17 @@ impl Locator {
         }
     }
 
+    /// Where a row just written with `values` is, without asking HQ: the `id` HQ gave it,
+    /// else its uuid as it travelled, or its key columns. `None` when none is known.
     pub fn of_written(
         map: &TableMap,
         change: &RowChange,
         values: &BTreeMap<String, Sql>,
+        id: Option<u64>,
     ) -> Option<Locator> {
+        if let (Some(key), Some(id)) = (&map.surrogate_key, id) {
+            return Some(Locator::Key(key.clone(), Sql::UInt(id)));
+        }
         match &map.identity {
             IdentityRule::OwnUuid { column } => Some(Locator::Key(
                 column.clone(),

@@ -295,7 +295,7 @@ fn wrote(
     {
         scope.resolver.remember(queued.change.row_ref(), *id);
     }
-    if let Some(locator) = Locator::of_written(map, queued.change, &queued.row.values) {
+    if let Some(locator) = Locator::of_written(map, queued.change, &queued.row.values, id) {
         scope.states.wrote(site_id, map, queued.change, locator);
     }
 }

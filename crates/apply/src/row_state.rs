@@ -6,12 +6,19 @@
 //!
 //! Hashes are computed by HQ itself over the synced columns (HQ's own surrogate key left out),
 //! each column length-prefixed so no two rows share a rendering, so they compare exactly
-//! whatever the column types. Rows are keyed by `SHA1(table ':' identity)`.
+//! whatever the column types.
+//!
+//! Where a state is kept depends on the table ([`Keeping`]): a row whose identity is a uuid
+//! (its own, or its root's for a subtype row) and that has an integer key at HQ (a surrogate
+//! key, or the key a subtype row shares with its root) is kept by table and that key in
+//! `tributary_row_state_by_id`, so new rows' states are appended in key order and found with
+//! the row itself; the other rows (natural keys, uuid tables without an integer key) by
+//! `SHA1(table ':' identity)` in `tributary_row_state`.
 //!
 //! Within one HQ transaction, states are recorded at the end ([`RowStates::flush`]), in bulk
-//! per table for uuid tables, so writing a new row costs one statement per table per batch,
-//! not one per row. A row written earlier in the same transaction for the same site needs no
-//! check: the applier itself is the last writer.
+//! per table, so writing a new row costs one statement per table per batch, not one per row.
+//! A row written earlier in the same transaction for the same site needs no check: the
+//! applier itself is the last writer.
 
 use crate::locator::{Locator, travelling_uuid};
 use mysql_async::prelude::*;
@@ -20,12 +27,69 @@ use std::collections::{BTreeMap, HashMap};
 use tributary_model::{RowChange, RowRef};
 use tributary_schema::{CatalogColumn, ColumnKind, IdentityRule, SchemaMap, TableMap, quote_ident};
 
-/// Uuids per bulk state statement.
-const UUIDS_PER_STATEMENT: usize = 500;
+/// Rows per bulk state statement.
+const ROWS_PER_STATEMENT: usize = 500;
 /// The alias of the HQ row in the statements here.
-const ROW: &str = "hq_row";
-/// The key of a row's states, from the table name and identity parameters.
+pub(crate) const ROW: &str = "hq_row";
+/// The key of a row's states by identity, from the table name and identity parameters.
 const ENTITY_KEY: &str = "UNHEX(SHA1(CONCAT(?, ':', ?)))";
+/// States of rows kept by HQ's integer key.
+pub(crate) const BY_ID: &str = "tributary_row_state_by_id";
+/// States of rows kept by a hash of their identity.
+pub(crate) const BY_IDENTITY: &str = "tributary_row_state";
+
+/// Where the states of a table's rows are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keeping<'m> {
+    /// By table and HQ's integer key of the row, this column (`tributary_row_state_by_id`).
+    ById(&'m str),
+    /// By `SHA1(table ':' identity)` (`tributary_row_state`).
+    ByIdentity,
+}
+
+impl Keeping<'_> {
+    /// Rows whose identity is a uuid (their own or their root's) and that have an integer key
+    /// of HQ's own are kept by id; the rest by identity.
+    pub(crate) fn of(map: &TableMap) -> Keeping<'_> {
+        match (
+            &map.identity,
+            &map.surrogate_key,
+            map.primary_key.as_slice(),
+        ) {
+            (IdentityRule::OwnUuid { .. }, Some(key), _) => Keeping::ById(key),
+            (IdentityRule::Inherited { .. }, _, [key]) => Keeping::ById(key),
+            _ => Keeping::ByIdentity,
+        }
+    }
+
+    /// The HQ id in `locator`, when it finds the row by it.
+    fn id_in<'l>(&self, locator: &'l Locator) -> Option<&'l Sql> {
+        match (self, locator.single_value()) {
+            (Keeping::ById(key), Some((column, id))) if column == *key => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The states of one row (alias `s`) for a statement reading [`ROW`]: the table, and
+    /// the condition with its parameters.
+    fn row_states(&self, entity: &RowRef) -> (&'static str, String, Vec<Sql>) {
+        match self {
+            Keeping::ById(key) => (
+                BY_ID,
+                format!("s.table_name = ? AND s.hq_id = {ROW}.{}", quote_ident(key)),
+                vec![Sql::from(&*entity.table)],
+            ),
+            Keeping::ByIdentity => (
+                BY_IDENTITY,
+                format!("s.entity_key = {ENTITY_KEY}"),
+                vec![
+                    Sql::from(&*entity.table),
+                    Sql::from(entity.identity.as_str()),
+                ],
+            ),
+        }
+    }
+}
 
 /// A row as HQ holds it, column by column, as text (binary columns as `0x` and hex), for
 /// showing both versions of a conflict and naming the columns that differ.
@@ -81,7 +145,11 @@ type StandingRow = (Vec<u8>, Option<Vec<u8>>, Option<String>);
 
 /// Where a written row is found again when its state is recorded.
 enum Place {
+    /// By HQ's integer key (kept by id).
+    Id(Sql),
+    /// By its uuid (kept by identity).
     Uuid { column: String, value: String },
+    /// By its key columns.
     Key(Locator),
 }
 
@@ -105,11 +173,15 @@ impl RowStates {
     /// at [`RowStates::flush`]. A later writer of the same row in this transaction replaces
     /// the earlier (only the last writer's state is true at commit).
     pub fn wrote(&mut self, site: &str, map: &TableMap, change: &RowChange, locator: Locator) {
-        let place = match &map.identity {
-            IdentityRule::OwnUuid { column } => Place::Uuid {
-                column: column.clone(),
-                value: travelling_uuid(change, column).to_owned(),
-            },
+        let keeping = Keeping::of(map);
+        let place = match (keeping.id_in(&locator), &map.identity) {
+            (Some(id), _) => Place::Id(signed(id)),
+            (None, IdentityRule::OwnUuid { column }) if keeping == Keeping::ByIdentity => {
+                Place::Uuid {
+                    column: column.clone(),
+                    value: travelling_uuid(change, column).to_owned(),
+                }
+            }
             _ => Place::Key(locator),
         };
         self.pending.insert(
@@ -126,18 +198,33 @@ impl RowStates {
         self.pending.get(entity).is_some_and(|p| p.site == site)
     }
 
-    /// Forgets every state of a deleted row.
+    /// Forgets every state of a deleted row; `hq_id` is what [`state_id`] said before the
+    /// row was deleted.
     pub async fn deleted(
         &mut self,
         tx: &mut Transaction<'_>,
+        map: &TableMap,
         entity: &RowRef,
+        hq_id: Option<Sql>,
     ) -> mysql_async::Result<()> {
         self.pending.remove(entity);
-        tx.exec_drop(
-            format!("DELETE FROM tributary_row_state WHERE entity_key = {ENTITY_KEY}"),
-            (&*entity.table, entity.identity.as_str()),
-        )
-        .await
+        match (Keeping::of(map), hq_id) {
+            (Keeping::ById(_), Some(id)) => {
+                tx.exec_drop(
+                    format!("DELETE FROM {BY_ID} WHERE table_name = ? AND hq_id = ?"),
+                    (&*entity.table, id),
+                )
+                .await
+            }
+            (Keeping::ById(_), None) => Ok(()),
+            (Keeping::ByIdentity, _) => {
+                tx.exec_drop(
+                    format!("DELETE FROM {BY_IDENTITY} WHERE entity_key = {ENTITY_KEY}"),
+                    (&*entity.table, entity.identity.as_str()),
+                )
+                .await
+            }
+        }
     }
 
     /// How the row at `locator` stands against `site`'s change.
@@ -154,20 +241,19 @@ impl RowStates {
         }
         let hash = hash_sql(map);
         let (clause, locator_params) = locator.where_clause();
+        let (states, this_row, row_params) = Keeping::of(map).row_states(entity);
         let sql = format!(
             "SELECT {hash},
-                (SELECT s.state_hash FROM tributary_row_state s
-                  WHERE s.entity_key = {ENTITY_KEY} AND s.site_id = ?),
-                (SELECT s.site_id FROM tributary_row_state s
-                  WHERE s.entity_key = {ENTITY_KEY} AND s.site_id <> ? AND s.state_hash = {hash}
+                (SELECT s.state_hash FROM {states} s WHERE {this_row} AND s.site_id = ?),
+                (SELECT s.site_id FROM {states} s
+                  WHERE {this_row} AND s.site_id <> ? AND s.state_hash = {hash}
                   ORDER BY s.written_at DESC LIMIT 1)
              FROM {} AS {ROW} WHERE {clause} LIMIT 1",
             quote_ident(&map.name)
         );
         let mut params: Vec<Sql> = Vec::with_capacity(6 + locator_params.len());
         for _ in 0..2 {
-            params.push(Sql::from(&*entity.table));
-            params.push(Sql::from(entity.identity.as_str()));
+            params.extend(row_params.iter().cloned());
             params.push(Sql::from(site));
         }
         params.extend(locator_params);
@@ -199,7 +285,8 @@ impl RowStates {
         if self.pending.is_empty() {
             return Ok(());
         }
-        // (table, column, site) -> uuids, and -> (identity, key value).
+        // (table, site) -> HQ ids; (table, column, site) -> uuids, and -> (identity, key value).
+        let mut by_id: BTreeMap<(String, String), Vec<Sql>> = BTreeMap::new();
         let mut by_uuid: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
         let mut by_key: BTreeMap<(String, String, String), Vec<(String, Sql)>> = BTreeMap::new();
         for (entity, pending) in std::mem::take(&mut self.pending) {
@@ -207,6 +294,10 @@ impl RowStates {
                 continue;
             };
             match pending.place {
+                Place::Id(id) => by_id
+                    .entry((map.name.clone(), pending.site))
+                    .or_default()
+                    .push(id),
                 Place::Uuid { column, value } => by_uuid
                     .entry((map.name.clone(), column, pending.site))
                     .or_default()
@@ -220,11 +311,24 @@ impl RowStates {
                 },
             }
         }
+        for ((table, site), mut ids) in by_id {
+            let Some(map) = schema.table(&table) else {
+                continue;
+            };
+            let Keeping::ById(key) = Keeping::of(map) else {
+                continue;
+            };
+            // In key order, so new rows' states are appended where the last ones ended.
+            ids.sort_by_key(sortable_id);
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                record_by_id(tx, map, key, &site, chunk).await?;
+            }
+        }
         for ((table, column, site), uuids) in by_uuid {
             let Some(map) = schema.table(&table) else {
                 continue;
             };
-            for chunk in uuids.chunks(UUIDS_PER_STATEMENT) {
+            for chunk in uuids.chunks(ROWS_PER_STATEMENT) {
                 record_by_uuid(tx, map, &column, &site, chunk).await?;
             }
         }
@@ -232,7 +336,7 @@ impl RowStates {
             let Some(map) = schema.table(&table) else {
                 continue;
             };
-            for chunk in rows.chunks(UUIDS_PER_STATEMENT) {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 record_by_key(tx, map, &column, &site, chunk).await?;
             }
         }
@@ -335,7 +439,75 @@ pub fn differing_columns(a: &RowSnapshot, b: &RowSnapshot) -> Vec<String> {
         .collect()
 }
 
-/// Upserts the state of one row (natural-key and inherited tables), found by its key.
+/// How the states of rows read as [`ROW`] are inserted: the table and columns, and the SQL
+/// of each row's key with its parameters.
+struct StateTarget {
+    insert: String,
+    key: String,
+    key_params: Vec<Sql>,
+}
+
+impl StateTarget {
+    /// States kept by id, or by identity with `identity` the SQL of each row's identity.
+    fn of(map: &TableMap, identity: (String, Vec<Sql>)) -> StateTarget {
+        let table = Sql::from(map.name.as_str());
+        match Keeping::of(map) {
+            Keeping::ById(key) => StateTarget {
+                insert: format!("{BY_ID} (table_name, hq_id, site_id, state_hash, written_at)"),
+                key: format!("?, {ROW}.{}", quote_ident(key)),
+                key_params: vec![table],
+            },
+            Keeping::ByIdentity => {
+                let (identity, identity_params) = identity;
+                let mut key_params = vec![table];
+                key_params.extend(identity_params);
+                StateTarget {
+                    insert: format!("{BY_IDENTITY} (entity_key, site_id, state_hash, written_at)"),
+                    key: format!("UNHEX(SHA1(CONCAT(?, ':', {identity})))"),
+                    key_params,
+                }
+            }
+        }
+    }
+}
+
+/// Upserts, in one statement, the states of the rows of `map` that `condition` (on [`ROW`])
+/// selects.
+async fn insert_states(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    target: StateTarget,
+    site: &str,
+    condition: (String, Vec<Sql>),
+) -> mysql_async::Result<()> {
+    let (condition, condition_params) = condition;
+    let StateTarget {
+        insert,
+        key,
+        mut key_params,
+    } = target;
+    key_params.push(Sql::from(site));
+    key_params.extend(condition_params);
+    tx.exec_drop(
+        format!(
+            "INSERT INTO {insert}
+             SELECT {key}, ?, {}, UTC_TIMESTAMP(3) FROM {} AS {ROW} WHERE {condition}
+             {UPSERT}",
+            hash_sql(map),
+            quote_ident(&map.name)
+        ),
+        key_params,
+    )
+    .await
+}
+
+/// `column IN (?, ...)` over `values`.
+fn one_of(column: &str, values: Vec<Sql>) -> (String, Vec<Sql>) {
+    let marks = vec!["?"; values.len()].join(", ");
+    (format!("{column} IN ({marks})"), values)
+}
+
+/// Upserts the state of one row, found by its locator.
 async fn record_one(
     tx: &mut Transaction<'_>,
     map: &TableMap,
@@ -343,28 +515,29 @@ async fn record_one(
     site: &str,
     locator: &Locator,
 ) -> mysql_async::Result<()> {
-    let (clause, locator_params) = locator.where_clause();
-    let mut params = vec![
-        Sql::from(&*entity.table),
-        Sql::from(entity.identity.as_str()),
-        Sql::from(site),
-    ];
-    params.extend(locator_params);
-    tx.exec_drop(
-        format!(
-            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
-             SELECT {ENTITY_KEY}, ?, {}, UTC_TIMESTAMP(3) FROM {} AS {ROW} WHERE {clause} LIMIT 1
-             {UPSERT}",
-            hash_sql(map),
-            quote_ident(&map.name)
-        ),
-        params,
-    )
-    .await
+    let target = StateTarget::of(
+        map,
+        ("?".to_owned(), vec![Sql::from(entity.identity.as_str())]),
+    );
+    let (clause, params) = locator.where_clause();
+    insert_states(tx, map, target, site, (format!("{clause} LIMIT 1"), params)).await
 }
 
-/// Upserts the states of rows of a uuid table in one statement. The key is computed from the
-/// stored uuid the way identities are made from it (trimmed, lower case).
+/// Upserts the states of rows kept by id, found by their HQ ids, in one statement.
+async fn record_by_id(
+    tx: &mut Transaction<'_>,
+    map: &TableMap,
+    key: &str,
+    site: &str,
+    ids: &[Sql],
+) -> mysql_async::Result<()> {
+    let target = StateTarget::of(map, (String::new(), Vec::new()));
+    let found_by = format!("{ROW}.{}", quote_ident(key));
+    insert_states(tx, map, target, site, one_of(&found_by, ids.to_vec())).await
+}
+
+/// Upserts the states of rows of a uuid table kept by identity in one statement. The key is
+/// computed from the stored uuid the way identities are made from it (trimmed, lower case).
 async fn record_by_uuid(
     tx: &mut Transaction<'_>,
     map: &TableMap,
@@ -373,14 +546,13 @@ async fn record_by_uuid(
     uuids: &[String],
 ) -> mysql_async::Result<()> {
     let found_by = format!("{ROW}.{}", quote_ident(column));
-    let identity = format!("LOWER(TRIM({found_by}))");
+    let target = StateTarget::of(map, (format!("LOWER(TRIM({found_by}))"), Vec::new()));
     let values = uuids.iter().map(|u| Sql::from(u.as_str())).collect();
-    record_where_in(tx, map, site, &found_by, (identity, Vec::new()), values).await
+    insert_states(tx, map, target, site, one_of(&found_by, values)).await
 }
 
-/// Upserts the states of rows found by their single-column key (inherited tables: the key is
-/// the parent's id) in one statement; each row's identity is picked by the position of its key
-/// value in the list.
+/// Upserts the states of rows kept by identity and found by a single-column key in one
+/// statement; each row's identity is picked by the position of its key value in the list.
 async fn record_by_key(
     tx: &mut Transaction<'_>,
     map: &TableMap,
@@ -390,42 +562,56 @@ async fn record_by_key(
 ) -> mysql_async::Result<()> {
     let found_by = format!("{ROW}.{}", quote_ident(column));
     let marks = vec!["?"; rows.len()].join(", ");
-    let identity = format!("ELT(FIELD({found_by}, {marks}), {marks})");
     let keys: Vec<Sql> = rows.iter().map(|(_, key)| key.clone()).collect();
     let mut identity_params = keys.clone();
     identity_params.extend(rows.iter().map(|(id, _)| Sql::from(id.as_str())));
-    record_where_in(tx, map, site, &found_by, (identity, identity_params), keys).await
+    let identity = format!("ELT(FIELD({found_by}, {marks}), {marks})");
+    let target = StateTarget::of(map, (identity, identity_params));
+    insert_states(tx, map, target, site, one_of(&found_by, keys)).await
 }
 
-/// Upserts, in one statement, the states of the rows of `map` whose `found_by` column holds
-/// one of `values`; `identity` is the SQL of each row's identity, with its parameters.
-async fn record_where_in(
+/// The HQ id the states of the row at `locator` are kept under (`None` for a table kept by
+/// identity, or when the row is not there), read before the row is deleted.
+pub async fn state_id(
     tx: &mut Transaction<'_>,
     map: &TableMap,
-    site: &str,
-    found_by: &str,
-    identity: (String, Vec<Sql>),
-    values: Vec<Sql>,
-) -> mysql_async::Result<()> {
-    let (identity, identity_params) = identity;
-    let marks = vec!["?"; values.len()].join(", ");
-    let mut params = Vec::with_capacity(identity_params.len() + values.len() + 2);
-    params.push(Sql::from(map.name.as_str()));
-    params.extend(identity_params);
-    params.push(Sql::from(site));
-    params.extend(values);
-    tx.exec_drop(
+    locator: &Locator,
+) -> mysql_async::Result<Option<Sql>> {
+    let keeping = Keeping::of(map);
+    let Keeping::ById(key) = keeping else {
+        return Ok(None);
+    };
+    if let Some(id) = keeping.id_in(locator) {
+        return Ok(Some(id.clone()));
+    }
+    let (clause, params) = locator.where_clause();
+    tx.exec_first(
         format!(
-            "INSERT INTO tributary_row_state (entity_key, site_id, state_hash, written_at)
-             SELECT UNHEX(SHA1(CONCAT(?, ':', {identity}))), ?, {}, UTC_TIMESTAMP(3)
-             FROM {} AS {ROW} WHERE {found_by} IN ({marks})
-             {UPSERT}",
-            hash_sql(map),
+            "SELECT {} FROM {} WHERE {clause} LIMIT 1",
+            quote_ident(key),
             quote_ident(&map.name)
         ),
         params,
     )
     .await
+}
+
+/// An HQ id as a signed integer when it is one: a statement's list of ids must be of one type,
+/// or MariaDB compares them in a way no index serves and reads the whole table.
+fn signed(id: &Sql) -> Sql {
+    match id {
+        Sql::UInt(n) => i64::try_from(*n).map_or(Sql::UInt(*n), Sql::Int),
+        other => other.clone(),
+    }
+}
+
+/// Orders HQ ids numerically (they arrive as signed or unsigned integers).
+fn sortable_id(id: &Sql) -> (u8, i128) {
+    match id {
+        Sql::Int(n) => (0, i128::from(*n)),
+        Sql::UInt(n) => (0, i128::from(*n)),
+        _ => (1, 0),
+    }
 }
 
 const UPSERT: &str =

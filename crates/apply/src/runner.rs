@@ -85,6 +85,7 @@ impl Applier {
         }
         let catalog = Catalog::introspect(&mut conn, &settings.database).await?;
         let schema = SchemaMap::build(&catalog, &settings.policy)?;
+        crate::row_state_upgrade::prepare(&mut conn, &schema).await?;
         settings
             .conflicts
             .check_tables(&schema)

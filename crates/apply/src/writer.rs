@@ -284,6 +284,7 @@ async fn write_existing(
     values: BTreeMap<String, Sql>,
 ) -> mysql_async::Result<()> {
     if change.op == Op::Delete {
+        let state_id = row_state::state_id(tx, map, locator).await?;
         let (clause, params) = locator.where_clause();
         tx.exec_drop(
             format!("DELETE FROM {} WHERE {clause}", quote_ident(&map.name)),
@@ -292,7 +293,7 @@ async fn write_existing(
         .await?;
         let entity = change.row_ref();
         scope.resolver.forget(&entity);
-        return scope.states.deleted(tx, &entity).await;
+        return scope.states.deleted(tx, map, &entity, state_id).await;
     }
     update(tx, map, locator, values).await?;
     scope
@@ -339,11 +340,7 @@ fn wrote_new(
     id: Option<u64>,
 ) {
     remember_new_id(map, scope.resolver, change, id);
-    let locator = Locator::of_written(map, change, values).or_else(|| {
-        let key = map.surrogate_key.as_ref()?;
-        Some(Locator::Key(key.clone(), Sql::UInt(id?)))
-    });
-    if let Some(locator) = locator {
+    if let Some(locator) = Locator::of_written(map, change, values, id) {
         scope.states.wrote(origin.site_id, map, change, locator);
     }
 }

@@ -1,0 +1,118 @@
+//! Creating `tributary_row_state_by_id`, once, and moving into it the states an earlier HQ kept
+//! by `SHA1(table ':' identity)` for rows now kept by id (see [`crate::row_state`]).
+//!
+//! The table is filled under another name and renamed when complete, so its existence says the
+//! move is done: a move cut short (a crash, a lost connection) starts over at the next start.
+//! The moved states are then deleted from `tributary_row_state`; one left there after a crash
+//! is never read again (rows kept by id are looked up by id only).
+
+use crate::row_state::{BY_ID, BY_IDENTITY, Keeping, ROW};
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
+
+/// Where the table is filled before it is renamed.
+const FILLING: &str = "tributary_row_state_by_id_filling";
+
+/// The table of states kept by id, named `name`. `hq_id` is DECIMAL(20,0) so that any signed
+/// or unsigned 64-bit key fits.
+fn create_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            table_name VARCHAR(64) NOT NULL,
+            hq_id DECIMAL(20,0) NOT NULL COMMENT 'the row''s integer key at HQ',
+            site_id VARCHAR(64) NOT NULL,
+            state_hash BINARY(20) NOT NULL,
+            written_at DATETIME(3) NOT NULL,
+            PRIMARY KEY (table_name, hq_id, site_id)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    )
+}
+
+/// Makes sure `tributary_row_state_by_id` exists, moving earlier states into it the first time.
+/// Run at start, after Tributary's other tables exist.
+pub async fn prepare(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result<()> {
+    if table_exists(conn, BY_ID).await? {
+        return Ok(());
+    }
+    conn.query_drop(format!("DROP TABLE IF EXISTS {FILLING}"))
+        .await?;
+    conn.query_drop(create_table(FILLING)).await?;
+    let earlier: Option<u8> = conn
+        .query_first(format!("SELECT 1 FROM {BY_IDENTITY} LIMIT 1"))
+        .await?;
+    let movable: Vec<(&TableMap, &str, String)> = match earlier {
+        Some(_) => schema.tables().filter_map(identity_join).collect(),
+        None => Vec::new(),
+    };
+    if !movable.is_empty() {
+        tracing::info!(
+            tables = movable.len(),
+            "moving row states to tributary_row_state_by_id (once)"
+        );
+    }
+    let mut moved = 0;
+    for (map, key, join) in &movable {
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {FILLING} (table_name, hq_id, site_id, state_hash, written_at)
+                 SELECT ?, {ROW}.{}, s.site_id, s.state_hash, s.written_at {join}",
+                quote_ident(key)
+            ),
+            (map.name.as_str(), map.name.as_str()),
+        )
+        .await?;
+        moved += conn.affected_rows();
+    }
+    conn.query_drop(format!("RENAME TABLE {FILLING} TO {BY_ID}"))
+        .await?;
+    for (map, _, join) in &movable {
+        conn.exec_drop(format!("DELETE s {join}"), (map.name.as_str(),))
+            .await?;
+    }
+    if !movable.is_empty() {
+        tracing::info!(states = moved, "row states moved");
+    }
+    Ok(())
+}
+
+/// For a table kept by id: its key column, and `FROM` the table `JOIN` its rows' earlier
+/// states (alias `s`), whose one parameter is the table's name. The states' key is computed
+/// the way identities are made from a uuid (trimmed, lower case).
+fn identity_join(map: &TableMap) -> Option<(&TableMap, &str, String)> {
+    let Keeping::ById(key) = Keeping::of(map) else {
+        return None;
+    };
+    let table = quote_ident(&map.name);
+    let (root_join, uuid) = match (&map.identity, &map.identity_source) {
+        (IdentityRule::OwnUuid { column }, _) => {
+            (String::new(), format!("{ROW}.{}", quote_ident(column)))
+        }
+        (IdentityRule::Inherited { .. }, Some(source)) => (
+            format!(
+                "JOIN {} AS identity_root ON identity_root.{} = {ROW}.{}",
+                quote_ident(&source.root),
+                quote_ident(&source.key_column),
+                quote_ident(key)
+            ),
+            format!("identity_root.{}", quote_ident(&source.uuid_column)),
+        ),
+        _ => return None,
+    };
+    let join = format!(
+        "FROM {table} AS {ROW} {root_join}
+         JOIN {BY_IDENTITY} s ON s.entity_key = UNHEX(SHA1(CONCAT(?, ':', LOWER(TRIM({uuid})))))"
+    );
+    Some((map, key, join))
+}
+
+async fn table_exists(conn: &mut Conn, name: &str) -> mysql_async::Result<bool> {
+    let found: Option<u8> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.tables
+             WHERE table_schema = DATABASE() AND table_name = ?",
+            (name,),
+        )
+        .await?;
+    Ok(found.is_some())
+}
