@@ -2,14 +2,16 @@
 //! mid-table goes on from its last durable chunk when run again, the stream then starts at the
 //! first snapshot, and HQ ends identical to the site, with nothing lost, nothing applied twice,
 //! nothing parked and no conflict. A second site seeds into an HQ that already holds the
-//! first one's data.
+//! first one's data, and a site whose batches were lost is seeded again without duplicates.
 
 use anyhow::{Context, Result, ensure};
 use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_capture::StateDir;
-use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, run_ok, wait_site_applied};
+use tributary_suite::pipeline::{
+    CLINIC, Pipeline, PipelineOptions, batch_files, run_ok, wait_site_applied,
+};
 use tributary_suite::{MariaDb, Role, wait_until};
 
 const PATIENTS: u64 = 300;
@@ -188,5 +190,75 @@ async fn a_second_site_seeds_into_an_hq_holding_the_first_sites_data() -> Result
     );
     run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
     run_ok(p.run_with(&config_b, &["verify", "--site", "clinic-b"])?)?;
+    Ok(())
+}
+
+/// A site whose batches were lost before HQ had them (a spool disk that died, a carried file
+/// never delivered): HQ holds the site at the gap and says so; `seed --restart-stream` sends
+/// everything again in a new epoch, and HQ ends identical to the site with nothing duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_whose_batches_were_lost_is_seeded_again_without_duplicates() -> Result<()> {
+    let p = Pipeline::start("seeding-lost-spool", PipelineOptions::default()).await?;
+    let shape = PatientShape::default();
+    let mut site = p.site.conn().await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 3, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    drop(apply);
+
+    // Batches published while HQ was away are lost; later ones arrive after the gap.
+    let transport = p.work.join("batches");
+    let before_loss = batch_files(&transport, &p.site_id)?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 3, 2, shape).await?;
+    p.wait_capture_published("state", &capture).await?;
+    let lost: Vec<_> = batch_files(&transport, &p.site_id)?
+        .into_iter()
+        .filter(|f| !before_loss.contains(f))
+        .collect();
+    ensure!(!lost.is_empty(), "the new patients were published");
+    for file in &lost {
+        std::fs::remove_file(file)?;
+    }
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 5, 1, shape).await?;
+    p.wait_capture_published("state", &capture).await?;
+    let mut apply = p.spawn("apply", "apply-at-the-gap")?;
+    wait_until("HQ to report the gap", Duration::from_secs(60), || async {
+        Ok(p.status()?.contains("held: waiting for batch"))
+    })
+    .await?;
+
+    // The remedy: the whole site again from a new snapshot, in a new epoch.
+    capture.signal("TERM")?;
+    ensure!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    let out = run_ok(p.run(&["seed", "--restart-stream"])?)?;
+    assert!(
+        out.contains("the site's stream starts at this snapshot"),
+        "{out}"
+    );
+    let mut capture = p.spawn("capture", "capture-after-reseed")?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 6, 1, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
+    // Rows HQ had before the loss were matched by identity: a copy would have met HQ's unique
+    // uuid and parked.
+    let (parked, conflicts) = p.parked_and_conflicts().await?;
+    assert_eq!((parked, conflicts), (0, 0), "{}", p.status()?);
+    // What was left of the old epoch is kept aside as stale, visibly, not applied.
+    let stale_sql = "SELECT reason FROM tributary_rejected_batch WHERE reason_code = 'stale_epoch'";
+    wait_until(
+        "the superseded batch to be recorded",
+        Duration::from_secs(30),
+        || async {
+            let stale: Vec<String> = p.hq.conn().await?.query(stale_sql).await?;
+            Ok(!stale.is_empty())
+        },
+    )
+    .await?;
+    let stale: Vec<String> = p.hq.conn().await?.query(stale_sql).await?;
+    assert!(
+        stale[0].contains("re-seeded into a later epoch"),
+        "{stale:?}"
+    );
     Ok(())
 }

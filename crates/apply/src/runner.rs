@@ -153,7 +153,12 @@ impl Applier {
     async fn apply_site(&mut self, site: &str, report: &mut PassReport) -> Result<(), ApplyError> {
         let entries = self.inbox.pending(site)?;
         let mut ahead: Option<OpeningAhead> = None;
+        // Batches of epochs below this one are passed over: a later epoch superseded them.
+        let mut superseded_below = 0;
         for (index, entry) in entries.iter().enumerate() {
+            if entry.epoch < superseded_below {
+                continue;
+            }
             let progress = bookkeeping::read_progress(&mut self.conn, site).await?;
             match crate::batch_apply::fit(progress, entry.epoch, entry.sequence) {
                 Fit::AlreadyApplied => {
@@ -162,6 +167,18 @@ impl Applier {
                     continue;
                 }
                 Fit::Gap { expected } => {
+                    if let Some(later) = later_epoch_start(progress, &entries[index..]) {
+                        tracing::info!(
+                            site,
+                            held_epoch = entry.epoch,
+                            waiting_for = expected,
+                            later_epoch = later,
+                            "the site started a later epoch (a re-seed): what is left of the \
+                             held epoch is superseded"
+                        );
+                        superseded_below = later;
+                        continue;
+                    }
                     report.gaps.insert(site.to_owned(), expected);
                     self.note_gap(site, progress, expected, entry.sequence)
                         .await?;
@@ -340,14 +357,30 @@ impl Applier {
     }
 }
 
+/// The epoch of the first batch in `entries` (in epoch and sequence order) that starts a
+/// later epoch than the held one and that HQ would take next: the start of a re-seed, which
+/// sends the whole site again and so supersedes whatever the held epoch still lacks.
+fn later_epoch_start(
+    progress: Option<bookkeeping::Progress>,
+    entries: &[InboxEntry],
+) -> Option<u64> {
+    let held = entries.first()?.epoch;
+    entries
+        .iter()
+        .find(|e| e.epoch > held)
+        .filter(|e| crate::batch_apply::fit(progress, e.epoch, e.sequence) == Fit::Next)
+        .map(|e| e.epoch)
+}
+
 /// Why a batch of an older epoch is rejected.
 pub(crate) fn stale_reason(epoch: u64, current_epoch: u64) -> Rejection {
     Rejection::new(
         RejectReason::StaleEpoch,
         format!(
             "batch of epoch {epoch} is older than epoch {current_epoch}, which HQ already applies \
-             for this site; the site's capture state was reset or restored (check the site's \
-             clock), re-seed the site to start a new epoch"
+             for this site: either it was left over when the site was re-seeded into a later \
+             epoch (nothing is missing: the re-seed sent the whole site again), or the site's \
+             capture state was reset or restored with its clock behind (then re-seed the site)"
         ),
     )
 }
