@@ -239,3 +239,79 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
     assert_eq!(applied, Some(rows), "every row change applied exactly once");
     Ok(())
 }
+
+/// The same lost batch, but the site is seeded again instead (`seed --restart-stream`, the
+/// remedy for a lost spool): the new epoch's batches come after the held one in the partition,
+/// the Kafka applier reads on past the held batch, takes the new epoch, and keeps what was
+/// left of the old one as stale. No batch is delivered by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_seeded_again_after_a_lost_batch_moves_on_over_kafka() -> Result<()> {
+    let p = Pipeline::start(
+        "kafka-gap-reseed",
+        PipelineOptions {
+            max_batch_rows: 50,
+            ..PipelineOptions::default()
+        },
+    )
+    .await?;
+    let mock = MockCluster::new(1)?;
+    mock.create_topic(TOPIC, 2, 1)?;
+    p.use_kafka(&mock.bootstrap_servers(), TOPIC, 2)?;
+    let mut capture = p.spawn("capture", "capture")?;
+    let mut apply = p.spawn("apply", "apply")?;
+    p.wait_capture_started("state", &capture).await?;
+    let shape = PatientShape::default();
+    let mut site = p.site.conn().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 4, shape).await?;
+    p.wait_capture_published("state", &capture).await?;
+    capture.signal("TERM")?;
+    assert!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    p.take_from_spool(2)?;
+    let mut capture = p.spawn("capture", "capture-again")?;
+    let mut ship = p.spawn("ship", "ship")?;
+    let hq = &p.hq;
+    wait_until(
+        "HQ to hold the site at the gap",
+        Duration::from_secs(60),
+        move || async move {
+            let row: Option<(u64, Option<u64>)> = hq
+                .conn()
+                .await?
+                .query_first(
+                    "SELECT last_sequence, waiting_for_sequence FROM tributary_site_progress",
+                )
+                .await?;
+            Ok(row == Some((1, Some(2))))
+        },
+    )
+    .await
+    .map_err(|e| e.context(apply.logs()))?;
+
+    // The remedy at the site: everything again, in a new epoch, shipped behind the held batch.
+    capture.signal("TERM")?;
+    assert!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    tributary_suite::pipeline::run_ok(p.run(&["seed", "--restart-stream"])?)?;
+    let mut capture = p.spawn("capture", "capture-after-reseed")?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 4, 1, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])
+        .await?;
+    tributary_suite::pipeline::run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
+    let (parked, conflicts) = p.parked_and_conflicts().await?;
+    assert_eq!((parked, conflicts), (0, 0), "{}", p.status()?);
+    wait_until(
+        "the old epoch's left-over batches to be kept as stale",
+        Duration::from_secs(60),
+        move || async move {
+            let stale: Option<u64> = hq
+                .conn()
+                .await?
+                .query_first(
+                    "SELECT COUNT(*) FROM tributary_rejected_batch WHERE reason_code = 'stale_epoch'",
+                )
+                .await?;
+            Ok(stale.is_some_and(|n| n > 0))
+        },
+    )
+    .await?;
+    Ok(())
+}

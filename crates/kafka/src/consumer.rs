@@ -10,12 +10,19 @@
 //! again, and the handler skips it by (site, epoch, sequence): offsets are an optimisation,
 //! the HQ progress row is the truth.
 //!
-//! Holding: when the handler answers [`Handled::Hold`] (a gap: an earlier batch of that site
-//! is missing) or fails transiently (HQ unreachable), the partition is paused, nothing past
-//! the batch is committed, and after a delay the consumer seeks back to the batch and tries
-//! it again. Records of a held partition that librdkafka had already fetched are dropped
-//! (they are read again after the seek). Other partitions keep flowing. A held partition
-//! also holds the other sites that hash to it; that is the price of never skipping a gap.
+//! Waiting: when the handler answers [`Handled::Hold`] (a gap: an earlier batch of that site
+//! is missing), nothing from that batch on is committed, but the partition keeps flowing: the
+//! records after it are handed over as usual, and the handler decides (another site's batches
+//! are applied; the held site's later batches wait too, unless they start a later epoch, a
+//! re-seed that supersedes the held one). After a delay, which doubles while the same batch
+//! stays held (up to a minute), the consumer seeks back to the batch and reads on from there;
+//! what was applied meanwhile is skipped as already applied. So a site held at a gap never
+//! holds the other sites that hash to its partition.
+//!
+//! Pausing: when the handler fails transiently (HQ unreachable), the partition is paused,
+//! nothing past the batch is committed, and after a backoff the consumer seeks back to the
+//! batch and tries it again. Records of a paused partition that librdkafka had already fetched
+//! are dropped (they are read again after the seek). Other partitions keep flowing.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,7 +51,8 @@ use crate::settings::KafkaSettings;
 pub enum Handled {
     /// HQ committed what it does with the batch: commit the offset after it.
     Done,
-    /// The batch cannot be applied yet (an earlier one is missing): hold the partition.
+    /// The batch cannot be applied yet (an earlier batch of its site is missing): commit
+    /// nothing from here on, go on with the records after it, and come back to it later.
     Hold { reason: String },
 }
 
@@ -71,7 +79,8 @@ pub trait BatchHandler: Send {
 /// Consumer tuning.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// How long a partition held by a gap waits before the batch is tried again.
+    /// How long a batch held by a gap waits before it is tried again (doubled while the same
+    /// batch stays held, up to [`MAX_HOLD_RETRY`]).
     pub hold_retry: Duration,
     /// How often [`BatchHandler::tick`] runs.
     pub tick_interval: Duration,
@@ -93,6 +102,9 @@ impl Default for ConsumerSettings {
     }
 }
 
+/// The longest wait before a held batch is tried again.
+pub const MAX_HOLD_RETRY: Duration = Duration::from_secs(60);
+
 /// How long the consumer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
@@ -107,7 +119,8 @@ pub enum RunMode {
 pub struct ConsumerReport {
     /// Records the handler finished (applied, duplicates, rejected).
     pub done: u64,
-    /// Partitions held when the run ended, with the offset they wait at.
+    /// Partitions held (waiting at a gap, or paused) when the run ended, with the offset they
+    /// wait at.
     pub held: BTreeMap<i32, i64>,
     /// The last offset commit requested per partition (partition -> next offset).
     pub committed: BTreeMap<i32, i64>,
@@ -210,7 +223,8 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-/// A partition waiting to try a batch again.
+/// A partition paused after a transient failure, or waiting at a held batch: the offset to
+/// come back to, when, and the delay that led there.
 #[derive(Debug, Clone, Copy)]
 struct Hold {
     offset: i64,
@@ -245,6 +259,9 @@ pub async fn run_consumer<H: BatchHandler>(
         settings,
         shared: &shared,
         holds: BTreeMap::new(),
+        waiting: BTreeMap::new(),
+        last_waited: BTreeMap::new(),
+        furthest: BTreeMap::new(),
         expect: BTreeMap::new(),
         report: ConsumerReport::default(),
         warned_missing_topic: false,
@@ -252,7 +269,12 @@ pub async fn run_consumer<H: BatchHandler>(
     let result = run.consume(handler, mode, &shutdown).await;
     run.commit_done(CommitMode::Sync);
     result?;
-    run.report.held = run.holds.iter().map(|(p, h)| (*p, h.offset)).collect();
+    run.report.held = run
+        .waiting
+        .iter()
+        .chain(run.holds.iter())
+        .map(|(p, h)| (*p, h.offset))
+        .collect();
     Ok(run.report)
 }
 
@@ -261,7 +283,15 @@ struct Run<'a> {
     topic: &'a str,
     settings: &'a ConsumerSettings,
     shared: &'a Mutex<Shared>,
+    /// Partitions paused after a transient failure.
     holds: BTreeMap<i32, Hold>,
+    /// Partitions flowing past a held batch: nothing from its offset on is committed.
+    waiting: BTreeMap<i32, Hold>,
+    /// The batch each partition last came back to, and the delay it had waited.
+    last_waited: BTreeMap<i32, (i64, Duration)>,
+    /// The furthest offset handled per partition (records read again after a seek back are
+    /// not new work).
+    furthest: BTreeMap<i32, i64>,
     /// After a seek back: the offset the partition must deliver next (older fetched records
     /// of it are dropped until then).
     expect: BTreeMap<i32, i64>,
@@ -291,6 +321,7 @@ impl Run<'_> {
         loop {
             self.forget_rebalanced();
             self.release_due_holds();
+            self.come_back_to_held();
             if last_tick.elapsed() >= self.settings.tick_interval {
                 last_tick = Instant::now();
                 handler.tick().await.map_err(ConsumeError::Handler)?;
@@ -344,16 +375,20 @@ impl Run<'_> {
                 .timestamp()
                 .to_millis()
                 .is_none_or(|ms| ms < drain_from_ms);
+            let first_time = self.furthest.get(&partition).is_none_or(|f| offset > *f);
+            if first_time {
+                self.furthest.insert(partition, offset);
+            }
             match handler.handle(decode(message)).await {
                 Ok(Handled::Done) => {
-                    if produced_before_start {
+                    if produced_before_start && first_time {
                         last_record = Instant::now();
                     }
                     self.done(partition, offset);
                 }
                 Ok(Handled::Hold { reason }) => {
-                    tracing::debug!(partition, offset, reason, "holding partition");
-                    self.hold(partition, offset, self.settings.hold_retry);
+                    tracing::debug!(partition, offset, reason, "batch held; reading on past it");
+                    self.wait(partition, offset);
                 }
                 Err(e) if H::is_transient(&e) => {
                     let backoff = self.next_backoff(partition);
@@ -386,15 +421,20 @@ impl Run<'_> {
         let hold = self
             .holds
             .values()
+            .chain(self.waiting.values())
             .map(|h| h.until.saturating_duration_since(now))
             .min()
             .unwrap_or(tick);
         tick.min(hold).max(Duration::from_millis(10))
     }
 
-    /// The handler finished `offset`: commit the offset after it.
+    /// The handler finished `offset`: commit the offset after it (unless an earlier batch of
+    /// the partition is held).
     fn done(&mut self, partition: i32, offset: i64) {
         self.report.done += 1;
+        if self.waiting.contains_key(&partition) {
+            return;
+        }
         if let Ok(mut shared) = self.shared.lock() {
             shared.done.insert(partition, offset + 1);
         }
@@ -428,6 +468,57 @@ impl Run<'_> {
                 backoff,
             },
         );
+    }
+
+    /// A batch at `offset` is held: commit nothing from it on, and come back to it after a
+    /// delay (the first held batch of the partition counts).
+    fn wait(&mut self, partition: i32, offset: i64) {
+        if self.waiting.contains_key(&partition) {
+            return;
+        }
+        let delay = match self.last_waited.get(&partition) {
+            Some((last, delay)) if *last == offset => (*delay * 2).min(MAX_HOLD_RETRY),
+            _ => self.settings.hold_retry,
+        };
+        self.waiting.insert(
+            partition,
+            Hold {
+                offset,
+                until: Instant::now() + delay,
+                backoff: delay,
+            },
+        );
+    }
+
+    /// Partitions waiting at a held batch whose delay has passed read on from that batch
+    /// again.
+    fn come_back_to_held(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(i32, Hold)> = self
+            .waiting
+            .iter()
+            .filter(|(p, h)| h.until <= now && !self.holds.contains_key(p))
+            .map(|(p, h)| (*p, *h))
+            .collect();
+        for (partition, held) in due {
+            let sought = self.consumer.seek(
+                self.topic,
+                partition,
+                Offset::Offset(held.offset),
+                Duration::from_secs(5),
+            );
+            if let Err(e) = sought {
+                tracing::debug!(partition, error = %e, "seek back failed; trying again later");
+                if let Some(h) = self.waiting.get_mut(&partition) {
+                    h.until = now + self.settings.hold_retry;
+                }
+                continue;
+            }
+            self.waiting.remove(&partition);
+            self.last_waited
+                .insert(partition, (held.offset, held.backoff));
+            self.expect.insert(partition, held.offset);
+        }
     }
 
     fn next_backoff(&self, partition: i32) -> Duration {
@@ -479,6 +570,9 @@ impl Run<'_> {
         };
         for partition in changed {
             self.holds.remove(&partition);
+            self.waiting.remove(&partition);
+            self.last_waited.remove(&partition);
+            self.furthest.remove(&partition);
             self.expect.remove(&partition);
         }
     }
