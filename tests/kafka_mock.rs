@@ -203,23 +203,7 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
     let mut capture = p.spawn("capture", "capture-again")?;
     let mut ship = p.spawn("ship", "ship")?;
 
-    let hq = &p.hq;
-    wait_until(
-        "HQ to hold the site at the gap",
-        Duration::from_secs(60),
-        move || async move {
-            let row: Option<(u64, Option<u64>)> = hq
-                .conn()
-                .await?
-                .query_first(
-                    "SELECT last_sequence, waiting_for_sequence FROM tributary_site_progress",
-                )
-                .await?;
-            Ok(row == Some((1, Some(2))))
-        },
-    )
-    .await
-    .map_err(|e| e.context(apply.logs()))?;
+    wait_held_at_batch_2(&p, &apply).await?;
     let status = p.status()?;
     assert!(status.contains("waiting for batch 2"), "{status}");
 
@@ -269,23 +253,7 @@ async fn a_site_seeded_again_after_a_lost_batch_moves_on_over_kafka() -> Result<
     p.take_from_spool(2)?;
     let mut capture = p.spawn("capture", "capture-again")?;
     let mut ship = p.spawn("ship", "ship")?;
-    let hq = &p.hq;
-    wait_until(
-        "HQ to hold the site at the gap",
-        Duration::from_secs(60),
-        move || async move {
-            let row: Option<(u64, Option<u64>)> = hq
-                .conn()
-                .await?
-                .query_first(
-                    "SELECT last_sequence, waiting_for_sequence FROM tributary_site_progress",
-                )
-                .await?;
-            Ok(row == Some((1, Some(2))))
-        },
-    )
-    .await
-    .map_err(|e| e.context(apply.logs()))?;
+    wait_held_at_batch_2(&p, &apply).await?;
 
     // The remedy at the site: everything again, in a new epoch, shipped behind the held batch.
     capture.signal("TERM")?;
@@ -298,6 +266,7 @@ async fn a_site_seeded_again_after_a_lost_batch_moves_on_over_kafka() -> Result<
     tributary_suite::pipeline::run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
     let (parked, conflicts) = p.parked_and_conflicts().await?;
     assert_eq!((parked, conflicts), (0, 0), "{}", p.status()?);
+    let hq = &p.hq;
     wait_until(
         "the old epoch's left-over batches to be kept as stale",
         Duration::from_secs(60),
@@ -314,4 +283,25 @@ async fn a_site_seeded_again_after_a_lost_batch_moves_on_over_kafka() -> Result<
     )
     .await?;
     Ok(())
+}
+
+/// Waits until HQ holds the site after batch 1, waiting for batch 2.
+async fn wait_held_at_batch_2(p: &Pipeline, apply: &tributary_suite::ChildGuard) -> Result<()> {
+    let hq = &p.hq;
+    wait_until(
+        "HQ to hold the site at the gap",
+        Duration::from_secs(60),
+        move || async move {
+            let row: Option<(u64, Option<u64>)> = hq
+                .conn()
+                .await?
+                .query_first(
+                    "SELECT last_sequence, waiting_for_sequence FROM tributary_site_progress",
+                )
+                .await?;
+            Ok(row == Some((1, Some(2))))
+        },
+    )
+    .await
+    .map_err(|e| e.context(apply.logs()))
 }

@@ -1,8 +1,8 @@
 //! The applier behind the Kafka consumer: each record goes through
 //! [`Applier::apply_delivered`], and the consumer commits its offset only when this says the
 //! batch is done at HQ (applied, already applied, or rejected and recorded). A gap or a
-//! concurrent applier holds the partition; an HQ outage drops the connection and the
-//! consumer retries the batch with backoff.
+//! concurrent applier holds the batch (the consumer reads on past it and comes back to it);
+//! an HQ outage drops the connection and the consumer retries the batch with backoff.
 
 use std::collections::BTreeMap;
 
