@@ -282,6 +282,37 @@ async fn a_site_seeded_again_after_a_lost_batch_moves_on_over_kafka() -> Result<
         },
     )
     .await?;
+
+    // Reading the whole topic again (a new consumer group, twice) applies nothing twice and
+    // records no rejection twice: the second read adds nothing at all.
+    let rejections = || async {
+        let count: Option<u64> =
+            p.hq.conn()
+                .await?
+                .query_first("SELECT COUNT(*) FROM tributary_rejected_batch")
+                .await?;
+        anyhow::Ok(count.unwrap_or(0))
+    };
+    let applied = || async {
+        let rows: Option<u64> =
+            p.hq.conn()
+                .await?
+                .query_first("SELECT rows_applied FROM tributary_site_progress")
+                .await?;
+        anyhow::Ok(rows)
+    };
+    let applied_before = applied().await?;
+    let mut counts = Vec::new();
+    for group in ["reread-1", "reread-2"] {
+        let config = p.work.join(format!("{group}.toml"));
+        let text = std::fs::read_to_string(&p.config)?
+            .replace("group = \"tributary-hq\"", &format!("group = \"{group}\""));
+        std::fs::write(&config, text)?;
+        tributary_suite::pipeline::run_ok(p.run_with(&config, &["apply", "--once"])?)?;
+        counts.push(rejections().await?);
+    }
+    assert_eq!(counts[0], counts[1], "a rejection recorded twice");
+    assert_eq!(applied().await?, applied_before, "a batch applied twice");
     Ok(())
 }
 

@@ -116,6 +116,8 @@ pub const CREATE_TABLES: &[&str] = &[
     // HQs created before rejection reasons had names.
     "ALTER TABLE tributary_rejected_batch
         ADD COLUMN IF NOT EXISTS reason_code VARCHAR(32) NOT NULL DEFAULT '' AFTER file_name",
+    // A rejection is recorded once per batch and reason (record_rejected looks it up).
+    "ALTER TABLE tributary_rejected_batch ADD INDEX IF NOT EXISTS batch (site_id, epoch, sequence)",
 ];
 
 /// Connects to HQ for an operator command (UTC session), creates Tributary's tables if needed,
@@ -244,6 +246,9 @@ pub async fn record_gap(
     .await
 }
 
+/// Records a rejection once: the same batch (site, epoch, sequence) refused for the same reason
+/// again (a stream read again after a restart) adds nothing. Records that are not batches
+/// (no site) are told apart by where they came from (`file_name`). Returns whether it was new.
 pub async fn record_rejected(
     conn: &mut mysql_async::Conn,
     site_id: &str,
@@ -251,20 +256,31 @@ pub async fn record_rejected(
     sequence: u64,
     file_name: &str,
     rejection: &Rejection,
-) -> mysql_async::Result<()> {
+) -> mysql_async::Result<bool> {
+    let reason_code = rejection.reason.as_str();
     conn.exec_drop(
         "INSERT INTO tributary_rejected_batch (site_id, epoch, sequence, file_name, reason_code, reason, rejected_at)
-         VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+         SELECT ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3) FROM DUAL
+         WHERE NOT EXISTS (
+             SELECT 1 FROM tributary_rejected_batch
+             WHERE site_id = ? AND epoch = ? AND sequence = ? AND reason_code = ?
+               AND (site_id <> '' OR file_name = ?))",
         (
             site_id,
             epoch,
             sequence,
             file_name,
-            rejection.reason.as_str(),
+            reason_code,
             &rejection.detail,
+            site_id,
+            epoch,
+            sequence,
+            reason_code,
+            file_name,
         ),
     )
-    .await
+    .await?;
+    Ok(conn.affected_rows() > 0)
 }
 
 #[cfg(test)]

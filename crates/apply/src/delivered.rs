@@ -78,6 +78,18 @@ impl Applier {
         })
     }
 
+    /// Whether a batch held at a gap may be handled otherwise now: its site's progress at HQ
+    /// reached it, passed it, or moved to a later epoch (which makes it stale).
+    pub async fn gap_closed(
+        &mut self,
+        site_id: &str,
+        epoch: u64,
+        sequence: u64,
+    ) -> Result<bool, ApplyError> {
+        let progress = bookkeeping::read_progress(&mut self.conn, site_id).await?;
+        Ok(!matches!(fit(progress, epoch, sequence), Fit::Gap { .. }))
+    }
+
     /// Records a record that is not a usable batch (no position, invalid site id) as a
     /// rejection; `origin` says where it came from (e.g. topic, partition and offset).
     pub async fn reject_unroutable(

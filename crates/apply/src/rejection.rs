@@ -35,7 +35,8 @@ impl Rejection {
 
 impl Applier {
     /// Records a rejection in `tributary_rejected_batch` and, once HQ has it, counts it in
-    /// `tributary_apply_batches_rejected_total`. Every rejection path ends here.
+    /// `tributary_apply_batches_rejected_total` (once per batch and reason, however often the
+    /// batch is delivered again). Every rejection path ends here.
     pub(crate) async fn record_rejection(
         &mut self,
         site_id: &str,
@@ -44,7 +45,7 @@ impl Applier {
         file_name: &str,
         rejection: &Rejection,
     ) -> Result<(), ApplyError> {
-        bookkeeping::record_rejected(
+        let new = bookkeeping::record_rejected(
             &mut self.conn,
             site_id,
             epoch,
@@ -53,7 +54,9 @@ impl Applier {
             rejection,
         )
         .await?;
-        crate::metrics::batch_rejected(&self.settings.keyring, site_id, rejection.reason);
+        if new {
+            crate::metrics::batch_rejected(&self.settings.keyring, site_id, rejection.reason);
+        }
         Ok(())
     }
 }

@@ -14,15 +14,16 @@
 //! is missing), nothing from that batch on is committed, but the partition keeps flowing: the
 //! records after it are handed over as usual, and the handler decides (another site's batches
 //! are applied; the held site's later batches wait too, unless they start a later epoch, a
-//! re-seed that supersedes the held one). After a delay, which doubles while the same batch
-//! stays held (up to a minute), the consumer seeks back to the batch and reads on from there;
-//! what was applied meanwhile is skipped as already applied. So a site held at a gap never
-//! holds the other sites that hash to its partition.
+//! re-seed that supersedes the held one). The consumer later passes back over the held
+//! batches, handing over only those (see `partition` for when, and what is remembered). So a
+//! site held at a gap never holds the other sites that hash to its partition.
 //!
 //! Pausing: when the handler fails transiently (HQ unreachable), the partition is paused,
 //! nothing past the batch is committed, and after a backoff the consumer seeks back to the
 //! batch and tries it again. Records of a paused partition that librdkafka had already fetched
 //! are dropped (they are read again after the seek). Other partitions keep flowing.
+
+mod partition;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,6 +46,7 @@ use crate::context::{Reachability, route_error, route_log};
 use crate::error::KafkaTransportError;
 use crate::record::{Received, decode};
 use crate::settings::KafkaSettings;
+use partition::{Admit, Lineage, Outcome, PartitionState};
 
 /// What the handler did with a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,19 @@ pub trait BatchHandler: Send {
         async { Ok(()) }
     }
 
+    /// Whether a held batch (`sequence` of `site`'s `epoch`) may be handled otherwise now,
+    /// e.g. because the site's progress at HQ moved since it was held. Asked before the
+    /// consumer reads back to it; the default says yes.
+    fn may_move(
+        &mut self,
+        site: &str,
+        epoch: u64,
+        sequence: u64,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        let _ = (site, epoch, sequence);
+        async { Ok(true) }
+    }
+
     /// Whether an error may pass (the record is tried again later).
     fn is_transient(error: &Self::Error) -> bool;
 }
@@ -79,8 +94,9 @@ pub trait BatchHandler: Send {
 /// Consumer tuning.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// How long a batch held by a gap waits before it is tried again (doubled while the same
-    /// batch stays held, up to [`MAX_HOLD_RETRY`]).
+    /// How long held batches wait before the consumer considers reading back to them
+    /// (doubled while nothing changes, up to [`MAX_HOLD_RETRY`]); a batch of a held site
+    /// done meanwhile makes it consider them at once.
     pub hold_retry: Duration,
     /// How often [`BatchHandler::tick`] runs.
     pub tick_interval: Duration,
@@ -102,7 +118,7 @@ impl Default for ConsumerSettings {
     }
 }
 
-/// The longest wait before a held batch is tried again.
+/// The longest wait before held batches are considered again.
 pub const MAX_HOLD_RETRY: Duration = Duration::from_secs(60);
 
 /// How long the consumer runs.
@@ -119,8 +135,8 @@ pub enum RunMode {
 pub struct ConsumerReport {
     /// Records the handler finished (applied, duplicates, rejected).
     pub done: u64,
-    /// Partitions held (waiting at a gap, or paused) when the run ended, with the offset they
-    /// wait at.
+    /// Partitions held (waiting at a gap, or paused) when the run ended, with the first
+    /// offset they wait at.
     pub held: BTreeMap<i32, i64>,
     /// The last offset commit requested per partition (partition -> next offset).
     pub committed: BTreeMap<i32, i64>,
@@ -223,15 +239,6 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-/// A partition paused after a transient failure, or waiting at a held batch: the offset to
-/// come back to, when, and the delay that led there.
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    offset: i64,
-    until: Instant,
-    backoff: Duration,
-}
-
 /// Runs the consumer until `shutdown` (or, in `Drain` mode, until the topic is drained).
 pub async fn run_consumer<H: BatchHandler>(
     kafka: &KafkaSettings,
@@ -258,11 +265,7 @@ pub async fn run_consumer<H: BatchHandler>(
         topic: &kafka.topic,
         settings,
         shared: &shared,
-        holds: BTreeMap::new(),
-        waiting: BTreeMap::new(),
-        last_waited: BTreeMap::new(),
-        furthest: BTreeMap::new(),
-        expect: BTreeMap::new(),
+        partitions: BTreeMap::new(),
         report: ConsumerReport::default(),
         warned_missing_topic: false,
     };
@@ -270,10 +273,9 @@ pub async fn run_consumer<H: BatchHandler>(
     run.commit_done(CommitMode::Sync);
     result?;
     run.report.held = run
-        .waiting
+        .partitions
         .iter()
-        .chain(run.holds.iter())
-        .map(|(p, h)| (*p, h.offset))
+        .filter_map(|(p, state)| Some((*p, state.waits_at()?)))
         .collect();
     Ok(run.report)
 }
@@ -283,18 +285,8 @@ struct Run<'a> {
     topic: &'a str,
     settings: &'a ConsumerSettings,
     shared: &'a Mutex<Shared>,
-    /// Partitions paused after a transient failure.
-    holds: BTreeMap<i32, Hold>,
-    /// Partitions flowing past a held batch: nothing from its offset on is committed.
-    waiting: BTreeMap<i32, Hold>,
-    /// The batch each partition last came back to, and the delay it had waited.
-    last_waited: BTreeMap<i32, (i64, Duration)>,
-    /// The furthest offset handled per partition (records read again after a seek back are
-    /// not new work).
-    furthest: BTreeMap<i32, i64>,
-    /// After a seek back: the offset the partition must deliver next (older fetched records
-    /// of it are dropped until then).
-    expect: BTreeMap<i32, i64>,
+    /// What is kept per partition since it was assigned.
+    partitions: BTreeMap<i32, PartitionState>,
     report: ConsumerReport,
     warned_missing_topic: bool,
 }
@@ -308,8 +300,9 @@ impl Run<'_> {
     ) -> Result<(), ConsumeError<H::Error>> {
         let started = Instant::now();
         // Drain mode stops once nothing that was already in the topic when it started has
-        // arrived for the idle window: records produced later (a live site's new batches and
-        // keepalives) are applied too, but do not keep it running.
+        // arrived for the idle window, and no pass back over held batches is under way:
+        // records produced later (a live site's new batches and keepalives) are applied too,
+        // but do not keep it running.
         let drain_from_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(i64::MAX, |d| {
@@ -320,8 +313,8 @@ impl Run<'_> {
         let mut assigned = false;
         loop {
             self.forget_rebalanced();
-            self.release_due_holds();
-            self.come_back_to_held();
+            self.retry_due();
+            self.pass_back_where_due(handler).await?;
             if last_tick.elapsed() >= self.settings.tick_interval {
                 last_tick = Instant::now();
                 handler.tick().await.map_err(ConsumeError::Handler)?;
@@ -342,7 +335,8 @@ impl Run<'_> {
                         }
                         .into());
                     }
-                } else if last_record.elapsed() >= self.settings.idle_window {
+                } else if last_record.elapsed() >= self.settings.idle_window && !self.catching_up()
+                {
                     return Ok(());
                 }
             }
@@ -359,44 +353,55 @@ impl Run<'_> {
                 }
                 Ok(Ok(message)) => message.detach(),
             };
+            // A rebalance runs inside recv: forget moved partitions before using their state.
+            self.forget_rebalanced();
             self.consumer.context().reachability.reachable("apply");
-            let partition = message.partition();
-            let offset = message.offset();
-            if message.topic() != self.topic || self.holds.contains_key(&partition) {
+            if message.topic() != self.topic {
                 continue;
-            }
-            if let Some(expected) = self.expect.get(&partition) {
-                if offset != *expected {
-                    continue;
-                }
-                self.expect.remove(&partition);
             }
             let produced_before_start = message
                 .timestamp()
                 .to_millis()
                 .is_none_or(|ms| ms < drain_from_ms);
-            let first_time = self.furthest.get(&partition).is_none_or(|f| offset > *f);
-            if first_time {
-                self.furthest.insert(partition, offset);
-            }
-            match handler.handle(decode(message)).await {
+            let received = decode(message);
+            let (partition, offset) = (received.partition(), received.offset());
+            let (lineage, sequence) = lineage_of(&received);
+            let now = Instant::now();
+            let hold_retry = self.settings.hold_retry;
+            let state = self
+                .partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionState::new(hold_retry));
+            let first_time = match state.admit(offset, &lineage, now) {
+                Admit::Drop => continue,
+                Admit::Skip => {
+                    self.commit_moved(partition);
+                    continue;
+                }
+                Admit::Handle { first_time } => first_time,
+            };
+            let outcome = match handler.handle(received).await {
                 Ok(Handled::Done) => {
-                    if produced_before_start && first_time {
+                    self.report.done += 1;
+                    if produced_before_start || !first_time {
                         last_record = Instant::now();
                     }
-                    self.done(partition, offset);
+                    Outcome::Done
                 }
                 Ok(Handled::Hold { reason }) => {
                     tracing::debug!(partition, offset, reason, "batch held; reading on past it");
-                    self.wait(partition, offset);
+                    Outcome::Held
                 }
                 Err(e) if H::is_transient(&e) => {
-                    let backoff = self.next_backoff(partition);
-                    tracing::warn!(partition, offset, error = %e, retry_in_ms = backoff.as_millis() as u64, "batch not applied now; holding its partition and trying again");
-                    self.hold(partition, offset, backoff);
+                    self.pause_for_retry(partition, offset, &e);
+                    continue;
                 }
                 Err(e) => return Err(ConsumeError::Handler(e)),
+            };
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.finished(offset, lineage, sequence, outcome, Instant::now());
             }
+            self.commit_moved(partition);
         }
     }
 
@@ -418,34 +423,42 @@ impl Run<'_> {
     fn next_wakeup(&self, last_tick: Instant) -> Duration {
         let now = Instant::now();
         let tick = (last_tick + self.settings.tick_interval).saturating_duration_since(now);
-        let hold = self
-            .holds
+        let due = self
+            .partitions
             .values()
-            .chain(self.waiting.values())
-            .map(|h| h.until.saturating_duration_since(now))
+            .filter_map(PartitionState::next_due)
+            .map(|at| at.saturating_duration_since(now))
             .min()
             .unwrap_or(tick);
-        tick.min(hold).max(Duration::from_millis(10))
+        tick.min(due).max(Duration::from_millis(10))
     }
 
-    /// The handler finished `offset`: commit the offset after it (unless an earlier batch of
-    /// the partition is held).
-    fn done(&mut self, partition: i32, offset: i64) {
-        self.report.done += 1;
-        if self.waiting.contains_key(&partition) {
+    fn catching_up(&self) -> bool {
+        let now = Instant::now();
+        self.partitions.values().any(|p| p.catching_up(now))
+    }
+
+    /// Commits the partition's commit point if it moved (asynchronously; see the module
+    /// documentation for why a lost commit is harmless).
+    fn commit_moved(&mut self, partition: i32) {
+        let Some(next) = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(PartitionState::take_commit)
+        else {
             return;
-        }
+        };
         if let Ok(mut shared) = self.shared.lock() {
-            shared.done.insert(partition, offset + 1);
+            shared.done.insert(partition, next);
         }
         let mut list = TopicPartitionList::new();
         if list
-            .add_partition_offset(self.topic, partition, Offset::Offset(offset + 1))
+            .add_partition_offset(self.topic, partition, Offset::Offset(next))
             .is_ok()
         {
             match self.consumer.commit(&list, CommitMode::Async) {
                 Ok(()) => {
-                    self.report.committed.insert(partition, offset + 1);
+                    self.report.committed.insert(partition, next);
                 }
                 Err(e) => {
                     tracing::debug!(partition, error = %e, "offset commit not sent; the batch may be read again and skipped")
@@ -454,112 +467,106 @@ impl Run<'_> {
         }
     }
 
-    fn hold(&mut self, partition: i32, offset: i64, backoff: Duration) {
-        if let Some(list) = self.partition_list(partition)
-            && let Err(e) = self.consumer.pause(&list)
-        {
+    fn pause_for_retry(&mut self, partition: i32, offset: i64, error: &dyn std::error::Error) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let backoff = state.pause_for_retry(offset, Instant::now());
+        tracing::warn!(partition, offset, %error, retry_in_ms = backoff.as_millis() as u64, "batch not applied now; holding its partition and trying again");
+        if let Err(e) = self.consumer.pause(&self.partition_list(partition)) {
             tracing::debug!(partition, error = %e, "cannot pause partition; its records are dropped until the retry");
         }
-        self.holds.insert(
-            partition,
-            Hold {
-                offset,
-                until: Instant::now() + backoff,
-                backoff,
-            },
-        );
     }
 
-    /// A batch at `offset` is held: commit nothing from it on, and come back to it after a
-    /// delay (the first held batch of the partition counts).
-    fn wait(&mut self, partition: i32, offset: i64) {
-        if self.waiting.contains_key(&partition) {
-            return;
-        }
-        let delay = match self.last_waited.get(&partition) {
-            Some((last, delay)) if *last == offset => (*delay * 2).min(MAX_HOLD_RETRY),
-            _ => self.settings.hold_retry,
-        };
-        self.waiting.insert(
-            partition,
-            Hold {
-                offset,
-                until: Instant::now() + delay,
-                backoff: delay,
-            },
-        );
-    }
-
-    /// Partitions waiting at a held batch whose delay has passed read on from that batch
-    /// again.
-    fn come_back_to_held(&mut self) {
+    /// Seeks partitions paused after a transient failure back to their batch and resumes
+    /// them, once their backoff has passed.
+    fn retry_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<(i32, Hold)> = self
-            .waiting
+        let due: Vec<(i32, i64)> = self
+            .partitions
             .iter()
-            .filter(|(p, h)| h.until <= now && !self.holds.contains_key(p))
-            .map(|(p, h)| (*p, *h))
+            .filter_map(|(p, state)| Some((*p, state.due_retry(now)?)))
             .collect();
-        for (partition, held) in due {
-            let sought = self.consumer.seek(
-                self.topic,
-                partition,
-                Offset::Offset(held.offset),
-                Duration::from_secs(5),
-            );
-            if let Err(e) = sought {
-                tracing::debug!(partition, error = %e, "seek back failed; trying again later");
-                if let Some(h) = self.waiting.get_mut(&partition) {
-                    h.until = now + self.settings.hold_retry;
+        for (partition, offset) in due {
+            if !self.seek(partition, offset) {
+                if let Some(state) = self.partitions.get_mut(&partition) {
+                    state.postpone_retry(now + self.settings.hold_retry);
                 }
                 continue;
             }
-            self.waiting.remove(&partition);
-            self.last_waited
-                .insert(partition, (held.offset, held.backoff));
-            self.expect.insert(partition, held.offset);
-        }
-    }
-
-    fn next_backoff(&self, partition: i32) -> Duration {
-        let previous = self
-            .holds
-            .get(&partition)
-            .map_or(Duration::from_millis(500), |h| h.backoff * 2);
-        previous.min(Duration::from_secs(30))
-    }
-
-    /// Seeks held partitions whose delay has passed back to their batch and resumes them.
-    fn release_due_holds(&mut self) {
-        let now = Instant::now();
-        let due: Vec<(i32, Hold)> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| h.until <= now)
-            .map(|(p, h)| (*p, *h))
-            .collect();
-        for (partition, hold) in due {
-            let sought = self.consumer.seek(
-                self.topic,
-                partition,
-                Offset::Offset(hold.offset),
-                Duration::from_secs(5),
-            );
-            if let Err(e) = sought {
-                tracing::debug!(partition, error = %e, "seek back failed; trying again later");
-                if let Some(h) = self.holds.get_mut(&partition) {
-                    h.until = now + self.settings.hold_retry;
-                }
-                continue;
-            }
-            if let Some(list) = self.partition_list(partition)
-                && let Err(e) = self.consumer.resume(&list)
-            {
+            if let Err(e) = self.consumer.resume(&self.partition_list(partition)) {
                 tracing::debug!(partition, error = %e, "resume failed");
             }
-            self.holds.remove(&partition);
-            self.expect.insert(partition, hold.offset);
+            if let Some(state) = self.partitions.get_mut(&partition) {
+                state.retry_resumed();
+            }
         }
+    }
+
+    /// Partitions whose held batches are due for a pass back seek to the first of them, if
+    /// the handler says one of them may move now; otherwise they wait longer.
+    async fn pass_back_where_due<H: BatchHandler>(
+        &mut self,
+        handler: &mut H,
+    ) -> Result<(), ConsumeError<H::Error>> {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, state)| Some((*p, state.due_pass(now)?)))
+            .collect();
+        for (partition, held) in due {
+            let mut may_move = false;
+            for (lineage, from) in held {
+                let Some(Lineage { site, epoch }) = lineage else {
+                    may_move = true;
+                    break;
+                };
+                match handler.may_move(&site, epoch, from.sequence).await {
+                    Ok(true) => {
+                        may_move = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    // Cannot tell now (HQ unreachable): read back and let the batch say.
+                    Err(e) if H::is_transient(&e) => {
+                        may_move = true;
+                        break;
+                    }
+                    Err(e) => return Err(ConsumeError::Handler(e)),
+                }
+            }
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            let first_held = state.first_held();
+            match first_held {
+                Some(offset) if may_move => {
+                    if self.seek(partition, offset) {
+                        if let Some(state) = self.partitions.get_mut(&partition) {
+                            state.pass_started();
+                        }
+                    } else if let Some(state) = self.partitions.get_mut(&partition) {
+                        state.pass_put_off(now);
+                    }
+                }
+                _ => state.pass_put_off(now),
+            }
+        }
+        Ok(())
+    }
+
+    fn seek(&self, partition: i32, offset: i64) -> bool {
+        let sought = self.consumer.seek(
+            self.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        );
+        if let Err(e) = &sought {
+            tracing::debug!(partition, error = %e, "seek back failed; trying again later");
+        }
+        sought.is_ok()
     }
 
     /// Partitions that moved in a rebalance start over from their committed offset.
@@ -569,18 +576,14 @@ impl Run<'_> {
             Err(_) => return,
         };
         for partition in changed {
-            self.holds.remove(&partition);
-            self.waiting.remove(&partition);
-            self.last_waited.remove(&partition);
-            self.furthest.remove(&partition);
-            self.expect.remove(&partition);
+            self.partitions.remove(&partition);
         }
     }
 
-    fn partition_list(&self, partition: i32) -> Option<TopicPartitionList> {
+    fn partition_list(&self, partition: i32) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         list.add_partition(self.topic, partition);
-        Some(list)
+        list
     }
 
     /// Commits everything done (at the end of a run).
@@ -598,5 +601,19 @@ impl Run<'_> {
         {
             tracing::warn!(error = %e, "final offset commit failed; the last batches will be read again and skipped");
         }
+    }
+}
+
+/// The lineage and sequence of a record (records that are not batches have neither).
+fn lineage_of(received: &Received) -> (Option<Lineage>, u64) {
+    match received {
+        Received::Batch(batch) => (
+            Some(Lineage {
+                site: batch.site_id.clone(),
+                epoch: batch.epoch,
+            }),
+            batch.sequence,
+        ),
+        Received::Unreadable { .. } => (None, 0),
     }
 }

@@ -219,8 +219,9 @@ pub struct KafkaSection {
     pub max_in_flight_batches: Option<usize>,
     /// Shipper: bytes of those batches at most (default 64 MiB).
     pub max_in_flight_bytes: Option<usize>,
-    /// Applier: how long a batch held by a gap waits before it is tried again (default 5 000;
-    /// doubled while the same batch stays held, up to a minute).
+    /// Applier: how long batches held by a gap wait before HQ's progress is checked for them
+    /// again (default 5 000; doubled while nothing changes, up to a minute; at once when a
+    /// batch of their site is applied).
     pub hold_retry_ms: Option<u64>,
     /// Applier, `--once`: stop after this long without a new batch (default 5 000).
     pub drain_idle_ms: Option<u64>,

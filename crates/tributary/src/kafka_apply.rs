@@ -1,7 +1,8 @@
 //! The applier behind the Kafka consumer: each record goes through
 //! [`Applier::apply_delivered`], and the consumer commits its offset only when this says the
 //! batch is done at HQ (applied, already applied, or rejected and recorded). A gap or a
-//! concurrent applier holds the batch (the consumer reads on past it and comes back to it);
+//! concurrent applier holds the batch (the consumer reads on past it and comes back to it
+//! once HQ's progress for the site says it may fit);
 //! an HQ outage drops the connection and the consumer retries the batch with backoff.
 
 use std::collections::BTreeMap;
@@ -129,6 +130,23 @@ impl BatchHandler for KafkaApplier {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn may_move(
+        &mut self,
+        site: &str,
+        epoch: u64,
+        sequence: u64,
+    ) -> Result<bool, ApplyError> {
+        let result = self
+            .applier()
+            .await?
+            .gap_closed(site, epoch, sequence)
+            .await;
+        if result.as_ref().is_err_and(ApplyError::is_transient) {
+            self.applier = None;
+        }
+        result
     }
 
     fn is_transient(error: &ApplyError) -> bool {
