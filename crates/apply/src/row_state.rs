@@ -57,7 +57,11 @@ impl Keeping<'_> {
             map.primary_key.as_slice(),
         ) {
             (IdentityRule::OwnUuid { .. }, Some(key), _) => Keeping::ById(key),
-            (IdentityRule::Inherited { .. }, _, [key]) => Keeping::ById(key),
+            (IdentityRule::Inherited { .. }, _, [key])
+                if map.columns.iter().any(|c| c.name == *key && c.kind.is_integer()) =>
+            {
+                Keeping::ById(key)
+            }
             _ => Keeping::ByIdentity,
         }
     }

@@ -3,16 +3,25 @@
 //!
 //! The table is filled under another name and renamed when complete, so its existence says the
 //! move is done: a move cut short (a crash, a lost connection) starts over at the next start.
-//! The moved states are then deleted from `tributary_row_state`; one left there after a crash
-//! is never read again (rows kept by id are looked up by id only).
+//! Appliers and operator commands starting together take turns (a named lock per database),
+//! and the one that finds the table made does nothing. The copy goes in key ranges of the
+//! synced table, so HQ's own writers wait for at most one range's row locks. The moved states
+//! (those now in the new table) are then deleted from `tributary_row_state`; one left there
+//! after a crash is never read again (rows kept by id are looked up by id only).
 
 use crate::row_state::{BY_ID, BY_IDENTITY, Keeping, ROW};
-use mysql_async::Conn;
+use mysql_async::{Conn, Value};
 use mysql_async::prelude::*;
 use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
 
 /// Where the table is filled before it is renamed.
 const FILLING: &str = "tributary_row_state_by_id_filling";
+
+/// Rows per copy statement.
+const RANGE: u64 = 50_000;
+
+/// How long a start waits for another one's move to finish.
+const LOCK_WAIT_S: u32 = 3_600;
 
 /// The table of states kept by id, named `name`. `hq_id` is DECIMAL(20,0) so that any signed
 /// or unsigned 64-bit key fits.
@@ -35,6 +44,31 @@ pub async fn prepare(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
     if table_exists(conn, BY_ID).await? {
         return Ok(());
     }
+    let lock = "CONCAT(DATABASE(), '.tributary_row_state_by_id')";
+    let locked: Option<Option<u8>> = conn
+        .query_first(format!("SELECT GET_LOCK({lock}, {LOCK_WAIT_S})"))
+        .await?;
+    if locked.flatten() != Some(1) {
+        return Err(mysql_async::Error::Other(
+            format!(
+                "another Tributary process has been moving row states into {BY_ID} for over \
+                 {LOCK_WAIT_S} s; let it finish, then start again"
+            )
+            .into(),
+        ));
+    }
+    let moved = move_states(conn, schema).await;
+    let released = conn
+        .query_drop(format!("DO RELEASE_LOCK({lock})"))
+        .await;
+    moved?;
+    released
+}
+
+async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result<()> {
+    if table_exists(conn, BY_ID).await? {
+        return Ok(()); // made by another process meanwhile
+    }
     conn.query_drop(format!("DROP TABLE IF EXISTS {FILLING}"))
         .await?;
     conn.query_drop(create_table(FILLING)).await?;
@@ -51,29 +85,98 @@ pub async fn prepare(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
             "moving row states to tributary_row_state_by_id (once)"
         );
     }
-    let mut moved = 0;
+    let mut ranged = Vec::with_capacity(movable.len());
     for (map, key, join) in &movable {
-        conn.exec_drop(
-            format!(
-                "INSERT INTO {FILLING} (table_name, hq_id, site_id, state_hash, written_at)
-                 SELECT ?, {ROW}.{}, s.site_id, s.state_hash, s.written_at {join}",
-                quote_ident(key)
-            ),
-            (map.name.as_str(), map.name.as_str()),
-        )
-        .await?;
-        moved += conn.affected_rows();
+        ranged.push((*map, quote_ident(key), join, key_ranges(conn, map, key).await?));
+    }
+    let mut moved = 0;
+    for (map, key, join, ranges) in &ranged {
+        for (from, to) in ranges {
+            conn.exec_drop(
+                format!(
+                    "INSERT INTO {FILLING} (table_name, hq_id, site_id, state_hash, written_at)
+                     SELECT ?, {ROW}.{key}, s.site_id, s.state_hash, s.written_at {join}
+                     WHERE {ROW}.{key} BETWEEN ? AND ?"
+                ),
+                (map.name.as_str(), map.name.as_str(), from.clone(), to.clone()),
+            )
+            .await?;
+            moved += conn.affected_rows();
+        }
     }
     conn.query_drop(format!("RENAME TABLE {FILLING} TO {BY_ID}"))
         .await?;
-    for (map, _, join) in &movable {
-        conn.exec_drop(format!("DELETE s {join}"), (map.name.as_str(),))
+    for (map, key, join, ranges) in &ranged {
+        for (from, to) in ranges {
+            conn.exec_drop(
+                format!(
+                    "DELETE s {join}
+                     JOIN {BY_ID} m
+                       ON m.table_name = ? AND m.hq_id = {ROW}.{key} AND m.site_id = s.site_id
+                     WHERE {ROW}.{key} BETWEEN ? AND ?"
+                ),
+                (map.name.as_str(), map.name.as_str(), from.clone(), to.clone()),
+            )
             .await?;
+        }
     }
     if !movable.is_empty() {
         tracing::info!(states = moved, "row states moved");
     }
     Ok(())
+}
+
+/// The table's key values in inclusive ranges of [`RANGE`] rows (the last one fewer), found by
+/// walking the key.
+async fn key_ranges(
+    conn: &mut Conn,
+    map: &TableMap,
+    key: &str,
+) -> mysql_async::Result<Vec<(Value, Value)>> {
+    let (table, key) = (quote_ident(&map.name), quote_ident(key));
+    let bounds: Option<(Option<String>, Option<String>)> = conn
+        .query_first(format!(
+            "SELECT CAST(MIN({key}) AS CHAR), CAST(MAX({key}) AS CHAR) FROM {table}"
+        ))
+        .await?;
+    let Some((Some(low), Some(high))) = bounds else {
+        return Ok(Vec::new());
+    };
+    let (Ok(mut from), Ok(high)) = (low.parse::<i128>(), high.parse::<i128>()) else {
+        return Ok(Vec::new());
+    };
+    let mut ranges = Vec::new();
+    loop {
+        let next: Option<String> = conn
+            .exec_first(
+                format!(
+                    "SELECT CAST({key} AS CHAR) FROM {table} WHERE {key} >= ?
+                     ORDER BY {key} LIMIT 1 OFFSET {RANGE}"
+                ),
+                (key_value(from),),
+            )
+            .await?;
+        match next.and_then(|n| n.parse::<i128>().ok()) {
+            Some(to) if to > from => {
+                ranges.push((key_value(from), key_value(to - 1)));
+                from = to;
+            }
+            _ => {
+                ranges.push((key_value(from), key_value(high)));
+                return Ok(ranges);
+            }
+        }
+    }
+}
+
+/// A key value bound as an integer of the width it needs (a string would be compared as a
+/// floating-point number).
+fn key_value(n: i128) -> Value {
+    match (i64::try_from(n), u64::try_from(n)) {
+        (Ok(signed), _) => Value::Int(signed),
+        (_, Ok(unsigned)) => Value::UInt(unsigned),
+        _ => Value::UInt(u64::MAX),
+    }
 }
 
 /// For a table kept by id: its key column, and `FROM` the table `JOIN` its rows' earlier
