@@ -113,7 +113,7 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     .await
     .map_err(|e| e.context(ship.logs()))?;
     // The shipper's metrics count every spooled batch once, however often it was retried.
-    let (_, published) =
+    let (_, published, _) =
         tributary_capture_checkpoint(&p.work.join("state"))?.expect("a checkpoint");
     let shipped = (published - 1) as f64;
     wait_until(
@@ -139,7 +139,7 @@ async fn kafka_faults_lose_and_double_nothing() -> Result<()> {
     let summary = once.stdout();
     assert!(summary.contains("applied "), "{summary}");
     assert!(!summary.contains("held"), "{summary}");
-    let (_, next_sequence) =
+    let (_, next_sequence, _) =
         tributary_capture_checkpoint(&p.work.join("state"))?.expect("a checkpoint");
     let mut hq = p.hq.conn().await?;
     let last: Option<u64> = hq

@@ -147,7 +147,8 @@ async fn a_long_broker_outage_loses_and_doubles_nothing() -> Result<()> {
         .query_first("SELECT COUNT(*) FROM tributary_rejected_batch")
         .await?;
     assert_eq!(rejected, Some(0));
-    let (_, next) = tributary_capture_checkpoint(&p.work.join("state"))?.context("checkpoint")?;
+    let (_, next, _) =
+        tributary_capture_checkpoint(&p.work.join("state"))?.context("checkpoint")?;
     assert!(
         last + 1 >= next - 1,
         "HQ applied up to the last published batch"

@@ -262,3 +262,61 @@ async fn a_site_whose_batches_were_lost_is_seeded_again_without_duplicates() -> 
     );
     Ok(())
 }
+
+/// A capture whose state directory was lost starts a new epoch from the site's current
+/// position, without a seed: HQ applies it (the clinic's later work must not wait), but says
+/// in `status`, until the site is seeded again, that what changed at the site in between may
+/// be missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_capture_state_is_flagged_at_hq_until_the_site_is_seeded_again() -> Result<()> {
+    let p = Pipeline::start("seeding-lost-state", PipelineOptions::default()).await?;
+    let shape = PatientShape::default();
+    let mut site = p.site.conn().await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 2, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let flag = "began without a seed";
+    assert!(!p.status()?.contains(flag));
+
+    // The state directory is lost while the clinic keeps working.
+    capture.signal("TERM")?;
+    ensure!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    std::fs::remove_dir_all(p.work.join("state"))?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 2, 1, shape).await?;
+    // A new epoch is the Unix second a state is created: a later one than HQ's.
+    let epoch: Option<u64> =
+        p.hq.conn()
+            .await?
+            .query_first("SELECT epoch FROM tributary_site_progress")
+            .await?;
+    wait_until(
+        "the clock to pass HQ's epoch",
+        Duration::from_secs(5),
+        || async {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            Ok(Some(now.as_secs()) > epoch)
+        },
+    )
+    .await?;
+    let mut capture = p.spawn("capture", "capture-without-state")?;
+    p.wait_capture_started("state", &capture).await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 3, 1, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let status = p.status()?;
+    assert!(status.contains(flag), "{status}");
+    assert!(
+        status.contains("tributary seed --restart-stream"),
+        "{status}"
+    );
+
+    // The remedy clears it, and HQ holds everything again.
+    capture.signal("TERM")?;
+    ensure!(capture.wait_exit(Duration::from_secs(30)).await?.success());
+    run_ok(p.run(&["seed", "--restart-stream"])?)?;
+    let mut capture = p.spawn("capture", "capture-after-reseed")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let status = p.status()?;
+    assert!(!status.contains(flag), "{status}");
+    run_ok(p.run(&["verify", "--site", "clinic-a"])?)?;
+    Ok(())
+}

@@ -192,16 +192,18 @@ pub async fn wait_site_applied(
             let Some(checkpoint) = tributary_capture_checkpoint(state)? else {
                 return Ok(false);
             };
-            let applied: Option<u64> = hq
+            let applied: Option<(u64, u64)> = hq
                 .conn()
                 .await?
                 .exec_first(
-                    "SELECT last_sequence FROM tributary_site_progress WHERE site_id = ?",
+                    "SELECT epoch, last_sequence FROM tributary_site_progress WHERE site_id = ?",
                     (site_id,),
                 )
                 .await
                 .unwrap_or(None);
-            Ok(checkpoint.0 == position && applied.unwrap_or(0) + 1 == checkpoint.1)
+            // The same epoch: a new one's first batches are not the old one's.
+            let (epoch, last) = applied.unwrap_or((checkpoint.2, 0));
+            Ok(checkpoint.0 == position && epoch == checkpoint.2 && last + 1 == checkpoint.1)
         },
     )
     .await
@@ -236,7 +238,8 @@ pub async fn dangling_references(db: &MariaDb) -> Result<u64> {
 }
 
 /// Reads capture's checkpoint file: (GTID position, next sequence).
-pub fn tributary_capture_checkpoint(state_dir: &Path) -> Result<Option<(String, u64)>> {
+/// Capture's checkpoint: (GTID position, next sequence, epoch).
+pub fn tributary_capture_checkpoint(state_dir: &Path) -> Result<Option<(String, u64, u64)>> {
     let path = state_dir.join("capture-state.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -244,6 +247,7 @@ pub fn tributary_capture_checkpoint(state_dir: &Path) -> Result<Option<(String, 
             Ok(Some((
                 v["gtid_position"].as_str().unwrap_or_default().to_owned(),
                 v["next_sequence"].as_u64().unwrap_or(0),
+                v["epoch"].as_u64().unwrap_or(0),
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -532,7 +536,10 @@ impl Pipeline {
                 let state = state.clone();
                 async move {
                     let position: String = site.scalar("SELECT @@gtid_binlog_pos").await?;
-                    Ok(tributary_capture_checkpoint(&state)?.is_some_and(|(p, _)| p == position))
+                    Ok(
+                        tributary_capture_checkpoint(&state)?
+                            .is_some_and(|(p, _, _)| p == position),
+                    )
                 }
             },
         )

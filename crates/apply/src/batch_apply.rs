@@ -152,6 +152,22 @@ async fn apply_in(
     for (site, rows) in &released {
         bookkeeping::record_released(tx, site, *rows).await?;
     }
+    if let Some(earlier) = progress.filter(|p| header.epoch > p.epoch) {
+        let unseeded_after =
+            (payload.origin != tributary_model::Origin::Snapshot).then_some(earlier.epoch);
+        if unseeded_after.is_some() {
+            tracing::warn!(
+                site = %header.site_id,
+                epoch = header.epoch,
+                earlier_epoch = earlier.epoch,
+                earlier_last_sequence = earlier.last_sequence,
+                "the site began a new epoch without a seed (its capture state was reset or \
+                 lost): what changed at the site meanwhile may be missing at HQ; run \
+                 'tributary seed --restart-stream' at the site"
+            );
+        }
+        bookkeeping::record_epoch_start(tx, &header.site_id, unseeded_after).await?;
+    }
     Ok((Fit::Next, outcome))
 }
 

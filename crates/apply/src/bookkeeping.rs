@@ -116,6 +116,10 @@ pub const CREATE_TABLES: &[&str] = &[
     // HQs created before rejection reasons had names.
     "ALTER TABLE tributary_rejected_batch
         ADD COLUMN IF NOT EXISTS reason_code VARCHAR(32) NOT NULL DEFAULT '' AFTER file_name",
+    // HQs created before epochs were checked for a seed.
+    "ALTER TABLE tributary_site_progress
+        ADD COLUMN IF NOT EXISTS unseeded_after_epoch BIGINT UNSIGNED NULL
+        COMMENT 'set while the current epoch began without a seed after this one was applied'",
     // A rejection is recorded once per batch and reason (record_rejected looks it up).
     "ALTER TABLE tributary_rejected_batch ADD INDEX IF NOT EXISTS batch (site_id, epoch, sequence)",
 ];
@@ -212,6 +216,21 @@ pub async fn record_applied(
             last_committed_at = COALESCE(VALUES(last_committed_at), last_committed_at),
             applied_at = VALUES(applied_at), waiting_for_sequence = NULL",
         (site_id, epoch, sequence, rows_applied, rows_parked, last_committed_at),
+    )
+    .await
+}
+
+/// How a batch that starts a later epoch began, recorded in its transaction: after a seed (the
+/// whole site sent again), or without one (a capture state reset or lost: what changed at the
+/// site between the two epochs may be missing at HQ until the site is seeded again).
+pub async fn record_epoch_start(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    unseeded_after_epoch: Option<u64>,
+) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "UPDATE tributary_site_progress SET unseeded_after_epoch = ? WHERE site_id = ?",
+        (unseeded_after_epoch, site_id),
     )
     .await
 }

@@ -58,7 +58,10 @@ impl Keeping<'_> {
         ) {
             (IdentityRule::OwnUuid { .. }, Some(key), _) => Keeping::ById(key),
             (IdentityRule::Inherited { .. }, _, [key])
-                if map.columns.iter().any(|c| c.name == *key && c.kind.is_integer()) =>
+                if map
+                    .columns
+                    .iter()
+                    .any(|c| c.name == *key && c.kind.is_integer()) =>
             {
                 Keeping::ById(key)
             }

@@ -10,8 +10,8 @@
 //! after a crash is never read again (rows kept by id are looked up by id only).
 
 use crate::row_state::{BY_ID, BY_IDENTITY, Keeping, ROW};
-use mysql_async::{Conn, Value};
 use mysql_async::prelude::*;
+use mysql_async::{Conn, Value};
 use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
 
 /// Where the table is filled before it is renamed.
@@ -58,9 +58,7 @@ pub async fn prepare(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
         ));
     }
     let moved = move_states(conn, schema).await;
-    let released = conn
-        .query_drop(format!("DO RELEASE_LOCK({lock})"))
-        .await;
+    let released = conn.query_drop(format!("DO RELEASE_LOCK({lock})")).await;
     moved?;
     released
 }
@@ -87,7 +85,12 @@ async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
     }
     let mut ranged = Vec::with_capacity(movable.len());
     for (map, key, join) in &movable {
-        ranged.push((*map, quote_ident(key), join, key_ranges(conn, map, key).await?));
+        ranged.push((
+            *map,
+            quote_ident(key),
+            join,
+            key_ranges(conn, map, key).await?,
+        ));
     }
     let mut moved = 0;
     for (map, key, join, ranges) in &ranged {
@@ -98,7 +101,12 @@ async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
                      SELECT ?, {ROW}.{key}, s.site_id, s.state_hash, s.written_at {join}
                      WHERE {ROW}.{key} BETWEEN ? AND ?"
                 ),
-                (map.name.as_str(), map.name.as_str(), from.clone(), to.clone()),
+                (
+                    map.name.as_str(),
+                    map.name.as_str(),
+                    from.clone(),
+                    to.clone(),
+                ),
             )
             .await?;
             moved += conn.affected_rows();
@@ -115,7 +123,12 @@ async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
                        ON m.table_name = ? AND m.hq_id = {ROW}.{key} AND m.site_id = s.site_id
                      WHERE {ROW}.{key} BETWEEN ? AND ?"
                 ),
-                (map.name.as_str(), map.name.as_str(), from.clone(), to.clone()),
+                (
+                    map.name.as_str(),
+                    map.name.as_str(),
+                    from.clone(),
+                    to.clone(),
+                ),
             )
             .await?;
         }

@@ -23,6 +23,9 @@ pub struct SiteStatus {
     /// Seconds since HQ last applied a batch of this site (an idle capture still sends one
     /// every keepalive interval, so a large value means the site or its link is down).
     pub silent_seconds: Option<i64>,
+    /// Set while the current epoch began without a seed after this earlier epoch: changes
+    /// made at the site between the two may be missing at HQ.
+    pub unseeded_after_epoch: Option<u64>,
 }
 
 pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatus>> {
@@ -35,7 +38,8 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                     (SELECT COUNT(*) FROM tributary_rejected_batch b WHERE b.site_id = p.site_id),
                     CAST(TIMESTAMPDIFF(SECOND, p.applied_at, UTC_TIMESTAMP(3)) AS SIGNED),
                     (SELECT COUNT(*) FROM tributary_conflict c
-                      WHERE c.status = 'open' AND c.site_id = p.site_id)
+                      WHERE c.status = 'open' AND c.site_id = p.site_id),
+                    p.unseeded_after_epoch
              FROM tributary_site_progress p ORDER BY p.site_id",
         )
         .await?;
@@ -53,6 +57,7 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
             rejected_batches: row.get(8).unwrap_or_default(),
             silent_seconds: row.get::<Option<i64>, _>(9).flatten(),
             conflicts_open: row.get(10).unwrap_or_default(),
+            unseeded_after_epoch: row.get(11).flatten(),
         })
         .collect())
 }

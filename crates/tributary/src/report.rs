@@ -104,6 +104,9 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
             None if s.conflicts_open > 0 => {
                 "streaming (conflicts wait: `tributary conflicts list`)".to_owned()
             }
+            None if s.unseeded_after_epoch.is_some() => {
+                "streaming (not seeded since its state was reset: see below)".to_owned()
+            }
             None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
             None => "streaming".to_owned(),
         };
@@ -125,6 +128,17 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     }
     if statuses.is_empty() {
         out.push_str("(no site has delivered a batch yet)\n");
+    }
+    for s in statuses {
+        if let Some(earlier) = s.unseeded_after_epoch {
+            let _ = writeln!(
+                out,
+                "site {}: epoch {} began without a seed after epoch {earlier} (its capture \
+                 state was reset or lost); what changed at the site in between may be missing \
+                 at HQ: run 'tributary seed --restart-stream' at the site",
+                s.site_id, s.epoch
+            );
+        }
     }
     out
 }
