@@ -1,0 +1,348 @@
+use super::*;
+use std::time::Duration;
+use tributary_apply::{
+    DEFAULT_PARKED_REPORT_AGE, DEFAULT_REFRESH_BATCH_SIZE, DEFAULT_REFRESH_FLUSH_INTERVAL,
+    DEFAULT_REFRESH_MAX_ATTEMPTS, Endpoint,
+};
+use tributary_capture::ResumeBy;
+use tributary_transport::SpoolFormat;
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("tributary.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_password_in_the_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        r#"
+        [site]
+        id = "clinic-a"
+        state_dir = "state"
+        key_file = "k.key"
+        [site.database]
+        url = "mysql://u:secret@127.0.0.1:3306/openmrs"
+        "#,
+    );
+    let err = Config::load(&path)
+        .unwrap()
+        .site_database()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("contains a password"), "{err}");
+    assert!(
+        !err.contains("secret"),
+        "the password itself is never echoed"
+    );
+}
+
+#[test]
+fn unknown_fields_and_missing_sections_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "[hq]\nkey_dirr = \"x\"\n");
+    let err = format!("{:#}", Config::load(&path).unwrap_err());
+    assert!(err.contains("key_dirr"), "{err}");
+    let path = write(dir.path(), "schema_map = \"x.toml\"\n");
+    let err = Config::load(&path)
+        .unwrap()
+        .capture_settings()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no [site] section"), "{err}");
+}
+
+#[test]
+fn resume_by_defaults_to_gtid_and_a_wrong_value_names_the_field_and_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = |extra: &str| {
+        format!(
+            "[site]\nid = \"clinic-a\"\nstate_dir = \"state\"\nkey_file = \"k.key\"\n{extra}\n\
+             [site.database]\nurl = \"mysql://u@127.0.0.1:3306/openmrs\"\n"
+        )
+    };
+    let config = Config::load(&write(dir.path(), &site(""))).unwrap();
+    assert_eq!(config.resume_by().unwrap(), ResumeBy::Gtid);
+    let config = Config::load(&write(dir.path(), &site("resume_by = \"file_position\""))).unwrap();
+    assert_eq!(config.resume_by().unwrap(), ResumeBy::FilePosition);
+    let config = Config::load(&write(dir.path(), &site("resume_by = \"position\""))).unwrap();
+    let err = config.resume_by().unwrap_err().to_string();
+    for part in [
+        "site.resume_by",
+        "'position'",
+        "\"gtid\"",
+        "\"file_position\"",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    let err = format!(
+        "{:#}",
+        Config::load(&write(dir.path(), &site("resume = \"gtid\""))).unwrap_err()
+    );
+    assert!(err.contains("unknown field `resume`"), "{err}");
+}
+
+#[test]
+fn parked_report_age_defaults_to_a_day_and_is_read_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+    let config = Config::load(&write(dir.path(), hq)).unwrap();
+    assert_eq!(
+        config.parked_report_age().unwrap(),
+        DEFAULT_PARKED_REPORT_AGE
+    );
+    let config = Config::load(&write(
+        dir.path(),
+        &hq.replace("[hq]\n", "[hq]\nparked_report_age_s = 0\n"),
+    ))
+    .unwrap();
+    assert_eq!(config.parked_report_age().unwrap(), Duration::ZERO);
+    let err = format!(
+        "{:#}",
+        Config::load(&write(
+            dir.path(),
+            &hq.replace("[hq]\n", "[hq]\nparked_report_age = 5\n")
+        ))
+        .unwrap_err()
+    );
+    assert!(err.contains("parked_report_age"), "{err}");
+}
+
+#[test]
+fn refreshing_hq_openmrs_is_off_by_default_and_its_section_is_checked_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+    let config = Config::load(&write(dir.path(), hq)).unwrap();
+    assert!(
+        config.refresh_settings().unwrap().is_none(),
+        "off by default"
+    );
+
+    std::fs::write(dir.path().join("openmrs.pw"), "Admin123\n").unwrap();
+    let with = |section: &str| format!("{hq}[hq.refresh]\n{section}\n");
+    let base = "base_url = \"http://127.0.0.1:8080/openmrs/\"\nusername = \"tributary\"\n\
+                password_file = \"openmrs.pw\"";
+    let config = Config::load(&write(dir.path(), &with(base))).unwrap();
+    let settings = config.refresh_settings().unwrap().unwrap();
+    assert_eq!(settings.password, "Admin123");
+    assert_eq!(
+        settings.endpoints,
+        [Endpoint::SearchIndex, Endpoint::DbCache]
+    );
+    assert_eq!(settings.batch_size, DEFAULT_REFRESH_BATCH_SIZE);
+    assert_eq!(settings.flush_interval, DEFAULT_REFRESH_FLUSH_INTERVAL);
+    assert_eq!(settings.max_attempts, DEFAULT_REFRESH_MAX_ATTEMPTS);
+    assert!(!format!("{settings:?}").contains("Admin123"));
+
+    let tuned = format!(
+        "{base}\nsearch_index = false\nbatch_size = 7\nflush_interval_ms = 100\n\
+         timeout_ms = 500\nmax_attempts = 2\nmax_queued_entities = 9\n\
+         full_refresh_min_interval_s = 0"
+    );
+    let settings = Config::load(&write(dir.path(), &with(&tuned)))
+        .unwrap()
+        .refresh_settings()
+        .unwrap()
+        .unwrap();
+    assert_eq!(settings.endpoints, [Endpoint::DbCache]);
+    assert_eq!(
+        (
+            settings.batch_size,
+            settings.max_queued_entities,
+            settings.max_attempts
+        ),
+        (7, 9, 2)
+    );
+    assert_eq!(settings.timeout, Duration::from_millis(500));
+    assert_eq!(settings.full_refresh_min_interval, Duration::ZERO);
+
+    for (section, expected) in [
+        (
+            "base_url = \"http://h/openmrs\"\nusername = \"u\"".to_owned(),
+            "password_file",
+        ),
+        (base.replace("http://", "ftp://"), "hq.refresh.base_url"),
+        (
+            base.replace("http://", "http://admin:Secret9@"),
+            "contains credentials",
+        ),
+        (format!("{base}\nbatch_size = 0"), "hq.refresh.batch_size"),
+        (
+            format!("{base}\nsearch_index = false\ndb_cache = false"),
+            "nothing to ask",
+        ),
+    ] {
+        let err = format!(
+            "{:#}",
+            Config::load(&write(dir.path(), &with(&section)))
+                .unwrap()
+                .refresh_settings()
+                .unwrap_err()
+        );
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains("Secret9"), "{err}");
+    }
+    let err = format!(
+        "{:#}",
+        Config::load(&write(dir.path(), &with(&format!("{base}\nbatch = 3")))).unwrap_err()
+    );
+    assert!(err.contains("batch"), "{err}");
+}
+
+const KAFKA_SITE: &str = r#"
+    [transport]
+    kind = "kafka"
+    directory = "spool"
+    [transport.kafka]
+    brokers = "127.0.0.1:9092"
+    partitions = 6
+    [transport.kafka.librdkafka]
+    "security.protocol" = "SASL_SSL"
+    "sasl.mechanism" = "SCRAM-SHA-512"
+    "sasl.username" = "clinic-a"
+    "socket.keepalive.enable" = true
+    [transport.kafka.secrets]
+    "sasl.password" = { file = "kafka.pw" }
+    "#;
+
+#[test]
+fn kafka_settings_pass_properties_through_and_read_secrets_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kafka.pw"), "s3cret\n").unwrap();
+    let config = Config::load(&write(dir.path(), KAFKA_SITE)).unwrap();
+    assert_eq!(config.transport_kind(), TransportKind::Kafka);
+    let kafka = config.kafka_settings().unwrap();
+    assert_eq!(kafka.topic, "tributary.batches");
+    assert_eq!(kafka.partitions, 6);
+    assert_eq!(kafka.properties["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(kafka.properties["socket.keepalive.enable"], "true");
+    assert_eq!(kafka.secrets["sasl.password"], "s3cret");
+    assert!(!format!("{kafka:?}").contains("s3cret"));
+    assert_eq!(
+        config.transport_directory().unwrap(),
+        dir.path().join("spool")
+    );
+}
+
+#[test]
+fn kafka_properties_that_break_guarantees_or_hold_secrets_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, name) in [
+        ("\"enable.idempotence\" = false", "enable.idempotence"),
+        ("\"acks\" = 1", "acks"),
+        ("\"enable.auto.commit\" = true", "enable.auto.commit"),
+        ("\"sasl.password\" = \"inline-secret\"", "sasl.password"),
+    ] {
+        let text = format!(
+            "[transport]\nkind = \"kafka\"\ndirectory = \"d\"\n[transport.kafka]\n\
+             brokers = \"b:9092\"\n[transport.kafka.librdkafka]\n{line}\n"
+        );
+        let err = format!(
+            "{:#}",
+            Config::load(&write(dir.path(), &text))
+                .unwrap()
+                .kafka_settings()
+                .unwrap_err()
+        );
+        assert!(err.contains(name), "{err}");
+        assert!(!err.contains("inline-secret"), "{err}");
+    }
+    let text = "[transport]\ndirectory = \"d\"\n";
+    let config = Config::load(&write(dir.path(), text)).unwrap();
+    assert_eq!(config.transport_kind(), TransportKind::Directory);
+    assert!(config.kafka_settings().is_err());
+}
+
+#[test]
+fn sites_keep_one_file_per_batch_only_where_the_applier_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, format) in [
+        ("directory", SpoolFormat::Files),
+        ("kafka", SpoolFormat::Segments),
+        ("carried", SpoolFormat::Segments),
+    ] {
+        let text = format!("[transport]\nkind = \"{kind}\"\ndirectory = \"d\"\n");
+        let config = Config::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.spool_format(), format, "{kind}");
+    }
+}
+
+#[test]
+fn the_example_kafka_configurations_are_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
+    let site = Config::load(&examples.join("site-kafka.toml")).unwrap();
+    assert_eq!(site.transport_kind(), TransportKind::Kafka);
+    site.shipper_settings().unwrap();
+    // The secret's variable is not set here: the error names it, nothing else is wrong.
+    let err = format!("{:#}", site.kafka_settings().unwrap_err());
+    assert!(err.contains("TRIBUTARY_KAFKA_PASSWORD"), "{err}");
+    let metrics = Some("127.0.0.1:9464".parse().unwrap());
+    assert_eq!(site.metrics_listen(None).unwrap(), metrics);
+    let hq = Config::load(&examples.join("hq-kafka.toml")).unwrap();
+    assert_eq!(hq.metrics_listen(None).unwrap(), metrics);
+    let err = format!("{:#}", hq.kafka_settings().unwrap_err());
+    assert!(err.contains("hq-client.key.password"), "{err}");
+    hq.consumer_settings().unwrap();
+}
+
+#[test]
+fn metrics_listen_comes_from_the_flag_then_the_file_and_is_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    let config = Config::load(&write(dir.path(), "")).unwrap();
+    assert_eq!(config.metrics_listen(None).unwrap(), None);
+    assert_eq!(config.metrics_listen(Some(flag)).unwrap(), Some(flag));
+    let path = write(dir.path(), "[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.metrics_listen(None).unwrap(),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(config.metrics_listen(Some(flag)).unwrap(), Some(flag));
+
+    let path = write(dir.path(), "[metrics]\nlisten = \"localhost\"\n");
+    let err = format!(
+        "{:#}",
+        Config::load(&path)
+            .unwrap()
+            .metrics_listen(None)
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("metrics.listen") && err.contains("127.0.0.1:9464"),
+        "names the field and an example: {err}"
+    );
+    let path = write(
+        dir.path(),
+        "[metrics]\nlisten = \"127.0.0.1:9464\"\nport = 1\n",
+    );
+    let err = format!("{:#}", Config::load(&path).unwrap_err());
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+    let path = write(
+        dir.path(),
+        r#"
+        [site]
+        id = "clinic-a"
+        state_dir = "state"
+        key_file = "k.key"
+        [site.database]
+        url = "mysql://u@127.0.0.1:3306/openmrs"
+        password_file = "pw"
+        [transport]
+        directory = "batches"
+        "#,
+    );
+    let settings = Config::load(&path).unwrap().capture_settings().unwrap();
+    assert_eq!(settings.state_dir, dir.path().join("state"));
+    assert_eq!(settings.outbox_dir, dir.path().join("batches"));
+    assert_eq!(settings.database, "openmrs");
+    assert_eq!(settings.source.pass(), Some("hunter2"));
+}
