@@ -308,6 +308,21 @@ async fn a_lost_capture_state_is_flagged_at_hq_until_the_site_is_seeded_again() 
         status.contains("tributary seed --restart-stream"),
         "{status}"
     );
+    // The same for scripts: one JSON object with both parts of the configuration.
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(p.run(&["status", "--json"])?)?).context("status --json")?;
+    let at_hq = &json["hq"]["sites"][0];
+    assert_eq!(at_hq["site_id"], "clinic-a", "{json}");
+    assert_eq!(
+        at_hq["unseeded_after_epoch"],
+        serde_json::json!(epoch),
+        "{json}"
+    );
+    assert_eq!(
+        at_hq["epoch"], json["site"]["checkpoint"]["epoch"],
+        "{json}"
+    );
+    assert!(json["site"]["checkpoint"].get("seed").is_none(), "{json}");
 
     // The remedy clears it, and HQ holds everything again.
     capture.signal("TERM")?;

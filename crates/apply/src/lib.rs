@@ -65,7 +65,7 @@ pub use settings::{
     DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 pub use status::{
-    ParkedAge, ParkedSummary, RejectedBatch, SiteStatus, dropped_columns, parked_ages, parked_rows,
-    rejected_batches, rejection_counts, site_statuses,
+    DroppedColumn, ParkedAge, ParkedSummary, RejectedBatch, RejectionCount, SiteStatus,
+    dropped_columns, parked_ages, parked_rows, rejected_batches, rejection_counts, site_statuses,
 };
 pub use usernames::UsernamePolicy;

@@ -3,8 +3,9 @@
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
+use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SiteStatus {
     pub site_id: String,
     pub epoch: u64,
@@ -63,7 +64,7 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
 }
 
 /// One parked row as operators see it: where it is and why, never its values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParkedSummary {
     pub site_id: String,
     pub table: String,
@@ -95,7 +96,7 @@ pub async fn parked_rows(conn: &mut Conn, limit: u32) -> mysql_async::Result<Vec
 }
 
 /// A site's parked rows by age.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParkedAge {
     pub site_id: String,
     pub rows: u64,
@@ -131,7 +132,7 @@ pub async fn parked_ages(
 }
 
 /// One rejected batch: where it came from, the reason's stable name and the detail.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RejectedBatch {
     pub site_id: String,
     pub epoch: u64,
@@ -168,12 +169,29 @@ pub async fn rejected_batches(
 
 /// How many batches were rejected, per site and reason (reason names as in
 /// `tributary_batch::RejectReason`; an empty name for rejections recorded before names).
-pub async fn rejection_counts(conn: &mut Conn) -> mysql_async::Result<Vec<(String, String, u64)>> {
-    conn.query(
-        "SELECT site_id, reason_code, COUNT(*) FROM tributary_rejected_batch
-         GROUP BY site_id, reason_code ORDER BY site_id, reason_code",
-    )
-    .await
+/// How many batches of a site were rejected for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectionCount {
+    pub site_id: String,
+    pub reason_code: String,
+    pub batches: u64,
+}
+
+pub async fn rejection_counts(conn: &mut Conn) -> mysql_async::Result<Vec<RejectionCount>> {
+    let rows: Vec<(String, String, u64)> = conn
+        .query(
+            "SELECT site_id, reason_code, COUNT(*) FROM tributary_rejected_batch
+             GROUP BY site_id, reason_code ORDER BY site_id, reason_code",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(site_id, reason_code, batches)| RejectionCount {
+            site_id,
+            reason_code,
+            batches,
+        })
+        .collect())
 }
 
 /// Open conflicts per site.
@@ -186,12 +204,29 @@ pub async fn open_conflicts(conn: &mut Conn) -> mysql_async::Result<Vec<(String,
 
 /// Columns rows were written without (a site on a newer OpenMRS than HQ): site, table, column,
 /// rows. Empty when the table does not exist yet.
-pub async fn dropped_columns(
-    conn: &mut Conn,
-) -> mysql_async::Result<Vec<(String, String, String, u64)>> {
-    conn.query(
-        "SELECT site_id, table_name, column_name, rows_written FROM tributary_dropped_column
-         ORDER BY site_id, table_name, column_name",
-    )
-    .await
+pub async fn dropped_columns(conn: &mut Conn) -> mysql_async::Result<Vec<DroppedColumn>> {
+    let rows: Vec<(String, String, String, u64)> = conn
+        .query(
+            "SELECT site_id, table_name, column_name, rows_written FROM tributary_dropped_column
+             ORDER BY site_id, table_name, column_name",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(site_id, table, column, rows_written)| DroppedColumn {
+            site_id,
+            table,
+            column,
+            rows_written,
+        })
+        .collect())
+}
+
+/// A column a site sends that HQ's table lacks, and how many rows were written without it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroppedColumn {
+    pub site_id: String,
+    pub table: String,
+    pub column: String,
+    pub rows_written: u64,
 }

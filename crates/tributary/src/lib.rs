@@ -19,4 +19,5 @@ pub mod progress;
 pub mod report;
 pub mod schema_report;
 pub mod seed_progress;
+pub mod status_command;
 pub mod verify;

@@ -130,6 +130,9 @@ enum Command {
         /// Also list up to this many parked rows with what they wait for.
         #[arg(long, default_value_t = 0)]
         parked: u32,
+        /// Print one JSON object for scripts instead of the tables (fields in README.md).
+        #[arg(long)]
+        json: bool,
     },
     /// At HQ, list, inspect, retry or drop parked rows (rows waiting for their parents, or
     /// refused by HQ), with what each waits for and which site should send it.
@@ -455,72 +458,17 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Import(args) => return tributary::import::run(&args).await,
         Command::Parked { command } => return tributary::parked::run(&command).await,
         Command::Conflicts { command } => return tributary::conflicts::run(&command).await,
-        Command::Status { config, parked } => {
+        Command::Status {
+            config,
+            parked,
+            json,
+        } => {
             let config = Config::load(&config)?;
-            if !config.has_site() && !config.has_hq() {
-                anyhow::bail!(
-                    "the configuration has neither a [site] nor an [hq] section; status needs one"
-                );
-            }
-            if config.has_site() {
-                let state_dir = config.state_dir()?;
-                let checkpoint = tributary_capture::StateDir::peek(&state_dir)?;
-                print!(
-                    "{}",
-                    report::capture_state(
-                        &config.site_id()?,
-                        &state_dir,
-                        checkpoint.as_ref(),
-                        config.resume_by()?
-                    )
-                );
-                if !config.has_hq() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-            let (opts, _) = config.hq_database()?;
-            let report_age = config.parked_report_age()?;
-            let mut conn = mysql_async::Conn::new(opts)
-                .await
-                .context("connecting to HQ")?;
-            let statuses = tributary_apply::site_statuses(&mut conn)
-                .await
-                .context("reading status (has the applier run against this HQ yet?)")?;
-            print!("{}", report::status_table(&statuses));
-            let ages = tributary_apply::parked_ages(&mut conn, report_age.as_secs()).await?;
-            print!("{}", report::parked_age_line(&ages, report_age.as_secs()));
-            if parked > 0 {
-                print!(
-                    "{}",
-                    report::parked_table(&tributary_apply::parked_rows(&mut conn, parked).await?)
-                );
-            }
-            let dropped = tributary_apply::dropped_columns(&mut conn).await?;
-            if !dropped.is_empty() {
-                let dropped: Vec<String> = dropped
-                    .iter()
-                    .map(|(site, table, column, rows)| {
-                        format!("{site} {table}.{column} ({rows} rows)")
-                    })
-                    .collect();
-                println!(
-                    "columns HQ lacks, rows written without them (schema map dropped_at_hq): {}",
-                    dropped.join(", ")
-                );
-            }
-            let counts = tributary_apply::rejection_counts(&mut conn).await?;
-            if !counts.is_empty() {
-                let counts: Vec<String> = counts
-                    .iter()
-                    .map(|(site, reason, n)| format!("{site} {reason} {n}"))
-                    .collect();
-                println!("rejected batches by reason: {}", counts.join(", "));
-            }
-            for r in tributary_apply::rejected_batches(&mut conn, 10).await? {
-                println!(
-                    "rejected: {} epoch {} batch {} [{}]: {}",
-                    r.site_id, r.epoch, r.sequence, r.reason_code, r.detail
-                );
+            let status = tributary::status_command::gather(&config, parked).await?;
+            if json {
+                print!("{}", tributary::status_command::render_json(&status)?);
+            } else {
+                print!("{}", tributary::status_command::render_text(&status));
             }
         }
         Command::Verify {
