@@ -83,7 +83,7 @@ async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
             "moving row states to tributary_row_state_by_id (once)"
         );
     }
-    let mut ranged = Vec::with_capacity(movable.len());
+    let mut ranged: Vec<Ranged> = Vec::with_capacity(movable.len());
     for (map, key, join) in &movable {
         ranged.push((
             *map,
@@ -92,51 +92,52 @@ async fn move_states(conn: &mut Conn, schema: &SchemaMap) -> mysql_async::Result
             key_ranges(conn, map, key).await?,
         ));
     }
-    let mut moved = 0;
-    for (map, key, join, ranges) in &ranged {
-        for (from, to) in ranges {
-            conn.exec_drop(
-                format!(
-                    "INSERT INTO {FILLING} (table_name, hq_id, site_id, state_hash, written_at)
-                     SELECT ?, {ROW}.{key}, s.site_id, s.state_hash, s.written_at {join}
-                     WHERE {ROW}.{key} BETWEEN ? AND ?"
-                ),
-                (
-                    map.name.as_str(),
-                    map.name.as_str(),
-                    from.clone(),
-                    to.clone(),
-                ),
-            )
-            .await?;
-            moved += conn.affected_rows();
-        }
-    }
+    let moved = in_ranges(conn, &ranged, |key, join| {
+        format!(
+            "INSERT INTO {FILLING} (table_name, hq_id, site_id, state_hash, written_at)
+             SELECT ?, {ROW}.{key}, s.site_id, s.state_hash, s.written_at {join}
+             WHERE {ROW}.{key} BETWEEN ? AND ?"
+        )
+    })
+    .await?;
     conn.query_drop(format!("RENAME TABLE {FILLING} TO {BY_ID}"))
         .await?;
-    for (map, key, join, ranges) in &ranged {
-        for (from, to) in ranges {
-            conn.exec_drop(
-                format!(
-                    "DELETE s {join}
-                     JOIN {BY_ID} m
-                       ON m.table_name = ? AND m.hq_id = {ROW}.{key} AND m.site_id = s.site_id
-                     WHERE {ROW}.{key} BETWEEN ? AND ?"
-                ),
-                (
-                    map.name.as_str(),
-                    map.name.as_str(),
-                    from.clone(),
-                    to.clone(),
-                ),
-            )
-            .await?;
-        }
-    }
+    in_ranges(conn, &ranged, |key, join| {
+        format!(
+            "DELETE s {join}
+             JOIN {BY_ID} m ON m.table_name = ? AND m.hq_id = {ROW}.{key} AND m.site_id = s.site_id
+             WHERE {ROW}.{key} BETWEEN ? AND ?"
+        )
+    })
+    .await?;
     if !movable.is_empty() {
         tracing::info!(states = moved, "row states moved");
     }
     Ok(())
+}
+
+/// A table kept by id: its map, quoted key column, states join (see [`identity_join`]) and key
+/// ranges.
+type Ranged<'m> = (&'m TableMap, String, &'m String, Vec<(Value, Value)>);
+
+/// Runs the statement `sql(key, join)` makes for every key range of every table, with the
+/// parameters (table name, table name, range start, range end); returns the rows it affected.
+async fn in_ranges(
+    conn: &mut Conn,
+    ranged: &[Ranged<'_>],
+    sql: impl Fn(&str, &str) -> String,
+) -> mysql_async::Result<u64> {
+    let mut affected = 0;
+    for (map, key, join, ranges) in ranged {
+        let statement = sql(key, join);
+        for (from, to) in ranges {
+            let name = map.name.as_str();
+            conn.exec_drop(&statement, (name, name, from.clone(), to.clone()))
+                .await?;
+            affected += conn.affected_rows();
+        }
+    }
+    Ok(affected)
 }
 
 /// The table's key values in inclusive ranges of [`RANGE`] rows (the last one fewer), found by

@@ -7,6 +7,9 @@ use tributary_apply::{
 use tributary_capture::ResumeBy;
 use tributary_transport::SpoolFormat;
 
+/// An `[hq]` part with only what is required.
+const MINIMAL_HQ: &str = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+
 fn write(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tributary.toml");
     std::fs::write(&path, text).unwrap();
@@ -87,7 +90,7 @@ fn resume_by_defaults_to_gtid_and_a_wrong_value_names_the_field_and_the_choices(
 #[test]
 fn parked_report_age_defaults_to_a_day_and_is_read_in_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+    let hq = MINIMAL_HQ;
     let config = Config::load(&write(dir.path(), hq)).unwrap();
     assert_eq!(
         config.parked_report_age().unwrap(),
@@ -113,7 +116,7 @@ fn parked_report_age_defaults_to_a_day_and_is_read_in_seconds() {
 #[test]
 fn refreshing_hq_openmrs_is_off_by_default_and_its_section_is_checked_by_field() {
     let dir = tempfile::tempdir().unwrap();
-    let hq = "[hq]\nkey_dir = \"k\"\n[hq.database]\nurl = \"mysql://u@h/db\"\n";
+    let hq = MINIMAL_HQ;
     let config = Config::load(&write(dir.path(), hq)).unwrap();
     assert!(
         config.refresh_settings().unwrap().is_none(),
