@@ -104,15 +104,17 @@ ensure_build_deps() {
 }
 
 # ensure_test_tools: what the test suite uses beside the services: openssl (certificates for
-# the Kafka TLS test) and socat (the TLS front of the test broker). Installed with apt-get when
-# missing.
+# the Kafka TLS test), socat (the TLS front of the test broker) and systemd-analyze (checks the
+# units in deploy/systemd). Installed with apt-get when missing.
 ensure_test_tools() {
-  local missing=() b
-  for b in openssl socat; do
-    command -v "$b" >/dev/null 2>&1 || missing+=("$b")
+  local missing=() packages=() pair b
+  # command:package (systemd-analyze checks the systemd units in deploy/systemd)
+  for pair in openssl:openssl socat:socat systemd-analyze:systemd; do
+    b="${pair%%:*}"
+    command -v "$b" >/dev/null 2>&1 || { missing+=("$b"); packages+=("${pair#*:}"); }
   done
   ((${#missing[@]} == 0)) && return 0
-  apt_install "test tools" "${missing[*]}" "${missing[@]}"
+  apt_install "test tools" "${missing[*]}" "${packages[@]}"
 }
 
 # apt_install WHAT MISSING PACKAGE...: installs PACKAGEs with apt-get (as root, one install at a
