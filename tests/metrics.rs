@@ -100,6 +100,21 @@ async fn apply_counts_each_rejection_by_site_and_reason_on_its_metrics_endpoint(
         rows_applied as f64,
         "the metric agrees with HQ's rows_applied"
     );
+    // When HQ last heard from the site, and how far behind its newest applied change was.
+    let heard = metrics.require(
+        "tributary_apply_last_batch_timestamp_seconds",
+        &[("site", "clinic-a")],
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(heard > 0.0 && heard <= now + 1.0, "{heard}");
+    let lag = metrics.require("tributary_apply_lag_seconds", &[("site", "clinic-a")])?;
+    assert!(lag >= 0.0, "{lag}");
+    assert_eq!(
+        metrics.require("tributary_apply_errors_total", &[("class", "fatal")])?,
+        0.0
+    );
     assert_eq!(
         metrics.require(
             REJECTED,

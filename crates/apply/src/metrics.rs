@@ -142,6 +142,40 @@ static REFRESH_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_lag_seconds",
+            "Seconds from the source commit of the newest transaction HQ applied of this site \
+             to HQ's commit of it, as of the last batch with transactions.",
+        ),
+        &["site"],
+    ))
+});
+
+static LAST_BATCH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_last_batch_timestamp_seconds",
+            "Unix time HQ last committed a batch of this site (an idle capture sends one every \
+             keepalive interval); 0 before the first since the applier started.",
+        ),
+        &["site"],
+    ))
+});
+
+static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_apply_errors_total",
+            "Errors that interrupted applying, by class: transient (HQ unreachable, deadlock, \
+             lock wait timeout: the batch rolled back and is retried) or fatal (the applier \
+             stopped: configuration or HQ schema). Rejected batches are counted apart.",
+        ),
+        &["class"],
+    ))
+});
+
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
 pub fn register(keyring: &Keyring) {
@@ -154,6 +188,8 @@ pub fn register(keyring: &Keyring) {
         PARKED_ROWS.with_label_values(&[site]);
         PARKED_OLDEST_AGE.with_label_values(&[site]);
         CONFLICTS_OPEN.with_label_values(&[site]);
+        LAG.with_label_values(&[site]);
+        LAST_BATCH.with_label_values(&[site]);
         for decision in [Decision::Open, Decision::SiteWon, Decision::HqWon] {
             CONFLICTS.with_label_values(&[site, decision.label()]);
         }
@@ -167,6 +203,9 @@ pub fn register(keyring: &Keyring) {
     for reason in crate::refresh::FullReason::ALL {
         REFRESH_FULL.with_label_values(&[reason.label()]);
     }
+    for class in ["transient", "fatal"] {
+        ERRORS.with_label_values(&[class]);
+    }
     LazyLock::force(&REFRESH_QUEUED);
     LazyLock::force(&BATCHES_REJECTED);
     LazyLock::force(&BATCHES);
@@ -176,6 +215,9 @@ pub fn register(keyring: &Keyring) {
     LazyLock::force(&CONFLICTS);
     LazyLock::force(&CONFLICTS_OPEN);
     LazyLock::force(&COLUMNS_DROPPED);
+    LazyLock::force(&LAG);
+    LazyLock::force(&LAST_BATCH);
+    LazyLock::force(&ERRORS);
 }
 
 /// Counts rows written without a dropped column (labels are schema names: bounded).
@@ -216,11 +258,34 @@ pub(crate) fn batch_rejected(keyring: &Keyring, site_id: &str, reason: RejectRea
         .inc();
 }
 
-/// Counts a batch HQ has just committed, with the rows it wrote. `site_id` comes from the
-/// authenticated header, so it is a site HQ has a key for.
-pub(crate) fn batch_applied(site_id: &str, rows_written: u64) {
+/// Counts a batch HQ has just committed at `now` (unix s), with the rows it wrote and the
+/// source commit time of its newest transaction (none in a keepalive). `site_id` comes from
+/// the authenticated header, so it is a site HQ has a key for.
+pub(crate) fn batch_applied(
+    site_id: &str,
+    rows_written: u64,
+    newest_commit: Option<u64>,
+    now: u64,
+) {
     BATCHES.with_label_values(&[site_id]).inc();
     ROWS.with_label_values(&[site_id]).inc_by(rows_written);
+    let seconds = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    LAST_BATCH.with_label_values(&[site_id]).set(seconds(now));
+    if let Some(committed) = newest_commit {
+        // A site clock ahead of HQ's reads as no lag rather than a negative one.
+        LAG.with_label_values(&[site_id])
+            .set(seconds(now.saturating_sub(committed)));
+    }
+}
+
+/// Counts an error that interrupted applying.
+pub fn applier_error(error: &crate::ApplyError) {
+    let class = if error.is_transient() {
+        "transient"
+    } else {
+        "fatal"
+    };
+    ERRORS.with_label_values(&[class]).inc();
 }
 
 /// Counts one HTTP request to a refresh endpoint.
@@ -351,11 +416,36 @@ mod tests {
     }
 
     #[test]
-    fn applied_batches_count_their_written_rows() {
-        batch_applied("metrics-applied", 7);
-        batch_applied("metrics-applied", 0);
-        assert_eq!(BATCHES.with_label_values(&["metrics-applied"]).get(), 2);
-        assert_eq!(ROWS.with_label_values(&["metrics-applied"]).get(), 7);
+    fn applied_batches_count_their_rows_and_keep_lag_and_time_of_the_last() {
+        let site = ["metrics-applied"];
+        batch_applied(site[0], 7, Some(1_000), 1_012);
+        assert_eq!(LAG.with_label_values(&site).get(), 12);
+        // A keepalive: no transaction, so the lag stays; the batch time moves.
+        batch_applied(site[0], 0, None, 1_060);
+        assert_eq!(BATCHES.with_label_values(&site).get(), 2);
+        assert_eq!(ROWS.with_label_values(&site).get(), 7);
+        assert_eq!(LAG.with_label_values(&site).get(), 12);
+        assert_eq!(LAST_BATCH.with_label_values(&site).get(), 1_060);
+        // A site clock ahead of HQ's is no lag, never a negative one.
+        batch_applied(site[0], 1, Some(2_000), 1_070);
+        assert_eq!(LAG.with_label_values(&site).get(), 0);
+    }
+
+    #[test]
+    fn errors_count_by_class() {
+        let transient = crate::ApplyError::Database(mysql_async::Error::Io(
+            mysql_async::IoError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ));
+        let fatal = crate::ApplyError::Config("no key directory".into());
+        let count = |class: &str| ERRORS.with_label_values(&[class]).get();
+        let before = (count("transient"), count("fatal"));
+        applier_error(&transient);
+        applier_error(&fatal);
+        applier_error(&fatal);
+        assert_eq!(
+            (count("transient"), count("fatal")),
+            (before.0 + 1, before.1 + 2)
+        );
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl Applier {
         if fit == Fit::Next {
             // Committed: HQ OpenMRS may now be asked to refresh what it wrote.
             self.refresh_after_commit(header, payload, &outcome).await;
-            self.note_applied(header, &outcome);
+            self.note_applied(header, payload, &outcome);
             if outcome.parked > 0 || outcome.released > 0 || outcome.conflicts > 0 {
                 self.parked_ages.after_change(&mut self.conn).await?;
             }
@@ -310,9 +310,18 @@ impl Applier {
         Ok((fit, outcome))
     }
 
-    fn note_applied(&mut self, header: &BatchHeader, outcome: &BatchOutcome) {
+    fn note_applied(
+        &mut self,
+        header: &BatchHeader,
+        payload: &BatchPayload,
+        outcome: &BatchOutcome,
+    ) {
         self.reported_gaps.remove(&header.site_id);
-        crate::metrics::batch_applied(&header.site_id, outcome.applied);
+        let newest_commit = payload.transactions.iter().map(|t| t.committed_at).max();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        crate::metrics::batch_applied(&header.site_id, outcome.applied, newest_commit, now);
         tracing::info!(
             site = %header.site_id,
             epoch = header.epoch,
@@ -413,12 +422,16 @@ pub async fn run_apply(
             }
             Ok(false) => settings.poll_interval,
             Err(e) if e.is_transient() => {
+                crate::metrics::applier_error(&e);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "applier interrupted; retrying");
                 applier = None;
                 backoff = (backoff * 2).min(RETRY_MAX);
                 backoff
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                crate::metrics::applier_error(&e);
+                return Err(e);
+            }
         };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

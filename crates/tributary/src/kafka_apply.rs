@@ -102,11 +102,12 @@ impl BatchHandler for KafkaApplier {
 
     async fn handle(&mut self, record: Received) -> Result<Handled, ApplyError> {
         let result = self.apply(record).await;
-        if let Err(e) = &result
-            && e.is_transient()
-        {
-            // The HQ transaction rolled back; reconnect for the retry.
-            self.applier = None;
+        if let Err(e) = &result {
+            tributary_apply::metrics::applier_error(e);
+            if e.is_transient() {
+                // The HQ transaction rolled back; reconnect for the retry.
+                self.applier = None;
+            }
         }
         result
     }
