@@ -127,7 +127,18 @@ async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns(
     )
     .await
     .map_err(|e| e.context(capture.logs()))?;
+    // Caught up and idle: the source's heartbeats bring the lag to 0.
+    wait_until(
+        "the capture lag to read 0 on the source's heartbeat",
+        Duration::from_secs(30),
+        || async move { Ok(scrape(metrics)?.value("tributary_capture_lag_seconds", &[]) == Some(0.0)) },
+    )
+    .await?;
     let drained = scrape(metrics)?;
+    assert_eq!(
+        drained.require("tributary_capture_errors_total", &[("class", "fatal")])?,
+        0.0
+    );
     assert!(
         drained.require("tributary_capture_rows_total", &[])? >= rows as f64,
         "every row was counted on its way out: {}",

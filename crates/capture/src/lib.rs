@@ -92,6 +92,17 @@ pub async fn run_capture(
     settings: CaptureSettings,
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
+    let result = capture_until_stopped(settings, shutdown).await;
+    if result.is_err() {
+        metrics::capture_error(false);
+    }
+    result
+}
+
+async fn capture_until_stopped(
+    settings: CaptureSettings,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
     let state = StateDir::open(&settings.state_dir)?;
     let outbox = settings.open_outbox()?;
     let key = SiteKey::load(&settings.key_file)?;
@@ -155,6 +166,7 @@ pub async fn run_capture(
                 }
             }
             Err(e) if e.is_transient() => {
+                metrics::capture_error(true);
                 if full_since_logged.take().is_some() {
                     tracing::info!(site = %settings.site_id, "the outbox has space again");
                 }

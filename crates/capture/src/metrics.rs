@@ -6,7 +6,7 @@
 //! site). Labels are bounded: `reason` is `cap` or `disk`. Row values and keys never appear.
 
 use crate::spool_budget::SpoolLimits;
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 static SPOOL_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -54,12 +54,53 @@ static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+static LAG: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_capture_lag_seconds",
+        "Seconds between the source commit of the last transaction capture read and the \
+         moment it read it; 0 once the source's heartbeat says nothing newer is waiting.",
+    ))
+});
+
+static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(IntCounterVec::new(
+        Opts::new(
+            "tributary_capture_errors_total",
+            "Errors that interrupted capture, by class: transient (the site database or the \
+             link dropped; capture resumes from its checkpoint with backoff) or fatal (capture \
+             stopped: a purged binlog, the site's settings, the configuration).",
+        ),
+        &["class"],
+    ))
+});
+
 /// Registers every capture metric, so a scrape shows them (at zero) before the first batch.
 pub fn register() {
     let gauges = SpoolGauges::global();
     gauges.set_blocked(None);
     LazyLock::force(&BATCHES);
     LazyLock::force(&ROWS);
+    LazyLock::force(&LAG);
+    for class in ["transient", "fatal"] {
+        ERRORS.with_label_values(&[class]);
+    }
+}
+
+/// Capture read a transaction the source committed at `committed_at`, at `now` (unix s). A
+/// source clock ahead of this machine's reads as no lag.
+pub(crate) fn transaction_read(committed_at: u64, now: u64) {
+    LAG.set(clamp(now.saturating_sub(committed_at)));
+}
+
+/// The source's heartbeat: capture has read everything committed.
+pub(crate) fn caught_up() {
+    LAG.set(0);
+}
+
+/// Counts an error that interrupted capture.
+pub(crate) fn capture_error(transient: bool) {
+    let class = if transient { "transient" } else { "fatal" };
+    ERRORS.with_label_values(&[class]).inc();
 }
 
 /// Counts a batch committed to the outbox (after its checkpoint and commit).
@@ -200,10 +241,26 @@ mod tests {
             "tributary_capture_spool_blocked",
             "tributary_capture_batches_total",
             "tributary_capture_rows_total",
+            "tributary_capture_lag_seconds",
+            "tributary_capture_errors_total",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
         assert!(ROWS.get() >= 3 && BATCHES.get() >= 1);
+    }
+
+    #[test]
+    fn lag_follows_the_last_transaction_read_until_a_heartbeat_says_caught_up() {
+        transaction_read(1_000, 1_030);
+        assert_eq!(LAG.get(), 30);
+        transaction_read(2_000, 1_990);
+        assert_eq!(LAG.get(), 0, "a source clock ahead is no lag");
+        transaction_read(1_000, 1_045);
+        caught_up();
+        assert_eq!(LAG.get(), 0);
+        let before = ERRORS.with_label_values(&["transient"]).get();
+        capture_error(true);
+        assert_eq!(ERRORS.with_label_values(&["transient"]).get(), before + 1);
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub(crate) async fn stream_session(
             Ok(Ok(Some(Ok(event)))) => event,
         };
         last_event = Instant::now();
+        if event.header().event_type_raw() == HEARTBEAT_EVENT {
+            crate::metrics::caught_up();
+        }
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
             assembler.feed(&event, &stream, &schema)
         }))
@@ -144,6 +147,7 @@ pub(crate) async fn stream_session(
             Step::SchemaChanged(raw) => (raw, true),
         };
         position.commit(&event, assembler.inside_payload(), raw.gtid.as_ref())?;
+        crate::metrics::transaction_read(raw.committed_at, unix_now());
         let txn = annotate(
             raw,
             &schema,
@@ -185,6 +189,15 @@ pub(crate) async fn stream_session(
             pending_since = None;
         }
     }
+}
+
+/// The binlog event a server sends while it has nothing newer (MariaDB and MySQL 5.7: 0x1b).
+const HEARTBEAT_EVENT: u8 = 0x1b;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn decoder_panicked() -> CaptureError {
