@@ -12,7 +12,7 @@ use tributary_capture::StateDir;
 use tributary_suite::pipeline::{
     CLINIC, Pipeline, PipelineOptions, batch_files, run_ok, wait_site_applied,
 };
-use tributary_suite::{MariaDb, Role, wait_until};
+use tributary_suite::{MariaDb, Role, scrape, wait_metrics_address, wait_until};
 
 const PATIENTS: u64 = 300;
 
@@ -50,7 +50,13 @@ async fn a_killed_seed_goes_on_from_its_last_chunk_and_misses_no_concurrent_writ
         })
     };
 
-    let mut seed = p.spawn("seed", "seed-killed")?;
+    let mut seed = p.spawn_with_args(
+        "seed",
+        &p.config,
+        "seed-killed",
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let metrics = wait_metrics_address(&seed).await?;
     let state = p.work.join("state");
     let killed_after = loaded / 3;
     wait_until(
@@ -67,6 +73,20 @@ async fn a_killed_seed_goes_on_from_its_last_chunk_and_misses_no_concurrent_writ
     )
     .await
     .map_err(|e| e.context(seed.logs()))?;
+    // Its progress is on its metrics endpoint too: at least what is durable, of all planned.
+    let progress = scrape(metrics)?;
+    ensure!(
+        progress.require("tributary_seed_rows", &[])? >= killed_after as f64,
+        "{}",
+        progress.text()
+    );
+    ensure!(
+        progress.require("tributary_seed_rows_estimated", &[])?
+            >= progress.require("tributary_seed_rows", &[])?
+    );
+    let planned = progress.require("tributary_seed_tables", &[("state", "planned")])?;
+    let done = progress.require("tributary_seed_tables", &[("state", "done")])?;
+    ensure!(planned > 10.0 && done < planned, "{done} of {planned}");
     seed.signal("KILL")?;
     seed.wait_exit(Duration::from_secs(30)).await?;
     let interrupted = StateDir::peek(&state)?.context("the checkpoint survives the kill")?;

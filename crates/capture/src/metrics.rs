@@ -74,6 +74,53 @@ static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+static SEED_ROWS: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_seed_rows",
+        "Rows the running seed has sent, those of an interrupted run it goes on from included.",
+    ))
+});
+
+static SEED_ROWS_ESTIMATED: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_seed_rows_estimated",
+        "Rows the running seed expects to send in all (the server's table statistics; never \
+         below what was sent).",
+    ))
+});
+
+static SEED_TABLES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_seed_tables",
+            "Tables of the running seed: state = done (sent whole) or planned (all of them).",
+        ),
+        &["state"],
+    ))
+});
+
+/// Registers the seed's metrics (served by `tributary seed`), at zero before the first chunk.
+pub fn register_seed() {
+    LazyLock::force(&SEED_ROWS);
+    LazyLock::force(&SEED_ROWS_ESTIMATED);
+    for state in ["done", "planned"] {
+        SEED_TABLES.with_label_values(&[state]);
+    }
+}
+
+/// Where the seed stands after a chunk.
+pub(crate) fn seed_progress(rows: u64, estimated: u64, tables_done: usize, tables: usize) {
+    SEED_ROWS.set(clamp(rows));
+    SEED_ROWS_ESTIMATED.set(clamp(estimated));
+    let count = |n: usize| clamp(u64::try_from(n).unwrap_or(u64::MAX));
+    SEED_TABLES
+        .with_label_values(&["done"])
+        .set(count(tables_done));
+    SEED_TABLES
+        .with_label_values(&["planned"])
+        .set(count(tables));
+}
+
 /// Registers every capture metric, so a scrape shows them (at zero) before the first batch.
 pub fn register() {
     let gauges = SpoolGauges::global();
@@ -247,6 +294,15 @@ mod tests {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
         assert!(ROWS.get() >= 3 && BATCHES.get() >= 1);
+    }
+
+    #[test]
+    fn seed_progress_is_read_as_rows_and_tables() {
+        register_seed();
+        seed_progress(1_500, 4_000, 3, 40);
+        assert_eq!((SEED_ROWS.get(), SEED_ROWS_ESTIMATED.get()), (1_500, 4_000));
+        let tables = |state: &str| SEED_TABLES.with_label_values(&[state]).get();
+        assert_eq!((tables("done"), tables("planned")), (3, 40));
     }
 
     #[test]

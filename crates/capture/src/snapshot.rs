@@ -182,6 +182,12 @@ pub async fn run_seed(
                 plan.after_key = None;
                 publisher.set_seed_progress(Some(plan.clone()));
             }
+            crate::metrics::seed_progress(
+                plan.rows,
+                estimate.max(plan.rows),
+                plan.table_index,
+                plan.tables.len(),
+            );
             progress(SeedStatus {
                 table: &table.name,
                 table_rows,

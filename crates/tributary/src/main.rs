@@ -96,6 +96,8 @@ enum Command {
         /// until removed by hand (`tributary verify --site ID --extra` lists them).
         #[arg(long, conflicts_with = "tables")]
         restart_stream: bool,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Apply batches from all sites into HQ (runs until SIGINT/SIGTERM).
     ///
@@ -361,8 +363,13 @@ async fn run(command: Command) -> Result<ExitCode> {
             config,
             tables,
             restart_stream,
+            metrics,
         } => {
-            let settings = Config::load(&config)?.capture_settings()?;
+            let config = Config::load(&config)?;
+            let settings = config.capture_settings()?;
+            tributary_capture::metrics::register();
+            tributary_capture::metrics::register_seed();
+            let endpoint = serve_metrics(&config, &metrics).await?;
             let options = tributary_capture::SeedOptions {
                 tables,
                 restart_stream,
@@ -396,6 +403,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                     &report.snapshot_position
                 }
             );
+            stop_metrics(endpoint).await;
         }
         Command::Ship { config, metrics } => {
             let config = Config::load(&config)?;
