@@ -189,7 +189,13 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
     mock.create_topic(TOPIC, 2, 1)?;
     p.use_kafka(&mock.bootstrap_servers(), TOPIC, 2)?;
     let mut capture = p.spawn("capture", "capture")?;
-    let mut apply = p.spawn("apply", "apply")?;
+    let mut apply = p.spawn_with_args(
+        "apply",
+        &p.config,
+        "apply",
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let apply_metrics = wait_metrics_address(&apply).await?;
     p.wait_capture_started("state", &capture).await?;
     let shape = PatientShape::default();
     let rows =
@@ -206,6 +212,13 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
     wait_held_at_batch_2(&p, &apply).await?;
     let status = p.status()?;
     assert!(status.contains("waiting for batch 2"), "{status}");
+    let held = "tributary_apply_kafka_held_lineages";
+    wait_until(
+        "the consumer's metrics to show the held site",
+        Duration::from_secs(30),
+        || async move { Ok(scrape(apply_metrics)?.sum(held) == 1.0) },
+    )
+    .await?;
 
     // The operator applies the missing batch from a directory; Kafka's applier moves on.
     let inbox = p.work.join("inbox");
@@ -215,6 +228,11 @@ async fn a_batch_missing_from_kafka_holds_the_site_until_it_is_supplied() -> Res
     p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])
         .await?;
     p.verify()?;
+    let metrics = scrape(apply_metrics)?;
+    assert_eq!(metrics.sum(held), 0.0, "{}", metrics.text());
+    let records = "tributary_apply_kafka_records_total";
+    assert!(metrics.require(records, &[("outcome", "held")])? >= 1.0);
+    assert!(metrics.require(records, &[("outcome", "done")])? >= 3.0);
     let applied: Option<u64> =
         p.hq.conn()
             .await?

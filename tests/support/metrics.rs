@@ -89,6 +89,17 @@ impl Scrape {
             .map(|(_, _, value)| value)
     }
 
+    /// The sum of every sample of `name`, whatever its labels (0 when there is none).
+    pub fn sum(&self, name: &str) -> f64 {
+        self.text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(parse_sample)
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+
     /// [`Scrape::value`], or an error that shows the exposition.
     pub fn require(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
         self.value(name, labels)

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client_config;
 use crate::context::{Reachability, route_error, route_log};
 use crate::error::KafkaTransportError;
+use crate::metrics;
 use crate::record::{Received, decode};
 use crate::settings::KafkaSettings;
 use partition::{Admit, Lineage, Outcome, PartitionState};
@@ -375,6 +376,7 @@ impl Run<'_> {
             let first_time = match state.admit(offset, &lineage, now) {
                 Admit::Drop => continue,
                 Admit::Skip => {
+                    metrics::record("skipped");
                     self.commit_moved(partition);
                     continue;
                 }
@@ -398,6 +400,10 @@ impl Run<'_> {
                 }
                 Err(e) => return Err(ConsumeError::Handler(e)),
             };
+            metrics::record(match outcome {
+                Outcome::Done => "done",
+                Outcome::Held => "held",
+            });
             if let Some(state) = self.partitions.get_mut(&partition) {
                 state.finished(offset, lineage, sequence, outcome, Instant::now());
             }
@@ -441,13 +447,14 @@ impl Run<'_> {
     /// Commits the partition's commit point if it moved (asynchronously; see the module
     /// documentation for why a lost commit is harmless).
     fn commit_moved(&mut self, partition: i32) {
-        let Some(next) = self
-            .partitions
-            .get_mut(&partition)
-            .and_then(PartitionState::take_commit)
-        else {
+        let Some(state) = self.partitions.get_mut(&partition) else {
             return;
         };
+        metrics::held(partition, state.held_lineages());
+        let Some(next) = state.take_commit() else {
+            return;
+        };
+        metrics::committed(partition, next);
         if let Ok(mut shared) = self.shared.lock() {
             shared.done.insert(partition, next);
         }
@@ -577,6 +584,7 @@ impl Run<'_> {
         };
         for partition in changed {
             self.partitions.remove(&partition);
+            metrics::held(partition, 0);
         }
     }
 

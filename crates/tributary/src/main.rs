@@ -441,6 +441,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             let config = Config::load(&config)?;
             let settings = config.apply_settings()?;
             tributary_apply::metrics::register(&settings.keyring);
+            if config.transport_kind() == TransportKind::Kafka {
+                tributary_kafka::metrics::register_consumer();
+            }
             let refresher = settings.refresh.clone();
             let endpoint = serve_metrics(&config, &metrics).await?;
             if config.transport_kind() == TransportKind::Kafka {

@@ -237,6 +237,11 @@ impl PartitionState {
         Some(self.held.iter().map(|(l, h)| (l.clone(), *h)).collect())
     }
 
+    /// How many lineages are held.
+    pub fn held_lineages(&self) -> usize {
+        self.held.len()
+    }
+
     /// The first held offset: where a pass back seeks to.
     pub fn first_held(&self) -> Option<i64> {
         self.held.values().map(|h| h.offset).min()
