@@ -104,12 +104,15 @@ ensure_build_deps() {
 }
 
 # ensure_test_tools: what the test suite uses beside the services: openssl (certificates for
-# the Kafka TLS test), socat (the TLS front of the test broker) and systemd-analyze (checks the
-# units in deploy/systemd). Installed with apt-get when missing.
+# the Kafka TLS test), socat (the TLS front of the test broker), systemd-analyze (checks the
+# units in deploy/systemd), promtool (Prometheus; checks deploy/compose's scrape configuration
+# and alert rules) and docker-compose (checks the compose file; no container engine is needed
+# or installed). Installed with apt-get when missing; no service is started.
 ensure_test_tools() {
   local missing=() packages=() pair b
   # command:package (systemd-analyze checks the systemd units in deploy/systemd)
-  for pair in openssl:openssl socat:socat systemd-analyze:systemd; do
+  for pair in openssl:openssl socat:socat systemd-analyze:systemd promtool:prometheus \
+    docker-compose:docker-compose; do
     b="${pair%%:*}"
     command -v "$b" >/dev/null 2>&1 || { missing+=("$b"); packages+=("${pair#*:}"); }
   done
@@ -128,10 +131,20 @@ apt_install() {
   exec {fd}>"$lock"
   flock -w 900 "$fd" || die "timed out waiting for $lock"
   log "installing $what with apt-get (one time): $missing"
+  # Packages that ship a service (prometheus) must not start a system-wide one: a policy-rc.d
+  # denies every start while apt-get runs (unless one exists already).
+  local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\n# temporary, written by tributary deploy/lib.sh: start no service\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    ours=1
+  fi
   {
     DEBIAN_FRONTEND=noninteractive apt-get update -q &&
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
-  } >&2 || die "apt-get install of the $what failed"
+  } >&2 || rc=$?
+  ((ours)) && rm -f "$policy"
+  ((rc == 0)) || die "apt-get install of the $what failed (exit $rc)"
   exec {fd}>&-
 }
 

@@ -288,6 +288,13 @@ fn the_example_kafka_configurations_are_valid() {
     let err = format!("{:#}", hq.kafka_settings().unwrap_err());
     assert!(err.contains("hq-client.key.password"), "{err}");
     hq.consumer_settings().unwrap();
+    // The applier of deploy/compose.
+    let compose = examples.join("../../deploy/compose/hq.toml");
+    let compose = Config::load(&compose).unwrap();
+    assert_eq!(compose.transport_kind(), TransportKind::Kafka);
+    assert_eq!(compose.kafka_settings().unwrap().brokers, "kafka:9092");
+    compose.consumer_settings().unwrap();
+    assert!(compose.metrics_listen(None).unwrap().is_some());
 }
 
 #[test]
