@@ -106,13 +106,14 @@ ensure_build_deps() {
 # ensure_test_tools: what the test suite uses beside the services: openssl (certificates for
 # the Kafka TLS test), socat (the TLS front of the test broker), systemd-analyze (checks the
 # units in deploy/systemd), promtool (Prometheus; checks deploy/compose's scrape configuration
-# and alert rules) and docker-compose (checks the compose file; no container engine is needed
-# or installed). Installed with apt-get when missing; no service is started.
+# and alert rules), docker-compose (checks the compose file; no container engine is needed
+# or installed), and chromium with chromedriver (the admin console's browser test). Installed
+# with apt-get when missing; no service is started.
 ensure_test_tools() {
   local missing=() packages=() pair b
   # command:package (systemd-analyze checks the systemd units in deploy/systemd)
   for pair in openssl:openssl socat:socat systemd-analyze:systemd promtool:prometheus \
-    docker-compose:docker-compose; do
+    docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver; do
     b="${pair%%:*}"
     command -v "$b" >/dev/null 2>&1 || { missing+=("$b"); packages+=("${pair#*:}"); }
   done

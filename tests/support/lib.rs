@@ -43,6 +43,7 @@ mod proxy;
 mod tansu;
 pub mod tls;
 mod wait;
+pub mod webdriver;
 
 pub use mariadb::{MariaDb, Role};
 pub use metrics::{Scrape, scrape, wait_metrics_address};

@@ -12,6 +12,13 @@ pub(crate) fn fill(buf: &mut [u8]) -> Result<(), String> {
     OsRng.try_fill_bytes(buf).map_err(|e| e.to_string())
 }
 
+/// `bytes` random bytes from the OS RNG as lower-case hex (session secrets and such).
+pub fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    fill(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

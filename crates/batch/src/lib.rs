@@ -14,6 +14,7 @@
 #[cfg(test)]
 mod decoder_properties;
 mod entropy;
+pub use entropy::random_hex;
 mod envelope;
 mod error;
 mod frame;

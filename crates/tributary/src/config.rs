@@ -9,7 +9,7 @@ mod site;
 mod tests;
 mod transport;
 
-pub use hq::{ConflictsSection, HqSection, RefreshSection};
+pub use hq::{ConflictsSection, ConsoleSection, HqSection, RefreshSection};
 pub use site::SiteSection;
 pub use transport::{KafkaSection, SecretSource, TransportKind, TransportSection};
 

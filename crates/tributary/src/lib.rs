@@ -6,6 +6,7 @@ pub mod allocator;
 pub mod bulk_dataset;
 pub mod config;
 pub mod conflicts;
+pub mod console;
 pub mod dataset;
 pub mod demo;
 pub mod doctor;

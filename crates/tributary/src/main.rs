@@ -446,6 +446,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             }
             let refresher = settings.refresh.clone();
             let endpoint = serve_metrics(&config, &metrics).await?;
+            let console = match config.console_settings()? {
+                Some(console) => Some(tributary::console::ConsoleServer::start(console).await?),
+                None => None,
+            };
             if config.transport_kind() == TransportKind::Kafka {
                 apply_from_kafka(&config, settings, once).await?;
             } else if once {
@@ -462,6 +466,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             if let Some(refresher) = refresher {
                 // What the last batches wrote is still named to HQ OpenMRS (bounded).
                 refresher.close(tributary_apply::REFRESH_CLOSE_WITHIN).await;
+            }
+            if let Some(console) = console {
+                console.stop().await;
             }
             stop_metrics(endpoint).await;
         }

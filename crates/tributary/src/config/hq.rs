@@ -1,6 +1,9 @@
 //! `[hq]`, `[hq.conflicts]` and `[hq.refresh]`: the HQ database the applier writes into.
 
 use super::{Config, DatabaseSection};
+
+/// Where the console listens unless `[hq.console] listen` says otherwise.
+const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8470";
 use anyhow::{Context, Result, bail};
 use mysql_async::Opts;
 use serde::Deserialize;
@@ -35,6 +38,25 @@ pub struct HqSection {
     pub conflicts: Option<ConflictsSection>,
     /// Ask HQ OpenMRS to refresh its caches and search index after applying; off when absent.
     pub refresh: Option<RefreshSection>,
+    /// The admin console the applier serves; off when absent.
+    pub console: Option<ConsoleSection>,
+}
+
+/// `[hq.console]`: a web page served by `tributary apply` for the HQ data team: the sites,
+/// parked rows, conflicts (resolved from the page) and rejected batches.
+///
+/// ```toml
+/// [hq.console]
+/// listen = "127.0.0.1:8470"                     # the default; keep it on loopback
+/// token_file = "/etc/tributary/console.token"   # the sign-in token (first line), mode 0600
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// `IP:port`; default `127.0.0.1:8470`.
+    pub listen: Option<String>,
+    /// A file holding the token people sign in with (first line, at least 16 characters).
+    pub token_file: PathBuf,
 }
 
 /// `[hq.conflicts]`: a policy per table, `queue` (the default: both versions wait for a
@@ -246,6 +268,44 @@ impl Config {
                 .map_or(DEFAULT_FULL_REFRESH_MIN_INTERVAL, Duration::from_secs),
         };
         Ok(Some(settings))
+    }
+
+    /// `[hq.console]`, resolved: where to serve the console and the token to sign in with;
+    /// `None` when the section is absent.
+    pub fn console_settings(&self) -> Result<Option<crate::console::ConsoleSettings>> {
+        let hq = self.hq()?;
+        let Some(section) = &hq.console else {
+            return Ok(None);
+        };
+        let listen = section.listen.as_deref().unwrap_or(DEFAULT_CONSOLE_LISTEN);
+        let listen = listen.parse().with_context(|| {
+            format!("hq.console.listen '{listen}' is not an IP:port such as 127.0.0.1:8470")
+        })?;
+        let path = self.resolve(&section.token_file);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "hq.console.token_file: cannot read {}; write the console's sign-in token \
+                 there (one line, mode 0600)",
+                path.display()
+            )
+        })?;
+        let token = text.lines().next().unwrap_or_default().trim().to_owned();
+        if token.len() < 16 {
+            bail!(
+                "hq.console.token_file {}: the token must be at least 16 characters (e.g. \
+                 `openssl rand -hex 24`)",
+                path.display()
+            );
+        }
+        let (hq_opts, database) = self.hq_database()?;
+        Ok(Some(crate::console::ConsoleSettings {
+            listen,
+            token,
+            hq: hq_opts,
+            database,
+            policy: self.policy()?,
+            conflicts: self.conflict_policies()?,
+        }))
     }
 
     /// `[hq] parked_report_age_s`: parked rows older than this are reported.

@@ -356,3 +356,36 @@ fn relative_paths_resolve_against_the_config_file() {
     assert_eq!(settings.database, "openmrs");
     assert_eq!(settings.source.pass(), Some("hunter2"));
 }
+
+#[test]
+fn the_console_is_off_by_default_and_its_section_is_checked_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(&write(dir.path(), MINIMAL_HQ)).unwrap();
+    assert!(
+        config.console_settings().unwrap().is_none(),
+        "off by default"
+    );
+    std::fs::write(dir.path().join("token"), "0123456789abcdef-long-enough\n").unwrap();
+    let with = |section: &str| format!("{MINIMAL_HQ}[hq.console]\n{section}\n");
+    let config = Config::load(&write(dir.path(), &with("token_file = \"token\""))).unwrap();
+    let settings = config.console_settings().unwrap().unwrap();
+    assert_eq!(settings.listen.to_string(), "127.0.0.1:8470");
+    assert_eq!(settings.token, "0123456789abcdef-long-enough");
+    assert!(
+        !format!("{settings:?}").contains("0123456789abcdef"),
+        "Debug hides the token"
+    );
+    std::fs::write(dir.path().join("short"), "abc\n").unwrap();
+    for (section, expected) in [
+        ("token_file = \"short\"", "at least 16 characters"),
+        ("token_file = \"missing\"", "hq.console.token_file"),
+        (
+            "token_file = \"token\"\nlisten = \"localhost\"",
+            "hq.console.listen",
+        ),
+    ] {
+        let config = Config::load(&write(dir.path(), &with(section))).unwrap();
+        let err = format!("{:#}", config.console_settings().unwrap_err());
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}
