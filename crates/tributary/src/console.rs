@@ -241,15 +241,25 @@ async fn conflict_queue(console: &Console) -> Result<ConflictQueue> {
 async fn parked(State(console): State<Shared>) -> Response {
     page(
         async {
-            let filter = ParkedFilter {
-                limit: LIST_LIMIT,
-                ..ParkedFilter::default()
-            };
-            let entries = parked_rows(&console).await?.list(&filter).await?;
-            Ok(pages::parked(&entries, &console.session, None))
+            let mut rows = parked_rows(&console).await?;
+            parked_page(&mut rows, &console, None).await
         }
         .await,
     )
+}
+
+/// The parked rows page, oldest first, with what an action just did.
+async fn parked_page(
+    rows: &mut ParkedRows,
+    console: &Console,
+    said: Option<&str>,
+) -> Result<String> {
+    let filter = ParkedFilter {
+        limit: LIST_LIMIT,
+        ..ParkedFilter::default()
+    };
+    let entries = rows.list(&filter).await?;
+    Ok(pages::parked(&entries, &console.session, said))
 }
 
 /// A form that changes HQ: its anti-forgery field must be the session's.
@@ -298,13 +308,7 @@ async fn retry_parked(
                 RetryOutcome::Unknown => format!("There is no parked row {id}."),
             };
             tracing::info!(parked_id = id, "console: parked row retried");
-            let entries = rows
-                .list(&ParkedFilter {
-                    limit: LIST_LIMIT,
-                    ..ParkedFilter::default()
-                })
-                .await?;
-            Ok(pages::parked(&entries, &console.session, Some(&said)))
+            parked_page(&mut rows, &console, Some(&said)).await
         }
         .await,
     )
@@ -331,13 +335,7 @@ async fn drop_parked(
                 None => format!("There is no parked row {id}."),
             };
             tracing::info!(parked_id = id, "console: parked row dropped");
-            let entries = rows
-                .list(&ParkedFilter {
-                    limit: LIST_LIMIT,
-                    ..ParkedFilter::default()
-                })
-                .await?;
-            Ok(pages::parked(&entries, &console.session, Some(&said)))
+            parked_page(&mut rows, &console, Some(&said)).await
         }
         .await,
     )

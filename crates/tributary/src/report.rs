@@ -83,6 +83,21 @@ pub fn capture_state(
     out
 }
 
+/// A site's state in a few words: held at a gap, or streaming (and what needs a person).
+pub fn site_state(s: &SiteStatus) -> String {
+    match s.waiting_for_sequence {
+        Some(seq) => format!("held: waiting for batch {seq}"),
+        None if s.conflicts_open > 0 => {
+            "streaming (conflicts wait: `tributary conflicts list`)".to_owned()
+        }
+        None if s.unseeded_after_epoch.is_some() => {
+            "streaming (not seeded since its state was reset: see below)".to_owned()
+        }
+        None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
+        None => "streaming".to_owned(),
+    }
+}
+
 pub fn status_table(statuses: &[SiteStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -99,17 +114,7 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
         "last heard"
     );
     for s in statuses {
-        let state = match s.waiting_for_sequence {
-            Some(seq) => format!("held: waiting for batch {seq}"),
-            None if s.conflicts_open > 0 => {
-                "streaming (conflicts wait: `tributary conflicts list`)".to_owned()
-            }
-            None if s.unseeded_after_epoch.is_some() => {
-                "streaming (not seeded since its state was reset: see below)".to_owned()
-            }
-            None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
-            None => "streaming".to_owned(),
-        };
+        let state = site_state(s);
         let _ = writeln!(
             out,
             "{:<20} {:>10} {:>9} {:>12} {:>7} {:>9} {:>8} {:>8} {:>11}  {}",

@@ -72,12 +72,12 @@ pub fn sites(statuses: &[SiteStatus]) -> String {
          <th>lag</th><th>last heard</th></tr>",
     );
     for s in statuses {
-        let state = match (s.waiting_for_sequence, s.unseeded_after_epoch) {
-            (Some(seq), _) => format!("held: waiting for batch {seq}"),
-            (None, Some(earlier)) => format!(
+        let state = match s.unseeded_after_epoch {
+            // The console has no "below": say the remedy here.
+            Some(earlier) if s.waiting_for_sequence.is_none() => format!(
                 "not seeded since epoch {earlier}: run 'tributary seed --restart-stream' at the site"
             ),
-            (None, None) => "streaming".to_owned(),
+            _ => crate::report::site_state(s),
         };
         let _ = write!(
             body,
