@@ -106,6 +106,11 @@ enum Command {
     /// `base_url` (e.g. "https://hq.example/openmrs"), `username`, and `password_file` or
     /// `password_env`; calls are coalesced per resource type every `flush_interval_ms`,
     /// retried `max_attempts` times, and never hold up or undo applying (README.md).
+    ///
+    /// With an `[hq.console]` section (off by default), it also serves the admin console on
+    /// `listen` (default 127.0.0.1:8470): sites, parked rows, conflicts side by side with the
+    /// actions to resolve them, rejected batches; people sign in with the token in
+    /// `token_file`.
     Apply {
         /// Configuration file with [hq] and [transport] sections.
         #[arg(long, short)]
