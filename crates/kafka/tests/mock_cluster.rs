@@ -193,11 +193,12 @@ async fn broker_outage_keeps_batches_in_the_spool_until_delivered() {
     );
     assert_eq!(progress.batches.load(Ordering::Relaxed), 0);
     mock.broker_up(-1).unwrap();
-    wait_until("the spool to empty", || {
+    // A batch is counted once it is out of the spool: wait for both.
+    wait_until("the spool to empty and every batch to be counted", || {
         spool.committed_after(None, usize::MAX).unwrap().is_empty()
+            && progress.batches.load(Ordering::Relaxed) == 40
     })
     .await;
-    assert_eq!(progress.batches.load(Ordering::Relaxed), 40);
     shipping.stop().await;
     assert_in_order_once(&topic_records(&mock, 4, 40).await, "clinic-a", 40);
 }
