@@ -262,9 +262,10 @@ async fn parked_page(
     Ok(pages::parked(&entries, &console.session, said))
 }
 
-/// A form that changes HQ: its anti-forgery field must be the session's.
+/// A form that changes HQ.
 #[derive(Deserialize)]
 struct ActionForm {
+    /// The anti-forgery field: the session's secret.
     csrf: String,
     #[serde(default)]
     reason: String,
@@ -274,24 +275,34 @@ struct ActionForm {
     by: String,
 }
 
-fn forged(console: &Console, form: &ActionForm) -> Option<Response> {
-    (!same(&form.csrf, &console.session)).then(|| {
-        (
-            StatusCode::FORBIDDEN,
-            Html(pages::error("This form did not come from the console.")),
-        )
-            .into_response()
-    })
+/// An [`ActionForm`] whose anti-forgery field is the session's; any other is refused (403)
+/// before a handler sees it.
+struct CheckedForm(ActionForm);
+
+impl axum::extract::FromRequest<Shared> for CheckedForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Shared) -> Result<Self, Self::Rejection> {
+        let Form(form) = Form::<ActionForm>::from_request(request, console)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if same(&form.csrf, &console.session) {
+            Ok(CheckedForm(form))
+        } else {
+            Err((
+                StatusCode::FORBIDDEN,
+                Html(pages::error("This form did not come from the console.")),
+            )
+                .into_response())
+        }
+    }
 }
 
 async fn retry_parked(
     State(console): State<Shared>,
     Path(id): Path<u64>,
-    Form(form): Form<ActionForm>,
+    _from_the_console: CheckedForm,
 ) -> Response {
-    if let Some(refused) = forged(&console, &form) {
-        return refused;
-    }
     page(
         async {
             let mut rows = parked_rows(&console).await?;
@@ -317,11 +328,8 @@ async fn retry_parked(
 async fn drop_parked(
     State(console): State<Shared>,
     Path(id): Path<u64>,
-    Form(form): Form<ActionForm>,
+    CheckedForm(form): CheckedForm,
 ) -> Response {
-    if let Some(refused) = forged(&console, &form) {
-        return refused;
-    }
     page(
         async {
             let reason = form.reason.trim();
@@ -372,11 +380,8 @@ async fn conflict(State(console): State<Shared>, Path(id): Path<u64>) -> Respons
 async fn resolve_conflict(
     State(console): State<Shared>,
     Path(id): Path<u64>,
-    Form(form): Form<ActionForm>,
+    CheckedForm(form): CheckedForm,
 ) -> Response {
-    if let Some(refused) = forged(&console, &form) {
-        return refused;
-    }
     page(
         async {
             let choice = match form.choice.as_str() {
