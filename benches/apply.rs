@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         parked_report_age: DEFAULT_PARKED_REPORT_AGE,
         conflicts: tributary_apply::ConflictPolicies::default(),
         refresh: None,
+        record_applied: false,
     };
     let mut applier = Applier::connect(settings).await?;
     let statements_before = hq.statements_run().await?;

@@ -47,7 +47,7 @@ pub mod webdriver;
 
 pub use mariadb::{MariaDb, Role};
 pub use metrics::{Scrape, scrape, wait_metrics_address};
-pub use paths::{repo_root, services_root, target_dir, tributary_bin};
+pub use paths::{example_bin, repo_root, services_root, target_dir, tributary_bin};
 pub use process::{ChildGuard, pid_alive};
 pub use proxy::TcpProxy;
 pub use tansu::Tansu;

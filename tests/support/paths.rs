@@ -61,6 +61,21 @@ pub fn tributary_bin() -> PathBuf {
     path
 }
 
+/// An example program of this package (`examples/<name>.rs`), built by
+/// `cargo build --all-targets` (deploy/test.sh does this).
+pub fn example_bin(name: &str) -> PathBuf {
+    let path = default_bin_dir()
+        .join("examples")
+        .join(format!("{name}{}", env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the example {} does not exist: run `cargo build --examples` first (deploy/test.sh \
+         builds every target)",
+        path.display()
+    );
+    path
+}
+
 fn default_bin_dir() -> PathBuf {
     let exe = env::current_exe().expect("current_exe");
     let dir = exe.parent().unwrap_or(Path::new("."));

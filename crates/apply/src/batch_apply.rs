@@ -59,18 +59,27 @@ pub fn fit(progress: Option<Progress>, epoch: u64, sequence: u64) -> Fit {
     }
 }
 
+/// How a batch's rows are written beyond the conflict policies.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchWriting {
+    /// How HQ numbers a multi-row INSERT (`None`: new rows are inserted one by one).
+    pub numbering: Option<IdNumbering>,
+    /// Record what is written in the integration outbox (`[hq.integration]`).
+    pub record_applied: bool,
+}
+
 pub async fn apply_batch(
     conn: &mut Conn,
     schema: &SchemaMap,
     policies: &ConflictPolicies,
-    numbering: Option<IdNumbering>,
+    writing: BatchWriting,
     resolver: &mut Resolver,
     header: &BatchHeader,
     payload: &BatchPayload,
 ) -> Result<(Fit, BatchOutcome), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut scope = Scope::new(schema, resolver, policies);
-    let result = apply_in(&mut tx, &mut scope, numbering, header, payload).await;
+    let mut scope = Scope::new(schema, resolver, policies, writing.record_applied);
+    let result = apply_in(&mut tx, &mut scope, writing.numbering, header, payload).await;
     match result {
         Ok((Fit::Next, outcome)) => {
             tx.commit().await?;
@@ -122,7 +131,7 @@ async fn apply_in(
             write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
             placed = place(tx, scope, origin, change, held, None).await?;
         }
-        tally.add(change, placed);
+        tally.add(scope, origin, change, placed);
     }
     write_new_rows(tx, scope, origin, &mut new_rows, &mut tally).await?;
     let Tally {
@@ -138,6 +147,9 @@ async fn apply_in(
     outcome.released = released.values().sum();
     scope.states.flush(tx, scope.schema).await?;
     scope.dropped.record(tx).await?;
+    scope.applied.attach_sources(payload);
+    let label = format!("{}:{}:{}", header.site_id, header.epoch, header.sequence);
+    scope.applied.record(tx, &label).await?;
     let last_committed_at = payload.transactions.iter().map(|t| t.committed_at).max();
     bookkeeping::record_applied(
         tx,
@@ -182,9 +194,16 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, change: &RowChange, placed: Placed) {
+    fn add(
+        &mut self,
+        scope: &mut Scope<'_>,
+        origin: Origin<'_>,
+        change: &RowChange,
+        placed: Placed,
+    ) {
         match placed {
             Placed::Written => {
+                scope.applied.note(origin, change);
                 self.outcome.applied += 1;
                 self.arrivals.push(change.row_ref());
             }
@@ -215,11 +234,11 @@ async fn write_new_rows<'c>(
     }
     let written = new_rows.write(tx, scope, origin.site_id).await?;
     for change in written.rows {
-        tally.add(change, Placed::Written);
+        tally.add(scope, origin, change, Placed::Written);
     }
     for change in written.refused {
         let placed = place(tx, scope, origin, change, tally.anything_parked, None).await?;
-        tally.add(change, placed);
+        tally.add(scope, origin, change, placed);
     }
     Ok(())
 }
@@ -397,6 +416,7 @@ async fn release_candidates(
                         Err(e) => return Err(e.into()),
                     }
                     parking::unpark(tx, parked_id).await?;
+                    scope.applied.note(origin, &parked.change);
                     tracing::debug!(site = %parked.site_id, table = %parked.change.table, "released a parked row");
                     arrivals.push(parked.change.row_ref());
                     *released.entry(parked.site_id).or_default() += 1;
@@ -437,9 +457,10 @@ pub async fn retry_parked(
     resolver: &mut Resolver,
     after: u64,
     limit: u32,
+    record_applied: bool,
 ) -> Result<(Released, u64), ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut scope = Scope::new(schema, resolver, policies);
+    let mut scope = Scope::new(schema, resolver, policies, record_applied);
     let result = async {
         let candidates = parking::page(&mut tx, after, limit).await?;
         let next = match candidates.last() {
@@ -461,9 +482,10 @@ pub async fn retry_rows(
     policies: &ConflictPolicies,
     resolver: &mut Resolver,
     parked_ids: Vec<u64>,
+    record_applied: bool,
 ) -> Result<Released, ApplyError> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut scope = Scope::new(schema, resolver, policies);
+    let mut scope = Scope::new(schema, resolver, policies, record_applied);
     let result = retry_in(&mut tx, &mut scope, parked_ids).await;
     finish_retry(tx, scope.resolver, result).await
 }
@@ -489,6 +511,8 @@ pub(crate) async fn record_releases(
     }
     scope.states.flush(tx, scope.schema).await?;
     scope.dropped.record(tx).await?;
+    // Released rows are a transaction of HQ's own, named after its outbox entry.
+    scope.applied.record(tx, "").await?;
     Ok(())
 }
 

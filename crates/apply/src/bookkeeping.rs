@@ -122,6 +122,8 @@ pub const CREATE_TABLES: &[&str] = &[
         COMMENT 'set while the current epoch began without a seed after this one was applied'",
     // A rejection is recorded once per batch and reason (record_rejected looks it up).
     "ALTER TABLE tributary_rejected_batch ADD INDEX IF NOT EXISTS batch (site_id, epoch, sequence)",
+    // What HQ applied, waiting to be published on the integration topics.
+    crate::integration::outbox::CREATE_OUTBOX,
 ];
 
 /// Connects to HQ for an operator command (UTC session), creates Tributary's tables if needed,

@@ -108,6 +108,8 @@ pub struct ConflictQueue {
     schema: SchemaMap,
     policies: ConflictPolicies,
     resolver: Resolver,
+    /// Record what resolving writes for the integration topics (`[hq.integration]` on).
+    record_applied: bool,
 }
 
 const ENTRY_COLUMNS: &str = "conflict_id, site_id, epoch, sequence, table_name, identity, op,
@@ -167,7 +169,14 @@ impl ConflictQueue {
             schema,
             policies,
             resolver: Resolver::new(RESOLVER_ENTRIES),
+            record_applied: false,
         })
+    }
+
+    /// Records what resolving writes for the integration topics (`[hq.integration]` on).
+    pub fn recording_applied_changes(mut self, on: bool) -> ConflictQueue {
+        self.record_applied = on;
+        self
     }
 
     /// Conflicts matching `filter`, oldest first.
@@ -234,7 +243,12 @@ impl ConflictQueue {
         note: Option<&str>,
     ) -> Result<ResolveOutcome, ApplyError> {
         let mut tx = self.conn.start_transaction(TxOpts::default()).await?;
-        let mut scope = Scope::new(&self.schema, &mut self.resolver, &self.policies);
+        let mut scope = Scope::new(
+            &self.schema,
+            &mut self.resolver,
+            &self.policies,
+            self.record_applied,
+        );
         let result = resolve_in(&mut tx, &mut scope, conflict_id, choice, by, note).await;
         match result {
             Ok(outcome @ ResolveOutcome::Resolved { .. }) => {
@@ -383,6 +397,7 @@ async fn carry_out(
             {
                 return Ok(Some(reason));
             }
+            scope.applied.note(origin, change);
         }
     }
     Ok(None)

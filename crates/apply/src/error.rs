@@ -22,6 +22,8 @@ pub enum ApplyError {
     Key(#[from] tributary_batch::KeyError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("integration outbox: {0}")]
+    Outbox(String),
     #[error(
         "HQ row {table}[{identity}] could not be written: {detail}; the batch is held until \
          this is fixed"

@@ -24,6 +24,7 @@ mod conflicts;
 mod delivered;
 mod dropped_columns;
 mod error;
+pub mod integration;
 mod locator;
 pub mod metrics;
 mod new_rows;

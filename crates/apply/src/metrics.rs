@@ -8,7 +8,7 @@
 //! identities never become labels.
 
 use crate::conflicts::Decision;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 use tributary_batch::{Keyring, RejectReason};
 
@@ -178,6 +178,37 @@ static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
+static INTEGRATION_OUTBOX: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_apply_integration_outbox_entries",
+        "HQ transactions applied but not yet published on the integration topics \
+         (tributary_integration_outbox).",
+    ))
+});
+
+static INTEGRATION_OUTBOX_AGE: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_apply_integration_outbox_oldest_age_seconds",
+        "How long ago HQ committed the oldest change not yet published on the integration \
+         topics (0 when none waits).",
+    ))
+});
+
+static INTEGRATION_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(IntCounter::new(
+        "tributary_apply_integration_events_total",
+        "Records the broker took on the integration topics (change events, BEGIN and END).",
+    ))
+});
+
+static INTEGRATION_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(IntCounter::new(
+        "tributary_apply_integration_publish_failures_total",
+        "Publishing rounds that failed (broker unreachable or refusing); the round is sent \
+         again after a pause.",
+    ))
+});
+
 pub fn register(keyring: &Keyring) {
     for site in keyring.sites() {
         for reason in RejectReason::ALL {
@@ -218,6 +249,31 @@ pub fn register(keyring: &Keyring) {
     LazyLock::force(&LAG);
     LazyLock::force(&LAST_BATCH);
     LazyLock::force(&ERRORS);
+}
+
+/// Registers the integration publisher's metrics (`[hq.integration]` on).
+pub fn register_integration() {
+    LazyLock::force(&INTEGRATION_OUTBOX);
+    LazyLock::force(&INTEGRATION_OUTBOX_AGE);
+    LazyLock::force(&INTEGRATION_EVENTS);
+    LazyLock::force(&INTEGRATION_FAILURES);
+}
+
+/// Sets the integration outbox's gauges.
+pub fn integration_backlog(entries: u64, oldest_age_seconds: u64) {
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    INTEGRATION_OUTBOX.set(gauge(entries));
+    INTEGRATION_OUTBOX_AGE.set(gauge(oldest_age_seconds));
+}
+
+/// Counts records the broker took on the integration topics.
+pub fn integration_published(records: u64) {
+    INTEGRATION_EVENTS.inc_by(records);
+}
+
+/// Counts a failed publishing round.
+pub fn integration_failed() {
+    INTEGRATION_FAILURES.inc();
 }
 
 /// Counts rows written without a dropped column (labels are schema names: bounded).

@@ -96,6 +96,8 @@ pub struct ParkedRows {
     schema: SchemaMap,
     conflicts: ConflictPolicies,
     resolver: Resolver,
+    /// Record what a retry writes for the integration topics (`[hq.integration]` on).
+    record_applied: bool,
 }
 
 type EntryRow = (u64, String, u64, u64, String, String, String, String, u64);
@@ -119,7 +121,14 @@ impl ParkedRows {
             schema,
             conflicts,
             resolver: Resolver::new(RESOLVER_ENTRIES),
+            record_applied: false,
         })
+    }
+
+    /// Records what a retry writes for the integration topics (`[hq.integration]` on).
+    pub fn recording_applied_changes(mut self, on: bool) -> ParkedRows {
+        self.record_applied = on;
+        self
     }
 
     /// Parked rows matching `filter`, oldest first, each with what it waits for.
@@ -173,6 +182,7 @@ impl ParkedRows {
             &self.conflicts,
             &mut self.resolver,
             vec![parked_id],
+            self.record_applied,
         )
         .await?;
         let released: u64 = released.values().sum();
@@ -198,6 +208,7 @@ impl ParkedRows {
                 &mut self.resolver,
                 after,
                 RETRY_PAGE,
+                self.record_applied,
             )
             .await?;
             released += page.values().sum::<u64>();

@@ -2,7 +2,7 @@
 //! order; duplicates acknowledged, gaps held and reported, bad batches rejected, good ones
 //! applied and then acknowledged (deleted from the inbox only after HQ committed them).
 
-use crate::batch_apply::{BatchOutcome, Fit, apply_batch};
+use crate::batch_apply::{BatchOutcome, BatchWriting, Fit, apply_batch};
 use crate::bookkeeping::{self, CREATE_TABLES};
 use crate::error::ApplyError;
 use crate::new_rows::{IdNumbering, STATEMENT_CACHE};
@@ -138,6 +138,7 @@ impl Applier {
             &mut self.resolver,
             self.parked_retry_cursor,
             PARKED_RETRY_LIMIT,
+            self.settings.record_applied,
         )
         .await?;
         self.parked_retry_cursor = next;
@@ -293,7 +294,10 @@ impl Applier {
             &mut self.conn,
             &self.schema,
             &self.settings.conflicts,
-            self.id_numbering,
+            BatchWriting {
+                numbering: self.id_numbering,
+                record_applied: self.settings.record_applied,
+            },
             &mut self.resolver,
             header,
             payload,

@@ -36,4 +36,7 @@ pub struct ApplySettings {
     pub conflicts: ConflictPolicies,
     /// Asks HQ OpenMRS to refresh what was written (`[hq.refresh]`); off when `None`.
     pub refresh: Option<Refresher>,
+    /// Record what HQ writes in the integration outbox for the integration topics
+    /// (`[hq.integration]`); off by default.
+    pub record_applied: bool,
 }

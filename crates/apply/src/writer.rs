@@ -9,6 +9,7 @@
 use crate::conflict_policy::{ConflictPolicies, ConflictPolicy, DATE_CHANGED};
 use crate::conflicts::{self, Decision, Detected, Origin};
 use crate::dropped_columns::DroppedColumns;
+use crate::integration::AppliedChanges;
 use crate::locator::{Locator, locate, locator_columns};
 use crate::resolver::Resolver;
 use crate::row_state::{self, RowSnapshot, RowStates, Standing};
@@ -152,6 +153,8 @@ pub struct Scope<'a> {
     pub policies: &'a ConflictPolicies,
     /// Columns rows were written without (recorded with the transaction).
     pub dropped: DroppedColumns,
+    /// The changes written, for the integration topics (recorded with the transaction).
+    pub applied: AppliedChanges,
 }
 
 impl<'a> Scope<'a> {
@@ -160,6 +163,7 @@ impl<'a> Scope<'a> {
         schema: &'a SchemaMap,
         resolver: &'a mut Resolver,
         policies: &'a ConflictPolicies,
+        record_applied: bool,
     ) -> Scope<'a> {
         Scope {
             schema,
@@ -167,6 +171,7 @@ impl<'a> Scope<'a> {
             states: RowStates::new(),
             policies,
             dropped: DroppedColumns::default(),
+            applied: AppliedChanges::new(record_applied),
         }
     }
 }

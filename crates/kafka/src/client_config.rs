@@ -51,6 +51,22 @@ pub fn consumer(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// The integration topics' producer at HQ: idempotent, acks from every in-sync replica,
+/// zstd (change events are JSON), and a bounded delivery timeout: the publisher sends an
+/// outbox entry again when any of its events failed.
+pub fn event_producer(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = base(settings, "tributary-integration");
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("compression.type", "zstd")
+        .set("message.timeout.ms", "60000")
+        .set("message.max.bytes", DEFAULT_MAX_RECORD_BYTES.to_string())
+        .set("linger.ms", "20");
+    config
+}
+
 /// `tributary kafka init`'s admin client.
 pub fn admin(settings: &KafkaSettings) -> ClientConfig {
     base(settings, "tributary-admin")

@@ -4,7 +4,8 @@
 //! Module map: [`settings`] (what the transport needs, and which librdkafka properties may be
 //! passed through), `client_config` (the producer, consumer and admin configurations),
 //! `context` (librdkafka's logs and outage reports), `record` (a batch as a record: key,
-//! headers, value), [`shipper`], [`consumer`], `topic` (`tributary kafka init`), `error`,
+//! headers, value), [`shipper`], [`consumer`], `topic` (`tributary kafka init`, and the integration topics), `events` (the integration
+//! topics' producer at HQ), `error`,
 //! [`metrics`] (the shipper's `/metrics` counters).
 //!
 //! Invariants kept here: a spool entry is removed only after its delivery report succeeded;
@@ -20,6 +21,7 @@ mod client_config;
 pub mod consumer;
 mod context;
 mod error;
+mod events;
 pub mod metrics;
 mod record;
 pub mod settings;
@@ -31,7 +33,8 @@ pub use consumer::{
 };
 pub use context::Reachability;
 pub use error::KafkaTransportError;
+pub use events::{Event, EventProducer};
 pub use record::{Received, ReceivedBatch, batch_headers};
 pub use settings::{KafkaSettings, SECRET_PROPERTIES, ShipperSettings, check_property};
 pub use shipper::{ShipperProgress, run_shipper};
-pub use topic::{TopicInit, init_topic};
+pub use topic::{TopicInit, create_topics, init_topic};

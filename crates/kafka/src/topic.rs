@@ -39,37 +39,8 @@ pub enum TopicInit {
 
 pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTransportError> {
     settings.validate()?;
-    check_connection(settings)?;
-    let admin: AdminClient<TransportContext> = AdminClient::from_config_and_context(
-        &client_config::admin(settings),
-        TransportContext::new("admin", Default::default()),
-    )
-    .map_err(|e| KafkaTransportError::Config(format!("cannot create the admin client: {e}")))?;
-    let max_bytes = DEFAULT_MAX_RECORD_BYTES.to_string();
-    let topic = NewTopic::new(
-        &settings.topic,
-        settings.partitions,
-        TopicReplication::Fixed(settings.replication_factor),
-    )
-    .set("max.message.bytes", &max_bytes);
-    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(KafkaTransportError::client("create the topic"))?;
-    let mut created = false;
-    for result in results {
-        match result {
-            Ok(_) => created = true,
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(KafkaTransportError::Topic {
-                    topic: name,
-                    problem: format!("cannot be created: {code}"),
-                });
-            }
-        }
-    }
+    let admin = connect_admin(settings)?;
+    let created = create(&admin, settings, std::slice::from_ref(&settings.topic)).await? > 0;
     let partitions = partition_count(&admin, &settings.topic)?;
     Ok(if created {
         TopicInit::Created { partitions }
@@ -81,6 +52,67 @@ pub async fn init_topic(settings: &KafkaSettings) -> Result<TopicInit, KafkaTran
     } else {
         TopicInit::Existed { partitions }
     })
+}
+
+/// Creates the topics that do not exist yet with the settings' partitions and replication
+/// factor (the integration topics); returns how many were created.
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    topics: &[String],
+) -> Result<usize, KafkaTransportError> {
+    settings.validate()?;
+    let admin = connect_admin(settings)?;
+    create(&admin, settings, topics).await
+}
+
+fn connect_admin(
+    settings: &KafkaSettings,
+) -> Result<AdminClient<TransportContext>, KafkaTransportError> {
+    check_connection(settings)?;
+    AdminClient::from_config_and_context(
+        &client_config::admin(settings),
+        TransportContext::new("admin", Default::default()),
+    )
+    .map_err(|e| KafkaTransportError::Config(format!("cannot create the admin client: {e}")))
+}
+
+/// Creates `topics`; an existing one is fine. Returns how many were created.
+async fn create(
+    admin: &AdminClient<TransportContext>,
+    settings: &KafkaSettings,
+    topics: &[String],
+) -> Result<usize, KafkaTransportError> {
+    let max_bytes = DEFAULT_MAX_RECORD_BYTES.to_string();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+            .set("max.message.bytes", &max_bytes)
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(KafkaTransportError::client("create the topic"))?;
+    let mut created = 0;
+    for result in results {
+        match result {
+            Ok(_) => created += 1,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaTransportError::Topic {
+                    topic: name,
+                    problem: format!("cannot be created: {code}"),
+                });
+            }
+        }
+    }
+    Ok(created)
 }
 
 /// Reaches the brokers once before any admin request. The admin client does not serve

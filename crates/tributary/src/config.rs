@@ -4,12 +4,14 @@
 //! checks that the part it needs is there and names what is missing.
 
 mod hq;
+mod integration;
 mod site;
 #[cfg(test)]
 mod tests;
 mod transport;
 
 pub use hq::{ConflictsSection, ConsoleSection, HqSection, RefreshSection};
+pub use integration::{DEFAULT_TOPIC_PREFIX, IntegrationSection};
 pub use site::SiteSection;
 pub use transport::{KafkaSection, SecretSource, TransportKind, TransportSection};
 

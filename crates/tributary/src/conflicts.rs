@@ -186,14 +186,15 @@ pub async fn run(command: &ConflictsCommand) -> Result<ExitCode> {
 async fn connect(config: &std::path::Path) -> Result<ConflictQueue> {
     let config = Config::load(config)?;
     let (opts, database) = config.hq_database()?;
-    ConflictQueue::connect(
+    let queue = ConflictQueue::connect(
         opts,
         &database,
         &config.policy()?,
         config.conflict_policies()?,
     )
     .await
-    .context("connecting to HQ")
+    .context("connecting to HQ")?;
+    Ok(queue.recording_applied_changes(config.integration_enabled()))
 }
 
 fn login_name() -> Option<String> {

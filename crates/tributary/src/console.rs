@@ -48,6 +48,8 @@ pub struct ConsoleSettings {
     pub database: String,
     pub policy: Policy,
     pub conflicts: ConflictPolicies,
+    /// Record what the console's actions write for the integration topics.
+    pub record_applied: bool,
 }
 
 impl std::fmt::Debug for ConsoleSettings {
@@ -226,16 +228,18 @@ async fn sites(State(console): State<Shared>) -> Response {
 
 async fn parked_rows(console: &Console) -> Result<ParkedRows> {
     let s = &console.settings;
-    ParkedRows::connect(s.hq.clone(), &s.database, &s.policy, s.conflicts.clone())
+    let rows = ParkedRows::connect(s.hq.clone(), &s.database, &s.policy, s.conflicts.clone())
         .await
-        .context("connecting to HQ")
+        .context("connecting to HQ")?;
+    Ok(rows.recording_applied_changes(s.record_applied))
 }
 
 async fn conflict_queue(console: &Console) -> Result<ConflictQueue> {
     let s = &console.settings;
-    ConflictQueue::connect(s.hq.clone(), &s.database, &s.policy, s.conflicts.clone())
+    let queue = ConflictQueue::connect(s.hq.clone(), &s.database, &s.policy, s.conflicts.clone())
         .await
-        .context("connecting to HQ")
+        .context("connecting to HQ")?;
+    Ok(queue.recording_applied_changes(s.record_applied))
 }
 
 async fn parked(State(console): State<Shared>) -> Response {

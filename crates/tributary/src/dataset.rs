@@ -10,7 +10,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, TxOpts, Value as Sql};
 
-pub(crate) const ADMIN_USER: &str = "82f18b44-6814-11e8-923f-e9a88dcb533f";
+pub const ADMIN_USER: &str = "82f18b44-6814-11e8-923f-e9a88dcb533f";
 const OPENMRS_ID_TYPE: &str = "8d793bee-c2cc-11de-8d13-0010c6dffd0f";
 const NUMERIC: &str = "8d4a4488-c2cc-11de-8d13-0010c6dffd0f";
 const CODED: &str = "8d4a48b6-c2cc-11de-8d13-0010c6dffd0f";

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod export;
 pub mod findings;
 pub mod import;
+pub mod integration_publisher;
 pub mod kafka_apply;
 pub mod metrics_endpoint;
 pub mod parked;

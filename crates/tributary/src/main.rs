@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tributary::config::{Config, TransportKind};
 use tributary::demo::{DemoOptions, run_demo};
+use tributary::integration_publisher::IntegrationPublisher;
 use tributary::kafka_apply::KafkaApplier;
 use tributary::metrics_endpoint::MetricsEndpoint;
 use tributary::{report, seed_progress, verify};
@@ -111,6 +112,12 @@ enum Command {
     /// `listen` (default 127.0.0.1:8470): sites, parked rows, conflicts side by side with the
     /// actions to resolve them, rejected batches; people sign in with the token in
     /// `token_file`.
+    ///
+    /// With an `[hq.integration]` section (off by default), every change HQ applies is also
+    /// published on Kafka in the Debezium envelope: `<topic_prefix>.<database>.<table>` keyed
+    /// by the row's identity, and BEGIN/END events on `<topic_prefix>.transaction`; columns
+    /// listed under `[hq.integration.mask]` are hashed or left out
+    /// (docs/integration-topics.md).
     Apply {
         /// Configuration file with [hq] and [transport] sections.
         #[arg(long, short)]
@@ -455,6 +462,10 @@ async fn run(command: Command) -> Result<ExitCode> {
                 Some(console) => Some(tributary::console::ConsoleServer::start(console).await?),
                 None => None,
             };
+            let publisher = match config.integration_settings()? {
+                Some(integration) => Some(IntegrationPublisher::start(integration).await?),
+                None => None,
+            };
             if config.transport_kind() == TransportKind::Kafka {
                 apply_from_kafka(&config, settings, once).await?;
             } else if once {
@@ -471,6 +482,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             if let Some(refresher) = refresher {
                 // What the last batches wrote is still named to HQ OpenMRS (bounded).
                 refresher.close(tributary_apply::REFRESH_CLOSE_WITHIN).await;
+            }
+            if let Some(publisher) = publisher {
+                // `--once` publishes what it applied before it exits.
+                publisher.finish(once).await;
             }
             if let Some(console) = console {
                 console.stop().await;

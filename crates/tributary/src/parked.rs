@@ -193,14 +193,15 @@ pub async fn run(command: &ParkedCommand) -> Result<ExitCode> {
 async fn connect(config: &std::path::Path) -> Result<ParkedRows> {
     let config = Config::load(config)?;
     let (opts, database) = config.hq_database()?;
-    ParkedRows::connect(
+    let queue = ParkedRows::connect(
         opts,
         &database,
         &config.policy()?,
         config.conflict_policies()?,
     )
     .await
-    .context("connecting to HQ")
+    .context("connecting to HQ")?;
+    Ok(queue.recording_applied_changes(config.integration_enabled()))
 }
 
 /// Why there is no parked row `id`: dropped (when and why), or not parked (released, or never).

@@ -1,4 +1,5 @@
-//! `[hq]`, `[hq.conflicts]` and `[hq.refresh]`: the HQ database the applier writes into.
+//! `[hq]`, `[hq.conflicts]`, `[hq.refresh]` and `[hq.console]`: the HQ database the applier
+//! writes into (`[hq.integration]` is in `integration`).
 
 use super::{Config, DatabaseSection};
 
@@ -40,6 +41,8 @@ pub struct HqSection {
     pub refresh: Option<RefreshSection>,
     /// The admin console the applier serves; off when absent.
     pub console: Option<ConsoleSection>,
+    /// The integration topics: applied changes published on Kafka; off when absent.
+    pub integration: Option<super::IntegrationSection>,
 }
 
 /// `[hq.console]`: a web page served by `tributary apply` for the HQ data team: the sites,
@@ -164,6 +167,7 @@ impl Config {
             parked_report_age: self.parked_report_age()?,
             conflicts: self.conflict_policies()?,
             refresh: self.refresh_settings()?.map(Refresher::new).transpose()?,
+            record_applied: hq.integration.is_some(),
         })
     }
 
@@ -305,6 +309,7 @@ impl Config {
             database,
             policy: self.policy()?,
             conflicts: self.conflict_policies()?,
+            record_applied: self.integration_enabled(),
         }))
     }
 

@@ -389,3 +389,65 @@ fn the_console_is_off_by_default_and_its_section_is_checked_by_field() {
         assert!(err.contains(expected), "{expected}: {err}");
     }
 }
+
+#[test]
+fn the_integration_topics_are_off_by_default_and_their_section_is_checked_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(&write(dir.path(), MINIMAL_HQ)).unwrap();
+    assert!(config.integration_settings().unwrap().is_none());
+    assert!(!config.integration_enabled(), "off by default");
+    std::fs::write(dir.path().join("mask.key"), "0123456789abcdef-masking\n").unwrap();
+    std::fs::write(dir.path().join("short.key"), "abc\n").unwrap();
+    let with =
+        |section: &str| format!("{MINIMAL_HQ}[hq.integration]\nbrokers = \"b:9092\"\n{section}\n");
+    let config = Config::load(&write(
+        dir.path(),
+        &with(
+            "hash_key_file = \"mask.key\"\n[hq.integration.mask]\n\
+             \"person_name.given_name\" = \"hash\"\n\"person.birthdate\" = \"drop\"",
+        ),
+    ))
+    .unwrap();
+    assert!(config.integration_enabled());
+    let settings = config.integration_settings().unwrap().unwrap();
+    assert_eq!(settings.kafka.topic, "tributary.transaction");
+    assert_eq!(settings.kafka.partitions, 1);
+    assert_eq!(settings.envelope.database, "db");
+    assert_eq!(
+        settings.envelope.masking.action("person", "birthdate"),
+        Some(tributary_apply::integration::MaskAction::Drop)
+    );
+    assert!(
+        !format!("{settings:?}").contains("0123456789abcdef"),
+        "Debug hides the masking key"
+    );
+    for (section, expected) in [
+        (
+            "[hq.integration.mask]\n\"given_name\" = \"hash\"",
+            "\"table.column\"",
+        ),
+        (
+            "[hq.integration.mask]\n\"person_name.given_name\" = \"hash\"",
+            "hash_key_file is not set",
+        ),
+        (
+            "hash_key_file = \"short.key\"\n[hq.integration.mask]\n\"person.gender\" = \"hash\"",
+            "at least 16 characters",
+        ),
+        ("topic_prefix = \"no spaces\"", "topic_prefix"),
+        ("poll_interval_ms = 0", "hq.integration.poll_interval_ms"),
+    ] {
+        let config = Config::load(&write(dir.path(), &with(section))).unwrap();
+        let err = format!("{:#}", config.integration_settings().unwrap_err());
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+    let err = format!(
+        "{:#}",
+        Config::load(&write(
+            dir.path(),
+            &with("[hq.integration.mask]\n\"person.gender\" = \"scramble\"")
+        ))
+        .unwrap_err()
+    );
+    assert!(err.contains("scramble"), "{err}");
+}

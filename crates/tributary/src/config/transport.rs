@@ -137,33 +137,48 @@ impl Config {
         if let Some(factor) = section.replication_factor {
             settings.replication_factor = factor;
         }
-        for (name, value) in &section.librdkafka {
+        self.client_properties(
+            "transport.kafka",
+            &section.librdkafka,
+            &section.secrets,
+            &mut settings,
+        )?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks and adds the pass-through librdkafka properties and reads the secrets of a
+    /// Kafka client section (`field` names it in errors).
+    pub(super) fn client_properties(
+        &self,
+        field: &str,
+        librdkafka: &std::collections::BTreeMap<String, toml::Value>,
+        secrets: &std::collections::BTreeMap<String, SecretSource>,
+        settings: &mut KafkaSettings,
+    ) -> Result<()> {
+        for (name, value) in librdkafka {
             let text = match value {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::Float(f) => f.to_string(),
-                _ => bail!(
-                    "transport.kafka.librdkafka.\"{name}\" must be a string, number or boolean"
-                ),
+                _ => bail!("{field}.librdkafka.\"{name}\" must be a string, number or boolean"),
             };
             check_property(name, &text)?;
             settings.properties.insert(name.clone(), text);
         }
-        for (name, source) in &section.secrets {
+        for (name, source) in secrets {
             if !SECRET_PROPERTIES.contains(&name.as_str()) {
                 bail!(
-                    "transport.kafka.secrets.\"{name}\" is not a secret librdkafka property \
-                     (one of {}); put it under transport.kafka.librdkafka",
+                    "{field}.secrets.\"{name}\" is not a secret librdkafka property (one of {}); \
+                     put it under {field}.librdkafka",
                     SECRET_PROPERTIES.join(", ")
                 );
             }
-            let field = format!("transport.kafka.secrets.\"{name}\"");
-            let secret = self.secret(source, &field)?;
+            let secret = self.secret(source, &format!("{field}.secrets.\"{name}\""))?;
             settings.secrets.insert(name.clone(), secret);
         }
-        settings.validate()?;
-        Ok(settings)
+        Ok(())
     }
 
     pub fn shipper_settings(&self) -> Result<ShipperSettings> {

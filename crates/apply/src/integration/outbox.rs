@@ -1,0 +1,163 @@
+//! HQ's integration outbox: one entry per HQ transaction that wrote site rows, written in that
+//! transaction, read and removed by the publisher once the broker has its events.
+//!
+//! An entry's changes are a zstd-compressed JSON array of [`AppliedChange`]s. Entries are read
+//! in id order and removed by id, never by a high-water mark: an entry whose transaction
+//! commits after a later id was published is still found on the next read.
+
+use super::applied::AppliedChange;
+use crate::error::ApplyError;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder, Transaction};
+
+/// The table, created with Tributary's other tables at HQ (empty while the integration
+/// topics are off).
+pub(crate) const CREATE_OUTBOX: &str = "CREATE TABLE IF NOT EXISTS tributary_integration_outbox (
+        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        label VARCHAR(200) NOT NULL,
+        applied_at_ms BIGINT UNSIGNED NOT NULL,
+        change_count INT UNSIGNED NOT NULL,
+        changes LONGBLOB NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+/// zstd level of an entry: fast, and JSON compresses well at it.
+const COMPRESSION_LEVEL: i32 = 3;
+
+pub(super) async fn insert(
+    tx: &mut Transaction<'_>,
+    label: &str,
+    changes: &[AppliedChange],
+) -> mysql_async::Result<()> {
+    let json = serde_json::to_vec(changes).map_err(|e| {
+        mysql_async::Error::Other(format!("cannot serialise applied changes: {e}").into())
+    })?;
+    let compressed = zstd::bulk::compress(&json, COMPRESSION_LEVEL).map_err(|e| {
+        mysql_async::Error::Other(format!("cannot compress applied changes: {e}").into())
+    })?;
+    let label: String = label.chars().take(200).collect();
+    tx.exec_drop(
+        "INSERT INTO tributary_integration_outbox (label, applied_at_ms, change_count, changes)
+         VALUES (?, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED), ?, ?)",
+        (label, changes.len() as u64, compressed),
+    )
+    .await
+}
+
+/// One outbox entry: the changes one HQ transaction wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: u64,
+    /// `site:epoch:sequence` for a batch; empty for a release or a resolved conflict.
+    pub label: String,
+    /// When HQ committed it, Unix milliseconds.
+    pub applied_at_ms: u64,
+    pub changes: Vec<AppliedChange>,
+}
+
+impl OutboxEntry {
+    /// The transaction id consumers see: the batch's `site:epoch:sequence`, or `hq:<id>`.
+    pub fn transaction_id(&self) -> String {
+        if self.label.is_empty() {
+            format!("hq:{}", self.id)
+        } else {
+            self.label.clone()
+        }
+    }
+}
+
+/// The publisher's side of the outbox: its own HQ connection.
+pub struct OutboxReader {
+    conn: Conn,
+}
+
+impl OutboxReader {
+    /// Connects to HQ and creates the outbox when it is missing.
+    pub async fn connect(hq: Opts) -> Result<OutboxReader, ApplyError> {
+        let opts = OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
+        let mut conn = Conn::new(opts).await?;
+        conn.query_drop(CREATE_OUTBOX).await?;
+        Ok(OutboxReader { conn })
+    }
+
+    /// The oldest entries, at most `limit` of them and about `max_changes` changes (at least
+    /// one entry, however large).
+    pub async fn oldest(
+        &mut self,
+        limit: u32,
+        max_changes: u64,
+    ) -> Result<Vec<OutboxEntry>, ApplyError> {
+        let heads: Vec<(u64, u64)> = self
+            .conn
+            .exec(
+                "SELECT id, change_count FROM tributary_integration_outbox ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            .await?;
+        let mut ids = Vec::new();
+        let mut changes = 0;
+        for (id, count) in heads {
+            if !ids.is_empty() && changes + count > max_changes {
+                break;
+            }
+            changes += count;
+            ids.push(id);
+        }
+        let mut entries = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(String, u64, Vec<u8>)> = self
+                .conn
+                .exec_first(
+                    "SELECT label, applied_at_ms, changes FROM tributary_integration_outbox \
+                     WHERE id = ?",
+                    (id,),
+                )
+                .await?;
+            let Some((label, applied_at_ms, compressed)) = row else {
+                continue;
+            };
+            entries.push(OutboxEntry {
+                id,
+                label,
+                applied_at_ms,
+                changes: decode(id, &compressed)?,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes published entries.
+    pub async fn remove(&mut self, ids: &[u64]) -> Result<(), ApplyError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let marks = vec!["?"; ids.len()].join(",");
+        self.conn
+            .exec_drop(
+                format!("DELETE FROM tributary_integration_outbox WHERE id IN ({marks})"),
+                ids.to_vec(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Entries waiting, and the oldest one's HQ commit time (Unix milliseconds).
+    pub async fn backlog(&mut self) -> Result<(u64, Option<u64>), ApplyError> {
+        let row: Option<(u64, Option<u64>)> = self
+            .conn
+            .query_first("SELECT COUNT(*), MIN(applied_at_ms) FROM tributary_integration_outbox")
+            .await?;
+        Ok(row.unwrap_or((0, None)))
+    }
+}
+
+fn decode(id: u64, compressed: &[u8]) -> Result<Vec<AppliedChange>, ApplyError> {
+    let bad = |what: String| {
+        ApplyError::Outbox(format!(
+            "integration outbox entry {id} cannot be read ({what}); it was not written by this \
+             version of Tributary: remove it with DELETE FROM tributary_integration_outbox \
+             WHERE id = {id} after checking what it held"
+        ))
+    };
+    let json = zstd::stream::decode_all(compressed).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))
+}
