@@ -10,6 +10,7 @@ use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions, batch_files};
 use tributary_suite::{scrape, wait_metrics_address, wait_until};
 
 const BLOCKED: &str = "tributary_capture_spool_blocked";
+const OLDEST_AGE: &str = "tributary_capture_spool_oldest_age_seconds";
 
 /// Patients registered while HQ takes nothing (about 40 rows each, 1.5 KB of sealed batches
 /// per patient): well over what 1 MiB of outbox holds.
@@ -114,6 +115,19 @@ async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns(
     );
     assert!(full.require("tributary_capture_spool_disk_free_bytes", &[])? > 0.0);
     assert!(full.require("tributary_capture_batches_total", &[])? >= 1.0);
+    // How long the oldest batch has waited keeps growing while capture waits (it is read
+    // again at each refused attempt, at most every 15 s).
+    wait_until(
+        "the outbox's oldest batch to show its age",
+        Duration::from_secs(120),
+        || async move {
+            Ok(scrape(metrics)?
+                .value(OLDEST_AGE, &[])
+                .is_some_and(|age| age >= 1.0))
+        },
+    )
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
     assert!(full.require("tributary_capture_rows_total", &[])? >= 1.0);
 
     // The link returns: the backlog drains and capture goes on to the end.
@@ -124,6 +138,13 @@ async fn a_full_outbox_holds_capture_back_and_drains_when_the_transport_returns(
         "the blocked flag to drop once batches are admitted again",
         Duration::from_secs(30),
         || async move { Ok(scrape(metrics)?.value(BLOCKED, &[("reason", "cap")]) == Some(0.0)) },
+    )
+    .await
+    .map_err(|e| e.context(capture.logs()))?;
+    wait_until(
+        "the oldest batch's age to drop to 0 once the outbox is drained",
+        Duration::from_secs(120),
+        || async move { Ok(scrape(metrics)?.value(OLDEST_AGE, &[]) == Some(0.0)) },
     )
     .await
     .map_err(|e| e.context(capture.logs()))?;

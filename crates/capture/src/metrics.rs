@@ -30,6 +30,14 @@ static SPOOL_DISK_FREE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+static SPOOL_OLDEST_AGE: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new(
+        "tributary_capture_spool_oldest_age_seconds",
+        "How long the oldest batch the transport has not taken yet has waited in the outbox \
+         (0 when none waits), as read at most every 15 s when a batch is published.",
+    ))
+});
+
 static SPOOL_BLOCKED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(IntGaugeVec::new(
         Opts::new(
@@ -183,6 +191,7 @@ pub(crate) struct SpoolGauges {
     held: IntGauge,
     limit: IntGauge,
     disk_free: IntGauge,
+    oldest_age: IntGauge,
     blocked: IntGaugeVec,
 }
 
@@ -193,6 +202,7 @@ impl SpoolGauges {
             held: SPOOL_BYTES.clone(),
             limit: SPOOL_LIMIT_BYTES.clone(),
             disk_free: SPOOL_DISK_FREE_BYTES.clone(),
+            oldest_age: SPOOL_OLDEST_AGE.clone(),
             blocked: SPOOL_BLOCKED.clone(),
         }
     }
@@ -207,6 +217,14 @@ impl SpoolGauges {
 
     pub(crate) fn set_disk_free(&self, bytes: u64) {
         self.disk_free.set(clamp(bytes));
+    }
+
+    /// Sets the age of the oldest waiting batch from its commit time (`None`: none waits).
+    pub(crate) fn set_oldest(&self, committed_at: Option<std::time::SystemTime>) {
+        let age = committed_at
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |age| age.as_secs());
+        self.oldest_age.set(clamp(age));
     }
 
     /// Sets the flag of `reason` to 1 and the other to 0; `None` clears both.
@@ -228,6 +246,7 @@ impl SpoolGauges {
             held: gauge("held"),
             limit: gauge("limit"),
             disk_free: gauge("disk_free"),
+            oldest_age: gauge("oldest_age"),
             blocked: IntGaugeVec::new(Opts::new("blocked", "test"), &["reason"])
                 .expect("a valid metric name"),
         }
@@ -243,6 +262,10 @@ impl SpoolGauges {
 
     pub(crate) fn disk_free(&self) -> i64 {
         self.disk_free.get()
+    }
+
+    pub(crate) fn oldest_age(&self) -> i64 {
+        self.oldest_age.get()
     }
 
     pub(crate) fn blocked(&self, reason: Blocked) -> i64 {

@@ -292,10 +292,15 @@ fn publish(
 ) -> Result<(), CaptureError> {
     let sealed = tributary_batch::seal(header, &json, &sink.key)?;
     drop(json);
-    sink.budget.admit(sealed.len() as u64)?;
+    if let Err(refused) = sink.budget.admit(sealed.len() as u64) {
+        // Waiting for the transport: how long its oldest batch has waited keeps showing.
+        sink.budget.note_oldest(&*sink.outbox);
+        return Err(refused);
+    }
     let staged = sink.outbox.stage(next.epoch, header.sequence, &sealed)?;
     sink.state.save(next)?;
     sink.outbox.commit(&staged)?;
+    sink.budget.note_oldest(&*sink.outbox);
     crate::metrics::batch_published(header.row_count);
     tracing::debug!(
         sequence = header.sequence,

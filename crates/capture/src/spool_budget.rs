@@ -12,17 +12,22 @@
 //!
 //! Every admission sets the outbox gauges (`tributary_capture_spool_*`, see
 //! [`crate::metrics`]): bytes held, the cap, the disk's free bytes, and the blocked flag, which
-//! is 1 from a refusal until the next batch is admitted.
+//! is 1 from a refusal until the next batch is admitted. After a commit, the age of the oldest
+//! batch the transport has not taken is read, at most every 15 s.
 
 use crate::error::CaptureError;
 use crate::metrics::{Blocked, SpoolGauges};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tributary_transport::Outbox;
 
 /// Defaults: 10 GiB of outbox, and at least 512 MiB left free on its file system.
 pub const DEFAULT_OUTBOX_LIMIT_BYTES: u64 = 10 << 30;
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 512 << 20;
 
 const RESCAN_EVERY: u32 = 256;
+/// How often the age of the oldest waiting batch is read (when batches are published).
+const AGE_REFRESH: Duration = Duration::from_secs(15);
 const WARN_PERCENT: u64 = 80;
 
 /// How much the outbox may hold.
@@ -51,6 +56,8 @@ pub(crate) struct SpoolBudget {
     since_rescan: u32,
     warned: bool,
     gauges: SpoolGauges,
+    /// When the oldest batch's age was last read.
+    age_read_at: Option<Instant>,
 }
 
 impl SpoolBudget {
@@ -71,6 +78,7 @@ impl SpoolBudget {
             since_rescan: 0,
             warned: false,
             gauges,
+            age_read_at: None,
         };
         budget.rescan()?;
         Ok(budget)
@@ -120,6 +128,19 @@ impl SpoolBudget {
         self.gauges.set_held(after);
         self.gauges.set_blocked(None);
         Ok(())
+    }
+
+    /// Reads how long the oldest batch the transport has not taken has waited (at most every
+    /// [`AGE_REFRESH`]); a failure to read it only leaves the gauge as it was.
+    pub fn note_oldest(&mut self, outbox: &dyn Outbox) {
+        if self.age_read_at.is_some_and(|t| t.elapsed() < AGE_REFRESH) {
+            return;
+        }
+        self.age_read_at = Some(Instant::now());
+        match outbox.oldest_committed_at() {
+            Ok(oldest) => self.gauges.set_oldest(oldest),
+            Err(error) => tracing::debug!(%error, "cannot read the outbox's oldest batch"),
+        }
     }
 
     /// Bytes the outbox holds now, as counted.
@@ -241,5 +262,43 @@ mod tests {
         );
         assert!(gauges.disk_free() > 0, "measured before the refusal");
         assert!(err.is_transient());
+    }
+
+    #[test]
+    fn the_oldest_waiting_batch_sets_the_age_gauge_until_it_is_taken() {
+        let root = tempfile::tempdir().unwrap();
+        let outbox = tributary_transport::DirectoryOutbox::open(root.path(), "clinic-a").unwrap();
+        let staged = outbox.stage(1, 1, b"sealed").unwrap();
+        outbox.commit(&staged).unwrap();
+        let file = std::fs::read_dir(outbox.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "batch"))
+            .expect("the batch file");
+        let committed = std::time::SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(committed)
+            .unwrap();
+        let gauges = SpoolGauges::detached();
+        let mut budget =
+            SpoolBudget::open_with(outbox.dir(), SpoolLimits::default(), gauges.clone()).unwrap();
+        budget.note_oldest(&outbox);
+        assert!(
+            (600..700).contains(&gauges.oldest_age()),
+            "{}",
+            gauges.oldest_age()
+        );
+        std::fs::remove_file(&file).unwrap();
+        budget.note_oldest(&outbox);
+        assert!(
+            gauges.oldest_age() >= 600,
+            "read at most every {AGE_REFRESH:?}"
+        );
+        budget.age_read_at = None;
+        budget.note_oldest(&outbox);
+        assert_eq!(gauges.oldest_age(), 0, "nothing waits");
     }
 }

@@ -46,6 +46,14 @@ pub trait Outbox: Send {
     fn staged(&mut self) -> Result<Vec<StagedBatch>, TransportError>;
     /// Drops a staged batch. Missing is fine.
     fn discard(&mut self, staged: &StagedBatch) -> Result<(), TransportError>;
+    /// When the oldest batch the transport has not taken yet was committed (`None`: none
+    /// waits), read as the transport's reader sees the spool.
+    fn oldest_committed_at(&self) -> Result<Option<std::time::SystemTime>, TransportError> {
+        let root = self.dir().parent().unwrap_or(self.dir());
+        crate::open_spool(self.format(), root, self.site_id())?.oldest_committed_at()
+    }
+    /// The spool format this outbox writes.
+    fn format(&self) -> crate::SpoolFormat;
 }
 
 /// Opens capture's outbox for `site_id` under `root` in `format`; segment files are closed
@@ -67,6 +75,10 @@ pub fn open_outbox(
 }
 
 impl Outbox for DirectoryOutbox {
+    fn format(&self) -> crate::SpoolFormat {
+        crate::SpoolFormat::Files
+    }
+
     fn site_id(&self) -> &str {
         DirectoryOutbox::site_id(self)
     }

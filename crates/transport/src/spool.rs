@@ -12,6 +12,7 @@
 //! reads inside a batch.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::error::TransportError;
 use crate::inbox::{DirectoryInbox, InboxEntry};
@@ -52,6 +53,9 @@ pub trait Spool: Send + Sync {
     fn flush(&self) -> Result<(), TransportError> {
         Ok(())
     }
+    /// When the oldest batch still held was committed: `None` when the spool is empty (or its
+    /// oldest batch was written before commit times were kept).
+    fn oldest_committed_at(&self) -> Result<Option<SystemTime>, TransportError>;
 }
 
 impl<S: Spool + ?Sized> Spool for Box<S> {
@@ -73,6 +77,9 @@ impl<S: Spool + ?Sized> Spool for Box<S> {
     }
     fn flush(&self) -> Result<(), TransportError> {
         (**self).flush()
+    }
+    fn oldest_committed_at(&self) -> Result<Option<SystemTime>, TransportError> {
+        (**self).oldest_committed_at()
     }
 }
 
@@ -166,12 +173,72 @@ impl Spool for DirectorySpool {
     fn remove(&self, batch: &SpooledBatch) -> Result<(), TransportError> {
         self.inbox.acknowledge(&self.entry(batch)?)
     }
+
+    /// A batch file is written once, when it is staged, and committed by a rename just after:
+    /// its modification time is its commit time.
+    fn oldest_committed_at(&self) -> Result<Option<SystemTime>, TransportError> {
+        for entry in self.inbox.pending(&self.site_id)? {
+            match std::fs::metadata(&entry.path) {
+                Ok(metadata) => {
+                    return metadata
+                        .modified()
+                        .map(Some)
+                        .map_err(TransportError::io("inspect a batch file", &entry.path));
+                }
+                // Taken by the applier meanwhile: the next one is the oldest.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TransportError::io("inspect a batch file", &entry.path)(e)),
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::DirectoryOutbox;
+    use crate::outbox::{DirectoryOutbox, Outbox};
+
+    #[test]
+    fn the_oldest_batch_file_gives_the_oldest_commit_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = DirectoryOutbox::open(tmp.path(), "clinic-1").unwrap();
+        assert_eq!(outbox.oldest_committed_at().unwrap(), None, "empty");
+        for sequence in [1, 2] {
+            let staged = outbox.stage(1, sequence, b"sealed").unwrap();
+            outbox.commit(&staged).unwrap();
+        }
+        let spool = DirectorySpool::open(tmp.path(), "clinic-1").unwrap();
+        let first = outbox.oldest_committed_at().unwrap().expect("a time");
+        let first_file = spool
+            .entry(&SpooledBatch {
+                epoch: 1,
+                sequence: 1,
+            })
+            .unwrap()
+            .path;
+        assert_eq!(
+            Some(first),
+            std::fs::metadata(first_file).unwrap().modified().ok()
+        );
+        spool
+            .remove(&SpooledBatch {
+                epoch: 1,
+                sequence: 1,
+            })
+            .unwrap();
+        let second_file = spool
+            .entry(&SpooledBatch {
+                epoch: 1,
+                sequence: 2,
+            })
+            .unwrap()
+            .path;
+        assert_eq!(
+            spool.oldest_committed_at().unwrap(),
+            std::fs::metadata(second_file).unwrap().modified().ok()
+        );
+    }
 
     #[test]
     fn lists_committed_batches_in_order_and_removes_them() {

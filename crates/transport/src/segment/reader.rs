@@ -19,7 +19,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::file::{SegmentFile, Step, list_segments, segment_name};
 use super::record::{RecordHeader, RecordKind};
@@ -40,6 +40,8 @@ struct Located {
     segment: u64,
     offset: u64,
     header: RecordHeader,
+    /// Its commit record, and where that is.
+    commit: (RecordHeader, u64),
 }
 
 #[derive(Debug)]
@@ -237,6 +239,7 @@ impl SegmentSpool {
                                             segment: number,
                                             offset: batch_offset,
                                             header: batch_header,
+                                            commit: (header, at),
                                         },
                                     );
                                     if listed.len() >= limit {
@@ -281,6 +284,24 @@ impl Spool for SegmentSpool {
         }
         state.located.clear();
         self.list(&mut state, after, limit.max(1), true)
+    }
+
+    fn oldest_committed_at(&self) -> Result<Option<SystemTime>, TransportError> {
+        let mut state = self.lock();
+        let Some(oldest) = self.list(&mut state, None, 1, true)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(located) = state.located.get(&oldest).copied() else {
+            return Ok(None);
+        };
+        drop(state);
+        let Some(segment) = self.open_segment(located.segment)? else {
+            return Ok(None);
+        };
+        let (commit, offset) = located.commit;
+        Ok(super::record::commit_time(
+            &segment.payload(&commit, offset)?,
+        ))
     }
 
     fn read(&self, batch: &SpooledBatch) -> Result<Vec<u8>, TransportError> {

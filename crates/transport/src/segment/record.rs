@@ -4,7 +4,9 @@
 //! ```text
 //! offset size field
 //!      0    4 magic  "TRSG"
-//!      4    1 kind   1 = batch (payload: the sealed batch), 2 = commit (no payload)
+//!      4    1 kind   1 = batch (payload: the sealed batch), 2 = commit (payload: the commit
+//!                    time, 8 bytes, big-endian Unix milliseconds; empty in spools written
+//!                    before commit times were kept)
 //!      5    3 zero
 //!      8    8 epoch             big-endian
 //!     16    8 sequence          big-endian
@@ -103,6 +105,20 @@ pub(crate) fn decode_header(bytes: &[u8; HEADER_BYTES]) -> Option<RecordHeader> 
         payload_len: word(24),
         payload_crc: word(28),
     })
+}
+
+/// A commit record's payload: when the batch was committed.
+pub(crate) fn commit_time_payload(at: std::time::SystemTime) -> [u8; 8] {
+    let millis = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    millis.to_be_bytes()
+}
+
+/// The commit time a commit record's payload holds; `None` for an empty (older) one.
+pub(crate) fn commit_time(payload: &[u8]) -> Option<std::time::SystemTime> {
+    let millis = u64::from_be_bytes(payload.try_into().ok()?);
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(millis))
 }
 
 /// Whether `payload` is the one `header` describes.

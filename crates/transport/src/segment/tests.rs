@@ -296,3 +296,31 @@ fn a_reader_and_a_writer_at_once_deliver_everything_once_in_order() {
     assert!(all(&spool).is_empty());
     assert_eq!(list_segments(&root.join(SITE)).unwrap().len(), 1);
 }
+
+#[test]
+fn the_oldest_waiting_batch_has_its_commit_time_also_after_deliveries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut outbox = SegmentOutbox::open(tmp.path(), SITE, DEFAULT_SEGMENT_BYTES).unwrap();
+    let spool = SegmentSpool::open(tmp.path(), SITE).unwrap();
+    assert_eq!(spool.oldest_committed_at().unwrap(), None, "empty");
+    let before = std::time::SystemTime::now();
+    publish(&mut outbox, 1, 1);
+    let between = std::time::SystemTime::now();
+    publish(&mut outbox, 1, 2);
+    let first = spool.oldest_committed_at().unwrap().expect("a commit time");
+    // Milliseconds are kept: the commit time is the first batch's, to the millisecond.
+    let millis =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    assert!(millis(before) <= millis(first) && millis(first) <= millis(between));
+    assert_eq!(outbox.oldest_committed_at().unwrap(), Some(first));
+    // Once the first is delivered, the second is the oldest, for the shipper at once and for
+    // a reader opened after the watermark was written.
+    spool.remove(&at(1, 1)).unwrap();
+    spool.flush().unwrap();
+    let second = spool.oldest_committed_at().unwrap().expect("a commit time");
+    assert!(second >= first && millis(second) >= millis(between));
+    assert_eq!(outbox.oldest_committed_at().unwrap(), Some(second));
+    spool.remove(&at(1, 2)).unwrap();
+    spool.flush().unwrap();
+    assert_eq!(outbox.oldest_committed_at().unwrap(), None, "all delivered");
+}

@@ -213,6 +213,10 @@ impl SegmentOutbox {
 }
 
 impl Outbox for SegmentOutbox {
+    fn format(&self) -> crate::SpoolFormat {
+        crate::SpoolFormat::Segments
+    }
+
     fn site_id(&self) -> &str {
         &self.site_id
     }
@@ -255,9 +259,14 @@ impl Outbox for SegmentOutbox {
         match self.tail {
             Tail::Committed(batch) if batch == *staged => Ok(()),
             Tail::Staged { batch, .. } if batch == *staged => {
-                let header =
-                    record::encode_header(RecordKind::Commit, staged.epoch, staged.sequence, &[]);
-                self.append(&[&header], false)?;
+                let committed_at = record::commit_time_payload(std::time::SystemTime::now());
+                let header = record::encode_header(
+                    RecordKind::Commit,
+                    staged.epoch,
+                    staged.sequence,
+                    &committed_at,
+                );
+                self.append(&[&header, &committed_at], false)?;
                 self.tail = Tail::Committed(batch);
                 Ok(())
             }
