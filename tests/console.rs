@@ -18,6 +18,10 @@ const SHARED: &str = "c0501e00-0000-4000-8000-000000000002";
 const SHARED_NAME: &str = "c0501e00-0000-4000-8000-0000000000a2";
 const HQ_GIVEN: &str = "Akinyi-HQ";
 const SITE_FAMILY: &str = "Ochieng-Site";
+/// A second person both sides edit, whose conflict is merged column by column.
+const MERGED: &str = "c0501e00-0000-4000-8000-000000000003";
+const MERGED_NAME: &str = "c0501e00-0000-4000-8000-0000000000a3";
+const SITE_MIDDLE: &str = "Auma-Site";
 const SERVING: &str = "serving the admin console on http://";
 
 async fn insert_person(site: &mut mysql_async::Conn, person: &str) -> Result<()> {
@@ -62,6 +66,8 @@ async fn the_console_shows_parked_rows_and_resolves_a_conflict_in_a_browser() ->
     insert_name(&mut site, ABSENT, ABSENT_NAME).await?;
     insert_person(&mut site, SHARED).await?;
     insert_name(&mut site, SHARED, SHARED_NAME).await?;
+    insert_person(&mut site, MERGED).await?;
+    insert_name(&mut site, MERGED, MERGED_NAME).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     // HQ corrects the shared name; then the clinic changes it too: a conflict.
     let mut hq = p.hq.conn().await?;
@@ -75,11 +81,28 @@ async fn the_console_shows_parked_rows_and_resolves_a_conflict_in_a_browser() ->
         (SITE_FAMILY, SHARED_NAME),
     )
     .await?;
+    // The second: HQ corrects the given name, the clinic the family and middle names.
+    hq.exec_drop(
+        "UPDATE person_name SET given_name = ? WHERE uuid = ?",
+        (HQ_GIVEN, MERGED_NAME),
+    )
+    .await?;
+    site.exec_drop(
+        "UPDATE person_name SET family_name = ?, middle_name = ? WHERE uuid = ?",
+        (SITE_FAMILY, SITE_MIDDLE, MERGED_NAME),
+    )
+    .await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let conflict_of = |name: &str| {
+        format!(
+            "SELECT conflict_id FROM tributary_conflict WHERE status = 'open' AND identity = '{name}'"
+        )
+    };
     let conflict: u64 =
-        p.hq.scalar("SELECT conflict_id FROM tributary_conflict WHERE status = 'open'")
+        p.hq.scalar(&conflict_of(SHARED_NAME))
             .await
             .with_context(|| p.status().unwrap_or_default())?;
+    let merged: u64 = p.hq.scalar(&conflict_of(MERGED_NAME)).await?;
 
     let console = {
         let logs = apply.stderr();
@@ -129,6 +152,17 @@ async fn the_console_shows_parked_rows_and_resolves_a_conflict_in_a_browser() ->
         );
         browser.click("#take-site").await?;
         browser.wait_for_text("is resolved").await?;
+
+        // The second, merged: the site's family name only; HQ keeps the rest.
+        browser
+            .open(&format!("{console}/conflicts/{merged}"))
+            .await?;
+        browser.wait_for_text("id=\"versions\"").await?;
+        browser.click("#merge").await?;
+        browser.wait_for_text("tick at least one column").await?;
+        browser.click("#take-family_name").await?;
+        browser.click("#merge").await?;
+        browser.wait_for_text("is resolved").await?;
         Ok(())
     }
     .await;
@@ -147,6 +181,36 @@ async fn the_console_shows_parked_rows_and_resolves_a_conflict_in_a_browser() ->
         ))
         .await?;
     assert_eq!(family, SITE_FAMILY, "the site's version is at HQ");
+    let (resolution, columns): (String, String) = {
+        let mut hq = p.hq.conn().await?;
+        hq.query_first(format!(
+            "SELECT resolution, merged_columns FROM tributary_conflict WHERE conflict_id = {merged}"
+        ))
+        .await?
+        .context("the merged conflict")?
+    };
+    assert_eq!(
+        (resolution.as_str(), columns.as_str()),
+        ("merge", "family_name")
+    );
+    let (given, family, middle): (String, String, Option<String>) = {
+        let mut hq = p.hq.conn().await?;
+        hq.query_first(format!(
+            "SELECT given_name, family_name, middle_name FROM person_name WHERE uuid = '{MERGED_NAME}'"
+        ))
+        .await?
+        .context("the merged name")?
+    };
+    assert_eq!(
+        (given.as_str(), family.as_str()),
+        (HQ_GIVEN, SITE_FAMILY),
+        "HQ's given name kept, the site's family name taken"
+    );
+    assert_ne!(
+        middle.as_deref(),
+        Some(SITE_MIDDLE),
+        "the unticked column stays HQ's"
+    );
 
     // A form posted without the session's anti-forgery field changes nothing, even with the
     // token as a bearer; without any credential the console sends to the sign-in page.

@@ -277,6 +277,9 @@ struct ActionForm {
     choice: String,
     #[serde(default)]
     by: String,
+    /// The rest: a merge's ticked columns (`take:<column>`).
+    #[serde(flatten)]
+    other: std::collections::BTreeMap<String, String>,
 }
 
 /// An [`ActionForm`] whose anti-forgery field is the session's; any other is refused (403)
@@ -388,27 +391,25 @@ async fn resolve_conflict(
 ) -> Response {
     page(
         async {
-            let choice = match form.choice.as_str() {
-                "keep-hq" => Choice::KeepHq,
-                "take-site" => Choice::TakeSite,
-                other => anyhow::bail!("'{other}' is not a choice: keep-hq or take-site"),
-            };
             let by = match form.by.trim() {
                 "" => "console",
                 by => by,
             };
             let mut queue = conflict_queue(&console).await?;
-            let said = match queue.resolve(id, &choice, by, None).await? {
-                ResolveOutcome::Resolved { released } => format!(
-                    "Conflict {id} is resolved; {released} changes that queued behind it were applied."
-                ),
-                ResolveOutcome::AlreadyResolved { by } => {
-                    format!("Conflict {id} was already resolved (by {by}).")
-                }
-                ResolveOutcome::Unknown => format!("There is no conflict {id}."),
-                ResolveOutcome::Refused(reason) => {
-                    format!("Conflict {id} was not resolved: {reason}")
-                }
+            let said = match chosen(&form) {
+                Err(problem) => format!("Conflict {id} was not resolved: {problem}"),
+                Ok(choice) => match queue.resolve(id, &choice, by, None).await? {
+                    ResolveOutcome::Resolved { released } => format!(
+                        "Conflict {id} is resolved; {released} changes that queued behind it were applied."
+                    ),
+                    ResolveOutcome::AlreadyResolved { by } => {
+                        format!("Conflict {id} was already resolved (by {by}).")
+                    }
+                    ResolveOutcome::Unknown => format!("There is no conflict {id}."),
+                    ResolveOutcome::Refused(reason) => {
+                        format!("Conflict {id} was not resolved: {reason}")
+                    }
+                },
             };
             tracing::info!(conflict_id = id, "console: conflict resolution submitted");
             let detail = queue
@@ -419,6 +420,33 @@ async fn resolve_conflict(
         }
         .await,
     )
+}
+
+/// The choice a resolve form carries; a merge takes the ticked columns.
+fn chosen(form: &ActionForm) -> Result<Choice, String> {
+    match form.choice.as_str() {
+        "keep-hq" => Ok(Choice::KeepHq),
+        "take-site" => Ok(Choice::TakeSite),
+        "merge" => {
+            let columns: Vec<String> = form
+                .other
+                .keys()
+                .filter_map(|field| field.strip_prefix(pages::MERGE_FIELD_PREFIX))
+                .map(str::to_owned)
+                .collect();
+            if columns.is_empty() {
+                return Err(
+                    "tick at least one column to take from the site, or take one \
+                            version whole"
+                        .to_owned(),
+                );
+            }
+            Ok(Choice::Merge(columns))
+        }
+        other => Err(format!(
+            "'{other}' is not a choice: keep-hq, take-site or merge"
+        )),
+    }
 }
 
 async fn rejected(State(console): State<Shared>) -> Response {

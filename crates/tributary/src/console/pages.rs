@@ -105,6 +105,9 @@ pub fn sites(statuses: &[SiteStatus]) -> String {
     layout("Sites", None, &body)
 }
 
+/// The form field a merge's ticked column is posted as: this prefix, then the column's name.
+pub const MERGE_FIELD_PREFIX: &str = "take:";
+
 fn action(path: &str, session: &str, fields: &str, label: &str, id: &str) -> String {
     format!(
         "<form class=\"inline\" method=\"post\" action=\"{path}\">\
@@ -258,6 +261,29 @@ pub fn conflict(detail: &ConflictDetail, session: &str, said: Option<&str>) -> S
                 "take-site",
             ));
             body.push_str("</p>");
+            if detail.site_row.is_some() && !e.differing_columns.is_empty() {
+                // A merge: the ticked columns from the site, the rest as HQ has them.
+                let ticks: String = e
+                    .differing_columns
+                    .iter()
+                    .map(|column| {
+                        let column = escape(column);
+                        format!(
+                            "<label><input type=\"checkbox\" name=\"{MERGE_FIELD_PREFIX}{column}\" \
+                             id=\"take-{column}\" value=\"1\"> {column}</label> "
+                        )
+                    })
+                    .collect();
+                body.push_str("<p>Or take only some columns from the site:</p><p>");
+                body.push_str(&action(
+                    &format!("/conflicts/{id}/resolve"),
+                    session,
+                    &format!("<input type=\"hidden\" name=\"choice\" value=\"merge\">{ticks}{by}"),
+                    "Merge the ticked columns",
+                    "merge",
+                ));
+                body.push_str("</p>");
+            }
         }
     }
     layout(&format!("Conflict {id}"), said, &body)
