@@ -451,3 +451,93 @@ fn the_integration_topics_are_off_by_default_and_their_section_is_checked_by_fie
     );
     assert!(err.contains("scramble"), "{err}");
 }
+
+/// The field names a struct deserializes, as serde's derive declares them.
+fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+    use serde::de::{Error as _, Visitor};
+    struct Recorder<'a>(&'a mut Vec<&'static str>);
+    impl<'de> serde::Deserializer<'de> for Recorder<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.extend(fields);
+            Err(Self::Error::custom("recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields = Vec::new();
+    let _ = T::deserialize(Recorder(&mut fields));
+    fields
+}
+
+/// An example with every option line (`#option = ...`, `#[section]`) switched on.
+fn every_option_on(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if !rest.is_empty() && !rest.starts_with([' ', '#']) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_deploy_examples_hold_every_option_and_parse_as_they_are_and_with_every_option_on() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+    let dir = tempfile::tempdir().unwrap();
+    let mut everything = String::new();
+    for name in ["site.toml", "hq.toml"] {
+        let text = std::fs::read_to_string(root.join(name)).unwrap();
+        Config::load(&write(dir.path(), &text))
+            .unwrap_or_else(|e| panic!("deploy/examples/{name}: {e:#}"));
+        let on = every_option_on(&text);
+        let config = Config::load(&write(dir.path(), &on))
+            .unwrap_or_else(|e| panic!("deploy/examples/{name} with every option on: {e:#}"));
+        // The values the file alone decides are valid too.
+        config.metrics_listen(None).unwrap();
+        if config.site.is_some() {
+            config.resume_by().unwrap();
+        }
+        if config.has_hq() {
+            config.conflict_policies().unwrap();
+            config.parked_report_age().unwrap();
+        }
+        everything.push_str(&on);
+    }
+    let sections = [
+        ("the file", fields_of::<Config>()),
+        ("[site]", fields_of::<SiteSection>()),
+        ("[*.database]", fields_of::<DatabaseSection>()),
+        ("[hq]", fields_of::<HqSection>()),
+        ("[hq.conflicts]", fields_of::<ConflictsSection>()),
+        ("[hq.refresh]", fields_of::<RefreshSection>()),
+        ("[hq.console]", fields_of::<ConsoleSection>()),
+        ("[hq.integration]", fields_of::<IntegrationSection>()),
+        ("[transport]", fields_of::<TransportSection>()),
+        ("[transport.kafka]", fields_of::<KafkaSection>()),
+        ("secrets", fields_of::<SecretSource>()),
+        ("[metrics]", fields_of::<MetricsSection>()),
+    ];
+    for (section, fields) in sections {
+        assert!(!fields.is_empty(), "{section}: no fields recorded");
+        for field in fields {
+            assert!(
+                everything.contains(&format!("{field} ="))
+                    || everything.contains(&format!("{field}]"))
+                    || everything.contains(&format!("{field} = {{")),
+                "{section} {field} is not in deploy/examples"
+            );
+        }
+    }
+}
