@@ -58,6 +58,18 @@ pub struct MetricsSection {
     pub listen: String,
 }
 
+/// Names the configuration file in an error about what it says (the field and the fix are in
+/// the error itself): `config.apply_settings().in_file(&config)?`.
+pub trait InFile<T> {
+    fn in_file(self, config: &Config) -> Result<T>;
+}
+
+impl<T> InFile<T> for Result<T> {
+    fn in_file(self, config: &Config) -> Result<T> {
+        self.with_context(|| format!("configuration file {}", config.origin.display()))
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)

@@ -16,7 +16,7 @@ use tributary_apply::{
     short_identity,
 };
 
-use crate::config::Config;
+use crate::config::{Config, InFile};
 use crate::parked::human_age;
 
 /// Operate HQ's conflict queue.
@@ -185,7 +185,7 @@ pub async fn run(command: &ConflictsCommand) -> Result<ExitCode> {
 
 async fn connect(config: &std::path::Path) -> Result<ConflictQueue> {
     let config = Config::load(config)?;
-    let (opts, database) = config.hq_database()?;
+    let (opts, database) = config.hq_database().in_file(&config)?;
     let queue = ConflictQueue::connect(
         opts,
         &database,

@@ -20,7 +20,7 @@ use tributary_apply::ApplySettings;
 use tributary_batch::Keyring;
 use tributary_transport::{CarriedFileReader, CarriedItem, DirectoryInbox, DirectoryOutbox};
 
-use crate::config::Config;
+use crate::config::{Config, InFile};
 use crate::progress::{Progress, human_bytes};
 
 /// Exit code when some batch or file could not be imported (the rest was).
@@ -75,7 +75,8 @@ pub type Progresses = BTreeMap<String, (u64, u64)>;
 
 /// Runs `tributary import` and prints what it did.
 pub async fn run(args: &ImportArgs) -> Result<ExitCode> {
-    let settings = Config::load(&args.config)?.apply_settings()?;
+    let config = Config::load(&args.config)?;
+    let settings = config.apply_settings().in_file(&config)?;
     // Connecting first creates HQ's bookkeeping tables, so a new HQ's progress reads as empty.
     let applier = match args.no_apply {
         true => None,

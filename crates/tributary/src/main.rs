@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 /// spends much of capture's time on that.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tributary::config::{Config, TransportKind};
+use tributary::config::{Config, InFile, TransportKind};
 use tributary::demo::{DemoOptions, run_demo};
 use tributary::integration_publisher::IntegrationPublisher;
 use tributary::kafka_apply::KafkaApplier;
@@ -360,7 +360,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Capture { config, metrics } => {
             let config = Config::load(&config)?;
-            let settings = config.capture_settings()?;
+            let settings = config.capture_settings().in_file(&config)?;
             tributary_capture::metrics::register();
             let endpoint = serve_metrics(&config, &metrics).await?;
             let shutdown = CancellationToken::new();
@@ -378,7 +378,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             metrics,
         } => {
             let config = Config::load(&config)?;
-            let settings = config.capture_settings()?;
+            let settings = config.capture_settings().in_file(&config)?;
             tributary_capture::metrics::register();
             tributary_capture::metrics::register_seed();
             let endpoint = serve_metrics(&config, &metrics).await?;
@@ -451,18 +451,18 @@ async fn run(command: Command) -> Result<ExitCode> {
             metrics,
         } => {
             let config = Config::load(&config)?;
-            let settings = config.apply_settings()?;
+            let settings = config.apply_settings().in_file(&config)?;
             tributary_apply::metrics::register(&settings.keyring);
             if config.transport_kind() == TransportKind::Kafka {
                 tributary_kafka::metrics::register_consumer();
             }
             let refresher = settings.refresh.clone();
             let endpoint = serve_metrics(&config, &metrics).await?;
-            let console = match config.console_settings()? {
+            let console = match config.console_settings().in_file(&config)? {
                 Some(console) => Some(tributary::console::ConsoleServer::start(console).await?),
                 None => None,
             };
-            let publisher = match config.integration_settings()? {
+            let publisher = match config.integration_settings().in_file(&config)? {
                 Some(integration) => Some(IntegrationPublisher::start(integration).await?),
                 None => None,
             };
@@ -520,7 +520,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             page_rows,
         } => {
             let config = Config::load(&path)?;
-            let configured = config.site_id()?;
+            let configured = config.site_id().in_file(&config)?;
             if let Some(site) = &site
                 && *site != configured
             {
@@ -531,8 +531,8 @@ async fn run(command: Command) -> Result<ExitCode> {
                     path.display()
                 );
             }
-            let (site_opts, site_db) = config.site_database()?;
-            let (hq, hq_db) = config.hq_database()?;
+            let (site_opts, site_db) = config.site_database().in_file(&config)?;
+            let (hq, hq_db) = config.hq_database().in_file(&config)?;
             let tables = if tables.is_empty() && site.is_none() {
                 verify::CLINICAL_TABLES
                     .iter()
@@ -556,7 +556,7 @@ async fn run(command: Command) -> Result<ExitCode> {
                 &site_db,
                 &hq,
                 &hq_db,
-                &config.policy()?,
+                &config.policy().in_file(&config)?,
                 &options,
                 &mut findings,
             )
@@ -614,11 +614,11 @@ async fn run(command: Command) -> Result<ExitCode> {
         } => {
             let config = Config::load(&config)?;
             let (opts, database) = if hq {
-                config.hq_database()?
+                config.hq_database().in_file(&config)?
             } else {
-                config.site_database()?
+                config.site_database().in_file(&config)?
             };
-            let policy = config.policy()?;
+            let policy = config.policy().in_file(&config)?;
             let mut conn = mysql_async::Conn::new(opts)
                 .await
                 .context("connecting to the database")?;
@@ -664,9 +664,9 @@ fn resend_identity(text: &str) -> String {
 
 /// `tributary ship`: the spool (capture's directory) to Kafka until a signal.
 async fn ship(config: &Config) -> Result<()> {
-    let kafka = config.kafka_settings()?;
-    let shipper = config.shipper_settings()?;
-    let spool = config.open_spool()?;
+    let kafka = config.kafka_settings().in_file(&config)?;
+    let shipper = config.shipper_settings().in_file(&config)?;
+    let spool = config.open_spool().in_file(&config)?;
     let progress = std::sync::Arc::new(ShipperProgress::default());
     tracing::info!(topic = %kafka.topic, brokers = %kafka.brokers, "shipping batches to kafka");
     let shutdown = CancellationToken::new();
@@ -690,8 +690,8 @@ async fn apply_from_kafka(
     settings: tributary_apply::ApplySettings,
     once: bool,
 ) -> Result<()> {
-    let kafka = config.kafka_settings()?;
-    let consumer = config.consumer_settings()?;
+    let kafka = config.kafka_settings().in_file(&config)?;
+    let consumer = config.consumer_settings().in_file(&config)?;
     let mut applier = KafkaApplier::new(settings, &kafka.topic);
     let shutdown = CancellationToken::new();
     let mode = if once {
@@ -728,7 +728,7 @@ async fn apply_from_kafka(
 
 /// Starts the `/metrics` endpoint when `--metrics-listen` or `[metrics] listen` asks for it.
 async fn serve_metrics(config: &Config, args: &MetricsArgs) -> Result<Option<MetricsEndpoint>> {
-    MetricsEndpoint::start_if(config.metrics_listen(args.metrics_listen)?).await
+    MetricsEndpoint::start_if(config.metrics_listen(args.metrics_listen).in_file(config)?).await
 }
 
 async fn stop_metrics(endpoint: Option<MetricsEndpoint>) {

@@ -16,7 +16,7 @@ use tributary_apply::{
 };
 use tributary_model::{Op, Value};
 
-use crate::config::Config;
+use crate::config::{Config, InFile};
 
 /// Operate HQ's parked rows.
 #[derive(Debug, Subcommand)]
@@ -192,7 +192,7 @@ pub async fn run(command: &ParkedCommand) -> Result<ExitCode> {
 
 async fn connect(config: &std::path::Path) -> Result<ParkedRows> {
     let config = Config::load(config)?;
-    let (opts, database) = config.hq_database()?;
+    let (opts, database) = config.hq_database().in_file(&config)?;
     let queue = ParkedRows::connect(
         opts,
         &database,
