@@ -665,8 +665,8 @@ fn resend_identity(text: &str) -> String {
 /// `tributary ship`: the spool (capture's directory) to Kafka until a signal.
 async fn ship(config: &Config) -> Result<()> {
     let kafka = config.kafka_settings().in_file(&config)?;
-    let shipper = config.shipper_settings().in_file(&config)?;
-    let spool = config.open_spool().in_file(&config)?;
+    let shipper = config.shipper_settings().in_file(config)?;
+    let spool = config.open_spool().in_file(config)?;
     let progress = std::sync::Arc::new(ShipperProgress::default());
     tracing::info!(topic = %kafka.topic, brokers = %kafka.brokers, "shipping batches to kafka");
     let shutdown = CancellationToken::new();
@@ -690,8 +690,8 @@ async fn apply_from_kafka(
     settings: tributary_apply::ApplySettings,
     once: bool,
 ) -> Result<()> {
-    let kafka = config.kafka_settings().in_file(&config)?;
-    let consumer = config.consumer_settings().in_file(&config)?;
+    let kafka = config.kafka_settings().in_file(config)?;
+    let consumer = config.consumer_settings().in_file(config)?;
     let mut applier = KafkaApplier::new(settings, &kafka.topic);
     let shutdown = CancellationToken::new();
     let mode = if once {
