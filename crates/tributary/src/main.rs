@@ -664,7 +664,7 @@ fn resend_identity(text: &str) -> String {
 
 /// `tributary ship`: the spool (capture's directory) to Kafka until a signal.
 async fn ship(config: &Config) -> Result<()> {
-    let kafka = config.kafka_settings().in_file(&config)?;
+    let kafka = config.kafka_settings().in_file(config)?;
     let shipper = config.shipper_settings().in_file(config)?;
     let spool = config.open_spool().in_file(config)?;
     let progress = std::sync::Arc::new(ShipperProgress::default());
