@@ -81,6 +81,7 @@ async fn main() -> Result<()> {
         transaction_part_rows: tributary_capture::DEFAULT_TRANSACTION_PART_ROWS,
         flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
         keepalive_interval: tributary_capture::DEFAULT_KEEPALIVE_INTERVAL,
+        health_interval: tributary_capture::DEFAULT_HEALTH_INTERVAL,
         identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
         snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
         start: StartPosition::Oldest,

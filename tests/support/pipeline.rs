@@ -31,6 +31,8 @@ pub struct PipelineOptions {
     pub transaction_part_rows: usize,
     /// How often idle capture sends an empty batch.
     pub keepalive_interval_ms: u64,
+    /// How often batches carry the site's health report.
+    pub health_interval_ms: u64,
     /// Extra mariadbd options for the site (they override the defaults).
     pub site_server_args: &'static [&'static str],
 }
@@ -41,6 +43,7 @@ impl Default for PipelineOptions {
             max_batch_rows: 5_000,
             transaction_part_rows: 5_000,
             keepalive_interval_ms: 500,
+            health_interval_ms: 60_000,
             site_server_args: &[],
         }
     }
@@ -293,6 +296,7 @@ state_dir = "state"
 key_file = "{key}"
 flush_interval_ms = 50
 keepalive_interval_ms = {keepalive_interval_ms}
+health_interval_ms = {health_interval_ms}
 max_batch_rows = {max_batch_rows}
 transaction_part_rows = {transaction_part_rows}
 
@@ -314,6 +318,7 @@ directory = "{transport}"
 "#,
         max_batch_rows = options.max_batch_rows,
         keepalive_interval_ms = options.keepalive_interval_ms,
+        health_interval_ms = options.health_interval_ms,
         transaction_part_rows = options.transaction_part_rows,
         key = key_file.display(),
         keys = keys.display(),
@@ -402,6 +407,7 @@ impl Pipeline {
                 max_batch_rows: 1,
                 // These tests count the batches capture publishes.
                 keepalive_interval_ms: 3_600_000,
+                health_interval_ms: 3_600_000,
                 ..PipelineOptions::default()
             },
         )?;

@@ -164,6 +164,12 @@ async fn apply_in(
     for (site, rows) in &released {
         bookkeeping::record_released(tx, site, *rows).await?;
     }
+    if payload.row_count() > 0 {
+        bookkeeping::record_data(tx, &header.site_id).await?;
+    }
+    if let Some(health) = &payload.health {
+        bookkeeping::record_health(tx, &header.site_id, health).await?;
+    }
     if let Some(earlier) = progress.filter(|p| header.epoch > p.epoch) {
         let unseeded_after =
             (payload.origin != tributary_model::Origin::Snapshot).then_some(earlier.epoch);

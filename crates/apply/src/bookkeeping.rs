@@ -124,6 +124,16 @@ pub const CREATE_TABLES: &[&str] = &[
     "ALTER TABLE tributary_rejected_batch ADD INDEX IF NOT EXISTS batch (site_id, epoch, sequence)",
     // What HQ applied, waiting to be published on the integration topics.
     crate::integration::outbox::CREATE_OUTBOX,
+    // Each site's latest health report (issue 9), as the site sent it.
+    "CREATE TABLE IF NOT EXISTS tributary_site_health (
+        site_id VARCHAR(64) NOT NULL PRIMARY KEY,
+        received_at DATETIME(3) NOT NULL,
+        report TEXT NOT NULL COMMENT 'the SiteHealth JSON the site sent: no row values'
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    // When a batch with rows (not a keepalive) of the site was last applied.
+    "ALTER TABLE tributary_site_progress
+        ADD COLUMN IF NOT EXISTS last_data_at DATETIME(3) NULL
+        COMMENT 'when HQ last applied a batch of this site that carried rows'",
 ];
 
 /// Connects to HQ for an operator command (UTC session), creates Tributary's tables if needed,
@@ -218,6 +228,33 @@ pub async fn record_applied(
             last_committed_at = COALESCE(VALUES(last_committed_at), last_committed_at),
             applied_at = VALUES(applied_at), waiting_for_sequence = NULL",
         (site_id, epoch, sequence, rows_applied, rows_parked, last_committed_at),
+    )
+    .await
+}
+
+/// Notes that the site's batch carried rows (not only a keepalive).
+pub async fn record_data(tx: &mut Transaction<'_>, site_id: &str) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "UPDATE tributary_site_progress SET last_data_at = UTC_TIMESTAMP(3) WHERE site_id = ?",
+        (site_id,),
+    )
+    .await
+}
+
+/// Keeps the site's latest health report.
+pub async fn record_health(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    health: &tributary_model::SiteHealth,
+) -> mysql_async::Result<()> {
+    let report = serde_json::to_string(health).map_err(|e| {
+        mysql_async::Error::Other(format!("cannot serialise a health report: {e}").into())
+    })?;
+    tx.exec_drop(
+        "INSERT INTO tributary_site_health (site_id, received_at, report)
+         VALUES (?, UTC_TIMESTAMP(3), ?)
+         ON DUPLICATE KEY UPDATE received_at = VALUES(received_at), report = VALUES(report)",
+        (site_id, report),
     )
     .await
 }

@@ -178,6 +178,47 @@ static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Registers the applier's metrics and starts every series of the keyring's sites at zero (each
 /// reason too), so a first rejection shows as an increase rather than a new series.
+static SITE_SOURCE_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_site_source_lag_seconds",
+            "How far behind its own database the site's capture was, by its last health report.",
+        ),
+        &["site"],
+    ))
+});
+
+static SITE_SPOOL_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_site_spool_bytes",
+            "Bytes waiting in the site's outbox, by its last health report.",
+        ),
+        &["site"],
+    ))
+});
+
+static SITE_SPOOL_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_site_spool_oldest_age_seconds",
+            "How long the oldest batch in the site's outbox had waited, by its last health report.",
+        ),
+        &["site"],
+    ))
+});
+
+static SITE_FAILING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(IntGaugeVec::new(
+        Opts::new(
+            "tributary_apply_site_failing",
+            "1 when the site's last health report says capture is failing (its last error has \
+             not been followed by a new session), else 0.",
+        ),
+        &["site"],
+    ))
+});
+
 static INTEGRATION_OUTBOX: LazyLock<IntGauge> = LazyLock::new(|| {
     registered(IntGauge::new(
         "tributary_apply_integration_outbox_entries",
@@ -221,6 +262,10 @@ pub fn register(keyring: &Keyring) {
         CONFLICTS_OPEN.with_label_values(&[site]);
         LAG.with_label_values(&[site]);
         LAST_BATCH.with_label_values(&[site]);
+        SITE_SOURCE_LAG.with_label_values(&[site]);
+        SITE_SPOOL_BYTES.with_label_values(&[site]);
+        SITE_SPOOL_OLDEST_AGE.with_label_values(&[site]);
+        SITE_FAILING.with_label_values(&[site]);
         for decision in [Decision::Open, Decision::SiteWon, Decision::HqWon] {
             CONFLICTS.with_label_values(&[site, decision.label()]);
         }
@@ -248,6 +293,10 @@ pub fn register(keyring: &Keyring) {
     LazyLock::force(&COLUMNS_DROPPED);
     LazyLock::force(&LAG);
     LazyLock::force(&LAST_BATCH);
+    LazyLock::force(&SITE_SOURCE_LAG);
+    LazyLock::force(&SITE_SPOOL_BYTES);
+    LazyLock::force(&SITE_SPOOL_OLDEST_AGE);
+    LazyLock::force(&SITE_FAILING);
     LazyLock::force(&ERRORS);
 }
 
@@ -332,6 +381,24 @@ pub(crate) fn batch_applied(
         LAG.with_label_values(&[site_id])
             .set(seconds(now.saturating_sub(committed)));
     }
+}
+
+/// Sets a site's gauges from the health report its batch carried (`site_id` is from an
+/// authenticated batch).
+pub(crate) fn site_health(site_id: &str, health: &tributary_model::SiteHealth) {
+    let gauge = |v: Option<u64>| v.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    SITE_SOURCE_LAG
+        .with_label_values(&[site_id])
+        .set(gauge(health.source_lag_seconds));
+    SITE_SPOOL_BYTES
+        .with_label_values(&[site_id])
+        .set(gauge(health.spool_bytes));
+    SITE_SPOOL_OLDEST_AGE
+        .with_label_values(&[site_id])
+        .set(gauge(health.spool_oldest_age_seconds));
+    SITE_FAILING
+        .with_label_values(&[site_id])
+        .set(i64::from(health.failing));
 }
 
 /// Counts an error that interrupted applying.

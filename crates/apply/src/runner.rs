@@ -326,6 +326,9 @@ impl Applier {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         crate::metrics::batch_applied(&header.site_id, outcome.applied, newest_commit, now);
+        if let Some(health) = &payload.health {
+            crate::metrics::site_health(&header.site_id, health);
+        }
         tracing::info!(
             site = %header.site_id,
             epoch = header.epoch,

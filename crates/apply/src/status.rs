@@ -27,6 +27,14 @@ pub struct SiteStatus {
     /// Set while the current epoch began without a seed after this earlier epoch: changes
     /// made at the site between the two may be missing at HQ.
     pub unseeded_after_epoch: Option<u64>,
+    /// Seconds since HQ last applied a batch of this site that carried rows.
+    pub data_silent_seconds: Option<i64>,
+    /// The site's latest health report (versions, source lag, outbox, last error).
+    pub health: Option<tributary_model::SiteHealth>,
+    /// Seconds since HQ received it.
+    pub health_age_seconds: Option<i64>,
+    /// When HQ last applied a batch of this site, `YYYY-MM-DD HH:MM` UTC.
+    pub last_heard_at: Option<String>,
 }
 
 pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatus>> {
@@ -40,8 +48,14 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                     CAST(TIMESTAMPDIFF(SECOND, p.applied_at, UTC_TIMESTAMP(3)) AS SIGNED),
                     (SELECT COUNT(*) FROM tributary_conflict c
                       WHERE c.status = 'open' AND c.site_id = p.site_id),
-                    p.unseeded_after_epoch
-             FROM tributary_site_progress p ORDER BY p.site_id",
+                    p.unseeded_after_epoch,
+                    CAST(TIMESTAMPDIFF(SECOND, p.last_data_at, UTC_TIMESTAMP(3)) AS SIGNED),
+                    h.report,
+                    CAST(TIMESTAMPDIFF(SECOND, h.received_at, UTC_TIMESTAMP(3)) AS SIGNED),
+                    DATE_FORMAT(p.applied_at, '%Y-%m-%d %H:%i')
+             FROM tributary_site_progress p
+             LEFT JOIN tributary_site_health h ON h.site_id = p.site_id
+             ORDER BY p.site_id",
         )
         .await?;
     Ok(rows
@@ -59,6 +73,14 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
             silent_seconds: row.get::<Option<i64>, _>(9).flatten(),
             conflicts_open: row.get(10).unwrap_or_default(),
             unseeded_after_epoch: row.get(11).flatten(),
+            data_silent_seconds: row.get::<Option<i64>, _>(12).flatten(),
+            // A report this version cannot read is shown as none rather than failing status.
+            health: row
+                .get::<Option<String>, _>(13)
+                .flatten()
+                .and_then(|report| serde_json::from_str(&report).ok()),
+            health_age_seconds: row.get::<Option<i64>, _>(14).flatten(),
+            last_heard_at: row.get::<Option<String>, _>(15).flatten(),
         })
         .collect())
 }

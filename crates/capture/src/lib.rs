@@ -29,6 +29,7 @@ mod consistent_snapshot;
 mod decoder_equivalence_tests;
 mod error;
 mod gtid;
+mod health;
 mod identities;
 pub mod metrics;
 mod mysql_gtid;
@@ -53,6 +54,7 @@ mod transaction_payload;
 pub use checkpoint::{Checkpoint, SeedProgress, StateDir};
 pub use error::CaptureError;
 pub use gtid::{GtidPosition, parse_gtid_list};
+pub use health::DEFAULT_HEALTH_INTERVAL;
 pub use mysql_gtid::{
     GtidSource, MAX_GNO, MysqlGtid, MysqlGtidEventInfo, MysqlGtidSet, read_gtid_event,
     read_previous_gtids,
@@ -147,6 +149,7 @@ async fn capture_until_stopped(
         settings.max_batch_rows,
         settings.spool,
     )?;
+    publisher.report_health_every(settings.health_interval);
     let mut cache = IdentityCache::new(settings.identity_cache_entries);
     let mut backoff = RETRY_MIN;
     let mut full_since_logged: Option<std::time::Instant> = None;
@@ -167,6 +170,8 @@ async fn capture_until_stopped(
             }
             Err(e) if e.is_transient() => {
                 metrics::capture_error(true);
+                health::session_failed(&e, true);
+                report_health(&mut publisher);
                 if full_since_logged.take().is_some() {
                     tracing::info!(site = %settings.site_id, "the outbox has space again");
                 }
@@ -180,8 +185,21 @@ async fn capture_until_stopped(
                 }
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Said to HQ before capture stops, so HQ shows why rather than silence.
+                health::session_failed(&e, false);
+                report_health(&mut publisher);
+                let _ = publisher.sync();
+                return Err(e);
+            }
         }
+    }
+}
+
+/// Sends the health report at once; a failure to (the outbox itself failing) is only logged.
+fn report_health(publisher: &mut Publisher) {
+    if let Err(error) = publisher.report_health_now() {
+        tracing::debug!(%error, "could not send the health report");
     }
 }
 

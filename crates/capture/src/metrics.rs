@@ -148,6 +148,11 @@ pub(crate) fn transaction_read(committed_at: u64, now: u64) {
 }
 
 /// The source's heartbeat: capture has read everything committed.
+/// The capture lag gauge's value.
+pub(crate) fn lag_seconds() -> u64 {
+    u64::try_from(LAG.get()).unwrap_or(0)
+}
+
 pub(crate) fn caught_up() {
     LAG.set(0);
 }
@@ -217,6 +222,19 @@ impl SpoolGauges {
 
     pub(crate) fn set_disk_free(&self, bytes: u64) {
         self.disk_free.set(clamp(bytes));
+    }
+
+    /// The values the site's health report carries.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        u64::try_from(self.held.get()).unwrap_or(0)
+    }
+
+    pub(crate) fn disk_free_bytes(&self) -> u64 {
+        u64::try_from(self.disk_free.get()).unwrap_or(0)
+    }
+
+    pub(crate) fn oldest_age_seconds(&self) -> u64 {
+        u64::try_from(self.oldest_age.get()).unwrap_or(0)
     }
 
     /// Sets the age of the oldest waiting batch from its commit time (`None`: none waits).

@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{Checkpoint, PartialTransaction, SeedProgress, StateDir};
 use crate::error::CaptureError;
+use crate::health::HealthReporter;
 use crate::position::BinlogFilePosition;
 use crate::sealer::{Sealer, Sink};
 use crate::spool_budget::{SpoolBudget, SpoolLimits};
@@ -37,6 +38,8 @@ pub struct Publisher {
     /// How far the seed reaches with the transactions handed over (see [`Publisher::set_seed_progress`]).
     seed: Option<SeedProgress>,
     last_published: std::time::Instant,
+    /// The site's health report, carried by a batch when due (capture only).
+    health: Option<HealthReporter>,
 }
 
 impl Publisher {
@@ -70,6 +73,7 @@ impl Publisher {
             partial: None,
             seed: None,
             last_published: std::time::Instant::now(),
+            health: None,
         };
         publisher.resume()?;
         Ok(publisher)
@@ -136,6 +140,38 @@ impl Publisher {
         &self.checkpoint
     }
 
+    /// Makes batches carry the site's health report every `interval` (an idle capture
+    /// sends a keepalive batch for it).
+    pub fn report_health_every(&mut self, interval: std::time::Duration) {
+        self.health = Some(HealthReporter::new(interval));
+    }
+
+    /// The source's versions, for the health report.
+    pub fn set_source_versions(&mut self, database: String, openmrs: Option<String>) {
+        if let Some(health) = &mut self.health {
+            health.set_versions(database, openmrs);
+        }
+    }
+
+    fn health_due_while_idle(&self) -> bool {
+        self.health
+            .as_ref()
+            .is_some_and(HealthReporter::due_while_idle)
+    }
+
+    /// Sends a health report now in a keepalive batch (a session just failed), unless rows
+    /// are pending (they are read again by the next session; the report waits for it).
+    pub fn report_health_now(&mut self) -> Result<(), CaptureError> {
+        if !self.pending.is_empty() || self.health.is_none() {
+            return Ok(());
+        }
+        if let Some(health) = &mut self.health {
+            health.make_due();
+        }
+        self.push_keepalive();
+        self.flush()
+    }
+
     /// Marks what the following batches carry (stream or snapshot rows).
     pub fn set_origin(&mut self, origin: Origin) -> Result<(), CaptureError> {
         if origin != self.origin {
@@ -196,9 +232,17 @@ impl Publisher {
     /// When nothing was published for `interval` and nothing is pending, publishes an empty
     /// batch stamped now: HQ then knows the site is alive and caught up.
     pub fn keep_alive(&mut self, interval: std::time::Duration) -> Result<(), CaptureError> {
-        if !self.pending.is_empty() || self.last_published.elapsed() < interval {
+        if !self.pending.is_empty()
+            || (self.last_published.elapsed() < interval && !self.health_due_while_idle())
+        {
             return Ok(());
         }
+        self.push_keepalive();
+        self.flush()
+    }
+
+    /// An empty transaction: a keepalive batch once flushed.
+    fn push_keepalive(&mut self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -209,7 +253,6 @@ impl Publisher {
             rows: Vec::new(),
             part: None,
         });
-        self.flush()
     }
 
     /// Hands what is pending to the sealer as the next batch (or checkpoints a position-only
@@ -238,6 +281,10 @@ impl Publisher {
         let payload = BatchPayload {
             origin: self.origin,
             transactions: std::mem::take(&mut self.pending),
+            health: match &mut self.health {
+                Some(health) if health.due() => Some(health.report(&self.position)),
+                _ => None,
+            },
         };
         let rows = std::mem::take(&mut self.pending_rows);
         let sequence = self.checkpoint.next_sequence;

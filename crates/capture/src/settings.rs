@@ -74,6 +74,9 @@ pub struct CaptureSettings {
     pub transaction_part_rows: usize,
     pub flush_interval: Duration,
     pub keepalive_interval: Duration,
+    /// How often batches carry the site's health report (an idle capture sends one in a
+    /// keepalive batch).
+    pub health_interval: Duration,
     pub identity_cache_entries: usize,
     pub snapshot_chunk_rows: usize,
     pub start: StartPosition,

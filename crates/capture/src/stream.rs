@@ -36,6 +36,8 @@ pub(crate) async fn stream_session(
     publisher.resume()?;
     let mut lookup = source::connect(&settings.source).await?;
     let server = source::preflight(&mut lookup, &settings.database).await?;
+    let openmrs = crate::health::openmrs_version(&mut lookup).await;
+    publisher.set_source_versions(server.version.clone(), openmrs);
     let history = SchemaHistory::new(&settings.state_dir);
     let (mut schema_version, mut schema) =
         schema_at_checkpoint(&history, publisher, &mut lookup, settings).await?;
@@ -54,6 +56,7 @@ pub(crate) async fn stream_session(
         "streaming the binlog"
     );
     let mut position = SessionPosition::new(gtid, binlog);
+    crate::health::session_started();
 
     let mut formats = AttributeFormats::default();
     let mut assembler =

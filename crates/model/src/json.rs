@@ -25,7 +25,15 @@ pub fn payload_to_json(payload: &BatchPayload) -> Vec<u8> {
         }
         write_transaction(&mut out, transaction);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    if let Some(health) = &payload.health {
+        // At most one batch a minute carries it: serde_json's own writer is fast enough.
+        out.extend_from_slice(b",\"health\":");
+        if serde_json::to_writer(&mut out, health).is_err() {
+            out.extend_from_slice(b"null");
+        }
+    }
+    out.push(b'}');
     out
 }
 
@@ -166,7 +174,7 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ColumnName, Identity, Part, RowRef};
+    use crate::{ColumnName, Identity, Part, RowRef, SiteError, SiteHealth};
     use proptest::prelude::*;
 
     fn text() -> impl Strategy<Value = String> {
@@ -223,13 +231,40 @@ mod tests {
                 rows,
                 part: part.map(|(index, last)| Part { index, last }),
             });
+        let health = (
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of((text(), text(), any::<u64>())),
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(agent_version, database_version, spool_bytes, error, failing, reported_at)| {
+                    SiteHealth {
+                        agent_version,
+                        database_version,
+                        spool_bytes,
+                        last_error: error.map(|(class, message, at)| SiteError {
+                            class,
+                            message,
+                            at,
+                        }),
+                        failing,
+                        reported_at,
+                        ..SiteHealth::default()
+                    }
+                },
+            );
         (
             prop_oneof![Just(Origin::Binlog), Just(Origin::Snapshot)],
             proptest::collection::vec(transaction, 0..4),
+            proptest::option::of(health),
         )
-            .prop_map(|(origin, transactions)| BatchPayload {
+            .prop_map(|(origin, transactions, health)| BatchPayload {
                 origin,
                 transactions,
+                health,
             })
     }
 

@@ -94,6 +94,57 @@ pub struct BatchPayload {
     /// Where this batch came from: `binlog` (streaming) or `snapshot` (seed / re-send).
     pub origin: Origin,
     pub transactions: Vec<SourceTransaction>,
+    /// The site's health, carried by a batch at most every `[site] health_interval_ms` (an
+    /// idle site sends it in a keepalive batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<SiteHealth>,
+}
+
+/// How a site is doing, as its capture agent sees it: what HQ shows for a site it cannot
+/// visit. Never row values or keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SiteHealth {
+    /// The capture agent's version.
+    pub agent_version: String,
+    /// The site database's `VERSION()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_version: Option<String>,
+    /// The OpenMRS version the site's schema was last upgraded to, when the database says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openmrs_version: Option<String>,
+    /// Where capture stands in the source's binlog (GTID position, or file:position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_position: Option<String>,
+    /// Seconds between the newest source commit capture read and reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_lag_seconds: Option<u64>,
+    /// Bytes waiting in the site's outbox for the transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
+    /// How long the oldest of them has waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_oldest_age_seconds: Option<u64>,
+    /// Free bytes on the outbox's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// The error that ended capture's last session, if any since the agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<SiteError>,
+    /// Whether capture is failing now: it has not published since that error.
+    #[serde(default)]
+    pub failing: bool,
+    /// When the report was made, Unix seconds (site clock).
+    pub reported_at: u64,
+}
+
+/// An error a site reports: its class and message, never row values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteError {
+    /// `transient` (capture resumes by itself) or `fatal` (a person must act).
+    pub class: String,
+    pub message: String,
+    /// When it happened, Unix seconds (site clock).
+    pub at: u64,
 }
 
 impl BatchPayload {
@@ -138,6 +189,7 @@ mod tests {
                     columns,
                 }],
             }],
+            health: None,
         }
     }
 

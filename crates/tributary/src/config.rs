@@ -10,7 +10,9 @@ mod site;
 mod tests;
 mod transport;
 
-pub use hq::{ConflictsSection, ConsoleSection, HqSection, RefreshSection};
+pub use hq::{
+    ConflictsSection, ConsoleSection, DEFAULT_SITE_SILENT_AFTER_S, HqSection, RefreshSection,
+};
 pub use integration::{DEFAULT_TOPIC_PREFIX, IntegrationSection};
 pub use site::SiteSection;
 pub use transport::{KafkaSection, SecretSource, TransportKind, TransportSection};

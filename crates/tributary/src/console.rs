@@ -50,6 +50,8 @@ pub struct ConsoleSettings {
     pub conflicts: ConflictPolicies,
     /// Record what the console's actions write for the integration topics.
     pub record_applied: bool,
+    /// `[hq] site_silent_after_s`: a site silent this long is shown offline.
+    pub site_silent_after_s: u64,
 }
 
 impl std::fmt::Debug for ConsoleSettings {
@@ -220,7 +222,10 @@ async fn sites(State(console): State<Shared>) -> Response {
             let mut conn = mysql_async::Conn::new(console.settings.hq.clone()).await?;
             let statuses = tributary_apply::site_statuses(&mut conn).await?;
             conn.disconnect().await.ok();
-            Ok(pages::sites(&statuses))
+            Ok(pages::sites(
+                &statuses,
+                console.settings.site_silent_after_s,
+            ))
         }
         .await,
     )

@@ -151,7 +151,10 @@ pub async fn run_demo(options: &DemoOptions) -> Result<bool> {
 
     println!("\n== status at HQ");
     let statuses = tributary_apply::site_statuses(&mut hq).await?;
-    print!("{}", report::status_table(&statuses));
+    print!(
+        "{}",
+        report::status_table(&statuses, crate::config::DEFAULT_SITE_SILENT_AFTER_S)
+    );
     let parked = tributary_apply::parked_rows(&mut hq, 20).await?;
     if !parked.is_empty() {
         println!("parked rows:");

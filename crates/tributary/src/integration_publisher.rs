@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use mysql_async::{Conn, Opts, OptsBuilder};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,7 @@ impl IntegrationPublisher {
             settings,
             reader,
             producer,
+            topics: HashSet::new(),
             stop: stop.clone(),
             drain: drain.clone(),
         };
@@ -152,6 +153,9 @@ struct Publishing {
     settings: IntegrationSettings,
     reader: OutboxReader,
     producer: EventProducer,
+    /// Topics created (or found) so far: a table HQ starts syncing later gets its topic
+    /// before its first event is sent.
+    topics: HashSet<String>,
     stop: CancellationToken,
     drain: CancellationToken,
 }
@@ -170,6 +174,7 @@ impl Publishing {
                 return;
             }
         }
+        self.topics.extend(topics.iter().cloned());
         tracing::info!(
             topics = topics.len(),
             prefix = %self.settings.envelope.topic_prefix,
@@ -249,6 +254,16 @@ impl Publishing {
             .iter()
             .flat_map(|entry: &OutboxEntry| records_for(entry, &self.settings.envelope))
             .collect();
+        let new_topics: BTreeSet<&String> = records
+            .iter()
+            .map(|r| &r.topic)
+            .filter(|t| !self.topics.contains(*t))
+            .collect();
+        if !new_topics.is_empty() {
+            let new_topics: Vec<String> = new_topics.into_iter().cloned().collect();
+            create_topics(&self.settings.kafka, &new_topics).await?;
+            self.topics.extend(new_topics);
+        }
         let events: Vec<Event<'_>> = records
             .iter()
             .map(|r| Event {

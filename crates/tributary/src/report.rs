@@ -84,21 +84,112 @@ pub fn capture_state(
 }
 
 /// A site's state in a few words: held at a gap, or streaming (and what needs a person).
-pub fn site_state(s: &SiteStatus) -> String {
-    match s.waiting_for_sequence {
-        Some(seq) => format!("held: waiting for batch {seq}"),
-        None if s.conflicts_open > 0 => {
-            "streaming (conflicts wait: `tributary conflicts list`)".to_owned()
+/// A site whose outbox or source lag is at least this far behind is catching up.
+const CATCHING_UP_SECONDS: u64 = 300;
+/// A site heard from but without new rows for this long is idle.
+const IDLE_SECONDS: i64 = 3_600;
+
+/// The site's state in words: held, failing, offline, catching up, idle or streaming (with
+/// what needs a person). `silent_after_s`: `[hq] site_silent_after_s`.
+pub fn site_state(s: &SiteStatus, silent_after_s: u64) -> String {
+    let health = s.health.as_ref();
+    if let Some(seq) = s.waiting_for_sequence {
+        return format!("held: waiting for batch {seq}");
+    }
+    if let Some(health) = health.filter(|h| h.failing) {
+        let error = health.last_error.as_ref().map_or_else(
+            || "an error".to_owned(),
+            |e| format!("{}: {}", e.class, e.message),
+        );
+        return format!("failing: {error}");
+    }
+    let silent_after = i64::try_from(silent_after_s).unwrap_or(i64::MAX);
+    if s.silent_seconds
+        .is_some_and(|silent| silent >= silent_after)
+    {
+        let since = s.last_heard_at.as_deref().unwrap_or("?");
+        return format!("offline since {since} UTC");
+    }
+    if let Some(health) = health {
+        let backlog = health.spool_oldest_age_seconds.unwrap_or(0);
+        let lag = health.source_lag_seconds.unwrap_or(0);
+        if backlog >= CATCHING_UP_SECONDS || lag >= CATCHING_UP_SECONDS {
+            return format!(
+                "catching up: {} waiting at the site (oldest {} old), source lag {}",
+                crate::progress::human_bytes(health.spool_bytes.unwrap_or(0)),
+                human_age(backlog),
+                human_age(lag)
+            );
         }
-        None if s.unseeded_after_epoch.is_some() => {
-            "streaming (not seeded since its state was reset: see below)".to_owned()
+    }
+    if s.conflicts_open > 0 {
+        return "streaming (conflicts wait: `tributary conflicts list`)".to_owned();
+    }
+    if s.unseeded_after_epoch.is_some() {
+        return "streaming (not seeded since its state was reset: see below)".to_owned();
+    }
+    if s.rows_parked_now > 0 {
+        return "streaming (rows parked)".to_owned();
+    }
+    match s.data_silent_seconds {
+        None => "idle (no data yet)".to_owned(),
+        Some(quiet) if quiet >= IDLE_SECONDS => {
+            format!("idle (no new data for {})", human_age(quiet.unsigned_abs()))
         }
-        None if s.rows_parked_now > 0 => "streaming (rows parked)".to_owned(),
-        None => "streaming".to_owned(),
+        Some(_) => "streaming".to_owned(),
     }
 }
 
-pub fn status_table(statuses: &[SiteStatus]) -> String {
+/// What the site's last health report says, in one line: versions, last data, source lag,
+/// outbox, disk, last error.
+pub fn health_summary(s: &SiteStatus) -> String {
+    let ago = |seconds: Option<i64>| {
+        seconds.map_or_else(
+            || "never".to_owned(),
+            |s| format!("{} ago", human_age(s.max(0).unsigned_abs())),
+        )
+    };
+    let mut parts = vec![format!("last data {}", ago(s.data_silent_seconds))];
+    let Some(h) = &s.health else {
+        parts.push("no health report yet".to_owned());
+        return parts.join("; ");
+    };
+    let versions = [
+        Some(format!("agent {}", h.agent_version)),
+        h.database_version.clone(),
+        h.openmrs_version.as_ref().map(|v| format!("OpenMRS {v}")),
+    ];
+    parts.insert(
+        0,
+        versions
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    if let Some(lag) = h.source_lag_seconds {
+        parts.push(format!("source lag {}", human_age(lag)));
+    }
+    if let Some(bytes) = h.spool_bytes {
+        let oldest = h.spool_oldest_age_seconds.unwrap_or(0);
+        parts.push(format!(
+            "outbox {} (oldest {})",
+            crate::progress::human_bytes(bytes),
+            human_age(oldest)
+        ));
+    }
+    if let Some(free) = h.disk_free_bytes {
+        parts.push(format!("disk free {}", crate::progress::human_bytes(free)));
+    }
+    if let Some(e) = &h.last_error {
+        let state = if h.failing { "failing" } else { "recovered" };
+        parts.push(format!("last error ({}, {state}): {}", e.class, e.message));
+    }
+    parts.push(format!("reported {}", ago(s.health_age_seconds)));
+    parts.join("; ")
+}
+
+pub fn status_table(statuses: &[SiteStatus], silent_after_s: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -114,7 +205,7 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
         "last heard"
     );
     for s in statuses {
-        let state = site_state(s);
+        let state = site_state(s, silent_after_s);
         let _ = writeln!(
             out,
             "{:<20} {:>10} {:>9} {:>12} {:>7} {:>9} {:>8} {:>8} {:>11}  {}",
@@ -133,6 +224,9 @@ pub fn status_table(statuses: &[SiteStatus]) -> String {
     }
     if statuses.is_empty() {
         out.push_str("(no site has delivered a batch yet)\n");
+    }
+    for s in statuses {
+        let _ = writeln!(out, "site {}: {}", s.site_id, health_summary(s));
     }
     for s in statuses {
         if let Some(earlier) = s.unseeded_after_epoch {

@@ -58,6 +58,8 @@ pub struct CaptureCheckpoint {
 #[derive(Debug, Serialize)]
 pub struct HqSide {
     pub sites: Vec<SiteStatus>,
+    /// A site silent this long is shown offline (`[hq] site_silent_after_s`).
+    pub site_silent_after_s: u64,
     pub parked_report_age_s: u64,
     pub parked_ages: Vec<ParkedAge>,
     /// Listed only when asked for (`--parked N`).
@@ -120,6 +122,7 @@ async fn hq_side(config: &Config, parked: u32) -> Result<HqSide> {
         .context("reading status (has the applier run against this HQ yet?)")?;
     let side = HqSide {
         sites,
+        site_silent_after_s: config.site_silent_after_s()?,
         parked_report_age_s: report_age,
         parked_ages: tributary_apply::parked_ages(&mut conn, report_age).await?,
         parked: if parked > 0 {
@@ -149,7 +152,7 @@ pub fn render_text(status: &StatusReport) -> String {
     let Some(hq) = &status.hq else {
         return out;
     };
-    out.push_str(&report::status_table(&hq.sites));
+    out.push_str(&report::status_table(&hq.sites, hq.site_silent_after_s));
     out.push_str(&report::parked_age_line(
         &hq.parked_ages,
         hq.parked_report_age_s,

@@ -132,6 +132,7 @@ mod tests {
                     part: None,
                 },
             ],
+            health: None,
         };
         let origin = Origin {
             site_id: "clinic-a",

@@ -3,6 +3,9 @@
 
 use super::{Config, DatabaseSection};
 
+/// A site silent this long is shown offline unless `[hq] site_silent_after_s` says otherwise.
+pub const DEFAULT_SITE_SILENT_AFTER_S: u64 = 1_800;
+
 /// Where the console listens unless `[hq.console] listen` says otherwise.
 const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8470";
 use anyhow::{Context, Result, bail};
@@ -33,6 +36,9 @@ pub struct HqSection {
     /// Parked rows older than this are reported by a warning, `status` and the age gauge
     /// (default 86 400, a day).
     pub parked_report_age_s: Option<u64>,
+    /// A site HQ has not heard from for this long is shown offline (default 1800; an idle
+    /// capture sends a keepalive every minute).
+    pub site_silent_after_s: Option<u64>,
     /// What happens when a site changes a row that was edited at HQ, or written from another
     /// site, since that site last wrote it (`[hq.conflicts]`); by default both versions wait
     /// in the conflict queue for a person (`tributary conflicts`).
@@ -310,7 +316,16 @@ impl Config {
             policy: self.policy()?,
             conflicts: self.conflict_policies()?,
             record_applied: self.integration_enabled(),
+            site_silent_after_s: self.site_silent_after_s()?,
         }))
+    }
+
+    /// `[hq] site_silent_after_s`: a site silent this long is shown offline.
+    pub fn site_silent_after_s(&self) -> Result<u64> {
+        Ok(self
+            .hq()?
+            .site_silent_after_s
+            .unwrap_or(DEFAULT_SITE_SILENT_AFTER_S))
     }
 
     /// `[hq] parked_report_age_s`: parked rows older than this are reported.

@@ -30,6 +30,9 @@ pub struct SiteSection {
     pub flush_interval_ms: Option<u64>,
     /// An idle capture sends an empty batch this often (default 60 000).
     pub keepalive_interval_ms: Option<u64>,
+    /// Batches carry the site's health report (versions, lag, outbox, last error) this
+    /// often; an idle capture sends a keepalive for it (default 60 000).
+    pub health_interval_ms: Option<u64>,
     pub identity_cache_entries: Option<usize>,
     /// Rows a seed reads per query (and per durable step of an interrupted seed); default 2000.
     pub seed_chunk_rows: Option<usize>,
@@ -109,6 +112,14 @@ impl Config {
             keepalive_interval: site
                 .keepalive_interval_ms
                 .map_or(DEFAULT_KEEPALIVE_INTERVAL, Duration::from_millis),
+            health_interval: match site.health_interval_ms {
+                Some(0) => bail!(
+                    "site.health_interval_ms must be at least 1 (how often the site's health \
+                     report reaches HQ; default 60000)"
+                ),
+                Some(ms) => Duration::from_millis(ms),
+                None => tributary_capture::DEFAULT_HEALTH_INTERVAL,
+            },
             identity_cache_entries: site
                 .identity_cache_entries
                 .unwrap_or(DEFAULT_IDENTITY_CACHE_ENTRIES),

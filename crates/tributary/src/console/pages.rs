@@ -65,11 +65,11 @@ fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map_or("-".to_owned(), |v| v.to_string())
 }
 
-pub fn sites(statuses: &[SiteStatus]) -> String {
+pub fn sites(statuses: &[SiteStatus], silent_after_s: u64) -> String {
     let mut body = String::from(
         "<table><tr><th>site</th><th>state</th><th>epoch</th><th>batch</th>\
          <th>rows applied</th><th>parked</th><th>conflicts</th><th>rejected</th>\
-         <th>lag</th><th>last heard</th></tr>",
+         <th>lag</th><th>last heard</th><th>health</th></tr>",
     );
     for s in statuses {
         let state = match s.unseeded_after_epoch {
@@ -77,12 +77,12 @@ pub fn sites(statuses: &[SiteStatus]) -> String {
             Some(earlier) if s.waiting_for_sequence.is_none() => format!(
                 "not seeded since epoch {earlier}: run 'tributary seed --restart-stream' at the site"
             ),
-            _ => crate::report::site_state(s),
+            _ => crate::report::site_state(s, silent_after_s),
         };
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&s.site_id),
             escape(&state),
             s.epoch,
@@ -96,6 +96,7 @@ pub fn sites(statuses: &[SiteStatus]) -> String {
                 s.silent_seconds
                     .map(|l| format!("{} ago", human_age(l.max(0).unsigned_abs())))
             ),
+            escape(&crate::report::health_summary(s)),
         );
     }
     body.push_str("</table>");
