@@ -326,6 +326,7 @@ mod tests {
             polymorphic: Vec::new(),
             identity_is_unique: unique,
             plain_key_parents: Vec::new(),
+            row_filter: None,
         }
     }
 

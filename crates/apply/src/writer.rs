@@ -71,6 +71,20 @@ pub async fn resolve_row_deferring(
             change.table
         )));
     };
+    if let Some(filter) = &map.row_filter {
+        let name = change
+            .columns
+            .get(&filter.column)
+            .and_then(tributary_model::Value::as_text);
+        if name.and_then(|name| filter.matching(name)).is_none() {
+            return Ok(Resolution::Blocked(format!(
+                "`{}` rows travel by name only, and HQ's [sync] global_properties does not \
+                 list `{}`: add it at HQ (as the site has), or drop the row",
+                change.table,
+                name.unwrap_or("?")
+            )));
+        }
+    }
     // A delete needs only what finds the row; its other columns and references (the rows it
     // referred to may be long gone at the site) do not matter.
     let key_columns = locator_columns(map);
@@ -610,6 +624,7 @@ mod tests {
             polymorphic: Vec::new(),
             identity_is_unique: true,
             plain_key_parents: Vec::new(),
+            row_filter: None,
         }
     }
 

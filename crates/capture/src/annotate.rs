@@ -131,6 +131,11 @@ impl Annotator<'_> {
                 (identity, self.columns(map, row.after?))
             }
         };
+        if let Some(filter) = &map.row_filter {
+            // Only the named settings travel (`[sync] global_properties`).
+            let name = columns.get(&filter.column).and_then(Value::as_text);
+            name.and_then(|name| filter.matching(name))?;
+        }
         Some(RowChange {
             table: map.name.clone(),
             op: row.op,

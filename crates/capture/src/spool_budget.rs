@@ -81,6 +81,7 @@ impl SpoolBudget {
             age_read_at: None,
         };
         budget.rescan()?;
+        budget.gauges.set_disk_free(available_bytes(dir)?);
         Ok(budget)
     }
 

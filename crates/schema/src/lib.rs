@@ -15,4 +15,7 @@ pub use catalog::{Catalog, CatalogColumn, CatalogTable, ColumnKind, ForeignKey};
 pub use column_value::{quote_ident, to_value};
 pub use error::SchemaError;
 pub use map::{IdentityRule, IdentitySource, PolymorphicColumn, SchemaMap, TableMap};
-pub use policy::{OPENMRS_CORE_POLICY, Policy, PolymorphicReference, UndeclaredReference};
+pub use policy::{
+    GLOBAL_PROPERTY, OPENMRS_CORE_POLICY, Policy, PolymorphicReference, RowFilter,
+    UndeclaredReference,
+};

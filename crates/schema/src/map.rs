@@ -16,7 +16,7 @@
 
 use crate::catalog::{Catalog, CatalogColumn, CatalogTable};
 use crate::error::SchemaError;
-use crate::policy::Policy;
+use crate::policy::{Policy, RowFilter};
 use std::collections::BTreeMap;
 use tributary_model::{Identity, Value};
 
@@ -69,6 +69,8 @@ pub struct TableMap {
     /// Tables this table's foreign keys point at through columns that travel as plain values
     /// (string keys such as `role.role`): HQ must have the parent row before this one.
     pub plain_key_parents: Vec<String>,
+    /// Which rows travel, when only some do (`global_property` by name); all otherwise.
+    pub row_filter: Option<RowFilter>,
 }
 
 /// A polymorphic reference resolved against the catalog (see
@@ -311,7 +313,14 @@ fn map_table(
             targets: rule.targets.clone(),
         });
     }
-    let identity = identity_rule(catalog, table);
+    let row_filter = policy.row_filter(&table.name);
+    let identity = match &row_filter {
+        // Settings are the same row everywhere by name: each database made its own uuid.
+        Some(filter) => IdentityRule::Natural {
+            columns: vec![filter.column.clone()],
+        },
+        None => identity_rule(catalog, table),
+    };
     let surrogate_key = match table.primary_key.as_slice() {
         [key]
             if !matches!(identity, IdentityRule::Inherited { .. })
@@ -355,6 +364,7 @@ fn map_table(
         identity,
         references,
         polymorphic,
+        row_filter,
     })
 }
 
@@ -635,6 +645,26 @@ mod tests {
         );
         assert!(map.table("global_property").is_none());
         assert!(map.table("users").unwrap().column("password").is_none());
+    }
+
+    #[test]
+    fn named_settings_travel_identified_by_name_not_by_uuid() {
+        let mut policy = policy();
+        policy.global_properties = vec!["facility.*".into()];
+        let map = SchemaMap::build(&openmrs_like(), &policy).unwrap();
+        let settings = map.table("global_property").expect("synced once named");
+        assert_eq!(
+            settings.identity,
+            IdentityRule::Natural {
+                columns: vec!["property".into()]
+            },
+            "each database made its own uuid for the same setting"
+        );
+        assert!(!settings.identity_is_unique);
+        let filter = settings.row_filter.as_ref().expect("a row filter");
+        assert_eq!(filter.matching("facility.code"), Some("facility.*"));
+        assert_eq!(filter.matching("security.password"), None);
+        assert!(map.table("obs").unwrap().row_filter.is_none());
     }
 
     #[test]

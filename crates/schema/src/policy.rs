@@ -34,6 +34,55 @@ pub struct Policy {
     /// stands for every column the table lacks. Only columns HQ lacks are ever dropped.
     #[serde(default)]
     pub dropped_at_hq: BTreeMap<String, Vec<String>>,
+    /// Names (`*` matches any run of characters) of the `global_property` rows that travel;
+    /// the others stay at the site. Empty (the default): the table does not travel at all.
+    /// The configuration's `[sync] global_properties` adds to it.
+    #[serde(default)]
+    pub global_properties: Vec<String>,
+}
+
+/// The settings table whose rows travel only by name (`[sync] global_properties`).
+pub const GLOBAL_PROPERTY: &str = "global_property";
+/// Its key: the setting's name.
+const GLOBAL_PROPERTY_NAME: &str = "property";
+
+/// Which rows of a table travel: those whose `column` matches one of `patterns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFilter {
+    pub column: String,
+    pub patterns: Vec<String>,
+}
+
+impl RowFilter {
+    /// Whether a row whose `column` holds `value` travels; `None` when a pattern says why.
+    pub fn matching(&self, value: &str) -> Option<&str> {
+        self.patterns
+            .iter()
+            .find(|pattern| glob_matches(pattern, value))
+            .map(String::as_str)
+    }
+}
+
+/// `*` matches any run of characters (also none); everything else matches itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A text column holding the integer id of a row of a table chosen by the row's type: e.g.
@@ -83,7 +132,18 @@ impl Policy {
         })
     }
 
+    /// Which rows of `table` travel, for a table whose rows travel by name.
+    pub fn row_filter(&self, table: &str) -> Option<RowFilter> {
+        (table == GLOBAL_PROPERTY && !self.global_properties.is_empty()).then(|| RowFilter {
+            column: GLOBAL_PROPERTY_NAME.to_owned(),
+            patterns: self.global_properties.clone(),
+        })
+    }
+
     pub fn excludes_table(&self, table: &str) -> bool {
+        if self.row_filter(table).is_some() {
+            return false;
+        }
         table.starts_with("tributary_")
             || self
                 .exclude_tables
@@ -133,5 +193,37 @@ mod tests {
     fn unknown_keys_are_rejected_with_the_origin_named() {
         let err = Policy::parse("exclude_tabels = []", "site.toml").unwrap_err();
         assert!(err.to_string().contains("site.toml"), "{err}");
+    }
+
+    #[test]
+    fn name_patterns_match_with_stars_anywhere() {
+        for (pattern, name, matches) in [
+            ("facility.code", "facility.code", true),
+            ("facility.code", "facility.codes", false),
+            ("facility.*", "facility.code", true),
+            ("facility.*", "facility.", true),
+            ("facility.*", "site.facility.code", false),
+            ("*.code", "facility.code", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxcyyb", false),
+            ("*", "", true),
+            ("a*a", "a", false),
+        ] {
+            assert_eq!(glob_matches(pattern, name), matches, "{pattern} / {name}");
+        }
+    }
+
+    #[test]
+    fn global_properties_travel_only_when_named() {
+        let mut policy = Policy::openmrs_core();
+        assert!(policy.excludes_table(GLOBAL_PROPERTY));
+        assert_eq!(policy.row_filter(GLOBAL_PROPERTY), None);
+        policy.global_properties = vec!["facility.*".into()];
+        assert!(!policy.excludes_table(GLOBAL_PROPERTY));
+        let filter = policy.row_filter(GLOBAL_PROPERTY).expect("a filter");
+        assert_eq!(filter.column, "property");
+        assert_eq!(filter.matching("facility.code"), Some("facility.*"));
+        assert_eq!(filter.matching("security.passwordMinimumLength"), None);
+        assert_eq!(policy.row_filter("obs"), None);
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub schema_map: Option<PathBuf>,
     /// Where capture, ship and apply serve `GET /metrics`; off when absent.
     pub metrics: Option<MetricsSection>,
+    /// What travels beyond the schema map's tables; give a site and HQ the same section.
+    pub sync: Option<SyncSection>,
     #[serde(skip)]
     origin: PathBuf,
 }
@@ -50,6 +52,22 @@ pub struct DatabaseSection {
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password, when no file is given.
     pub password_env: Option<String>,
+}
+
+/// `[sync]`: rows that travel although their table is kept at the site by default.
+///
+/// ```toml
+/// [sync]
+/// global_properties = ["addresshierarchy.*", "facility.code"]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Names of the `global_property` rows that travel (`*` matches any run of characters);
+    /// the others stay at the site. Matched at HQ by name: a setting several sites send is
+    /// one row at HQ, and a change from another site than the last writer is a conflict.
+    #[serde(default)]
+    pub global_properties: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,10 +101,24 @@ impl Config {
     }
 
     pub fn policy(&self) -> Result<Policy> {
-        match &self.schema_map {
-            Some(path) => Ok(Policy::load(&self.resolve(path))?),
-            None => Ok(Policy::openmrs_core()),
+        let mut policy = match &self.schema_map {
+            Some(path) => Policy::load(&self.resolve(path))?,
+            None => Policy::openmrs_core(),
+        };
+        if let Some(sync) = &self.sync {
+            for pattern in &sync.global_properties {
+                if pattern.trim().is_empty() || pattern.chars().any(char::is_control) {
+                    bail!(
+                        "sync.global_properties has {pattern:?}: give setting names such as \
+                         \"facility.code\", or patterns with * such as \"addresshierarchy.*\""
+                    );
+                }
+            }
+            policy
+                .global_properties
+                .extend(sync.global_properties.iter().cloned());
         }
+        Ok(policy)
     }
 
     /// Relative paths in the file are relative to the file's directory.

@@ -20,6 +20,7 @@ use tributary::kafka_apply::KafkaApplier;
 use tributary::metrics_endpoint::MetricsEndpoint;
 use tributary::{report, seed_progress, verify};
 use tributary_kafka::{RunMode, ShipperProgress, TopicInit};
+use tributary_schema::GLOBAL_PROPERTY;
 
 /// Change-data capture from OpenMRS field sites into an HQ database: capture at the site,
 /// apply at HQ, parking rows until their parents arrive.
@@ -624,9 +625,19 @@ async fn run(command: Command) -> Result<ExitCode> {
                 .context("connecting to the database")?;
             let catalog = tributary_schema::Catalog::introspect(&mut conn, &database).await?;
             let map = tributary_schema::SchemaMap::build(&catalog, &policy)?;
+            let settings: Vec<String> = if catalog.tables.contains_key(GLOBAL_PROPERTY) {
+                mysql_async::prelude::Queryable::query(
+                    &mut conn,
+                    "SELECT property FROM global_property ORDER BY property",
+                )
+                .await
+                .context("reading the names of global_property")?
+            } else {
+                Vec::new()
+            };
             print!(
                 "{}",
-                tributary::schema_report::render(&catalog, &map, &policy)
+                tributary::schema_report::render(&catalog, &map, &policy, &settings)
             );
         }
         Command::Demo {

@@ -4,9 +4,38 @@
 //! told apart reliably.
 
 use std::fmt::Write as _;
-use tributary_schema::{Catalog, IdentityRule, Policy, SchemaMap};
+use tributary_schema::{Catalog, GLOBAL_PROPERTY, IdentityRule, Policy, SchemaMap};
 
-pub fn render(catalog: &Catalog, map: &SchemaMap, policy: &Policy) -> String {
+/// `settings`: the names in the table whose rows travel by name (`global_property`), read from
+/// the database, for the per-row decisions.
+/// Which `global_property` rows travel, one line each.
+fn render_settings(out: &mut String, map: &SchemaMap, settings: &[String]) {
+    let Some(filter) = map
+        .table(GLOBAL_PROPERTY)
+        .and_then(|t| t.row_filter.as_ref())
+    else {
+        let _ = writeln!(
+            out,
+            "\n{GLOBAL_PROPERTY}: no rows travel (name settings under [sync] global_properties \
+             to send them)"
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n{GLOBAL_PROPERTY} rows, by [sync] global_properties ({}):",
+        filter.patterns.join(", ")
+    );
+    for name in settings {
+        let decision = match filter.matching(name) {
+            Some(pattern) => format!("travels (matches {pattern:?})"),
+            None => "stays at the site".to_owned(),
+        };
+        let _ = writeln!(out, "    {name}: {decision}");
+    }
+}
+
+pub fn render(catalog: &Catalog, map: &SchemaMap, policy: &Policy, settings: &[String]) -> String {
     let mut out = String::new();
     let mut flagged = 0;
     for table in map.tables() {
@@ -65,6 +94,7 @@ pub fn render(catalog: &Catalog, map: &SchemaMap, policy: &Policy) -> String {
             );
         }
     }
+    render_settings(&mut out, map, settings);
     let excluded: Vec<&str> = catalog
         .tables
         .keys()

@@ -207,7 +207,7 @@ async fn compare_forward(
     let mut result = scan.exec_iter(select_all(&map, &site.database), ()).await?;
     loop {
         let (page, end) = next_page(&mut result, page_rows).await?;
-        let rows = site.canonical_page(&map, page).await?;
+        let rows = travelling(&map, site.canonical_page(&map, page).await?);
         report.site_rows += rows.len() as u64;
         let site_digests: Vec<Digest> = rows
             .iter()
@@ -292,7 +292,7 @@ async fn compare_extra(
     let mut result = scan.exec_iter(select_all(&map, &hq.database), ()).await?;
     loop {
         let (page, end) = next_page(&mut result, page_rows).await?;
-        let rows = hq.canonical_page(&map, page).await?;
+        let rows = travelling(&map, hq.canonical_page(&map, page).await?);
         let at_site = site.find(&site_map, &rows).await?;
         for row in &rows {
             let Some(identity) = map.identity_of(|c| row.get(c)) else {
@@ -316,6 +316,20 @@ async fn compare_extra(
 
 /// A row's canonical columns: name -> travelling value, references as identities.
 type Canonical = BTreeMap<String, Value>;
+
+/// The rows that travel: all, except in a table whose rows travel by name
+/// (`[sync] global_properties`).
+fn travelling(map: &TableMap, mut rows: Vec<Canonical>) -> Vec<Canonical> {
+    if let Some(filter) = &map.row_filter {
+        rows.retain(|row| {
+            row.get(&filter.column)
+                .and_then(Value::as_text)
+                .and_then(|name| filter.matching(name))
+                .is_some()
+        });
+    }
+    rows
+}
 
 /// A row reduced to its identity and hashes: one per compared column, one over them all.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -391,6 +391,29 @@ fn the_console_is_off_by_default_and_its_section_is_checked_by_field() {
 }
 
 #[test]
+fn sync_global_properties_add_to_the_policy_and_a_blank_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(&write(
+        dir.path(),
+        "[sync]\nglobal_properties = [\"facility.*\"]\n",
+    ))
+    .unwrap();
+    let policy = config.policy().unwrap();
+    assert!(!policy.excludes_table("global_property"));
+    assert_eq!(
+        policy
+            .row_filter("global_property")
+            .and_then(|f| f.matching("facility.code").map(str::to_owned)),
+        Some("facility.*".to_owned())
+    );
+    let config = Config::load(&write(dir.path(), "[sync]\nglobal_properties = [\" \"]\n")).unwrap();
+    let err = format!("{:#}", config.policy().unwrap_err());
+    assert!(err.contains("sync.global_properties"), "{err}");
+    let default = Config::load(&write(dir.path(), MINIMAL_HQ)).unwrap();
+    assert!(default.policy().unwrap().excludes_table("global_property"));
+}
+
+#[test]
 fn the_integration_topics_are_off_by_default_and_their_section_is_checked_by_field() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::load(&write(dir.path(), MINIMAL_HQ)).unwrap();
@@ -528,6 +551,7 @@ fn the_deploy_examples_hold_every_option_and_parse_as_they_are_and_with_every_op
         ("[transport.kafka]", fields_of::<KafkaSection>()),
         ("secrets", fields_of::<SecretSource>()),
         ("[metrics]", fields_of::<MetricsSection>()),
+        ("[sync]", fields_of::<SyncSection>()),
     ];
     for (section, fields) in sections {
         assert!(!fields.is_empty(), "{section}: no fields recorded");
