@@ -166,7 +166,7 @@ async fn fifty_sites_converge_through_two_appliers_and_a_misbehaving_site_blocks
     let progress = site_progress(hq).await?;
     let mut conn = hq.conn().await?;
     let mut rows_expected = 0;
-    for clinic in 0..SITES {
+    for (clinic, stream) in streams.iter().enumerate() {
         let id = site_id(clinic);
         let persons: Vec<String> = (0..PATIENTS_PER_SITE)
             .map(|n| dataset::patient_rows(&id, n, shape).person)
@@ -194,7 +194,7 @@ async fn fifty_sites_converge_through_two_appliers_and_a_misbehaving_site_blocks
             _ => ensure!(at_hq == PATIENTS_PER_SITE, "{id}: {at_hq} persons"),
         }
         if clinic != FORGED {
-            rows_expected += streams[clinic].rows;
+            rows_expected += stream.rows;
         }
     }
     let rows_applied: u64 = progress.values().map(|(_, rows)| rows).sum();

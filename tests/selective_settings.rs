@@ -40,6 +40,20 @@ async fn only_the_named_settings_travel_and_hq_matches_them_by_name() -> Result<
     insert_setting(&mut hq, SHARED, "hq value").await?;
     let mut site = p.site.conn().await?;
     insert_setting(&mut site, SHARED, "site value").await?;
+    let uuid_of = |name: &'static str| {
+        let hq = &p.hq;
+        async move {
+            let mut conn = hq.conn().await?;
+            let uuid: Option<String> = conn
+                .exec_first(
+                    "SELECT uuid FROM global_property WHERE property = ?",
+                    (name,),
+                )
+                .await?;
+            anyhow::Ok(uuid)
+        }
+    };
+    let hq_uuid = uuid_of(SHARED).await?;
 
     let (mut capture, mut apply) = p.start_streaming().await?;
     insert_setting(&mut site, NEW, "new at the site").await?;
@@ -76,6 +90,10 @@ async fn only_the_named_settings_travel_and_hq_matches_them_by_name() -> Result<
         p.status()?
     );
     ensure!(
+        uuid_of(SHARED).await? == hq_uuid,
+        "HQ's row keeps its own uuid: several sites writing a setting do not make it change hands"
+    );
+    ensure!(
         value_at_hq(KEPT).await?.is_none(),
         "a setting not named stays at the site"
     );
@@ -97,6 +115,8 @@ async fn only_the_named_settings_travel_and_hq_matches_them_by_name() -> Result<
         "--tables",
         "global_property",
     ])?)?;
+    // `verify` compares the travelling settings by name (uuids aside) and exits non-zero when
+    // anything differs.
     ensure!(verified.contains("global_property"), "{verified}");
     Ok(())
 }

@@ -124,6 +124,7 @@ pub const CREATE_TABLES: &[&str] = &[
     "ALTER TABLE tributary_rejected_batch ADD INDEX IF NOT EXISTS batch (site_id, epoch, sequence)",
     // What HQ applied, waiting to be published on the integration topics.
     crate::integration::outbox::CREATE_OUTBOX,
+    crate::integration::outbox::CREATE_SET_ASIDE,
     // Each site's latest health report (issue 9), as the site sent it.
     "CREATE TABLE IF NOT EXISTS tributary_site_health (
         site_id VARCHAR(64) NOT NULL PRIMARY KEY,

@@ -328,6 +328,12 @@ pub(crate) async fn update(
     locator: &Locator,
     values: BTreeMap<String, Sql>,
 ) -> mysql_async::Result<()> {
+    let mut values = values;
+    if map.row_filter.is_some() {
+        // A row found by name keeps HQ's own uuid: each database made its own for the same
+        // setting, and several sites writing it must not make it change hands.
+        values.remove("uuid");
+    }
     if values.is_empty() {
         return Ok(());
     }

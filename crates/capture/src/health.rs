@@ -24,7 +24,7 @@ static LAST_ERROR: Mutex<(Option<SiteError>, bool)> = Mutex::new((None, false));
 
 /// Notes an error that ended a capture session (or capture).
 pub(crate) fn session_failed(error: &CaptureError, transient: bool) {
-    let mut message = error.to_string();
+    let mut message = reported_message(error);
     if message.len() > MESSAGE_LIMIT {
         let mut end = MESSAGE_LIMIT;
         while !message.is_char_boundary(end) {
@@ -43,6 +43,27 @@ pub(crate) fn session_failed(error: &CaptureError, transient: bool) {
         }),
         true,
     );
+}
+
+/// What HQ is told of an error. A database driver error may quote a value it could not
+/// convert (a row's value), so those are named by their kind, the server's code and state only.
+fn reported_message(error: &CaptureError) -> String {
+    match error {
+        CaptureError::Database(mysql_async::Error::Server(e)) => format!(
+            "source database: server error {} (SQLSTATE {})",
+            e.code, e.state
+        ),
+        CaptureError::Database(mysql_async::Error::Io(e)) => {
+            format!("source database: connection: {e}")
+        }
+        CaptureError::Database(mysql_async::Error::Driver(_)) => {
+            "source database: driver error (see the site's log)".to_owned()
+        }
+        CaptureError::Database(_) => {
+            "source database: unexpected value or reply (see the site's log)".to_owned()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A session is streaming again: capture is no longer failing (the error stays reported).

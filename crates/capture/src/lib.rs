@@ -189,7 +189,6 @@ async fn capture_until_stopped(
                 // Said to HQ before capture stops, so HQ shows why rather than silence.
                 health::session_failed(&e, false);
                 report_health(&mut publisher);
-                let _ = publisher.sync();
                 return Err(e);
             }
         }

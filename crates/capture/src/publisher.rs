@@ -40,6 +40,8 @@ pub struct Publisher {
     last_published: std::time::Instant,
     /// The site's health report, carried by a batch when due (capture only).
     health: Option<HealthReporter>,
+    /// The newest source commit time handed over (a failure's report is stamped with it).
+    last_source_commit: Option<u64>,
 }
 
 impl Publisher {
@@ -74,6 +76,7 @@ impl Publisher {
             seed: None,
             last_published: std::time::Instant::now(),
             health: None,
+            last_source_commit: None,
         };
         publisher.resume()?;
         Ok(publisher)
@@ -159,17 +162,23 @@ impl Publisher {
             .is_some_and(HealthReporter::due_while_idle)
     }
 
-    /// Sends a health report now in a keepalive batch (a session just failed), unless rows
-    /// are pending (they are read again by the next session; the report waits for it).
+    /// Sends a health report now in a keepalive batch (a session just failed). What is on
+    /// disk is read again first, as a new session does: rows handed over and not published
+    /// are read again by the next session, and a batch whose publication failed is finished
+    /// or discarded before the report takes the next sequence. The keepalive is stamped with
+    /// the newest source commit handed over, so HQ's lag does not read as caught up.
     pub fn report_health_now(&mut self) -> Result<(), CaptureError> {
-        if !self.pending.is_empty() || self.health.is_none() {
+        if self.health.is_none() {
             return Ok(());
         }
+        self.resume()?;
         if let Some(health) = &mut self.health {
             health.make_due();
         }
-        self.push_keepalive();
-        self.flush()
+        let stamp = self.last_source_commit.unwrap_or_else(unix_now);
+        self.push_keepalive(stamp);
+        self.flush()?;
+        self.sync()
     }
 
     /// Marks what the following batches carry (stream or snapshot rows).
@@ -202,6 +211,7 @@ impl Publisher {
     ) -> Result<(), CaptureError> {
         self.position = position_after;
         self.partial = None;
+        self.last_source_commit = self.last_source_commit.max(Some(txn.committed_at));
         // The final part of a transaction sent in parts travels even when empty: it marks the
         // transaction's end for whoever reads the parts.
         if !txn.rows.is_empty() || txn.part.is_some() {
@@ -237,19 +247,15 @@ impl Publisher {
         {
             return Ok(());
         }
-        self.push_keepalive();
+        self.push_keepalive(unix_now());
         self.flush()
     }
 
-    /// An empty transaction: a keepalive batch once flushed.
-    fn push_keepalive(&mut self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    /// An empty transaction stamped `committed_at`: a keepalive batch once flushed.
+    fn push_keepalive(&mut self, committed_at: u64) {
         self.pending.push(SourceTransaction {
             gtid: None,
-            committed_at: now,
+            committed_at,
             rows: Vec::new(),
             part: None,
         });
@@ -355,6 +361,12 @@ fn publish(
         "published batch"
     );
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

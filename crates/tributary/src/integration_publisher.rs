@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use mysql_async::{Conn, Opts, OptsBuilder};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,8 +64,9 @@ impl IntegrationPublisher {
     /// Checks the masking rules and tables against HQ's schema, then starts publishing.
     /// Creating the topics and reaching the broker happen in the background: the applier
     /// does not wait for Kafka.
-    pub async fn start(settings: IntegrationSettings) -> Result<IntegrationPublisher> {
-        let topics = topics_to_create(&settings).await?;
+    pub async fn start(mut settings: IntegrationSettings) -> Result<IntegrationPublisher> {
+        let (topics, columns) = topics_to_create(&settings).await?;
+        settings.envelope.published_columns = Some(columns);
         let reader = OutboxReader::connect(settings.hq.clone())
             .await
             .context("hq.integration: opening HQ's integration outbox")?;
@@ -75,8 +76,9 @@ impl IntegrationPublisher {
         let drain = CancellationToken::new();
         let publishing = Publishing {
             settings,
-            reader,
+            reader: Some(reader),
             producer,
+            waiting_for_lock: false,
             topics: HashSet::new(),
             stop: stop.clone(),
             drain: drain.clone(),
@@ -99,9 +101,12 @@ impl IntegrationPublisher {
     }
 }
 
-/// Every table topic (of the published tables) and the transaction topic; errors name the
-/// configuration field that asks for a table or column HQ does not sync.
-async fn topics_to_create(settings: &IntegrationSettings) -> Result<Vec<String>> {
+/// Every table topic (of the published tables) and the transaction topic, and the columns HQ
+/// syncs per table (only those are published); errors name the configuration field that asks
+/// for a table or column HQ does not sync.
+async fn topics_to_create(
+    settings: &IntegrationSettings,
+) -> Result<(Vec<String>, BTreeMap<String, BTreeSet<String>>)> {
     let envelope = &settings.envelope;
     let opts = OptsBuilder::from_opts(settings.hq.clone());
     let mut conn = Conn::new(opts)
@@ -117,7 +122,14 @@ async fn topics_to_create(settings: &IntegrationSettings) -> Result<Vec<String>>
     };
     let mut topics: Vec<String> = tables.iter().map(|t| table_topic(envelope, t)).collect();
     topics.push(transaction_topic(envelope));
-    Ok(topics)
+    let columns = schema
+        .tables()
+        .map(|t| {
+            let names = t.columns.iter().map(|c| c.name.clone()).collect();
+            (t.name.clone(), names)
+        })
+        .collect();
+    Ok((topics, columns))
 }
 
 fn check_against_schema(envelope: &EnvelopeSettings, schema: &SchemaMap) -> Result<()> {
@@ -151,8 +163,11 @@ fn check_against_schema(envelope: &EnvelopeSettings, schema: &SchemaMap) -> Resu
 
 struct Publishing {
     settings: IntegrationSettings,
-    reader: OutboxReader,
+    /// HQ's outbox on a connection of its own; dropped after a failure and made again.
+    reader: Option<OutboxReader>,
     producer: EventProducer,
+    /// Another applier holds the publisher lock (said once).
+    waiting_for_lock: bool,
     /// Topics created (or found) so far: a table HQ starts syncing later gets its topic
     /// before its first event is sent.
     topics: HashSet<String>,
@@ -200,6 +215,13 @@ impl Publishing {
                 }
                 Err(e) => {
                     apply_metrics::integration_failed();
+                    // A new HQ connection and a new producer for the next round: neither
+                    // a dropped connection nor a producer librdkafka gave up on is kept.
+                    self.reader = None;
+                    match EventProducer::new(&self.settings.kafka) {
+                        Ok(producer) => self.producer = producer,
+                        Err(e) => tracing::warn!(error = %e, "cannot make a new producer"),
+                    }
                     tracing::warn!(error = %format!("{e:#}"), "publishing applied changes failed; retrying");
                     if self.gives_up(&mut failing_since) || !self.pause(&mut backoff).await {
                         return;
@@ -242,11 +264,26 @@ impl Publishing {
 
     /// Publishes the oldest outbox entries; returns how many were published.
     async fn round(&mut self) -> Result<usize> {
-        self.report_backlog().await?;
-        let entries = self
-            .reader
-            .oldest(ENTRIES_PER_ROUND, CHANGES_PER_ROUND)
-            .await?;
+        if self.reader.is_none() {
+            self.reader = Some(OutboxReader::connect(self.settings.hq.clone()).await?);
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(0);
+        };
+        if !reader.may_publish().await? {
+            if !self.waiting_for_lock {
+                tracing::info!(
+                    "another applier publishes the integration topics; this one stands by"
+                );
+                self.waiting_for_lock = true;
+            }
+            return Ok(0);
+        }
+        if std::mem::take(&mut self.waiting_for_lock) {
+            tracing::info!("this applier publishes the integration topics now");
+        }
+        report_backlog(reader).await?;
+        let entries = reader.oldest(ENTRIES_PER_ROUND, CHANGES_PER_ROUND).await?;
         if entries.is_empty() {
             return Ok(0);
         }
@@ -274,7 +311,9 @@ impl Publishing {
             .collect();
         let sent = self.producer.publish(&events).await?;
         let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
-        self.reader.remove(&ids).await?;
+        if let Some(reader) = self.reader.as_mut() {
+            reader.remove(&ids).await?;
+        }
         apply_metrics::integration_published(sent as u64);
         tracing::debug!(
             entries = ids.len(),
@@ -282,16 +321,6 @@ impl Publishing {
             "published applied changes"
         );
         Ok(ids.len())
-    }
-
-    async fn report_backlog(&mut self) -> Result<()> {
-        let (entries, oldest_ms) = self.reader.backlog().await?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let age = oldest_ms.map_or(0, |t| now_ms.saturating_sub(t) / 1000);
-        apply_metrics::integration_backlog(entries, age);
-        Ok(())
     }
 
     /// Whether a drain stops trying: after [`DRAIN_PATIENCE`] of failures in a row.
@@ -319,6 +348,17 @@ impl Publishing {
             () = self.stop.cancelled() => false,
         }
     }
+}
+
+/// Sets the outbox gauges from what waits in it.
+async fn report_backlog(reader: &mut OutboxReader) -> Result<()> {
+    let (entries, oldest_ms) = reader.backlog().await?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let age = oldest_ms.map_or(0, |t| now_ms.saturating_sub(t) / 1000);
+    apply_metrics::integration_backlog(entries, age);
+    Ok(())
 }
 
 /// A pause doubling from a second up to thirty.

@@ -96,19 +96,26 @@ pub fn site_state(s: &SiteStatus, silent_after_s: u64) -> String {
     if let Some(seq) = s.waiting_for_sequence {
         return format!("held: waiting for batch {seq}");
     }
-    if let Some(health) = health.filter(|h| h.failing) {
-        let error = health.last_error.as_ref().map_or_else(
+    let failing = health.filter(|h| h.failing).map(|h| {
+        h.last_error.as_ref().map_or_else(
             || "an error".to_owned(),
             |e| format!("{}: {}", e.class, e.message),
-        );
-        return format!("failing: {error}");
-    }
+        )
+    });
     let silent_after = i64::try_from(silent_after_s).unwrap_or(i64::MAX);
     if s.silent_seconds
         .is_some_and(|silent| silent >= silent_after)
     {
         let since = s.last_heard_at.as_deref().unwrap_or("?");
-        return format!("offline since {since} UTC");
+        return match failing {
+            Some(error) => {
+                format!("offline since {since} UTC (it last said it was failing: {error})")
+            }
+            None => format!("offline since {since} UTC"),
+        };
+    }
+    if let Some(error) = failing {
+        return format!("failing: {error}");
     }
     if let Some(health) = health {
         let backlog = health.spool_oldest_age_seconds.unwrap_or(0);
@@ -132,6 +139,8 @@ pub fn site_state(s: &SiteStatus, silent_after_s: u64) -> String {
         return "streaming (rows parked)".to_owned();
     }
     match s.data_silent_seconds {
+        // An HQ from before batches with rows were told apart knows only that rows came.
+        None if s.rows_applied > 0 => "streaming".to_owned(),
         None => "idle (no data yet)".to_owned(),
         Some(quiet) if quiet >= IDLE_SECONDS => {
             format!("idle (no new data for {})", human_age(quiet.unsigned_abs()))

@@ -461,6 +461,8 @@ fn column_names(map: &TableMap) -> Vec<Arc<str>> {
         .columns
         .iter()
         .filter(|c| map.surrogate_key.as_deref() != Some(c.name.as_str()))
+        // Rows found by name keep each database's own uuid (`[sync] global_properties`).
+        .filter(|c| map.row_filter.is_none() || c.name != "uuid")
         .map(|c| Arc::from(c.name.as_str()))
         .collect();
     names.sort();

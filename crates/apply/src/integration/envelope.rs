@@ -21,6 +21,9 @@ pub struct EnvelopeSettings {
     /// Tables published; every synced table when `None`.
     pub tables: Option<BTreeSet<String>>,
     pub masking: Masking,
+    /// The columns HQ syncs per table, read from HQ's schema when publishing starts: a column
+    /// HQ writes rows without (a site on a newer OpenMRS) is not published. `None`: all.
+    pub published_columns: Option<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl EnvelopeSettings {
@@ -118,7 +121,7 @@ fn change_event(
     settings: &EnvelopeSettings,
 ) -> EventRecord {
     let change = &applied.change;
-    let row = || row_json(&change.table, &change.columns, &settings.masking);
+    let row = || row_json(&change.table, &change.columns, settings);
     let (op, before, after) = match change.op {
         Op::Insert if applied.snapshot => ("r", Json::Null, row()),
         Op::Insert => ("c", Json::Null, row()),
@@ -161,9 +164,17 @@ fn change_event(
 
 /// A row as a JSON object: references as the referenced row's identity, bytes as hex,
 /// masked columns hashed or left out.
-fn row_json(table: &str, columns: &Columns, masking: &Masking) -> Json {
+fn row_json(table: &str, columns: &Columns, settings: &EnvelopeSettings) -> Json {
+    let masking = &settings.masking;
+    let hq_columns = settings
+        .published_columns
+        .as_ref()
+        .and_then(|tables| tables.get(table));
     let mut object = Map::with_capacity(columns.len());
     for (column, value) in columns {
+        if hq_columns.is_some_and(|names| !names.contains(&**column)) {
+            continue;
+        }
         let json = match masking.action(table, column) {
             Some(MaskAction::Drop) => continue,
             Some(MaskAction::Hash) => masking.hash(value).map_or(Json::Null, Json::String),
@@ -197,6 +208,7 @@ mod tests {
             database: "openmrs".into(),
             tables: None,
             masking,
+            published_columns: None,
         }
     }
 
@@ -312,6 +324,22 @@ mod tests {
         assert!(after.get("family_name").is_none());
         assert!(!String::from_utf8_lossy(&records[1].value).contains("Okafor"));
         assert!(!String::from_utf8_lossy(&records[1].value).contains("Amina"));
+    }
+
+    #[test]
+    fn only_the_columns_hq_syncs_are_published() {
+        let mut s = settings(Masking::default());
+        s.published_columns = Some(BTreeMap::from([(
+            "person_name".to_owned(),
+            BTreeSet::from(["uuid".to_owned(), "person_id".to_owned()]),
+        )]));
+        let records = records_for(&entry(vec![name_change(Op::Insert, false)]), &s);
+        let after = &parse(&records[1].value)["after"];
+        assert_eq!(
+            after.as_object().map(|o| o.len()),
+            Some(2),
+            "a column HQ writes rows without is not published: {after}"
+        );
     }
 
     #[test]

@@ -20,6 +20,23 @@ pub(crate) const CREATE_OUTBOX: &str = "CREATE TABLE IF NOT EXISTS tributary_int
         changes LONGBLOB NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
 
+/// Entries the publisher could not read, set aside with the reason (a person looks at them;
+/// the entries behind them are published meanwhile).
+pub(crate) const CREATE_SET_ASIDE: &str =
+    "CREATE TABLE IF NOT EXISTS tributary_integration_outbox_failed (
+        id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+        label VARCHAR(200) NOT NULL,
+        applied_at_ms BIGINT UNSIGNED NOT NULL,
+        change_count INT UNSIGNED NOT NULL,
+        changes LONGBLOB NOT NULL,
+        reason VARCHAR(1024) NOT NULL,
+        failed_at DATETIME(3) NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+
+/// The named lock the publishing applier holds: one publisher per HQ, whatever the number
+/// of appliers, so a row's events keep HQ's order.
+const PUBLISHER_LOCK: &str = "tributary_integration_publisher";
+
 /// zstd level of an entry: fast, and JSON compresses well at it.
 const COMPRESSION_LEVEL: i32 = 3;
 
@@ -68,6 +85,8 @@ impl OutboxEntry {
 /// The publisher's side of the outbox: its own HQ connection.
 pub struct OutboxReader {
     conn: Conn,
+    /// Whether this connection holds the publisher lock.
+    publishing: bool,
 }
 
 impl OutboxReader {
@@ -76,7 +95,25 @@ impl OutboxReader {
         let opts = OptsBuilder::from_opts(hq).init(vec!["SET time_zone = '+00:00'"]);
         let mut conn = Conn::new(opts).await?;
         conn.query_drop(CREATE_OUTBOX).await?;
-        Ok(OutboxReader { conn })
+        conn.query_drop(CREATE_SET_ASIDE).await?;
+        Ok(OutboxReader {
+            conn,
+            publishing: false,
+        })
+    }
+
+    /// Whether this reader may publish: it holds HQ's publisher lock (taken without waiting;
+    /// another applier holding it publishes instead, and this one tries again later). The lock
+    /// lives as long as this connection.
+    pub async fn may_publish(&mut self) -> Result<bool, ApplyError> {
+        if !self.publishing {
+            let taken: Option<Option<i64>> = self
+                .conn
+                .exec_first("SELECT GET_LOCK(?, 0)", (PUBLISHER_LOCK,))
+                .await?;
+            self.publishing = taken.flatten() == Some(1);
+        }
+        Ok(self.publishing)
     }
 
     /// The oldest entries, at most `limit` of them and about `max_changes` changes (at least
@@ -115,14 +152,43 @@ impl OutboxReader {
             let Some((label, applied_at_ms, compressed)) = row else {
                 continue;
             };
-            entries.push(OutboxEntry {
-                id,
-                label,
-                applied_at_ms,
-                changes: decode(id, &compressed)?,
-            });
+            match decode(id, &compressed) {
+                Ok(changes) => entries.push(OutboxEntry {
+                    id,
+                    label,
+                    applied_at_ms,
+                    changes,
+                }),
+                Err(reason) => self.set_aside(id, &reason.to_string()).await?,
+            }
         }
         Ok(entries)
+    }
+
+    /// Moves an entry that cannot be published to `tributary_integration_outbox_failed`.
+    async fn set_aside(&mut self, id: u64, reason: &str) -> Result<(), ApplyError> {
+        tracing::error!(
+            entry = id,
+            reason,
+            "an integration outbox entry cannot be read; it is set aside in \
+             tributary_integration_outbox_failed and the entries after it are published"
+        );
+        let mut tx = self.conn.start_transaction(Default::default()).await?;
+        tx.exec_drop(
+            "INSERT IGNORE INTO tributary_integration_outbox_failed
+                 (id, label, applied_at_ms, change_count, changes, reason, failed_at)
+             SELECT id, label, applied_at_ms, change_count, changes, ?, UTC_TIMESTAMP(3)
+             FROM tributary_integration_outbox WHERE id = ?",
+            (reason.chars().take(1024).collect::<String>(), id),
+        )
+        .await?;
+        tx.exec_drop(
+            "DELETE FROM tributary_integration_outbox WHERE id = ?",
+            (id,),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes published entries.
@@ -154,8 +220,7 @@ fn decode(id: u64, compressed: &[u8]) -> Result<Vec<AppliedChange>, ApplyError> 
     let bad = |what: String| {
         ApplyError::Outbox(format!(
             "integration outbox entry {id} cannot be read ({what}); it was not written by this \
-             version of Tributary: remove it with DELETE FROM tributary_integration_outbox \
-             WHERE id = {id} after checking what it held"
+             version of Tributary"
         ))
     };
     let json = zstd::stream::decode_all(compressed).map_err(|e| bad(e.to_string()))?;

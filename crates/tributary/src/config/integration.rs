@@ -93,6 +93,7 @@ impl Config {
                 .as_ref()
                 .map(|t| t.iter().cloned().collect::<BTreeSet<_>>()),
             masking: self.masking(section)?,
+            published_columns: None,
         };
         let mut kafka = KafkaSettings::new(section.brokers.clone());
         kafka.topic = tributary_apply::integration::transaction_topic(&envelope);
