@@ -2,9 +2,9 @@
 //! (three brokers; tansu does not expire a killed consumer's group membership, so the survivor
 //! of a killed applier would never get its partitions there): fifty site streams with their own ids and keys, interleaved on one topic of
 //! eight partitions, applied by two appliers in one consumer group, one of them killed
-//! mid-stream. Every site converges, each row is applied once, and two misbehaving sites (one
-//! sealing with a key HQ does not have, one whose first patient arrives without its person)
-//! neither block nor slow the others. Prints throughput, HQ statements and applier memory.
+//! mid-stream. Every site converges, each row is applied once, and three misbehaving sites (one
+//! sealing with a key HQ does not have, one whose first patient arrives without its person,
+//! one whose observations carry a column HQ lacks) block none of the others. Prints throughput, HQ statements and applier memory.
 //!
 //! The sites' work is real: one site database holds the fifty clinics' patients (each clinic
 //! its own uuids), capture turns it into batches once, and each source transaction is sent
@@ -33,6 +33,9 @@ const EPOCH: u64 = 1_000;
 const FORGED: usize = SITES - 1;
 /// Its first patient arrives without the person: those rows wait, parked.
 const BROKEN: usize = SITES - 2;
+/// Its observations carry a column HQ's `obs` lacks (a module HQ does not run): they park.
+const DRIFTED: usize = SITES - 3;
+const DRIFTED_COLUMN: &str = "site_module_flag";
 
 fn site_id(site: usize) -> String {
     format!("fleet-{site:02}")
@@ -111,6 +114,14 @@ async fn fifty_sites_converge_through_two_appliers_and_a_misbehaving_site_blocks
         }
         if clinic == BROKEN {
             site_transactions[0].rows.retain(|r| r.table != "person");
+        }
+        if clinic == DRIFTED {
+            for row in site_transactions.iter_mut().flat_map(|t| t.rows.iter_mut()) {
+                if row.table == "obs" {
+                    row.columns
+                        .insert(DRIFTED_COLUMN.into(), tributary_model::Value::Int(1));
+                }
+            }
         }
         streams.push(seal_stream(&key, site_transactions)?);
     }
@@ -203,13 +214,26 @@ async fn fifty_sites_converge_through_two_appliers_and_a_misbehaving_site_blocks
             .await?;
     let parked_elsewhere: u64 =
         p.hq.scalar(&format!(
-            "SELECT COUNT(*) FROM tributary_parked_row WHERE site_id <> '{}'",
-            site_id(BROKEN)
+            "SELECT COUNT(*) FROM tributary_parked_row WHERE site_id NOT IN ('{}', '{}')",
+            site_id(BROKEN),
+            site_id(DRIFTED)
         ))
         .await?;
     ensure!(
         parked > 0 && parked_elsewhere == 0,
-        "only the broken clinic waits: {parked} parked, {parked_elsewhere} elsewhere"
+        "only the broken and the drifted clinics wait: {parked} parked, {parked_elsewhere} \
+         elsewhere"
+    );
+    let drifted_obs: u64 =
+        p.hq.scalar(&format!(
+            "SELECT COUNT(*) FROM tributary_parked_row WHERE site_id = '{}' AND table_name = 'obs' \
+             AND reason LIKE '%{DRIFTED_COLUMN}%'",
+            site_id(DRIFTED)
+        ))
+        .await?;
+    ensure!(
+        drifted_obs == PATIENTS_PER_SITE * 3,
+        "the drifted clinic's observations wait, saying why ({drifted_obs})"
     );
     ensure!(
         rows_applied + parked == rows_expected,
