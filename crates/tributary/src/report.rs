@@ -414,6 +414,83 @@ pub fn resend_table(report: &ResendReport) -> String {
 mod tests {
     use super::*;
     use tributary_capture::BinlogFilePosition;
+    use tributary_model::{SiteError, SiteHealth};
+
+    fn heard(silent_seconds: i64, health: Option<SiteHealth>) -> SiteStatus {
+        SiteStatus {
+            site_id: "clinic-a".into(),
+            epoch: 1,
+            last_sequence: 10,
+            rows_applied: 100,
+            rows_parked_now: 0,
+            conflicts_open: 0,
+            rejected_batches: 0,
+            last_committed_at: None,
+            lag_seconds: Some(0),
+            waiting_for_sequence: None,
+            silent_seconds: Some(silent_seconds),
+            unseeded_after_epoch: None,
+            data_silent_seconds: Some(silent_seconds),
+            health,
+            health_age_seconds: Some(silent_seconds),
+            last_heard_at: Some("2026-11-15 08:00".into()),
+        }
+    }
+
+    #[test]
+    fn a_site_back_from_weeks_offline_shows_its_backlog_draining_then_streams() {
+        let weeks = 21 * 86_400;
+        let offline = heard(weeks, None);
+        assert_eq!(
+            site_state(&offline, 1_800),
+            "offline since 2026-11-15 08:00 UTC"
+        );
+        // Its first batches arrive: HQ hears from it, and its reports say what still waits.
+        let draining = heard(
+            0,
+            Some(SiteHealth {
+                spool_bytes: Some(300 << 20),
+                spool_oldest_age_seconds: Some(weeks as u64),
+                source_lag_seconds: Some(0),
+                ..SiteHealth::default()
+            }),
+        );
+        assert_eq!(
+            site_state(&draining, 1_800),
+            "catching up: 300.0 MiB waiting at the site (oldest 21 d 0 h old), source lag 0 s"
+        );
+        let drained = heard(
+            0,
+            Some(SiteHealth {
+                spool_bytes: Some(0),
+                spool_oldest_age_seconds: Some(0),
+                ..SiteHealth::default()
+            }),
+        );
+        assert_eq!(site_state(&drained, 1_800), "streaming");
+    }
+
+    #[test]
+    fn a_failing_site_says_its_error_and_offline_comes_first() {
+        let failing = SiteHealth {
+            failing: true,
+            last_error: Some(SiteError {
+                class: "fatal".into(),
+                message: "the checkpoint's binlog was purged".into(),
+                at: 0,
+            }),
+            ..SiteHealth::default()
+        };
+        assert_eq!(
+            site_state(&heard(5, Some(failing.clone())), 1_800),
+            "failing: fatal: the checkpoint's binlog was purged"
+        );
+        assert!(
+            site_state(&heard(7_200, Some(failing)), 1_800).starts_with(
+                "offline since 2026-11-15 08:00 UTC (it last said it was failing: fatal"
+            )
+        );
+    }
 
     #[test]
     fn the_site_status_shows_both_checkpoint_keys_and_the_resume_mode() {
