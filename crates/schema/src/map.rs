@@ -700,4 +700,56 @@ mod tests {
         assert!(pos("person") < pos("obs"));
         assert!(pos("users") < pos("user_role"));
     }
+
+    /// Hostile schema-map files (issue 8): whatever the bytes, parsing a policy and building a
+    /// schema map with it ends in a value or an error, never a panic. Inputs are arbitrary text
+    /// and the embedded OpenMRS policy cut and with bytes changed; 2,000 cases each.
+    mod hostile_policies {
+        use super::*;
+        use crate::OPENMRS_CORE_POLICY;
+        use proptest::prelude::*;
+
+        fn build(text: &str) {
+            if let Ok(policy) = Policy::parse(text, "fuzz") {
+                let _ = SchemaMap::build(&openmrs_like(), &policy);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}") {
+                build(&text);
+            }
+
+            #[test]
+            fn the_core_policy_cut_anywhere_never_panics(cut in any::<prop::sample::Index>()) {
+                let mut end = cut.index(OPENMRS_CORE_POLICY.len() + 1);
+                while !OPENMRS_CORE_POLICY.is_char_boundary(end) {
+                    end -= 1;
+                }
+                build(&OPENMRS_CORE_POLICY[..end]);
+            }
+
+            #[test]
+            fn the_core_policy_with_bytes_changed_never_panics(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            ) {
+                let mut bytes = OPENMRS_CORE_POLICY.as_bytes().to_vec();
+                for (at, byte) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                build(&String::from_utf8_lossy(&bytes));
+            }
+        }
+
+        #[test]
+        fn the_core_policy_builds_against_a_small_catalog() {
+            let policy = Policy::parse(OPENMRS_CORE_POLICY, "core").unwrap();
+            let map = SchemaMap::build(&openmrs_like(), &policy);
+            assert!(map.is_ok(), "{:?}", map.err());
+        }
+    }
 }

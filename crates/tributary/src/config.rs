@@ -5,6 +5,8 @@
 
 mod hq;
 mod integration;
+#[cfg(test)]
+mod properties;
 mod site;
 #[cfg(test)]
 mod tests;
@@ -94,7 +96,13 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
+        Config::parse(&text, path)
+    }
+
+    /// A configuration from its text; `path` is where it came from (relative paths in it are
+    /// relative to its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text)
             .with_context(|| format!("configuration file {} is invalid", path.display()))?;
         config.origin = path.to_owned();
         Ok(config)
