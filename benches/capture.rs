@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
             _ => tributary_transport::SpoolFormat::Files,
         },
     };
-    let rss_before = peak_rss_kib();
+    let rss_before = tributary_suite::peak_rss_kib(None).unwrap_or(0);
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now
     let shutdown = CancellationToken::new();
     let cpu_before = cpu_seconds(false);
@@ -113,7 +113,7 @@ async fn main() -> Result<()> {
     let capture_secs = started.elapsed().as_secs_f64();
     let capture_cpu = cpu_seconds(false) - cpu_before;
     eprintln!("captured in {capture_secs:.2} s; timing the source stream and mariadb-binlog...");
-    let peak_kib = peak_rss_kib();
+    let peak_kib = tributary_suite::peak_rss_kib(None).unwrap_or(0);
     shutdown.cancel();
     task.await??;
     let batch_bytes: u64 = std::fs::read_dir(work.join("batches").join("bench-site"))?
@@ -221,7 +221,6 @@ async fn binlog_files(site: &MariaDb, conn: &mut mysql_async::Conn) -> Result<Ve
     Ok(files.into_iter().map(|(name, _)| dir.join(name)).collect())
 }
 
-/// This process's peak resident set (VmHWM), KiB.
 /// Reads the whole binlog through a dump connection (non-blocking: the server ends the stream
 /// at the end of the last binlog), counting events.
 async fn read_events_only(site: &MariaDb) -> Result<u64> {
@@ -267,15 +266,4 @@ fn cpu_seconds(children: bool) -> f64 {
         })
         .unwrap_or(0);
     ticks as f64 / 100.0
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -93,7 +93,7 @@ async fn main() -> Result<()> {
             "  {count:>5}  {batches:>7}  {seconds:>9.2}  {:>9.0}  {:>17.2}  {} MiB",
             rows as f64 / seconds,
             statements as f64 / rows as f64,
-            peak_rss_kib().unwrap_or(0) / 1024
+            tributary_suite::peak_rss_kib(None).unwrap_or(0) / 1024
         );
         drop(applier);
         drop(hq);
@@ -245,16 +245,4 @@ fn count_batches(inbox: &Path) -> Result<usize> {
         batches += std::fs::read_dir(site?.path())?.count();
     }
     Ok(batches)
-}
-
-/// This process's peak resident memory so far, from /proc.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

@@ -255,15 +255,8 @@ impl Watched {
     /// Samples the child; true once it has exited (successfully: a failure is an error).
     fn poll(&mut self) -> Result<bool> {
         let pid = self.child.id();
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            // VmHWM: the peak resident set, kept by the kernel.
-            if let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            {
-                self.peak_rss_kib = self.peak_rss_kib.max(kib);
-            }
+        if let Some(kib) = tributary_suite::peak_rss_kib(Some(pid)) {
+            self.peak_rss_kib = self.peak_rss_kib.max(kib);
             let cpu = cpu_seconds(pid);
             if cpu > 0.0 {
                 self.cpu_seconds = cpu;

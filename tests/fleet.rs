@@ -249,7 +249,7 @@ async fn fifty_sites_converge_through_two_appliers_and_a_misbehaving_site_blocks
         forged >= 1 && forged <= streams[FORGED].batches.len() as u64,
         "the forged clinic's batches are refused and recorded ({forged})"
     );
-    let peak_kib = peak_rss_kib(second.id()).unwrap_or(0);
+    let peak_kib = tributary_suite::peak_rss_kib(Some(second.id())).unwrap_or(0);
     eprintln!(
         "{SITES} sites, {total_batches} batches, {rows_expected} rows: produced in {:.1} s; \
          applied by two appliers (one killed after a third) in {:.1} s = {:.0} rows/s; \
@@ -338,16 +338,4 @@ async fn site_progress(hq: &tributary_suite::MariaDb) -> Result<BTreeMap<String,
 
 async fn applied_batches(hq: &tributary_suite::MariaDb) -> Result<u64> {
     Ok(site_progress(hq).await?.values().map(|(seq, _)| seq).sum())
-}
-
-/// A process's peak resident memory, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }

@@ -35,6 +35,7 @@
 
 pub mod every_table;
 mod mariadb;
+mod memory;
 pub mod metrics;
 mod paths;
 pub mod pipeline;
@@ -46,6 +47,7 @@ mod wait;
 pub mod webdriver;
 
 pub use mariadb::{MariaDb, Role};
+pub use memory::peak_rss_kib;
 pub use metrics::{Scrape, scrape, wait_metrics_address};
 pub use paths::{example_bin, repo_root, services_root, target_dir, tributary_bin};
 pub use process::{ChildGuard, pid_alive};
