@@ -4,22 +4,12 @@
 //! on, cut, with bytes changed and with lines dropped; 2,000 cases each, so CI runs a fixed
 //! amount of fuzzing every time.
 
+use super::tests::every_option_on;
 use super::*;
 use proptest::prelude::*;
 
 const SITE_EXAMPLE: &str = include_str!("../../../../deploy/examples/site.toml");
 const HQ_EXAMPLE: &str = include_str!("../../../../deploy/examples/hq.toml");
-
-/// An example with every commented option switched on (as the example test does).
-fn all_on(text: &str) -> String {
-    text.lines()
-        .map(|line| match line.strip_prefix('#') {
-            Some(rest) if !rest.is_empty() && !rest.starts_with([' ', '#']) => rest,
-            _ => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Parses `text` and asks for everything that does not need the files it names.
 fn exercise(text: &str) {
@@ -49,8 +39,8 @@ fn exercise(text: &str) {
 
 fn example() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just(all_on(SITE_EXAMPLE)),
-        Just(all_on(HQ_EXAMPLE)),
+        Just(every_option_on(SITE_EXAMPLE)),
+        Just(every_option_on(HQ_EXAMPLE)),
         Just(SITE_EXAMPLE.to_owned()),
         Just(HQ_EXAMPLE.to_owned()),
     ]

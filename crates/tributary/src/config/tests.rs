@@ -505,7 +505,7 @@ fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
 }
 
 /// An example with every option line (`#option = ...`, `#[section]`) switched on.
-fn every_option_on(text: &str) -> String {
+pub(super) fn every_option_on(text: &str) -> String {
     text.lines()
         .map(|line| match line.strip_prefix('#') {
             Some(rest) if !rest.is_empty() && !rest.starts_with([' ', '#']) => rest,
