@@ -239,3 +239,59 @@ async fn deletes_apply_even_when_their_references_are_gone_at_the_site() -> Resu
     p.verify()?;
     Ok(())
 }
+
+/// A change capture reads after its parent was deleted at the site (capture was stopped, and
+/// starts again with an empty identity cache) cannot name the parent: it parks at HQ. The
+/// site's later delete of the same row supersedes it (kept in `tributary_dropped_row` with the
+/// reason), and the parent's delete behind it then goes through: nothing stays parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_delete_supersedes_its_parked_changes_to_the_row() -> Result<()> {
+    let p = Pipeline::start("supersede", PipelineOptions::default()).await?;
+    let shape = PatientShape::one_encounter(2);
+    let mut site = p.site.conn().await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let rows = patient_rows("clinic-a", 0, shape);
+
+    capture.signal("TERM")?;
+    capture.wait_exit(Duration::from_secs(30)).await?;
+    site.exec_drop(
+        "UPDATE person_name SET given_name = 'Corrected' WHERE uuid = ?",
+        (&rows.name,),
+    )
+    .await?;
+    assert!(
+        tributary_suite::clinical_work::delete_patient(&mut site, &rows.person).await?,
+        "the patient is there to delete"
+    );
+    let mut capture = p.spawn("capture", "capture-again")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    let mut hq = p.hq.conn().await?;
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "status:\n{}", p.status()?);
+    let superseded: Vec<(String, String)> = hq
+        .query("SELECT table_name, drop_reason FROM tributary_dropped_row")
+        .await?;
+    assert_eq!(superseded.len(), 1, "{superseded:?}");
+    assert_eq!(superseded[0].0, "person_name");
+    assert!(
+        superseded[0]
+            .1
+            .starts_with("superseded: site clinic-a deleted the row"),
+        "{superseded:?}"
+    );
+    let person_at_hq: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM person WHERE uuid = ?",
+            (&rows.person,),
+        )
+        .await?;
+    assert_eq!(person_at_hq, Some(0), "the patient's delete went through");
+    assert_eq!(p.dangling_references_at_hq().await?, 0);
+    p.verify()?;
+    Ok(())
+}

@@ -33,25 +33,31 @@
 //! [`ChildGuard`]) that stops it on drop, and `deploy/test.sh` kills whatever a crashed
 //! test left behind.
 
+pub mod clinical_work;
 pub mod every_table;
 mod mariadb;
 mod memory;
 pub mod metrics;
+mod netns;
 mod paths;
 pub mod pipeline;
 mod process;
 mod proxy;
+mod small_disk;
 mod tansu;
 pub mod tls;
 mod wait;
 pub mod webdriver;
+pub mod workload;
 
 pub use mariadb::{MariaDb, Role};
 pub use memory::peak_rss_kib;
 pub use metrics::{Scrape, scrape, wait_metrics_address};
+pub use netns::NetNamespace;
 pub use paths::{example_bin, repo_root, services_root, target_dir, tributary_bin};
 pub use process::{ChildGuard, pid_alive};
 pub use proxy::TcpProxy;
+pub use small_disk::SmallDisk;
 pub use tansu::Tansu;
 pub use wait::wait_until;
 

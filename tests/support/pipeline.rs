@@ -560,18 +560,7 @@ impl Pipeline {
     /// store; the applier consumes `topic` in group `tributary-hq`. Topics are created with
     /// `partitions` partitions and replication factor 1 (`tributary kafka init`).
     pub fn use_kafka(&self, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
-        let text = std::fs::read_to_string(&self.config)?;
-        if !text.contains("[transport]\n") {
-            bail!("{} has no [transport] section", self.config.display());
-        }
-        let text = text.replace("[transport]\n", "[transport]\nkind = \"kafka\"\n");
-        let text = format!(
-            "{text}\n[transport.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\
-             group = \"tributary-hq\"\npartitions = {partitions}\nreplication_factor = 1\n\
-             hold_retry_ms = 500\ndrain_idle_ms = 5000\n"
-        );
-        std::fs::write(&self.config, text)?;
-        Ok(())
+        use_kafka_in(&self.config, brokers, topic, partitions)
     }
 
     /// The site's spool when the Kafka transport is used: its committed, undelivered batches.
@@ -614,6 +603,23 @@ impl Pipeline {
         std::fs::rename(rebuilt.join(&self.site_id), root.join(&self.site_id))?;
         taken.with_context(|| format!("batch {sequence} is not in the spool"))
     }
+}
+
+/// Switches the configuration file `config` to the Kafka transport, as
+/// [`Pipeline::use_kafka`] does.
+pub fn use_kafka_in(config: &Path, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    if !text.contains("[transport]\n") {
+        bail!("{} has no [transport] section", config.display());
+    }
+    let text = text.replace("[transport]\n", "[transport]\nkind = \"kafka\"\n");
+    let text = format!(
+        "{text}\n[transport.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\n\
+         group = \"tributary-hq\"\npartitions = {partitions}\nreplication_factor = 1\n\
+         hold_retry_ms = 500\ndrain_idle_ms = 5000\n"
+    );
+    std::fs::write(config, text)?;
+    Ok(())
 }
 
 /// The last batch HQ applied for the (only) site, 0 before the first.

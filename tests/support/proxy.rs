@@ -5,7 +5,8 @@
 //! While cut, every forwarded connection is closed and new ones are closed as soon as they
 //! are accepted (and counted: how often clients tried to reconnect shows whether they back
 //! off); restored, connections are forwarded again. Threads, not tasks: it keeps forwarding
-//! while a test blocks its runtime on a child process.
+//! while a test blocks its runtime on a child process. It may listen inside another network
+//! namespace ([`TcpProxy::bind_in`]), so that it is the only way out of that namespace.
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,6 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
+
+use crate::NetNamespace;
 
 /// How often the accept loop looks for connections (and for a stop).
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
@@ -41,6 +44,17 @@ impl TcpProxy {
     /// Binds a free loopback port; forwarding starts with [`TcpProxy::forward_to`].
     pub fn bind() -> anyhow::Result<TcpProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy port")?;
+        TcpProxy::serve(listener)
+    }
+
+    /// Listens on `127.0.0.1:<port>` inside `namespace` (see [`NetNamespace`]): the processes
+    /// there reach the upstream of [`TcpProxy::forward_to`], which is connected to from the
+    /// test's own namespace, through this link only.
+    pub fn bind_in(namespace: &NetNamespace, port: u16) -> anyhow::Result<TcpProxy> {
+        TcpProxy::serve(namespace.bind_loopback(port)?)
+    }
+
+    fn serve(listener: TcpListener) -> anyhow::Result<TcpProxy> {
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(State::default());

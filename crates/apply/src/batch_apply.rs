@@ -6,7 +6,7 @@ use crate::conflict_policy::ConflictPolicies;
 use crate::conflicts::Origin;
 use crate::error::ApplyError;
 use crate::new_rows::{IdNumbering, NewRows};
-use crate::parking;
+use crate::parking::{self, Hold};
 use crate::resolver::Resolver;
 use crate::writer::{
     Check, Resolution, ResolvedRow, Scope, Written, resolve_row, resolve_row_deferring, write_row,
@@ -14,7 +14,7 @@ use crate::writer::{
 use mysql_async::{Conn, Transaction, TxOpts};
 use std::collections::BTreeMap;
 use tributary_batch::BatchHeader;
-use tributary_model::{BatchPayload, RowChange, RowRef};
+use tributary_model::{BatchPayload, Op, RowChange, RowRef};
 use tributary_schema::SchemaMap;
 
 /// What applying a batch did.
@@ -272,11 +272,20 @@ async fn place<'c>(
     anything_parked: bool,
     new_rows: Option<&mut NewRows<'c>>,
 ) -> Result<Placed, ApplyError> {
-    let hold = if anything_parked {
+    let mut hold = if anything_parked {
         parking::hold(tx, &change.row_ref()).await?
     } else {
         None
     };
+    if hold == Some(Hold::Parked)
+        && change.op == Op::Delete
+        && parking::supersede_by_delete(tx, origin.site_id, origin.epoch, origin.sequence, change)
+            .await?
+            > 0
+    {
+        // An open conflict may still hold the row.
+        hold = parking::hold(tx, &change.row_ref()).await?;
+    }
     let (waits, reason) = if let Some(hold) = hold {
         (vec![parking::behind(change)], hold.reason())
     } else {

@@ -243,17 +243,7 @@ impl ParkedRows {
             tx.rollback().await?;
             return Ok(None);
         };
-        tx.exec_drop(
-            "INSERT INTO tributary_dropped_row
-                (parked_id, site_id, epoch, sequence, table_name, identity, row_change,
-                 parked_reason, parked_at, drop_reason, dropped_at)
-             SELECT parked_id, site_id, epoch, sequence, table_name, identity, row_change,
-                 reason, parked_at, ?, UTC_TIMESTAMP(3)
-             FROM tributary_parked_row WHERE parked_id = ?",
-            (reason, parked_id),
-        )
-        .await?;
-        parking::unpark(&mut tx, parked_id).await?;
+        parking::drop_parked(&mut tx, parked_id, reason).await?;
         tx.commit().await?;
         tracing::warn!(
             parked_id,

@@ -211,6 +211,66 @@ pub async fn unpark(tx: &mut Transaction<'_>, parked_id: u64) -> mysql_async::Re
     .await
 }
 
+/// Moves a parked row to `tributary_dropped_row` with `reason`, the row change included.
+pub async fn drop_parked(
+    tx: &mut Transaction<'_>,
+    parked_id: u64,
+    reason: &str,
+) -> mysql_async::Result<()> {
+    tx.exec_drop(
+        "INSERT INTO tributary_dropped_row
+            (parked_id, site_id, epoch, sequence, table_name, identity, row_change,
+             parked_reason, parked_at, drop_reason, dropped_at)
+         SELECT parked_id, site_id, epoch, sequence, table_name, identity, row_change,
+             reason, parked_at, ?, UTC_TIMESTAMP(3)
+         FROM tributary_parked_row WHERE parked_id = ?",
+        (reason, parked_id),
+    )
+    .await?;
+    unpark(tx, parked_id).await
+}
+
+/// A site's delete of a row settles that site's earlier parked changes to the row: the row is
+/// gone at the site, so none of them can ever be written as they are. (One parked because a
+/// parent had been deleted at the site before capture read it would otherwise wait for good,
+/// holding the delete behind it, and the parent's delete behind that.) They move to
+/// `tributary_dropped_row` with the reason, and the delete goes ahead. Only when every parked
+/// change to the row is the deleting site's: another site's keeps the queue. Returns how many
+/// were dropped.
+pub async fn supersede_by_delete(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    delete: &RowChange,
+) -> mysql_async::Result<u64> {
+    let parked: Vec<(u64, String)> = tx
+        .exec(
+            "SELECT parked_id, site_id FROM tributary_parked_row
+             WHERE table_name = ? AND identity = ? ORDER BY parked_id FOR UPDATE",
+            (delete.table.as_str(), delete.identity.as_str()),
+        )
+        .await?;
+    if parked.iter().any(|(_, site)| site != site_id) {
+        return Ok(0);
+    }
+    let reason = format!(
+        "superseded: site {site_id} deleted the row (epoch {epoch}, batch {sequence}) before          this change could be written"
+    );
+    for (parked_id, _) in &parked {
+        drop_parked(tx, *parked_id, &reason).await?;
+    }
+    if !parked.is_empty() {
+        tracing::info!(
+            site = %site_id,
+            table = %delete.table,
+            rows = parked.len(),
+            "parked changes to a row the site deleted were superseded by the delete"
+        );
+    }
+    Ok(parked.len() as u64)
+}
+
 /// Replaces what a parked row waits for (some of its parents arrived, others not yet).
 pub async fn rewait(
     tx: &mut Transaction<'_>,

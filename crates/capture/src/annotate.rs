@@ -40,9 +40,9 @@ impl Annotator<'_> {
                 continue;
             };
             let key = image.get(key).and_then(sql_int);
-            let uuid = image.get(column).and_then(sql_text);
+            let uuid = image.get(column).and_then(sql_str);
             if let (Some(key), Some(uuid)) = (key, uuid) {
-                self.cache.learn(&map.name, key, Identity::from_uuid(&uuid));
+                self.cache.learn(&map.name, key, Identity::from_uuid(uuid));
             }
         }
     }
@@ -220,6 +220,14 @@ pub(crate) fn sql_int(value: &Sql) -> Option<i64> {
         Sql::Int(v) => Some(*v),
         Sql::UInt(v) => i64::try_from(*v).ok(),
         Sql::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The value as UTF-8 text, borrowed.
+fn sql_str(value: &Sql) -> Option<&str> {
+    match value {
+        Sql::Bytes(b) => std::str::from_utf8(b).ok(),
         _ => None,
     }
 }

@@ -3,17 +3,22 @@
 //! Capture learns the mapping from the rows it sees (every inserted or updated row of a uuid
 //! table teaches its own key) and asks the source database, batched per table, for the keys it
 //! has not seen. Inherited identities share the root's key (patient 7 is person 7), so the
-//! cache is keyed by the root table. The cache is an LRU of bounded size (invariant 8).
+//! cache is keyed by the root table.
+//!
+//! The cache is bounded (invariant 8) by generations, an approximation of least-recently-used
+//! that costs one hash insert per learned key instead of a linked-list node: keys learned or
+//! used go into the recent generation; once it holds half the capacity, at the start of a
+//! transaction, it becomes the older one and the generation before is dropped. A key used
+//! from the older generation moves back to the recent one. Because generations turn over only
+//! between transactions, whatever a transaction learned or found stays until it is built.
 //!
 //! Lookups happen for every reference of every row: root tables are numbered once, so a key
 //! is two integers, hashed with the Fx hash (keys are not attacker-chosen here).
 
 use crate::error::CaptureError;
-use lru::LruCache;
 use mysql_async::prelude::*;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
-use std::num::NonZeroUsize;
 use tributary_model::Identity;
 use tributary_schema::{IdentitySource, quote_ident};
 
@@ -26,28 +31,36 @@ type Key = (u32, i64);
 pub struct IdentityCache {
     /// Root table name -> its number in keys (a handful of tables).
     roots: FxHashMap<Box<str>, u32>,
-    entries: LruCache<Key, Identity, FxBuildHasher>,
-    /// What the current transaction learned or fetched: kept whole until the next
-    /// transaction, so a transaction with more keys than the LRU holds cannot evict what it
-    /// is about to use.
-    pinned: FxHashMap<Key, Identity>,
+    /// Keys learned or used since the last turn-over.
+    recent: FxHashMap<Key, Identity>,
+    /// The generation before; dropped at the next turn-over.
+    older: FxHashMap<Key, Identity>,
+    /// `recent` turns over once it holds this many keys (half the capacity).
+    generation: usize,
 }
 
 impl IdentityCache {
+    /// A cache of about `capacity` keys (at most `capacity` plus what one transaction uses).
     pub fn new(capacity: usize) -> IdentityCache {
+        let generation = (capacity / 2).max(1);
         IdentityCache {
             roots: FxHashMap::default(),
-            entries: LruCache::with_hasher(
-                NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN),
-                FxBuildHasher,
-            ),
-            pinned: FxHashMap::default(),
+            recent: FxHashMap::default(),
+            older: FxHashMap::default(),
+            generation,
         }
     }
 
-    /// Starts a new source transaction (or snapshot chunk): releases the previous pins.
+    /// Starts a new source transaction (or snapshot chunk): the only moment the generations
+    /// turn over, so nothing the previous transaction held was dropped while it was built.
     pub fn begin_transaction(&mut self) {
-        self.pinned.clear();
+        if self.recent.len() >= self.generation {
+            let capacity = self.recent.len();
+            self.older = std::mem::replace(
+                &mut self.recent,
+                FxHashMap::with_capacity_and_hasher(capacity, Default::default()),
+            );
+        }
     }
 
     fn key(&mut self, root: &str, key: i64) -> Key {
@@ -61,31 +74,27 @@ impl IdentityCache {
 
     pub fn learn(&mut self, root: &str, key: i64, identity: Identity) {
         let id = self.key(root, key);
-        self.pinned.insert(id, identity.clone());
-        self.entries.put(id, identity);
+        self.recent.insert(id, identity);
+    }
+
+    /// The identity of `key`, kept in the recent generation when found.
+    fn found(&mut self, id: Key) -> Option<&Identity> {
+        if !self.recent.contains_key(&id) {
+            let identity = self.older.remove(&id)?;
+            self.recent.insert(id, identity);
+        }
+        self.recent.get(&id)
     }
 
     pub fn get(&mut self, root: &str, key: i64) -> Option<Identity> {
         let id = self.key(root, key);
-        self.pinned
-            .get(&id)
-            .cloned()
-            .or_else(|| self.entries.get(&id).cloned())
+        self.found(id).cloned()
     }
 
-    /// Whether the identity is known; a known one is pinned for the current transaction.
+    /// Whether the identity is known; a known one stays cached for the current transaction.
     pub fn pin(&mut self, root: &str, key: i64) -> bool {
         let id = self.key(root, key);
-        if self.pinned.contains_key(&id) {
-            return true;
-        }
-        match self.entries.get(&id).cloned() {
-            Some(identity) => {
-                self.pinned.insert(id, identity);
-                true
-            }
-            None => false,
-        }
+        self.found(id).is_some()
     }
 
     /// Looks up every wanted key the cache lacks, in batched queries on `conn`. Keys the source
@@ -143,24 +152,30 @@ mod tests {
         cache.begin_transaction();
         assert_eq!(cache.get("person", 1), Some(Identity::from_uuid("a")));
         cache.learn("person", 2, Identity::from_uuid("c"));
+        cache.begin_transaction();
         assert_eq!(
             cache.get("concept", 1),
             None,
-            "least recently used entry evicted"
+            "an entry unused for two generations is dropped"
         );
+        assert_eq!(cache.get("person", 1), Some(Identity::from_uuid("a")));
         assert_eq!(cache.get("person", 2), Some(Identity::from_uuid("c")));
     }
 
     #[test]
-    fn a_transaction_keeps_everything_it_learned_even_past_the_lru_bound() {
+    fn a_transaction_keeps_everything_it_learned_even_past_the_bound() {
         let mut cache = IdentityCache::new(2);
         cache.begin_transaction();
         for key in 0..10 {
             cache.learn("obs", key, Identity::from_uuid(&format!("o-{key}")));
         }
         assert_eq!(cache.get("obs", 0), Some(Identity::from_uuid("o-0")));
+        assert_eq!(cache.get("obs", 9), Some(Identity::from_uuid("o-9")));
         cache.begin_transaction();
-        assert_eq!(cache.get("obs", 0), None, "pins end with the transaction");
+        cache.learn("obs", 10, Identity::from_uuid("o-10"));
+        cache.begin_transaction();
+        assert_eq!(cache.get("obs", 9), None, "dropped after two turn-overs");
+        assert!(cache.recent.len() + cache.older.len() <= 10);
     }
 
     #[test]
@@ -173,5 +188,17 @@ mod tests {
             cache.learn("concept", key, Identity::from_uuid(&format!("c-{key}")));
         }
         assert_eq!(cache.get("encounter", 7), Some(Identity::from_uuid("e-7")));
+    }
+
+    #[test]
+    fn memory_stays_bounded_over_many_transactions() {
+        let mut cache = IdentityCache::new(100);
+        for transaction in 0..1_000 {
+            cache.begin_transaction();
+            for key in 0..10 {
+                cache.learn("obs", transaction * 10 + key, Identity::from_uuid("o"));
+            }
+            assert!(cache.recent.len() + cache.older.len() <= 100 + 10);
+        }
     }
 }

@@ -28,6 +28,9 @@ mod consistent_snapshot;
 #[cfg(test)]
 mod decoder_equivalence_tests;
 mod error;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod event_fuzzing;
 mod gtid;
 mod health;
 mod identities;

@@ -576,7 +576,10 @@ impl Run<'_> {
         sought.is_ok()
     }
 
-    /// Partitions that moved in a rebalance start over from their committed offset.
+    /// Partitions that moved in a rebalance start over from their committed offset, and
+    /// unpaused: librdkafka keeps a partition paused across a revocation and a new assignment,
+    /// and the state that would have resumed it after its backoff is forgotten here, so one
+    /// paused when HQ was unreachable would otherwise never be read again.
     fn forget_rebalanced(&mut self) {
         let changed = match self.shared.lock() {
             Ok(mut shared) => std::mem::take(&mut shared.changed),
@@ -585,6 +588,9 @@ impl Run<'_> {
         for partition in changed {
             self.partitions.remove(&partition);
             metrics::held(partition, 0);
+            if let Err(e) = self.consumer.resume(&self.partition_list(partition)) {
+                tracing::debug!(partition, error = %e, "resume after a rebalance failed");
+            }
         }
     }
 

@@ -137,7 +137,8 @@ impl Default for ShipperSettings {
         ShipperSettings {
             max_in_flight_batches: DEFAULT_MAX_IN_FLIGHT_BATCHES,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
-            poll_interval: Duration::from_millis(200),
+            // A batch committed to an idle spool waits for the next look: at most this long.
+            poll_interval: Duration::from_millis(50),
             progress_interval: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }

@@ -266,14 +266,44 @@ struct FakeHq {
     handled: BTreeMap<(String, u64), u32>,
     /// How often the consumer asked whether a held batch may move.
     asked: u64,
+    /// HQ cannot be reached: every batch fails with a transient error.
+    unreachable: bool,
+    /// (member, partition) of the batches that failed that way.
+    failed_by: BTreeSet<(u8, i32)>,
 }
 
 #[derive(Clone, Default)]
-struct FakeApplier(Arc<Mutex<FakeHq>>);
+struct FakeApplier {
+    hq: Arc<Mutex<FakeHq>>,
+    /// Which group member this applier serves (several share one HQ).
+    member: u8,
+}
 
 impl FakeApplier {
+    fn member(hq: &FakeApplier, member: u8) -> FakeApplier {
+        FakeApplier {
+            hq: Arc::clone(&hq.hq),
+            member,
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut FakeHq) -> T) -> T {
-        f(&mut self.0.lock().unwrap())
+        f(&mut self.hq.lock().unwrap())
+    }
+
+    /// The partitions whose batches failed for this member (HQ unreachable).
+    fn failed_partitions(&self) -> BTreeSet<i32> {
+        self.with(|hq| {
+            hq.failed_by
+                .iter()
+                .filter(|(member, _)| *member == self.member)
+                .map(|(_, partition)| *partition)
+                .collect()
+        })
+    }
+
+    fn forget_failures(&self) {
+        self.with(|hq| hq.failed_by.retain(|(member, _)| *member != self.member));
     }
 }
 
@@ -284,6 +314,15 @@ impl BatchHandler for FakeApplier {
         let Received::Batch(batch) = record else {
             panic!("only batches are produced here");
         };
+        let member = self.member;
+        if self.with(|hq| {
+            if hq.unreachable {
+                hq.failed_by.insert((member, batch.partition));
+            }
+            hq.unreachable
+        }) {
+            return Err(std::io::Error::other("HQ unreachable"));
+        }
         Ok(self.with(|hq| {
             *hq.handled
                 .entry((batch.site_id.clone(), batch.sequence))
@@ -606,4 +645,54 @@ async fn a_rebalance_hands_partitions_over_without_loss() {
         240,
         "each (site, sequence) applied exactly once"
     );
+}
+
+/// Partitions paused while HQ is unreachable and then moved in rebalances (a member joins,
+/// then leaves) are consumed again once HQ is back: no partition stays paused for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_paused_across_rebalances_resume_when_hq_returns() {
+    let mock = cluster(4);
+    let dir = tempfile::tempdir().unwrap();
+    let sites = ["clinic-a", "clinic-b", "clinic-c", "clinic-d", "clinic-e"];
+    for site in sites {
+        ship_all(&mock, spool(dir.path(), site, 1..=8)).await;
+    }
+    let all: BTreeSet<i32> = (0..4).collect();
+    let mut kafka = settings(&mock, "hq");
+    // A member that leaves is noticed at once, not after the default session timeout.
+    kafka
+        .properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    let hq = FakeApplier::default();
+    hq.with(|hq| hq.unreachable = true);
+    let first = FakeApplier::member(&hq, 1);
+    let (stop_first, first_task) = start_consumer(kafka.clone(), first.clone(), RunMode::Follow);
+    wait_until("the first member to pause every partition", || {
+        first.failed_partitions() == all
+    })
+    .await;
+    // A second member joins: every partition is revoked, some come back to the first member
+    // (paused by it before), the others go to the second, which pauses them in turn.
+    let second = FakeApplier::member(&hq, 2);
+    let (stop_second, second_task) = start_consumer(kafka.clone(), second.clone(), RunMode::Follow);
+    wait_until("the second member to pause its partitions", || {
+        !second.failed_partitions().is_empty()
+    })
+    .await;
+    // It leaves: the first member gets every partition back, some of them paused by it in the
+    // first assignment; it reads each again (HQ still unreachable) and pauses it.
+    stop_second.cancel();
+    second_task.await.unwrap();
+    first.forget_failures();
+    wait_until("the first member to read every partition again", || {
+        first.failed_partitions() == all
+    })
+    .await;
+    hq.with(|hq| hq.unreachable = false);
+    wait_until("every batch applied once HQ is back", || {
+        hq.with(|hq| hq.applied.len() == 40)
+    })
+    .await;
+    stop_first.cancel();
+    first_task.await.unwrap();
 }

@@ -17,7 +17,13 @@ pub struct Identity(Arc<str>);
 impl Identity {
     /// A uuid identity; case is normalised so `A4F3...` and `a4f3...` are one row.
     pub fn from_uuid(uuid: &str) -> Self {
-        Identity(uuid.trim().to_ascii_lowercase().into())
+        let trimmed = uuid.trim();
+        if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            Identity(trimmed.to_ascii_lowercase().into())
+        } else {
+            // The usual case (uuids as OpenMRS writes them): one copy, no lower-casing pass.
+            Identity(trimmed.into())
+        }
     }
 
     /// A natural-key identity from its parts, already translated to identities where they
