@@ -18,7 +18,7 @@ use tributary_apply::{
     Applier, ApplySettings, DEFAULT_PARKED_REPORT_AGE, DEFAULT_POLL_INTERVAL,
     DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
-use tributary_capture::{CaptureSettings, StartPosition, StateDir};
+use tributary_capture::{StartPosition, StateDir};
 use tributary_suite::{MariaDb, Role};
 
 /// The same allocator as the `tributary` binary.
@@ -144,27 +144,14 @@ async fn capture(
     key_file: &std::path::Path,
     position: &str,
 ) -> Result<()> {
-    let settings = CaptureSettings {
-        site_id: SITE_ID.into(),
-        source: site.opts(),
-        database: site.database().to_owned(),
-        replica_server_id: 0x5452_fffe,
-        state_dir: work.join("state"),
-        outbox_dir: work.join("batches"),
-        key_file: PathBuf::from(key_file),
-        policy: tributary_schema::Policy::openmrs_core(),
-        max_batch_rows: tributary_capture::DEFAULT_MAX_BATCH_ROWS,
-        transaction_part_rows: tributary_capture::DEFAULT_TRANSACTION_PART_ROWS,
-        flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
-        keepalive_interval: tributary_capture::DEFAULT_KEEPALIVE_INTERVAL,
-        health_interval: tributary_capture::DEFAULT_HEALTH_INTERVAL,
-        identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
-        snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
-        start: StartPosition::Oldest,
-        resume_by: tributary_capture::ResumeBy::Gtid,
-        spool: tributary_capture::SpoolLimits::default(),
-        spool_format: tributary_transport::SpoolFormat::Files,
-    };
+    let settings = site.capture_settings(
+        SITE_ID,
+        0x5452_fffe,
+        work.join("state"),
+        work.join("batches"),
+        PathBuf::from(key_file),
+        StartPosition::Oldest,
+    );
     let state_dir = settings.state_dir.clone();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tributary::dataset::{self, PatientShape};
-use tributary_capture::{CaptureSettings, StartPosition, StateDir};
+use tributary_capture::{StartPosition, StateDir};
 use tributary_suite::{MariaDb, Role};
 
 /// The same allocator as the `tributary` binary.
@@ -165,31 +165,18 @@ async fn capture_once(site: &MariaDb, work: &Path, position: &str) -> Result<Cap
     let key = tributary_batch::SiteKey::generate("bench-site")?;
     let key_file = work.join(key.file_name());
     key.write_new(&key_file)?;
-    let settings = CaptureSettings {
-        site_id: "bench-site".into(),
-        source: site.opts(),
-        database: site.database().to_owned(),
-        replica_server_id: 0x5452_ffff,
-        state_dir: work.join("state"),
-        outbox_dir: work.join("batches"),
+    let mut settings = site.capture_settings(
+        "bench-site",
+        0x5452_ffff,
+        work.join("state"),
+        work.join("batches"),
         key_file,
-        policy: tributary_schema::Policy::openmrs_core(),
-        max_batch_rows: tributary_capture::DEFAULT_MAX_BATCH_ROWS,
-        transaction_part_rows: tributary_capture::DEFAULT_TRANSACTION_PART_ROWS,
-        flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
-        keepalive_interval: tributary_capture::DEFAULT_KEEPALIVE_INTERVAL,
-        health_interval: tributary_capture::DEFAULT_HEALTH_INTERVAL,
-        identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
-        snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
-        start: StartPosition::Oldest,
-        resume_by: tributary_capture::ResumeBy::Gtid,
-        spool: tributary_capture::SpoolLimits::default(),
-        // `TRIBUTARY_BENCH_SPOOL=segments`: the Kafka site's spool instead of batch files.
-        spool_format: match std::env::var("TRIBUTARY_BENCH_SPOOL").as_deref() {
-            Ok("segments") => tributary_transport::SpoolFormat::Segments,
-            _ => tributary_transport::SpoolFormat::Files,
-        },
-    };
+        StartPosition::Oldest,
+    );
+    // `TRIBUTARY_BENCH_SPOOL=segments`: the Kafka site's spool instead of batch files.
+    if std::env::var("TRIBUTARY_BENCH_SPOOL").as_deref() == Ok("segments") {
+        settings.spool_format = tributary_transport::SpoolFormat::Segments;
+    }
     let rss_before = tributary_suite::peak_rss_kib(None).unwrap_or(0);
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // reset the peak to what is resident now
     let shutdown = CancellationToken::new();

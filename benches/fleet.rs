@@ -18,7 +18,7 @@ use tributary_apply::{
     DEFAULT_RESOLVER_CACHE_ENTRIES, DEFAULT_RETRY_PARKED_INTERVAL,
 };
 use tributary_batch::{BatchHeader, Keyring, SiteKey};
-use tributary_capture::{CaptureSettings, StartPosition, StateDir};
+use tributary_capture::{StartPosition, StateDir};
 use tributary_model::{BatchPayload, SourceTransaction};
 use tributary_suite::{MariaDb, Role};
 use tributary_transport::DirectoryOutbox;
@@ -138,27 +138,14 @@ async fn capture(
         "bench-capture",
         from.to_owned(),
     ))?;
-    let settings = CaptureSettings {
-        site_id: "bench-capture".into(),
-        source: site.opts(),
-        database: site.database().to_owned(),
-        replica_server_id: 0x5452_fffd,
-        state_dir: state_dir.clone(),
-        outbox_dir: work.join("captured"),
+    let settings = site.capture_settings(
+        "bench-capture",
+        0x5452_fffd,
+        state_dir.clone(),
+        work.join("captured"),
         key_file,
-        policy: tributary_schema::Policy::openmrs_core(),
-        max_batch_rows: tributary_capture::DEFAULT_MAX_BATCH_ROWS,
-        transaction_part_rows: tributary_capture::DEFAULT_TRANSACTION_PART_ROWS,
-        flush_interval: tributary_capture::DEFAULT_FLUSH_INTERVAL,
-        keepalive_interval: tributary_capture::DEFAULT_KEEPALIVE_INTERVAL,
-        health_interval: tributary_capture::DEFAULT_HEALTH_INTERVAL,
-        identity_cache_entries: tributary_capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
-        snapshot_chunk_rows: tributary_capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
-        start: StartPosition::Current,
-        resume_by: tributary_capture::ResumeBy::Gtid,
-        spool: tributary_capture::SpoolLimits::default(),
-        spool_format: tributary_transport::SpoolFormat::Files,
-    };
+        StartPosition::Current,
+    );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));
     loop {

@@ -185,7 +185,10 @@ async fn bench(binary: std::path::PathBuf, seconds: u64, rate: u64) -> Result<()
         Process::new("mariadbd (HQ)", p.hq.pid()),
         Process::new("this bench", std::process::id()),
     ];
-    let cpu_before: Vec<f64> = processes.iter().map(|w| cpu_seconds(w.pid)).collect();
+    let cpu_before: Vec<f64> = processes
+        .iter()
+        .map(|w| tributary_suite::cpu_seconds(w.pid))
+        .collect();
     let progress_before = hq_progress(&p.hq).await?;
 
     // The load and the watcher run at once.
@@ -227,7 +230,7 @@ async fn bench(binary: std::path::PathBuf, seconds: u64, rate: u64) -> Result<()
     let cpu: Vec<f64> = processes
         .iter()
         .zip(&cpu_before)
-        .map(|(w, before)| cpu_seconds(w.pid) - before)
+        .map(|(w, before)| tributary_suite::cpu_seconds(w.pid) - before)
         .collect();
     let peaks: Vec<Option<u64>> = processes
         .iter()
@@ -738,24 +741,4 @@ fn tansu_pid(tansu: &Tansu) -> Result<u32> {
         .context("PID in tansu's env file")?
         .trim()
         .parse()?)
-}
-
-/// User plus system CPU seconds of a process so far (0 when it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state;
-    // clock ticks are 100 a second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -106,7 +106,10 @@ async fn bench() -> Result<()> {
         )?;
     }
     let servers = [&site, &hq, &reference];
-    let cpu_before: Vec<f64> = servers.iter().map(|s| cpu_seconds(s.pid())).collect();
+    let cpu_before: Vec<f64> = servers
+        .iter()
+        .map(|s| tributary_suite::cpu_seconds(s.pid()))
+        .collect();
     let statements_before = hq.statements_run().await?;
     if let Ok(log) = std::env::var("TRIBUTARY_BENCH_HQ_LOG") {
         let mut c = hq.conn().await?;
@@ -124,7 +127,7 @@ async fn bench() -> Result<()> {
     let cpu_ours: Vec<f64> = servers
         .iter()
         .zip(&cpu_before)
-        .map(|(s, before)| cpu_seconds(s.pid()) - before)
+        .map(|(s, before)| tributary_suite::cpu_seconds(s.pid()) - before)
         .collect();
     let statements = hq.statements_run().await?.saturating_sub(statements_before);
     let seeded: u64 = field(&seed.stdout, "rows")?;
@@ -136,7 +139,10 @@ async fn bench() -> Result<()> {
     eprintln!(
         "seeded in {total_secs:.1} s; moving the same database with mariadb-dump | mariadb..."
     );
-    let cpu_before: Vec<f64> = servers.iter().map(|s| cpu_seconds(s.pid())).collect();
+    let cpu_before: Vec<f64> = servers
+        .iter()
+        .map(|s| tributary_suite::cpu_seconds(s.pid()))
+        .collect();
     let started = Instant::now();
     let (dump, load) = dump_and_load(&site, &reference)?;
     let [dump, load] = watch_all([dump, load]).await?;
@@ -144,7 +150,7 @@ async fn bench() -> Result<()> {
     let cpu_dump: Vec<f64> = servers
         .iter()
         .zip(&cpu_before)
-        .map(|(s, before)| cpu_seconds(s.pid()) - before)
+        .map(|(s, before)| tributary_suite::cpu_seconds(s.pid()) - before)
         .collect();
     let moved = rows_in(&reference).await?;
     ensure!(
@@ -257,7 +263,7 @@ impl Watched {
         let pid = self.child.id();
         if let Some(kib) = tributary_suite::peak_rss_kib(Some(pid)) {
             self.peak_rss_kib = self.peak_rss_kib.max(kib);
-            let cpu = cpu_seconds(pid);
+            let cpu = tributary_suite::cpu_seconds(pid);
             if cpu > 0.0 {
                 self.cpu_seconds = cpu;
             }
@@ -290,25 +296,6 @@ async fn watch_all<const N: usize>(mut children: [Watched; N]) -> Result<[Watche
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(children)
-}
-
-/// User plus system CPU seconds of a process so far (0 when it is gone).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Rows in every base table of the instance's database (exact counts).

@@ -26,14 +26,7 @@ struct KillClock(u64);
 
 impl KillClock {
     fn from_env_or_time() -> KillClock {
-        let seed = std::env::var("TRIBUTARY_KILL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
+        let seed = tributary_suite::seed_from_env_or_time("TRIBUTARY_KILL_SEED");
         eprintln!("applier kill moments: TRIBUTARY_KILL_SEED={seed}");
         KillClock(seed | 1)
     }

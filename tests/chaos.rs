@@ -112,14 +112,7 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Plan {
-        let seed = std::env::var("TRIBUTARY_CHAOS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
+        let seed = tributary_suite::seed_from_env_or_time("TRIBUTARY_CHAOS_SEED");
         let full = std::env::var("TRIBUTARY_CHAOS").is_ok_and(|m| m == "full");
         if full {
             Plan {

@@ -41,25 +41,7 @@ async fn clinical_changes_reach_hq_with_translated_ids_and_intact_references() -
     tx.exec_drop("UPDATE person SET voided = 1, voided_by = 1, date_voided = '2024-07-02 00:00:00', void_reason = 'duplicate' WHERE uuid = ?", (&p5.person,)).await?;
     tx.exec_drop("UPDATE patient p JOIN person r ON r.person_id = p.patient_id SET p.voided = 1, p.voided_by = 1, p.date_voided = '2024-07-02 00:00:00' WHERE r.uuid = ?", (&p5.person,)).await?;
     tx.commit().await?;
-    let mut tx = site
-        .start_transaction(mysql_async::TxOpts::default())
-        .await?;
-    let person7: i64 = tx
-        .exec_first("SELECT person_id FROM person WHERE uuid = ?", (&p7.person,))
-        .await?
-        .unwrap_or_default();
-    for sql in [
-        "DELETE FROM obs WHERE person_id = ?",
-        "DELETE FROM encounter WHERE patient_id = ?",
-        "DELETE FROM visit WHERE patient_id = ?",
-        "DELETE FROM patient_identifier WHERE patient_id = ?",
-        "DELETE FROM person_name WHERE person_id = ?",
-        "DELETE FROM patient WHERE patient_id = ?",
-        "DELETE FROM person WHERE person_id = ?",
-    ] {
-        tx.exec_drop(sql, (person7,)).await?;
-    }
-    tx.commit().await?;
+    assert!(tributary_suite::clinical_work::delete_patient(&mut site, &p7.person).await?);
 
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     let report = p.verify()?;

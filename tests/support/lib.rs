@@ -51,7 +51,7 @@ pub mod webdriver;
 pub mod workload;
 
 pub use mariadb::{MariaDb, Role};
-pub use memory::peak_rss_kib;
+pub use memory::{cpu_seconds, peak_rss_kib};
 pub use metrics::{Scrape, scrape, wait_metrics_address};
 pub use netns::NetNamespace;
 pub use paths::{example_bin, repo_root, services_root, target_dir, tributary_bin};
@@ -60,6 +60,19 @@ pub use proxy::TcpProxy;
 pub use small_disk::SmallDisk;
 pub use tansu::Tansu;
 pub use wait::wait_until;
+
+/// A random run's seed: `var`'s value when set (to replay a run), else one from the clock.
+/// Printed by the caller, so a failing run can be replayed.
+pub fn seed_from_env_or_time(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
 
 /// The benchmarks' size: `TRIBUTARY_BENCH_ROWS` row changes, or `default`.
 pub fn bench_rows(default: u64) -> u64 {

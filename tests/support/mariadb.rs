@@ -481,6 +481,43 @@ fn parse_env(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
+impl MariaDb {
+    /// Capture settings for this site database as the benchmarks run capture in-process:
+    /// every tuning at its default, OpenMRS core's policy, batch files in `outbox_dir`.
+    pub fn capture_settings(
+        &self,
+        site_id: &str,
+        replica_server_id: u32,
+        state_dir: PathBuf,
+        outbox_dir: PathBuf,
+        key_file: PathBuf,
+        start: tributary_capture::StartPosition,
+    ) -> tributary_capture::CaptureSettings {
+        use tributary_capture as capture;
+        capture::CaptureSettings {
+            site_id: site_id.into(),
+            source: self.opts(),
+            database: self.database().to_owned(),
+            replica_server_id,
+            state_dir,
+            outbox_dir,
+            key_file,
+            policy: tributary_schema::Policy::openmrs_core(),
+            max_batch_rows: capture::DEFAULT_MAX_BATCH_ROWS,
+            transaction_part_rows: capture::DEFAULT_TRANSACTION_PART_ROWS,
+            flush_interval: capture::DEFAULT_FLUSH_INTERVAL,
+            keepalive_interval: capture::DEFAULT_KEEPALIVE_INTERVAL,
+            health_interval: capture::DEFAULT_HEALTH_INTERVAL,
+            identity_cache_entries: capture::DEFAULT_IDENTITY_CACHE_ENTRIES,
+            snapshot_chunk_rows: capture::DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            start,
+            resume_by: capture::ResumeBy::Gtid,
+            spool: capture::SpoolLimits::default(),
+            spool_format: tributary_transport::SpoolFormat::Files,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_env;

@@ -157,7 +157,10 @@ impl Annotator<'_> {
             .collect();
         let travelling = image.travelling().cloned();
         let (names, values) = image.into_parts();
-        let mut kept: Vec<&ColumnInfo> = Vec::with_capacity(values.len());
+        // The kept columns are listed only for images whose travelling names are not known.
+        let mut kept: Option<Vec<&ColumnInfo>> = travelling
+            .is_none()
+            .then(|| Vec::with_capacity(values.len()));
         let mut kept_values = Vec::with_capacity(values.len());
         for (column, value) in names.iter().zip(values) {
             let value = match &column.role {
@@ -176,7 +179,9 @@ impl Annotator<'_> {
                 },
                 ColumnRole::Plain => to_value(value, column.kind),
             };
-            kept.push(column);
+            if let Some(kept) = &mut kept {
+                kept.push(column);
+            }
             kept_values.push(value);
         }
         // Binlog images come sorted by name with their travelling names worked out once per
@@ -189,6 +194,12 @@ impl Annotator<'_> {
             },
             None => kept_values,
         };
+        let kept = kept.unwrap_or_else(|| {
+            names
+                .iter()
+                .filter(|c| c.role != ColumnRole::Local)
+                .collect()
+        });
         kept.into_iter()
             .map(|column| Arc::clone(&column.name))
             .zip(kept_values)

@@ -47,25 +47,8 @@ const FORMAT_DESCRIPTION: u8 = 15;
 const TABLE_MAP: u8 = 19;
 const HEADER: usize = 19;
 
-/// A small deterministic generator (xorshift64*): a failing case is named by its number.
 #[cfg(test)]
-struct Random(u64);
-
-#[cfg(test)]
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use crate::decoder_equivalence_tests::Random;
 
 /// The recorded events, split by their length fields (after the 4-byte file magic).
 #[cfg(test)]
@@ -199,9 +182,9 @@ struct Case {
 fn mutate(recorded: &[Vec<u8>], random: &mut Random) -> Case {
     let mut events = recorded.to_vec();
     let mut stale = vec![false; events.len()];
-    for _ in 0..=random.below(4) {
-        let i = random.below(events.len());
-        match random.below(7) {
+    for _ in 0..=random.index(4) {
+        let i = random.index(events.len());
+        match random.index(7) {
             0 => {
                 events.remove(i);
                 stale.remove(i);
@@ -232,17 +215,17 @@ fn mutate(recorded: &[Vec<u8>], random: &mut Random) -> Case {
 #[cfg(test)]
 /// Flips a bit, overwrites bytes, cuts the event short or lengthens it.
 fn change_bytes(event: &mut Vec<u8>, kind: usize, random: &mut Random) {
-    let at = random.below(event.len());
+    let at = random.index(event.len());
     match kind {
-        3 => event[at] ^= 1 << random.below(8),
+        3 => event[at] ^= 1 << random.index(8),
         4 => {
-            for byte in event.iter_mut().skip(at).take(1 + random.below(8)) {
+            for byte in event.iter_mut().skip(at).take(1 + random.index(8)) {
                 *byte = random.next() as u8;
             }
         }
         5 => event.truncate(HEADER.max(at)),
         _ => {
-            let extra: Vec<u8> = (0..1 + random.below(64))
+            let extra: Vec<u8> = (0..1 + random.index(64))
                 .map(|_| random.next() as u8)
                 .collect();
             let end = event.len().saturating_sub(4);
