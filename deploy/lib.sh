@@ -111,9 +111,10 @@ ensure_build_deps() {
 # with apt-get when missing; no service is started.
 ensure_test_tools() {
   local missing=() packages=() pair b
-  # command:package (systemd-analyze checks the systemd units in deploy/systemd)
+  # command:package (systemd-analyze checks the systemd units in deploy/systemd; ip makes the
+  # chaos suite's network namespaces)
   for pair in openssl:openssl socat:socat systemd-analyze:systemd promtool:prometheus \
-    docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver; do
+    docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver ip:iproute2; do
     b="${pair%%:*}"
     command -v "$b" >/dev/null 2>&1 || { missing+=("$b"); packages+=("${pair#*:}"); }
   done

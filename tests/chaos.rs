@@ -25,7 +25,8 @@
 //! `TRIBUTARY_CHAOS_SEED=<n>` replays a run's choices (fault order, moments, durations and the
 //! workload's choices; the interleaving of processes is the machine's). `TRIBUTARY_CHAOS=full`
 //! (what `deploy/chaos.sh` runs) injects three times as many faults, holds them longer and
-//! makes the workload larger; the default is the reduced run CI makes.
+//! makes the workload larger, from a new seed each run; the default is the reduced run CI
+//! makes, from a fixed seed.
 
 use anyhow::{Context, Result, bail, ensure};
 use mysql_async::prelude::*;
@@ -57,6 +58,9 @@ const DISK_RESERVE_MIB: u64 = 8;
 /// Deadlines for the pipeline to settle after the faults (generous: a loaded 2-core machine).
 const SETTLE: Duration = Duration::from_secs(300);
 const SPOOL_BLOCKED: &str = "tributary_capture_spool_blocked";
+/// The reduced run's seed unless `TRIBUTARY_CHAOS_SEED` names another (it found the Kafka
+/// rebalance fault fixed in `consumer::forget_rebalanced`).
+const REDUCED_SEED: u64 = 3;
 
 /// The kinds of fault, in the order the table lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,8 +116,13 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Plan {
-        let seed = tributary_suite::seed_from_env_or_time("TRIBUTARY_CHAOS_SEED");
         let full = std::env::var("TRIBUTARY_CHAOS").is_ok_and(|m| m == "full");
+        // The reduced run (CI's) makes the same choices every time, so a red run is about the
+        // change under test; the full run explores a new seed each time.
+        let seed = match std::env::var("TRIBUTARY_CHAOS_SEED") {
+            Err(_) if !full => REDUCED_SEED,
+            _ => tributary_suite::seed_from_env_or_time("TRIBUTARY_CHAOS_SEED"),
+        };
         if full {
             Plan {
                 mode: "full",
