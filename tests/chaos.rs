@@ -40,7 +40,7 @@ use std::time::Duration;
 use tributary::dataset;
 use tributary_suite::pipeline::{
     CLINIC, PipelineOptions, run_ok, run_tributary, tributary_capture_checkpoint, use_kafka_in,
-    write_config,
+    wait_checkpoint_written, write_config,
 };
 use tributary_suite::workload::{ClinicLink, Dice, Workload, WorkloadSize};
 use tributary_suite::{
@@ -626,17 +626,7 @@ fn write_hq_config(work: &Path, any_site: &Site, hq: &MariaDb, bootstrap: &str) 
 }
 
 async fn wait_capture_started(site: &Site) -> Result<()> {
-    let state = site.launch.state.join("capture-state.json");
-    wait_until(
-        "capture to record its start position",
-        Duration::from_secs(60),
-        || {
-            let exists = state.exists();
-            async move { Ok(exists) }
-        },
-    )
-    .await
-    .map_err(|e| e.context(site.capture.logs()))
+    wait_checkpoint_written(&site.launch.state, &site.capture, Duration::from_secs(60)).await
 }
 
 fn print_tables(

@@ -513,17 +513,7 @@ impl Pipeline {
 
     /// Waits until the capture using `<work>/<state_dir>` has written its checkpoint.
     pub async fn wait_capture_started(&self, state_dir: &str, capture: &ChildGuard) -> Result<()> {
-        let state = self.work.join(state_dir).join("capture-state.json");
-        wait_until(
-            "capture to record its start position",
-            Duration::from_secs(30),
-            || {
-                let exists = state.exists();
-                async move { Ok(exists) }
-            },
-        )
-        .await
-        .map_err(|e| e.context(capture.logs()))
+        wait_checkpoint_written(&self.work.join(state_dir), capture, Duration::from_secs(30)).await
     }
 
     /// Waits until the capture using `<work>/<state_dir>` has published everything the site
@@ -669,4 +659,20 @@ impl Pipeline {
             Ok(dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, count, shape).await?)
         })
     }
+}
+
+/// Waits until the capture keeping its state in `state_dir` has written its first checkpoint
+/// (its start position); on timeout the error carries the capture's logs.
+pub async fn wait_checkpoint_written(
+    state_dir: &Path,
+    capture: &ChildGuard,
+    deadline: Duration,
+) -> Result<()> {
+    let state = state_dir.join("capture-state.json");
+    wait_until("capture to record its start position", deadline, || {
+        let exists = state.exists();
+        async move { Ok(exists) }
+    })
+    .await
+    .map_err(|e| e.context(capture.logs()))
 }
