@@ -44,8 +44,8 @@ use tributary_suite::pipeline::{
 };
 use tributary_suite::workload::{ClinicLink, Dice, Workload, WorkloadSize};
 use tributary_suite::{
-    ChildGuard, MariaDb, NetNamespace, Role, SmallDisk, TcpProxy, clinical_work, scrape,
-    tributary_bin, wait_until,
+    ChildGuard, MariaDb, NetNamespace, Role, SmallDisk, TcpProxy, child_log_filter, clinical_work,
+    scrape, tributary_bin, wait_until,
 };
 
 const SITES: [&str; 3] = ["clinic-a", "clinic-b", "clinic-c"];
@@ -200,7 +200,7 @@ impl Launch {
             .arg(&self.config)
             .arg("--metrics-listen")
             .arg(self.capture_metrics.to_string())
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", child_log_filter());
         ChildGuard::spawn(&mut cmd, &self.logs, &format!("capture-{}", self.id))
     }
 
@@ -212,7 +212,7 @@ impl Launch {
         cmd.arg("ship")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", child_log_filter());
         ChildGuard::spawn(&mut cmd, &self.logs, &format!("ship-{}", self.id))
     }
 }
@@ -240,7 +240,7 @@ impl Fleet {
         cmd.arg("apply")
             .arg("--config")
             .arg(hq_config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", child_log_filter());
         ChildGuard::spawn(&mut cmd, logs, "apply")
     }
 

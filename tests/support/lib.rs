@@ -55,7 +55,7 @@ pub use memory::{cpu_seconds, peak_rss_kib};
 pub use metrics::{Scrape, scrape, wait_metrics_address};
 pub use netns::NetNamespace;
 pub use paths::{example_bin, repo_root, services_root, target_dir, tributary_bin};
-pub use process::{ChildGuard, pid_alive};
+pub use process::{ChildGuard, child_log_filter, pid_alive, without_inherited_fds};
 pub use proxy::TcpProxy;
 pub use small_disk::SmallDisk;
 pub use tansu::Tansu;

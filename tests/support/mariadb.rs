@@ -13,7 +13,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use crate::paths::{repo_root, services_root};
-use crate::process::pid_alive;
+use crate::process::{pid_alive, without_inherited_fds};
 
 /// Which side of the replication an instance plays; see `deploy/mariadb.sh --help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -421,7 +421,7 @@ fn script() -> Command {
             services_root().join("templates"),
         );
     }
-    cmd.stdin(Stdio::null());
+    without_inherited_fds(&mut cmd).stdin(Stdio::null());
     cmd
 }
 

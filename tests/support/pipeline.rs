@@ -2,7 +2,7 @@
 //! generated with `tributary keys generate`, a configuration file, and capture/apply started
 //! as separate processes. End-to-end tests build on this.
 
-use crate::{ChildGuard, MariaDb, tributary_bin, wait_until};
+use crate::{ChildGuard, MariaDb, child_log_filter, tributary_bin, wait_until};
 use anyhow::{Context, Result, bail};
 use mysql_async::prelude::*;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ impl Pipeline {
         let mut cmd = Command::new(tributary_bin());
         cmd.args([command, "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", child_log_filter());
         ChildGuard::spawn(&mut cmd, &self.work.join("logs"), name)
     }
 
@@ -474,7 +474,7 @@ impl Pipeline {
         cmd.args([command, "--config"])
             .arg(config)
             .args(extra)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", child_log_filter());
         ChildGuard::spawn(&mut cmd, &self.work.join("logs"), name)
     }
 

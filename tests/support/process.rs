@@ -10,6 +10,39 @@ use anyhow::Context;
 
 use crate::wait::wait_until;
 
+/// The log filter (`RUST_LOG`) for the `tributary` processes tests start: `info`, or what
+/// `TRIBUTARY_TEST_CHILD_LOG` says (e.g. `info,tributary_kafka=debug` to follow a failure).
+pub fn child_log_filter() -> String {
+    std::env::var("TRIBUTARY_TEST_CHILD_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
+/// Makes `cmd`'s process start with only stdin, stdout and stderr open.
+///
+/// Sockets that the test process holds without close-on-exec (librdkafka's mock brokers
+/// accept connections that way) would otherwise live on in every child started later, and a
+/// broker "going down" would close none of its connections: its clients would keep talking
+/// to a socket that an unrelated process (a restarted database, say) holds and never reads.
+pub fn without_inherited_fds(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only close_range,
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Marked close-on-exec rather than closed, so that the standard library's own
+            // exec-error pipe keeps working until the exec.
+            if libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// At most this much of the end of each log goes into [`ChildGuard::logs`].
 const LOG_TAIL_BYTES: u64 = 64 * 1024;
 
@@ -42,7 +75,7 @@ impl ChildGuard {
                 .open(p)
                 .with_context(|| format!("opening {}", p.display()))
         };
-        let child = cmd
+        let child = without_inherited_fds(cmd)
             .stdin(Stdio::null())
             .stdout(open(&stdout_path)?)
             .stderr(open(&stderr_path)?)
@@ -200,5 +233,52 @@ pub fn pid_alive(pid: u32) -> bool {
             None => false,
         },
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The descriptors a running process has open.
+    fn open_fds(pid: u32) -> Vec<i32> {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn children_do_not_inherit_descriptors_left_open_across_exec() {
+        let dir = std::env::temp_dir().join(format!("tributary-fds-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = File::create(dir.join("held")).unwrap();
+        // dup() leaves close-on-exec off, like the mock brokers' accepted sockets.
+        let leaky = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(leaky > 2, "dup failed");
+        let mut child = ChildGuard::spawn(
+            Command::new("sleep").arg("30"),
+            &dir.join("logs"),
+            "sleeper",
+        )
+        .unwrap();
+        let pid = child.id();
+        wait_until("the child to exec sleep", Duration::from_secs(10), || async move {
+            Ok(fs::read_to_string(format!("/proc/{pid}/comm"))?.trim() == "sleep")
+        })
+        .await
+        .unwrap();
+        let fds = open_fds(pid);
+        let _ = child.kill9();
+        unsafe { libc::close(leaky) };
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            !fds.contains(&leaky),
+            "the child holds descriptor {leaky} of its parent: {fds:?}"
+        );
+        assert!(fds.iter().all(|fd| *fd <= 2), "the child holds {fds:?}");
     }
 }

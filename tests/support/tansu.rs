@@ -7,6 +7,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::paths::{repo_root, services_root};
+use crate::process::without_inherited_fds;
 
 /// A running tansu; stopped when dropped.
 pub struct Tansu {
@@ -20,7 +21,7 @@ impl Tansu {
     pub fn start(name: &str, advertised_port: Option<u16>) -> anyhow::Result<Tansu> {
         let dir = services_root().join(name).join("tansu");
         let mut cmd = Command::new(repo_root().join("deploy/tansu.sh"));
-        cmd.arg("start").arg(&dir);
+        without_inherited_fds(&mut cmd).arg("start").arg(&dir);
         if let Some(port) = advertised_port {
             cmd.args(["--advertise", &port.to_string()]);
         }

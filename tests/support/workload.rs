@@ -368,12 +368,23 @@ impl ClinicWorker {
         };
         for (index, patient) in due {
             let name = patient_rows(&self.prefix(), patient.n, patient.shape).name;
-            let given = self.given_name();
-            let day = self.dice.below(28) as u32;
-            work::correct_name(&mut session.conn, &name, given, day).await?;
+            // A correction that writes what the row already holds changes nothing, reaches
+            // no binlog, and leaves HQ's edit standing: draw again until the row changes (a
+            // few times: the name may be gone with its patient).
+            let mut changed = false;
+            for _ in 0..4 {
+                let given = self.given_name();
+                let day = self.dice.below(28) as u32;
+                if work::correct_name(&mut session.conn, &name, given, day).await? > 0 {
+                    changed = true;
+                    break;
+                }
+            }
             let mut registry = self.registry.lock().unwrap();
             registry.patients[self.me][index].follow_up_due = false;
-            registry.count("names corrected again at the clinic after HQ");
+            if changed {
+                registry.count("names corrected again at the clinic after HQ");
+            }
         }
         Ok(())
     }

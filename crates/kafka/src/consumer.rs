@@ -502,7 +502,7 @@ impl Run<'_> {
                 continue;
             }
             if let Err(e) = self.consumer.resume(&self.partition_list(partition)) {
-                tracing::debug!(partition, error = %e, "resume failed");
+                tracing::warn!(partition, error = %e, "resume failed");
             }
             if let Some(state) = self.partitions.get_mut(&partition) {
                 state.retry_resumed();
@@ -571,7 +571,7 @@ impl Run<'_> {
             Duration::from_secs(5),
         );
         if let Err(e) = &sought {
-            tracing::debug!(partition, error = %e, "seek back failed; trying again later");
+            tracing::warn!(partition, offset, error = %e, "seek back failed; trying again later");
         }
         sought.is_ok()
     }
