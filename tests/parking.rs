@@ -295,3 +295,88 @@ async fn a_sites_delete_supersedes_its_parked_changes_to_the_row() -> Result<()>
     p.verify()?;
     Ok(())
 }
+
+/// A transaction that deletes a patient is cut into parts (one row each here), and capture
+/// starts it with an empty identity cache: the part that deletes the `drug_order` rows cannot
+/// name them (their identity is their `orders` row's, already gone at the site, and deleted
+/// only in a later part; the `patient` row likewise, its `person` deleted last). Those deletes
+/// are set aside with the reason (`tributary_dropped_row`), and the later deletes of the base
+/// rows take the subtype rows with them at HQ: nothing stays parked, HQ equals the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_of_subtype_rows_capture_cannot_identify_go_with_their_base_rows() -> Result<()> {
+    use tributary_suite::clinical_work::{self, ClinicIds, EncounterUuids};
+    let options = PipelineOptions {
+        transaction_part_rows: 1,
+        ..PipelineOptions::default()
+    };
+    let p = Pipeline::start("subtype-deletes", options).await?;
+    let mut site = p.site.conn().await?;
+    let mut hq = p.hq.conn().await?;
+    clinical_work::load_provider(&mut site).await?;
+    clinical_work::load_provider(&mut hq).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let shape = PatientShape::one_encounter(0);
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    let rows = patient_rows("clinic-a", 0, shape);
+    let ids = ClinicIds::load(&mut site, CLINIC).await?;
+    for n in 0..2 {
+        let encounter = EncounterUuids::new("subtype-deletes", n);
+        assert!(
+            clinical_work::record_encounter(&mut site, &ids, &rows.person, &encounter, n as u32)
+                .await?
+        );
+    }
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let drug_orders_at_hq =
+        "SELECT COUNT(*) FROM drug_order d JOIN orders o ON o.order_id = d.order_id
+                             JOIN person p ON p.person_id = o.patient_id WHERE p.uuid = ?";
+    let before: Option<u64> = hq.exec_first(drug_orders_at_hq, (&rows.person,)).await?;
+    assert_eq!(before, Some(2), "HQ has the patient's drug orders");
+
+    // Capture starts again with an empty cache, after the patient is deleted at the site.
+    capture.signal("TERM")?;
+    capture.wait_exit(Duration::from_secs(30)).await?;
+    assert!(clinical_work::delete_patient(&mut site, &rows.person).await?);
+    let mut capture = p.spawn("capture", "capture-again")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "status:\n{}", p.status()?);
+    let set_aside: Vec<(String, String)> = hq
+        .query("SELECT table_name, drop_reason FROM tributary_dropped_row ORDER BY parked_id")
+        .await?;
+    // The patient row too: its identity is its person's, deleted in a later part.
+    let tables: Vec<&str> = set_aside.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        tables,
+        ["drug_order", "drug_order", "patient"],
+        "{set_aside:?}"
+    );
+    for (table, reason) in &set_aside {
+        let base = if table == "patient" {
+            "person"
+        } else {
+            "orders"
+        };
+        assert!(
+            reason.starts_with(&format!(
+                "the site deleted this `{table}` row after its `{base}` row was gone there"
+            )),
+            "{reason}"
+        );
+    }
+    let after: Option<u64> = hq.exec_first(drug_orders_at_hq, (&rows.person,)).await?;
+    assert_eq!(after, Some(0));
+    let person_at_hq: Option<u64> = hq
+        .exec_first(
+            "SELECT COUNT(*) FROM person WHERE uuid = ?",
+            (&rows.person,),
+        )
+        .await?;
+    assert_eq!(person_at_hq, Some(0), "the patient's delete went through");
+    assert_eq!(p.dangling_references_at_hq().await?, 0);
+    p.verify()?;
+    Ok(())
+}

@@ -222,7 +222,7 @@ impl Tally {
                 self.outcome.conflicts += 1;
                 self.anything_parked = true;
             }
-            Placed::Deferred | Placed::AfterQueue => {}
+            Placed::Deferred | Placed::AfterQueue | Placed::SetAside => {}
         }
     }
 }
@@ -260,6 +260,9 @@ enum Placed {
     KeptHq,
     /// A conflict left open for a person.
     Queued,
+    /// A delete the site could not identify, recorded in `tributary_dropped_row`: another
+    /// delete of the same batch or a later one does its work (see `Resolution::Unidentifiable`).
+    SetAside,
 }
 
 /// Writes a change (or queues a new row to be written with others), or parks it with what it
@@ -316,6 +319,18 @@ async fn place<'c>(
                 (waits, reason)
             }
             Resolution::Blocked(reason) => (Vec::new(), reason),
+            Resolution::Unidentifiable(reason) => {
+                parking::set_aside(
+                    tx,
+                    origin.site_id,
+                    origin.epoch,
+                    origin.sequence,
+                    change,
+                    &reason,
+                )
+                .await?;
+                return Ok(Placed::SetAside);
+            }
         }
     };
     park(tx, origin, change, &waits, &reason).await?;
@@ -448,6 +463,9 @@ async fn release_candidates(
                     if reason != parked.reason {
                         parking::rewait(tx, parked_id, &[], &reason).await?;
                     }
+                }
+                Resolution::Unidentifiable(reason) => {
+                    parking::drop_parked(tx, parked_id, &reason).await?;
                 }
             }
         }

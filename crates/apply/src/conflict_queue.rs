@@ -368,7 +368,9 @@ async fn carry_out(
                 crate::parking::waiting_reason(&waits)
             )));
         }
-        Resolution::Blocked(reason) => return Ok(Some(reason)),
+        Resolution::Blocked(reason) | Resolution::Unidentifiable(reason) => {
+            return Ok(Some(reason));
+        }
     };
     match choice {
         Choice::Merge(columns) => {

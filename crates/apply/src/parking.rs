@@ -76,7 +76,7 @@ pub async fn park(
     change: &RowChange,
     waits: &[RowRef],
     reason: &str,
-) -> mysql_async::Result<()> {
+) -> mysql_async::Result<Option<u64>> {
     let json = serde_json::to_string(change).unwrap_or_default();
     tx.exec_drop(
         "INSERT INTO tributary_parked_row
@@ -94,9 +94,28 @@ pub async fn park(
     )
     .await?;
     let Some(parked_id) = tx.last_insert_id() else {
-        return Ok(());
+        return Ok(None);
     };
-    insert_waits(tx, parked_id, waits).await
+    insert_waits(tx, parked_id, waits).await?;
+    Ok(Some(parked_id))
+}
+
+/// Records a change that can never be written, and needs nobody to write it, straight into
+/// `tributary_dropped_row` with `reason` (parked and dropped at once, so it is listed like
+/// every dropped row).
+pub async fn set_aside(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    change: &RowChange,
+    reason: &str,
+) -> mysql_async::Result<()> {
+    if let Some(parked_id) = park(tx, site_id, epoch, sequence, change, &[], reason).await? {
+        drop_parked(tx, parked_id, reason).await?;
+    }
+    tracing::info!(site = %site_id, table = %change.table, "set aside a delete the site could not identify");
+    Ok(())
 }
 
 async fn insert_waits(
@@ -255,7 +274,7 @@ pub async fn supersede_by_delete(
         return Ok(0);
     }
     let reason = format!(
-        "superseded: site {site_id} deleted the row (epoch {epoch}, batch {sequence}) before          this change could be written"
+        "superseded: site {site_id} deleted the row (epoch {epoch}, batch {sequence}) before this change could be written"
     );
     for (parked_id, _) in &parked {
         drop_parked(tx, *parked_id, &reason).await?;

@@ -18,7 +18,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
 use std::collections::{BTreeMap, HashSet};
 use tributary_model::{Op, RowChange, RowRef, Value};
-use tributary_schema::{SchemaMap, TableMap, quote_ident};
+use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
 
 /// Prefix capture gives identities it could not resolve at the source.
 const MISSING_AT_SOURCE: &str = "missing-at-source:";
@@ -32,6 +32,11 @@ pub enum Resolution {
     /// The row cannot be written by waiting (unknown table or column at HQ, a reference the
     /// source could not resolve): park with this reason for an operator.
     Blocked(String),
+    /// A delete of a subtype row (`drug_order`, `patient`) whose base row was already gone at
+    /// the site when capture read it, so the site could not say which row it was. Nothing is
+    /// lost by setting it aside with this reason: the site deletes the base row after it
+    /// (its foreign key says so), and that delete takes the subtype row with it at HQ.
+    Unidentifiable(String),
 }
 
 /// A row ready to be written.
@@ -117,6 +122,16 @@ pub async fn resolve_row_deferring(
     for (column, value) in change.columns.iter().filter(|(c, _)| needed(c)) {
         let sql = match value {
             Value::Ref(target) if target.identity.as_str().starts_with(MISSING_AT_SOURCE) => {
+                if change.op == Op::Delete
+                    && matches!(&map.identity, IdentityRule::Inherited { root } if *root == *target.table)
+                {
+                    return Ok(Resolution::Unidentifiable(format!(
+                        "the site deleted this `{}` row after its `{}` row was gone there, so \
+                         capture could not identify it; the site's delete of the `{}` row \
+                         removes it at HQ",
+                        change.table, target.table, target.table
+                    )));
+                }
                 return Ok(Resolution::Blocked(format!(
                     "column `{column}` refers to a `{}` row the site no longer had when it was captured",
                     target.table
@@ -304,6 +319,7 @@ async fn write_existing(
 ) -> mysql_async::Result<()> {
     if change.op == Op::Delete {
         let state_id = row_state::state_id(tx, map, locator).await?;
+        delete_inheriting_rows(tx, scope, origin, map, change, locator).await?;
         let (clause, params) = locator.where_clause();
         tx.exec_drop(
             format!("DELETE FROM {} WHERE {clause}", quote_ident(&map.name)),
@@ -318,6 +334,79 @@ async fn write_existing(
     scope
         .states
         .wrote(origin.site_id, map, change, locator.clone());
+    Ok(())
+}
+
+/// Deletes the subtype rows that share a row's identity (`drug_order` for `orders`, `patient`
+/// for `person`) before the row itself. The site cannot hold them without the row (their key
+/// is a foreign key to it), so its delete of the row implies theirs. Normally the site's own
+/// deletes of them came first and there is nothing left; one capture could not identify
+/// (its base row already gone at the site, see [`Resolution::Unidentifiable`]) would
+/// otherwise leave a subtype row holding the delete back for good.
+async fn delete_inheriting_rows(
+    tx: &mut Transaction<'_>,
+    scope: &mut Scope<'_>,
+    origin: Origin<'_>,
+    map: &TableMap,
+    change: &RowChange,
+    locator: &Locator,
+) -> mysql_async::Result<()> {
+    let Some(key) = &map.surrogate_key else {
+        return Ok(());
+    };
+    let subtypes: Vec<&TableMap> = scope
+        .schema
+        .tables()
+        .filter(|t| matches!(&t.identity, IdentityRule::Inherited { root } if *root == map.name))
+        .collect();
+    if subtypes.is_empty() {
+        return Ok(());
+    }
+    let (clause, params) = locator.where_clause();
+    let id: Option<Sql> = tx
+        .exec_first(
+            format!(
+                "SELECT {} FROM {} WHERE {clause} LIMIT 1",
+                quote_ident(key),
+                quote_ident(&map.name)
+            ),
+            params,
+        )
+        .await?;
+    let Some(id) = id else {
+        return Ok(());
+    };
+    for subtype in subtypes {
+        let [subtype_key] = subtype.primary_key.as_slice() else {
+            continue;
+        };
+        let subtype_locator = Locator::Key(subtype_key.clone(), id.clone());
+        let state_id = row_state::state_id(tx, subtype, &subtype_locator).await?;
+        tx.exec_drop(
+            format!(
+                "DELETE FROM {} WHERE {} = ?",
+                quote_ident(&subtype.name),
+                quote_ident(subtype_key)
+            ),
+            (id.clone(),),
+        )
+        .await?;
+        if tx.affected_rows() == 0 {
+            continue;
+        }
+        let entity = RowRef::new(
+            std::sync::Arc::from(subtype.name.as_str()),
+            change.identity.clone(),
+        );
+        scope.resolver.forget(&entity);
+        scope.states.deleted(tx, subtype, &entity, state_id).await?;
+        tracing::info!(
+            site = %origin.site_id,
+            table = %subtype.name,
+            base = %map.name,
+            "deleted a subtype row with the row it extends (the site's own delete of it could not be identified)"
+        );
+    }
     Ok(())
 }
 
