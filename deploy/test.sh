@@ -44,6 +44,41 @@ tidy_leftovers() {
     if [[ -n "$towner" && -d "/proc/$towner" ]]; then continue; fi
     deploy/tansu.sh stop "$t" || true
   done
+  # The chaos suite's spool disks (tmpfs mounts under the services directory) and network
+  # namespaces (trib-chaos-<test pid>-<site>), when the test process that made them is gone.
+  local mnt svc mowner
+  while read -r mnt; do
+    svc="${mnt#"$SERVICES"/}"
+    svc="${svc%%/*}"
+    mowner="$(sed -n 's/^OWNER_PID=//p' "$SERVICES/$svc/env" 2>/dev/null)"
+    if [[ -n "$mowner" && -d "/proc/$mowner" ]]; then continue; fi
+    umount -l "$mnt" 2>/dev/null || true
+  done < <(awk -v root="$SERVICES/" '$3 == "tmpfs" && index($2, root) == 1 { print $2 }' /proc/mounts)
+  local ns nspid
+  if command -v ip >/dev/null 2>&1; then
+    while read -r ns; do
+      nspid="${ns#trib-chaos-}"
+      nspid="${nspid%%-*}"
+      [[ -n "$nspid" && -d "/proc/$nspid" ]] && continue
+      ip netns delete "$ns" 2>/dev/null || true
+    done < <(ip netns list 2>/dev/null | awk '$1 ~ /^trib-chaos-/ { print $1 }')
+  fi
+  # tributary processes an earlier run started, when that run's test command is gone (its
+  # run id ends with its pid).
+  local p vars v run
+  for p in /proc/[0-9]*; do
+    [[ "$(cat "$p/comm" 2>/dev/null)" == "tributary" ]] || continue
+    vars=()
+    { mapfile -d '' -t vars <"$p/environ"; } 2>/dev/null || continue
+    for v in "${vars[@]}"; do
+      [[ "$v" == TRIBUTARY_TEST_RUN_ID=* ]] || continue
+      run="${v##*-}"
+      if [[ -n "$run" && ! -d "/proc/$run" ]]; then
+        kill -KILL "${p#/proc/}" 2>/dev/null || true
+      fi
+      break
+    done
+  done
   local envf d owner
   for envf in "$SERVICES"/*/env; do
     [[ -f "$envf" ]] || continue
