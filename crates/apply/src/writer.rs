@@ -318,8 +318,12 @@ async fn write_existing(
     values: BTreeMap<String, Sql>,
 ) -> mysql_async::Result<()> {
     if change.op == Op::Delete {
+        // For a table with an integer key of HQ's own (every table subtypes extend), the
+        // row's state is kept by that key: this is the row's HQ id.
         let state_id = row_state::state_id(tx, map, locator).await?;
-        delete_inheriting_rows(tx, scope, origin, map, change, locator).await?;
+        if let Some(id) = &state_id {
+            delete_inheriting_rows(tx, scope, origin, map, change, id).await?;
+        }
         let (clause, params) = locator.where_clause();
         tx.exec_drop(
             format!("DELETE FROM {} WHERE {clause}", quote_ident(&map.name)),
@@ -342,40 +346,20 @@ async fn write_existing(
 /// is a foreign key to it), so its delete of the row implies theirs. Normally the site's own
 /// deletes of them came first and there is nothing left; one capture could not identify
 /// (its base row already gone at the site, see [`Resolution::Unidentifiable`]) would
-/// otherwise leave a subtype row holding the delete back for good.
+/// otherwise leave a subtype row holding the delete back for good. `id` is the row's HQ key.
 async fn delete_inheriting_rows(
     tx: &mut Transaction<'_>,
     scope: &mut Scope<'_>,
     origin: Origin<'_>,
     map: &TableMap,
     change: &RowChange,
-    locator: &Locator,
+    id: &Sql,
 ) -> mysql_async::Result<()> {
-    let Some(key) = &map.surrogate_key else {
-        return Ok(());
-    };
     let subtypes: Vec<&TableMap> = scope
         .schema
         .tables()
         .filter(|t| matches!(&t.identity, IdentityRule::Inherited { root } if *root == map.name))
         .collect();
-    if subtypes.is_empty() {
-        return Ok(());
-    }
-    let (clause, params) = locator.where_clause();
-    let id: Option<Sql> = tx
-        .exec_first(
-            format!(
-                "SELECT {} FROM {} WHERE {clause} LIMIT 1",
-                quote_ident(key),
-                quote_ident(&map.name)
-            ),
-            params,
-        )
-        .await?;
-    let Some(id) = id else {
-        return Ok(());
-    };
     for subtype in subtypes {
         let [subtype_key] = subtype.primary_key.as_slice() else {
             continue;

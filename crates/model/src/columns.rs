@@ -16,37 +16,98 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Column names sorted and without repeats, shared by every row of one table layout: a row
 /// holds one reference to them, not one per column.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct ColumnNames(Arc<[ColumnName]>);
+#[derive(Clone, Default)]
+pub struct ColumnNames(Arc<Names>);
+
+#[derive(Default)]
+struct Names {
+    names: Box<[ColumnName]>,
+    /// The names as the keys of a JSON object, written once for every row that shares them
+    /// (see [`JsonKeys`]); only rows that are serialised by the batch writer ask for them.
+    json_keys: OnceLock<JsonKeys>,
+}
+
+/// Every name as a JSON object key, escaped as serde_json escapes it: `"name":`, with the
+/// comma that separates it from the previous member before every key but the first.
+pub(crate) struct JsonKeys {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl JsonKeys {
+    /// The bytes that go before value `i`.
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
 
 impl ColumnNames {
     /// The names, sorted; of repeated names one is kept.
     pub fn new(mut names: Vec<ColumnName>) -> ColumnNames {
         names.sort();
         names.dedup();
-        ColumnNames(names.into())
+        ColumnNames::sorted(names)
+    }
+
+    /// Names already sorted and without repeats.
+    fn sorted(names: Vec<ColumnName>) -> ColumnNames {
+        ColumnNames(Arc::new(Names {
+            names: names.into(),
+            json_keys: OnceLock::new(),
+        }))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.names.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.names.is_empty()
     }
 
     fn position(&self, column: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|name| (**name).cmp(column))
+        self.0.names.binary_search_by(|name| (**name).cmp(column))
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, ColumnName> {
+        self.0.names.iter()
+    }
+
+    /// The names as JSON object keys, written on first use.
+    pub(crate) fn json_keys(&self) -> &JsonKeys {
+        self.0.json_keys.get_or_init(|| {
+            let mut bytes = Vec::new();
+            let mut ends = Vec::with_capacity(self.len());
+            for (i, name) in self.iter().enumerate() {
+                if i > 0 {
+                    bytes.push(b',');
+                }
+                crate::json::write_str(&mut bytes, name);
+                bytes.push(b':');
+                ends.push(bytes.len());
+            }
+            JsonKeys { bytes, ends }
+        })
     }
 }
 
+impl PartialEq for ColumnNames {
+    fn eq(&self, other: &ColumnNames) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.names == other.0.names
+    }
+}
+
+impl Eq for ColumnNames {}
+
 impl fmt::Debug for ColumnNames {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -88,9 +149,9 @@ impl Columns {
         match self.names.position(&column) {
             Ok(i) => Some(std::mem::replace(&mut self.values[i], value)),
             Err(i) => {
-                let mut names = self.names.0.to_vec();
+                let mut names = self.names.iter().cloned().collect::<Vec<_>>();
                 names.insert(i, column);
-                self.names = ColumnNames(names.into());
+                self.names = ColumnNames::sorted(names);
                 self.values.insert(i, value);
                 None
             }
@@ -100,20 +161,25 @@ impl Columns {
     /// Removes `column`, returning its value.
     pub fn remove(&mut self, column: &str) -> Option<Value> {
         let i = self.names.position(column).ok()?;
-        let mut names = self.names.0.to_vec();
+        let mut names = self.names.iter().cloned().collect::<Vec<_>>();
         names.remove(i);
-        self.names = ColumnNames(names.into());
+        self.names = ColumnNames::sorted(names);
         Some(self.values.remove(i))
     }
 
     /// (name, value) pairs in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&ColumnName, &Value)> {
-        self.names.0.iter().zip(self.values.iter())
+        self.names.iter().zip(self.values.iter())
+    }
+
+    /// The shared names.
+    pub(crate) fn names(&self) -> &ColumnNames {
+        &self.names
     }
 
     /// Names in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &ColumnName> {
-        self.names.0.iter()
+        self.names.iter()
     }
 
     /// Values in name order.
@@ -148,7 +214,7 @@ impl FromIterator<(ColumnName, Value)> for Columns {
             }
         }
         Columns {
-            names: ColumnNames(names.into()),
+            names: ColumnNames::sorted(names),
             values,
         }
     }
@@ -159,7 +225,7 @@ impl IntoIterator for Columns {
     type IntoIter = std::iter::Zip<std::vec::IntoIter<ColumnName>, std::vec::IntoIter<Value>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        let names: Vec<ColumnName> = self.names.0.iter().cloned().collect();
+        let names: Vec<ColumnName> = self.names.iter().cloned().collect();
         names.into_iter().zip(self.values)
     }
 }
@@ -169,7 +235,7 @@ impl<'a> IntoIterator for &'a Columns {
     type IntoIter = std::iter::Zip<std::slice::Iter<'a, ColumnName>, std::slice::Iter<'a, Value>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.names.0.iter().zip(self.values.iter())
+        self.names.iter().zip(self.values.iter())
     }
 }
 

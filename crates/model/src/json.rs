@@ -86,12 +86,10 @@ fn write_row(out: &mut Vec<u8>, row: &RowChange) {
 
 fn write_columns(out: &mut Vec<u8>, columns: &Columns) {
     out.push(b'{');
-    for (i, (name, value)) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, name);
-        out.push(b':');
+    // The keys (and the commas between members) are written once per shared set of names.
+    let keys = columns.names().json_keys();
+    for (i, value) in columns.values().enumerate() {
+        out.extend_from_slice(keys.key(i));
         write_value(out, value);
     }
     out.push(b'}');
@@ -128,7 +126,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 }
 
 /// A JSON string, escaped exactly as serde_json escapes it.
-fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
     // One pass without early exit, so it vectorises; almost every payload string is clean.

@@ -17,6 +17,7 @@
 use crate::catalog::{Catalog, CatalogColumn, CatalogTable};
 use crate::error::SchemaError;
 use crate::policy::{Policy, RowFilter};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use tributary_model::{Identity, Value};
 
@@ -145,7 +146,10 @@ fn key_part(value: &Value) -> String {
 #[derive(Debug, Clone)]
 pub struct SchemaMap {
     pub database: String,
-    tables: BTreeMap<String, TableMap>,
+    /// Sorted by name (the order [`SchemaMap::tables`] lists them in).
+    tables: Vec<TableMap>,
+    /// Where each table is in `tables`: capture looks a table up several times per row.
+    by_name: FxHashMap<String, usize>,
     /// The policy's `dropped_at_hq`: columns HQ writes rows without when its table lacks them.
     dropped_at_hq: BTreeMap<String, Vec<String>>,
 }
@@ -159,9 +163,16 @@ impl SchemaMap {
             }
             tables.insert(table.name.clone(), map_table(catalog, policy, table)?);
         }
+        let tables: Vec<TableMap> = tables.into_values().collect();
+        let by_name = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Ok(SchemaMap {
             database: catalog.database.clone(),
             tables,
+            by_name,
             dropped_at_hq: policy.dropped_at_hq.clone(),
         })
     }
@@ -175,25 +186,26 @@ impl SchemaMap {
     }
 
     pub fn table(&self, name: &str) -> Option<&TableMap> {
-        self.tables.get(name)
+        self.by_name.get(name).and_then(|&i| self.tables.get(i))
     }
 
+    /// Every synced table, by name.
     pub fn tables(&self) -> impl Iterator<Item = &TableMap> {
-        self.tables.values()
+        self.tables.iter()
     }
 
     /// Synced tables ordered so that, ignoring audit columns and self-references, a table
     /// comes after the tables it refers to (the order a snapshot is best sent in).
     pub fn dependency_order(&self) -> Vec<&TableMap> {
         let mut placed: Vec<&TableMap> = Vec::new();
-        let mut remaining: Vec<&TableMap> = self.tables.values().collect();
+        let mut remaining: Vec<&TableMap> = self.tables.iter().collect();
         while !remaining.is_empty() {
             let before = remaining.len();
             remaining.retain(|table| {
                 let ready = table.references.iter().all(|(column, target)| {
                     **target == *table.name
                         || is_audit_column(column)
-                        || !self.tables.contains_key(&**target)
+                        || !self.by_name.contains_key(&**target)
                         || placed.iter().any(|p| *p.name == **target)
                 });
                 if ready {
