@@ -358,6 +358,11 @@ async fn deletes_of_subtype_rows_capture_cannot_identify_go_with_their_base_rows
             "{reason}"
         );
     }
+    let status = p.status()?;
+    assert!(
+        status.contains("site clinic-a: 3 of its changes were set aside for good"),
+        "status says what was set aside:\n{status}"
+    );
     let after: Option<u64> = hq.exec_first(drug_orders_at_hq, (&rows.person,)).await?;
     assert_eq!(after, Some(0));
     patient_deleted_everywhere(&p, &mut hq, &rows.person).await

@@ -12,6 +12,10 @@ pub struct SiteStatus {
     pub last_sequence: u64,
     pub rows_applied: u64,
     pub rows_parked_now: u64,
+    /// Changes of this site set aside for good, kept in `tributary_dropped_row` with the
+    /// reason: dropped by an operator, superseded by the site's delete of the row, or deletes
+    /// the site could no longer identify (done by the delete of the row they extend).
+    pub rows_dropped: u64,
     /// Conflicts of this site waiting for a person.
     pub conflicts_open: u64,
     pub rejected_batches: u64,
@@ -52,7 +56,8 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                     CAST(TIMESTAMPDIFF(SECOND, p.last_data_at, UTC_TIMESTAMP(3)) AS SIGNED),
                     h.report,
                     CAST(TIMESTAMPDIFF(SECOND, h.received_at, UTC_TIMESTAMP(3)) AS SIGNED),
-                    DATE_FORMAT(p.applied_at, '%Y-%m-%d %H:%i')
+                    DATE_FORMAT(p.applied_at, '%Y-%m-%d %H:%i'),
+                    (SELECT COUNT(*) FROM tributary_dropped_row d WHERE d.site_id = p.site_id)
              FROM tributary_site_progress p
              LEFT JOIN tributary_site_health h ON h.site_id = p.site_id
              ORDER BY p.site_id",
@@ -81,6 +86,7 @@ pub async fn site_statuses(conn: &mut Conn) -> mysql_async::Result<Vec<SiteStatu
                 .and_then(|report| serde_json::from_str(&report).ok()),
             health_age_seconds: row.get::<Option<i64>, _>(14).flatten(),
             last_heard_at: row.get::<Option<String>, _>(15).flatten(),
+            rows_dropped: row.get(16).unwrap_or_default(),
         })
         .collect())
 }

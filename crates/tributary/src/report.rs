@@ -237,6 +237,15 @@ pub fn status_table(statuses: &[SiteStatus], silent_after_s: u64) -> String {
     for s in statuses {
         let _ = writeln!(out, "site {}: {}", s.site_id, health_summary(s));
     }
+    for s in statuses.iter().filter(|s| s.rows_dropped > 0) {
+        let _ = writeln!(
+            out,
+            "site {}: {} of its changes were set aside for good (superseded by the site's own \
+             deletes, or dropped by an operator); each is kept with its reason in \
+             tributary_dropped_row at HQ",
+            s.site_id, s.rows_dropped
+        );
+    }
     for s in statuses {
         if let Some(earlier) = s.unseeded_after_epoch {
             let _ = writeln!(
@@ -423,6 +432,7 @@ mod tests {
             last_sequence: 10,
             rows_applied: 100,
             rows_parked_now: 0,
+            rows_dropped: 0,
             conflicts_open: 0,
             rejected_batches: 0,
             last_committed_at: None,
