@@ -269,22 +269,14 @@ async fn a_sites_delete_supersedes_its_parked_changes_to_the_row() -> Result<()>
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
     let mut hq = p.hq.conn().await?;
-    let parked: Option<u64> = hq
-        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
-        .await?;
-    assert_eq!(parked, Some(0), "status:\n{}", p.status()?);
-    let superseded: Vec<(String, String)> = hq
-        .query("SELECT table_name, drop_reason FROM tributary_dropped_row")
-        .await?;
-    assert_eq!(superseded.len(), 1, "{superseded:?}");
-    assert_eq!(superseded[0].0, "person_name");
-    assert!(
-        superseded[0]
-            .1
-            .starts_with("superseded: site clinic-a deleted the row"),
-        "{superseded:?}"
-    );
-    patient_deleted_everywhere(&p, &mut hq, &rows.person).await
+    nothing_parked_one_superseded(
+        &p,
+        &mut hq,
+        "person_name",
+        "superseded: site clinic-a deleted the row",
+    )
+    .await?;
+    deleted_everywhere(&p, &mut hq, "person", &rows.person).await
 }
 
 /// A transaction that deletes a patient is cut into parts (one row each here), and capture
@@ -295,29 +287,19 @@ async fn a_sites_delete_supersedes_its_parked_changes_to_the_row() -> Result<()>
 /// rows take the subtype rows with them at HQ: nothing stays parked, HQ equals the site.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_of_subtype_rows_capture_cannot_identify_go_with_their_base_rows() -> Result<()> {
-    use tributary_suite::clinical_work::{self, ClinicIds, EncounterUuids};
     let options = PipelineOptions {
         transaction_part_rows: 1,
         ..PipelineOptions::default()
     };
     let p = Pipeline::start("subtype-deletes", options).await?;
-    let mut site = p.site.conn().await?;
-    let mut hq = p.hq.conn().await?;
-    clinical_work::load_provider(&mut site).await?;
-    clinical_work::load_provider(&mut hq).await?;
-    let (mut capture, mut apply) = p.start_streaming().await?;
-    let shape = PatientShape::one_encounter(0);
-    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
-    let rows = patient_rows("clinic-a", 0, shape);
-    let ids = ClinicIds::load(&mut site, CLINIC).await?;
-    for n in 0..2 {
-        let encounter = EncounterUuids::new("subtype-deletes", n);
-        assert!(
-            clinical_work::record_encounter(&mut site, &ids, &rows.person, &encounter, n as u32)
-                .await?
-        );
-    }
-    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    let Visits {
+        mut site,
+        mut hq,
+        mut capture,
+        mut apply,
+        rows,
+        ..
+    } = patient_with_two_visits(&p).await?;
     let drug_orders_at_hq =
         "SELECT COUNT(*) FROM drug_order d JOIN orders o ON o.order_id = d.order_id
                              JOIN person p ON p.person_id = o.patient_id WHERE p.uuid = ?";
@@ -327,7 +309,7 @@ async fn deletes_of_subtype_rows_capture_cannot_identify_go_with_their_base_rows
     // Capture starts again with an empty cache, after the patient is deleted at the site.
     capture.signal("TERM")?;
     capture.wait_exit(Duration::from_secs(30)).await?;
-    assert!(clinical_work::delete_patient(&mut site, &rows.person).await?);
+    assert!(tributary_suite::clinical_work::delete_patient(&mut site, &rows.person).await?);
     let mut capture = p.spawn("capture", "capture-again")?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
@@ -365,21 +347,140 @@ async fn deletes_of_subtype_rows_capture_cannot_identify_go_with_their_base_rows
     );
     let after: Option<u64> = hq.exec_first(drug_orders_at_hq, (&rows.person,)).await?;
     assert_eq!(after, Some(0));
-    patient_deleted_everywhere(&p, &mut hq, &rows.person).await
+    deleted_everywhere(&p, &mut hq, "person", &rows.person).await
 }
 
-/// The patient's delete went through at HQ, nothing there refers to a missing row, and HQ
-/// verifies equal to the site.
-async fn patient_deleted_everywhere(
+/// While capture is stopped, an encounter is edited, then moved to another visit, and its
+/// old visit deleted (what merging two visits does). Capture starts again with an empty
+/// identity cache: the edit refers to a visit the site no longer has, so it can never be
+/// written and parks. The move, a whole image of the same row, supersedes it (kept in
+/// `tributary_dropped_row` with the reason) and is written; the old visit's delete then goes
+/// through: nothing stays parked, HQ equals the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_later_change_supersedes_its_parked_change_that_cannot_be_written() -> Result<()> {
+    let p = Pipeline::start("supersede-update", PipelineOptions::default()).await?;
+    let Visits {
+        mut site,
+        mut hq,
+        mut capture,
+        mut apply,
+        visits,
+        ..
+    } = patient_with_two_visits(&p).await?;
+
+    capture.signal("TERM")?;
+    capture.wait_exit(Duration::from_secs(30)).await?;
+    let (moved, old_visit, new_visit) = (&visits[0].encounter, &visits[0].visit, &visits[1].visit);
+    site.exec_drop(
+        "UPDATE encounter SET encounter_datetime = encounter_datetime + INTERVAL 1 MINUTE
+         WHERE uuid = ?",
+        (moved,),
+    )
+    .await?;
+    site.exec_drop(
+        "UPDATE encounter SET visit_id = (SELECT visit_id FROM visit WHERE uuid = ?) WHERE uuid = ?",
+        (new_visit, moved),
+    )
+    .await?;
+    site.exec_drop("DELETE FROM visit WHERE uuid = ?", (old_visit,))
+        .await?;
+    let mut capture = p.spawn("capture", "capture-again")?;
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+
+    nothing_parked_one_superseded(
+        &p,
+        &mut hq,
+        "encounter",
+        "superseded: site clinic-a changed the row again",
+    )
+    .await?;
+    let visit_at_hq: Option<String> = hq
+        .exec_first(
+            "SELECT v.uuid FROM encounter e JOIN visit v ON v.visit_id = e.visit_id WHERE e.uuid = ?",
+            (moved,),
+        )
+        .await?;
+    assert_eq!(visit_at_hq.as_deref(), Some(new_visit.as_str()));
+    deleted_everywhere(&p, &mut hq, "visit", old_visit).await
+}
+
+/// The `table` row `uuid` is gone at HQ too (its delete went through), nothing there refers
+/// to a missing row, and HQ verifies equal to the site.
+async fn deleted_everywhere(
     p: &Pipeline,
     hq: &mut mysql_async::Conn,
-    person: &str,
+    table: &str,
+    uuid: &str,
 ) -> Result<()> {
-    let person_at_hq: Option<u64> = hq
-        .exec_first("SELECT COUNT(*) FROM person WHERE uuid = ?", (person,))
+    let at_hq: Option<u64> = hq
+        .exec_first(
+            format!("SELECT COUNT(*) FROM {table} WHERE uuid = ?"),
+            (uuid,),
+        )
         .await?;
-    assert_eq!(person_at_hq, Some(0), "the patient's delete went through");
+    assert_eq!(at_hq, Some(0), "the {table} row's delete went through");
     assert_eq!(p.dangling_references_at_hq().await?, 0);
     p.verify()?;
     Ok(())
+}
+
+/// Nothing is parked at HQ, and one change of `table` was dropped with a reason starting with
+/// `reason`.
+async fn nothing_parked_one_superseded(
+    p: &Pipeline,
+    hq: &mut mysql_async::Conn,
+    table: &str,
+    reason: &str,
+) -> Result<()> {
+    let parked: Option<u64> = hq
+        .query_first("SELECT COUNT(*) FROM tributary_parked_row")
+        .await?;
+    assert_eq!(parked, Some(0), "status:\n{}", p.status()?);
+    let superseded: Vec<(String, String)> = hq
+        .query("SELECT table_name, drop_reason FROM tributary_dropped_row")
+        .await?;
+    assert_eq!(superseded.len(), 1, "{superseded:?}");
+    assert_eq!(superseded[0].0, table);
+    assert!(superseded[0].1.starts_with(reason), "{superseded:?}");
+    Ok(())
+}
+
+/// What [`patient_with_two_visits`] set up.
+struct Visits {
+    site: mysql_async::Conn,
+    hq: mysql_async::Conn,
+    capture: tributary_suite::ChildGuard,
+    apply: tributary_suite::ChildGuard,
+    rows: dataset::PatientRows,
+    visits: [tributary_suite::clinical_work::EncounterUuids; 2],
+}
+
+/// Streams a patient registered at the site, with two visits of one encounter each (an obs
+/// group and a drug order), until HQ has them all.
+async fn patient_with_two_visits(p: &Pipeline) -> Result<Visits> {
+    use tributary_suite::clinical_work::{self, ClinicIds, EncounterUuids};
+    let mut site = p.site.conn().await?;
+    let mut hq = p.hq.conn().await?;
+    clinical_work::load_provider(&mut site).await?;
+    clinical_work::load_provider(&mut hq).await?;
+    let (mut capture, mut apply) = p.start_streaming().await?;
+    let shape = PatientShape::one_encounter(0);
+    dataset::load_patients(&mut site, CLINIC, "clinic-a", 0, 1, shape).await?;
+    let rows = patient_rows("clinic-a", 0, shape);
+    let ids = ClinicIds::load(&mut site, CLINIC).await?;
+    let visits = [0, 1].map(|n| EncounterUuids::new("two-visits", n));
+    for (n, visit) in visits.iter().enumerate() {
+        assert!(
+            clinical_work::record_encounter(&mut site, &ids, &rows.person, visit, n as u32).await?
+        );
+    }
+    p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    Ok(Visits {
+        site,
+        hq,
+        capture,
+        apply,
+        rows,
+        visits,
+    })
 }

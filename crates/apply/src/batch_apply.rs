@@ -280,14 +280,17 @@ async fn place<'c>(
     } else {
         None
     };
-    if hold == Some(Hold::Parked)
-        && change.op == Op::Delete
-        && parking::supersede_by_delete(tx, origin.site_id, origin.epoch, origin.sequence, change)
-            .await?
-            > 0
-    {
-        // An open conflict may still hold the row.
-        hold = parking::hold(tx, &change.row_ref()).await?;
+    if hold == Some(Hold::Parked) {
+        let (site, epoch, sequence) = (origin.site_id, origin.epoch, origin.sequence);
+        let superseded = if change.op == Op::Delete {
+            parking::supersede_by_delete(tx, site, epoch, sequence, change).await?
+        } else {
+            parking::supersede_unwritable(tx, site, epoch, sequence, change).await?
+        };
+        if superseded > 0 {
+            // An open conflict may still hold the row.
+            hold = parking::hold(tx, &change.row_ref()).await?;
+        }
     }
     let (waits, reason) = if let Some(hold) = hold {
         (vec![parking::behind(change)], hold.reason())

@@ -263,28 +263,86 @@ pub async fn supersede_by_delete(
     sequence: u64,
     delete: &RowChange,
 ) -> mysql_async::Result<u64> {
+    let Some(parked) = parked_only_by(tx, site_id, delete).await? else {
+        return Ok(0);
+    };
+    let reason = format!(
+        "superseded: site {site_id} deleted the row (epoch {epoch}, batch {sequence}) before this change could be written"
+    );
+    drop_superseded(tx, site_id, delete, &parked, &reason).await
+}
+
+/// A site's later change of a row settles that site's parked changes to the row when the
+/// oldest of them can never be written: it refers to a row the site no longer had when
+/// capture read it (an encounter moved to another visit, its old visit deleted, all while
+/// capture was stopped). Changes travel as whole row images, so the later change holds
+/// everything the parked ones would have written; they move to `tributary_dropped_row` with
+/// the reason, and the later change goes ahead (written, or parked for what it waits for
+/// itself). Only when every parked change to the row is that site's. Returns how many were
+/// dropped.
+pub async fn supersede_unwritable(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    epoch: u64,
+    sequence: u64,
+    later: &RowChange,
+) -> mysql_async::Result<u64> {
+    let Some(parked) = parked_only_by(tx, site_id, later).await? else {
+        return Ok(0);
+    };
+    let Some(oldest) = parked.first() else {
+        return Ok(0);
+    };
+    let unwritable = load(tx, *oldest)
+        .await?
+        .is_some_and(|row| crate::writer::refers_to_rows_gone_at_source(&row.change));
+    if !unwritable {
+        return Ok(0);
+    }
+    let reason = format!(
+        "superseded: site {site_id} changed the row again (epoch {epoch}, batch {sequence}); \
+         the earlier change referred to a row the site no longer had when it was captured"
+    );
+    drop_superseded(tx, site_id, later, &parked, &reason).await
+}
+
+/// The parked changes to `change`'s row, oldest first (locked), when every one of them is
+/// `site_id`'s; `None` when another site's keeps the queue.
+async fn parked_only_by(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    change: &RowChange,
+) -> mysql_async::Result<Option<Vec<u64>>> {
     let parked: Vec<(u64, String)> = tx
         .exec(
             "SELECT parked_id, site_id FROM tributary_parked_row
              WHERE table_name = ? AND identity = ? ORDER BY parked_id FOR UPDATE",
-            (delete.table.as_str(), delete.identity.as_str()),
+            (change.table.as_str(), change.identity.as_str()),
         )
         .await?;
     if parked.iter().any(|(_, site)| site != site_id) {
-        return Ok(0);
+        return Ok(None);
     }
-    let reason = format!(
-        "superseded: site {site_id} deleted the row (epoch {epoch}, batch {sequence}) before this change could be written"
-    );
-    for (parked_id, _) in &parked {
-        drop_parked(tx, *parked_id, &reason).await?;
+    Ok(Some(parked.into_iter().map(|(id, _)| id).collect()))
+}
+
+/// Drops `parked` (superseded by `by`) with `reason`; returns how many.
+async fn drop_superseded(
+    tx: &mut Transaction<'_>,
+    site_id: &str,
+    by: &RowChange,
+    parked: &[u64],
+    reason: &str,
+) -> mysql_async::Result<u64> {
+    for parked_id in parked {
+        drop_parked(tx, *parked_id, reason).await?;
     }
     if !parked.is_empty() {
         tracing::info!(
             site = %site_id,
-            table = %delete.table,
+            table = %by.table,
             rows = parked.len(),
-            "parked changes to a row the site deleted were superseded by the delete"
+            "parked changes to a row were superseded by the site's later change"
         );
     }
     Ok(parked.len() as u64)

@@ -23,6 +23,15 @@ use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
 /// Prefix capture gives identities it could not resolve at the source.
 const MISSING_AT_SOURCE: &str = "missing-at-source:";
 
+/// Whether an insert or update refers to a row capture could not identify at the site (gone
+/// there when it was read): such a change can never be written as it is.
+pub fn refers_to_rows_gone_at_source(change: &RowChange) -> bool {
+    change.op != Op::Delete
+        && change.columns.values().any(|value| {
+            matches!(value, Value::Ref(target) if target.identity.as_str().starts_with(MISSING_AT_SOURCE))
+        })
+}
+
 /// Whether a row can be written now.
 pub enum Resolution {
     /// Every reference resolved: the column values to write, ids already HQ-local.
