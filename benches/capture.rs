@@ -100,18 +100,32 @@ async fn main() -> Result<()> {
     let events = read_events_only(&site).await?;
     let stream_secs = started.elapsed().as_secs_f64();
 
-    // The reference: mariadb-binlog decoding the same files, rows printed as pseudo-SQL.
-    let reference_cpu_before = cpu_seconds(true);
-    let started = Instant::now();
-    let status = Command::new("mariadb-binlog")
-        .arg("--verbose")
-        .args(&binlogs)
-        .stdout(Stdio::null())
-        .status()
-        .context("running mariadb-binlog")?;
-    anyhow::ensure!(status.success(), "mariadb-binlog failed: {status}");
-    let reference_secs = started.elapsed().as_secs_f64();
-    let reference_cpu = cpu_seconds(true) - reference_cpu_before;
+    // The reference: mariadb-binlog decoding the same files, rows printed as pseudo-SQL; as
+    // many runs as capture had, the fastest reported (as for capture).
+    let mut reference: Option<(f64, f64)> = None;
+    for run in 1..=repeat {
+        let cpu_before = cpu_seconds(true);
+        let started = Instant::now();
+        let status = Command::new("mariadb-binlog")
+            .arg("--verbose")
+            .args(&binlogs)
+            .stdout(Stdio::null())
+            .status()
+            .context("running mariadb-binlog")?;
+        anyhow::ensure!(status.success(), "mariadb-binlog failed: {status}");
+        let this = (
+            started.elapsed().as_secs_f64(),
+            cpu_seconds(true) - cpu_before,
+        );
+        eprintln!(
+            "mariadb-binlog run {run}: {:.2} s, {:.2} CPU-seconds",
+            this.0, this.1
+        );
+        if reference.is_none_or(|(secs, _)| this.0 < secs) {
+            reference = Some(this);
+        }
+    }
+    let (reference_secs, reference_cpu) = reference.context("no mariadb-binlog run")?;
 
     let mb = binlog_bytes as f64 / 1e6;
     println!(
@@ -182,23 +196,32 @@ async fn capture_once(site: &MariaDb, work: &Path, position: &str) -> Result<Cap
     let shutdown = CancellationToken::new();
     let cpu_before = cpu_seconds(false);
     let started = Instant::now();
-    let task = tokio::spawn(tributary_capture::run_capture(settings, shutdown.clone()));
+    // Capture runs in this task, not a spawned one: like the binary, which runs it on the
+    // thread that blocks on the runtime, so the tasks capture spawns have the workers.
     let state_dir = work.join("state");
-    loop {
-        if task.is_finished() {
-            task.await??;
+    let watch = async {
+        loop {
+            if StateDir::peek(&state_dir)?.is_some_and(|c| c.gtid_position == *position) {
+                let finished = (
+                    started.elapsed().as_secs_f64(),
+                    cpu_seconds(false) - cpu_before,
+                );
+                shutdown.cancel();
+                return anyhow::Ok(finished);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut capture = std::pin::pin!(tributary_capture::run_capture(settings, shutdown.clone()));
+    let (capture_secs, capture_cpu) = tokio::select! {
+        stopped = &mut capture => {
+            stopped?;
             anyhow::bail!("capture stopped before reaching the end of the binlog");
         }
-        if StateDir::peek(&state_dir)?.is_some_and(|c| c.gtid_position == *position) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let capture_secs = started.elapsed().as_secs_f64();
-    let capture_cpu = cpu_seconds(false) - cpu_before;
+        finished = watch => finished?,
+    };
+    capture.await?;
     let peak_kib = tributary_suite::peak_rss_kib(None).unwrap_or(0);
-    shutdown.cancel();
-    task.await??;
     let batch_bytes: u64 = std::fs::read_dir(work.join("batches").join("bench-site"))?
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())

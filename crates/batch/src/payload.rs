@@ -29,9 +29,23 @@ pub(crate) enum DecompressFailure {
     Corrupt(io::Error),
 }
 
+thread_local! {
+    /// One compression context per thread, kept across batches: a new context per batch
+    /// allocated and cleared a workspace of about a megabyte every time.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses a payload at the batch compression level.
 pub(crate) fn compress(payload: &[u8]) -> io::Result<Vec<u8>> {
-    zstd::bulk::compress(payload, COMPRESSION_LEVEL)
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match &mut *slot {
+            Some(compressor) => compressor,
+            empty => empty.insert(zstd::bulk::Compressor::new(COMPRESSION_LEVEL)?),
+        };
+        compressor.compress(payload)
+    })
 }
 
 /// Decompresses at most `limit` bytes.

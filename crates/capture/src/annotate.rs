@@ -126,7 +126,10 @@ impl Annotator<'_> {
                 (map.identity_of(|c| columns.get(c))?, columns)
             }
             Op::Update => {
-                let before = self.columns(map, row.before?);
+                // The before image only identifies the row: just the columns the identity
+                // rule reads are converted.
+                let identifying = map.identity_columns();
+                let before = self.columns_of(map, row.before?, Some(&identifying));
                 let identity = map.identity_of(|c| before.get(c))?;
                 (identity, self.columns(map, row.after?))
             }
@@ -148,6 +151,11 @@ impl Annotator<'_> {
     /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
     /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
     fn columns(&mut self, map: &TableMap, image: RawImage) -> Columns {
+        self.columns_of(map, image, None)
+    }
+
+    /// The travelling columns of one image, or of those named in `only`.
+    fn columns_of(&mut self, map: &TableMap, image: RawImage, only: Option<&[&str]>) -> Columns {
         // Polymorphic targets read other columns of the image: resolve them before the
         // values are taken apart.
         let polymorphic: Vec<(&str, (&str, i64))> = map
@@ -155,7 +163,8 @@ impl Annotator<'_> {
             .iter()
             .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
             .collect();
-        let travelling = image.travelling().cloned();
+        // A subset of the columns does not line up with the shape's travelling names.
+        let travelling = image.travelling().cloned().filter(|_| only.is_none());
         let (names, values) = image.into_parts();
         // The kept columns are listed only for images whose travelling names are not known.
         let mut kept: Option<Vec<&ColumnInfo>> = travelling
@@ -163,6 +172,9 @@ impl Annotator<'_> {
             .then(|| Vec::with_capacity(values.len()));
         let mut kept_values = Vec::with_capacity(values.len());
         for (column, value) in names.iter().zip(values) {
+            if only.is_some_and(|only| !only.contains(&&*column.name)) {
+                continue;
+            }
             let value = match &column.role {
                 ColumnRole::Local => continue,
                 ColumnRole::Reference { target, root } => match sql_int(&value) {

@@ -103,6 +103,20 @@ impl TableMap {
         self.references.contains_key(column)
     }
 
+    /// The columns [`TableMap::identity_of`] reads.
+    pub fn identity_columns(&self) -> Vec<&str> {
+        match &self.identity {
+            IdentityRule::OwnUuid { column } => vec![column.as_str()],
+            IdentityRule::Inherited { .. } => self
+                .primary_key
+                .first()
+                .map(String::as_str)
+                .into_iter()
+                .collect(),
+            IdentityRule::Natural { columns } => columns.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// The identity of a row from its travelling columns (references already identities),
     /// looked up by name with `column`. `None` when the identifying columns are missing or
     /// NULL.
@@ -613,6 +627,34 @@ mod tests {
             map.table("person").unwrap().surrogate_key.as_deref(),
             Some("person_id")
         );
+    }
+
+    /// Capture converts only these columns of an update's before image: the identity must
+    /// come out the same as from the whole image, and no other column may be read.
+    #[test]
+    fn identity_columns_are_all_an_identity_reads() {
+        let map = SchemaMap::build(&openmrs_like(), &policy()).unwrap();
+        let parent = Value::Ref(tributary_model::RowRef::new(
+            "person",
+            Identity::from_uuid("3e11fa47-71ca-11e1-9e33-c80aa9429562"),
+        ));
+        let uuid = Value::Text("3E11FA47-71CA-11E1-9E33-C80AA9429562".into());
+        for table in map.tables() {
+            let value = match table.identity {
+                IdentityRule::OwnUuid { .. } => &uuid,
+                _ => &parent,
+            };
+            let asked = std::cell::RefCell::new(Vec::new());
+            let whole = table.identity_of(|c| {
+                asked.borrow_mut().push(c.to_owned());
+                Some(value)
+            });
+            assert!(whole.is_some(), "table {}", table.name);
+            let listed = table.identity_columns();
+            assert_eq!(*asked.borrow(), listed, "table {}", table.name);
+            let only = table.identity_of(|c| listed.contains(&c).then_some(value));
+            assert_eq!(only, whole, "table {}", table.name);
+        }
     }
 
     #[test]
