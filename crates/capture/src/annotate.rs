@@ -12,14 +12,18 @@
 
 use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{RawImage, RawRow, RawTransaction};
+use crate::captured::CapturedTransaction;
 use crate::error::CaptureError;
 use crate::identities::IdentityCache;
 use crate::table_layout::{ColumnInfo, ColumnRole};
 use mysql_async::Value as Sql;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tributary_model::{Columns, Identity, Op, RowChange, RowRef, SourceTransaction, Value};
-use tributary_schema::{IdentityRule, IdentitySource, SchemaMap, TableMap, to_value};
+use tributary_model::json::{self, write_row_head};
+use tributary_model::{Columns, Identity, Op, RowRef, Value};
+use tributary_schema::{
+    ColumnKind, IdentityRule, IdentitySource, SchemaMap, TableMap, to_value, write_json,
+};
 
 /// Turns raw rows into row changes, resolving references through `cache` and `lookup`.
 pub struct Annotator<'a> {
@@ -96,133 +100,167 @@ impl Annotator<'_> {
         wanted
     }
 
-    pub fn transaction(&mut self, raw: RawTransaction) -> Result<SourceTransaction, CaptureError> {
-        let mut rows = Vec::with_capacity(raw.rows.len());
+    /// The captured form of a transaction (or part, or snapshot chunk): each row written as
+    /// its payload JSON.
+    pub fn transaction(&mut self, raw: RawTransaction) -> CapturedTransaction {
+        let mut captured = CapturedTransaction::with_capacity(
+            raw.gtid.map(|g| g.to_string()),
+            raw.committed_at,
+            raw.part,
+            raw.rows.len(),
+        );
         for row in raw.rows {
-            if let Some(change) = self.row(row) {
-                rows.push(change);
-            }
+            self.row(row, &mut captured);
         }
-        Ok(SourceTransaction {
-            gtid: raw.gtid.map(|g| g.to_string()),
-            committed_at: raw.committed_at,
-            rows,
-            part: raw.part,
-        })
+        captured
     }
 
-    /// Builds one row change from a full row image (snapshot rows arrive as inserts).
-    pub fn row(&mut self, row: RawRow) -> Option<RowChange> {
+    /// Adds the change of one raw row (snapshot rows arrive as inserts). Rows of tables that
+    /// do not travel, rows without an identity and rows the table's filter leaves home are
+    /// left out.
+    pub fn row(&mut self, row: RawRow, into: &mut CapturedTransaction) {
         let schema = self.schema;
-        let map = schema.table(&row.table)?;
-        let (identity, columns) = match row.op {
-            Op::Insert | Op::Delete => {
-                let image = if row.op == Op::Insert {
-                    row.after?
-                } else {
-                    row.before?
-                };
-                let columns = self.columns(map, image);
-                (map.identity_of(|c| columns.get(c))?, columns)
-            }
-            Op::Update => {
-                // The before image only identifies the row: just the columns the identity
-                // rule reads are converted.
-                let identifying = map.identity_columns();
-                let before = self.columns_of(map, row.before?, Some(&identifying));
-                let identity = map.identity_of(|c| before.get(c))?;
-                (identity, self.columns(map, row.after?))
-            }
+        let Some(map) = schema.table(&row.table) else {
+            return;
+        };
+        // An update's before image only identifies the row.
+        let (identifying, image) = match row.op {
+            Op::Insert => (row.after.as_ref(), row.after.as_ref()),
+            Op::Delete => (row.before.as_ref(), row.before.as_ref()),
+            Op::Update => (row.before.as_ref(), row.after.as_ref()),
+        };
+        let (Some(identifying), Some(image)) = (identifying, image) else {
+            return;
+        };
+        let Some(identity) = self.identity(map, identifying) else {
+            return;
         };
         if let Some(filter) = &map.row_filter {
             // Only the named settings travel (`[sync] global_properties`).
-            let name = columns.get(&filter.column).and_then(Value::as_text);
-            name.and_then(|name| filter.matching(name))?;
+            let name = image.get(&filter.column).and_then(sql_str);
+            if name.and_then(|name| filter.matching(name)).is_none() {
+                return;
+            }
         }
-        Some(RowChange {
-            table: map.name.clone(),
-            op: row.op,
-            identity,
-            columns,
-        })
+        into.push_row(identity.clone(), |out| {
+            write_row_head(out, &map.name, row.op, identity.as_str());
+            self.write_columns(out, map, image);
+            out.push(b'}');
+        });
     }
 
-    /// The travelling columns of one image. Values are converted by the kind the row's own
-    /// TABLE_MAP gives (not today's catalog); a column the catalog does not know (added or
-    /// dropped by DDL since) still travels as a plain value, unless the policy keeps it home.
-    fn columns(&mut self, map: &TableMap, image: RawImage) -> Columns {
-        self.columns_of(map, image, None)
+    /// The identity of the row `image` shows: from the columns the identity rule reads,
+    /// converted as they travel.
+    fn identity(&mut self, map: &TableMap, image: &RawImage) -> Option<Identity> {
+        if let IdentityRule::OwnUuid { column } = &map.identity
+            && let Some((info, Sql::Bytes(uuid))) = image.column(column)
+            && info.role != ColumnRole::Local
+            && matches!(info.kind, ColumnKind::Text | ColumnKind::Other)
+        {
+            // The usual case: the uuid's text, borrowed from the image.
+            let uuid = std::str::from_utf8(uuid).ok()?;
+            return (!uuid.is_empty()).then(|| Identity::from_uuid(uuid));
+        }
+        let columns = self.columns_of(map, image, Some(&map.identity_columns()));
+        map.identity_of(|c| columns.get(c))
     }
 
-    /// The travelling columns of one image, or of those named in `only`.
-    fn columns_of(&mut self, map: &TableMap, image: RawImage, only: Option<&[&str]>) -> Columns {
-        // Polymorphic targets read other columns of the image: resolve them before the
-        // values are taken apart.
-        let polymorphic: Vec<(&str, (&str, i64))> = map
-            .polymorphic
-            .iter()
-            .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, &image)?)))
-            .collect();
-        // A subset of the columns does not line up with the shape's travelling names.
-        let travelling = image.travelling().cloned().filter(|_| only.is_none());
-        let (names, values) = image.into_parts();
-        // The kept columns are listed only for images whose travelling names are not known.
-        let mut kept: Option<Vec<&ColumnInfo>> = travelling
-            .is_none()
-            .then(|| Vec::with_capacity(values.len()));
-        let mut kept_values = Vec::with_capacity(values.len());
-        for (column, value) in names.iter().zip(values) {
-            if only.is_some_and(|only| !only.contains(&&*column.name)) {
+    /// Writes the columns object of one image: the travelling columns by name, values
+    /// converted by the kind the row's own TABLE_MAP gives (not today's catalog), every
+    /// integer reference as the referenced row's identity. A column the catalog does not
+    /// know (added or dropped by DDL since) still travels as a plain value, unless the policy
+    /// keeps it home.
+    fn write_columns(&mut self, out: &mut Vec<u8>, map: &TableMap, image: &RawImage) {
+        let Some(names) = image.travelling() else {
+            // Images whose columns are not in name order: sorted through a row of values.
+            json::write_columns(out, &self.columns_of(map, image, None));
+            return;
+        };
+        let polymorphic = self.polymorphic_targets(map, image);
+        out.push(b'{');
+        let mut travelling = 0;
+        for (column, value) in image.iter() {
+            if column.role == ColumnRole::Local {
                 continue;
             }
-            let value = match &column.role {
-                ColumnRole::Local => continue,
-                ColumnRole::Reference { target, root } => match sql_int(&value) {
-                    Some(key) => Value::Ref(self.reference_by_root(target, root.as_deref(), key)),
-                    None => to_value(value, column.kind),
-                },
-                ColumnRole::Polymorphic => match polymorphic
-                    .iter()
-                    .find(|(c, _)| *c == &*column.name)
-                    .map(|(_, target)| *target)
-                {
-                    Some((target, key)) => Value::Ref(self.reference(target.into(), key)),
-                    None => to_value(value, column.kind),
-                },
-                ColumnRole::Plain => to_value(value, column.kind),
-            };
-            if let Some(kept) = &mut kept {
-                kept.push(column);
+            out.extend_from_slice(names.json_key(travelling));
+            travelling += 1;
+            // Declared references, the most common, are written from the cache's own copy of
+            // the identity.
+            if let ColumnRole::Reference { target, root } = &column.role
+                && let Some(key) = sql_int(value)
+            {
+                let identity = root
+                    .as_deref()
+                    .and_then(|root| self.cache.get_ref(root, key));
+                write_reference(out, target, identity, key);
+                continue;
             }
-            kept_values.push(value);
+            match self.travelling_reference(column, value, &polymorphic) {
+                Some(reference) => {
+                    json::write_ref(out, &reference.table, reference.identity.as_str())
+                }
+                None => write_json(out, value, column.kind),
+            }
         }
-        // Binlog images come sorted by name with their travelling names worked out once per
-        // shape: the row takes one reference to those names. Other images (snapshot rows)
-        // are sorted here.
-        let kept_values = match travelling {
-            Some(travelling) => match Columns::with_names(travelling, kept_values) {
-                Ok(columns) => return columns,
-                Err(values) => values,
-            },
-            None => kept_values,
-        };
-        let kept = kept.unwrap_or_else(|| {
-            names
-                .iter()
-                .filter(|c| c.role != ColumnRole::Local)
-                .collect()
-        });
-        kept.into_iter()
-            .map(|column| Arc::clone(&column.name))
-            .zip(kept_values)
+        out.push(b'}');
+    }
+
+    /// The travelling columns of one image, or of those named in `only`, as values.
+    fn columns_of(&mut self, map: &TableMap, image: &RawImage, only: Option<&[&str]>) -> Columns {
+        let polymorphic = self.polymorphic_targets(map, image);
+        image
+            .iter()
+            .filter(|(column, _)| column.role != ColumnRole::Local)
+            .filter(|(column, _)| only.is_none_or(|only| only.contains(&&*column.name)))
+            .map(|(column, value)| {
+                let value = match self.travelling_reference(column, value, &polymorphic) {
+                    Some(reference) => Value::Ref(reference),
+                    None => to_value(value.clone(), column.kind),
+                };
+                (Arc::clone(&column.name), value)
+            })
             .collect()
+    }
+
+    /// Where the polymorphic columns of `image` point (they read other columns of the image,
+    /// such as the attribute type).
+    fn polymorphic_targets<'m>(
+        &self,
+        map: &'m TableMap,
+        image: &RawImage,
+    ) -> Vec<(&'m str, (&'m str, i64))> {
+        map.polymorphic
+            .iter()
+            .filter_map(|c| Some((c.column.as_str(), self.formats.target(c, image)?)))
+            .collect()
+    }
+
+    /// The reference a column's value travels as, when it holds one.
+    fn travelling_reference(
+        &mut self,
+        column: &ColumnInfo,
+        value: &Sql,
+        polymorphic: &[(&str, (&str, i64))],
+    ) -> Option<RowRef> {
+        match &column.role {
+            ColumnRole::Reference { target, root } => {
+                let key = sql_int(value)?;
+                Some(self.reference_by_root(target, root.as_deref(), key))
+            }
+            ColumnRole::Polymorphic => {
+                let (_, (target, key)) = polymorphic.iter().find(|(c, _)| *c == &*column.name)?;
+                Some(self.reference((*target).into(), *key))
+            }
+            ColumnRole::Plain | ColumnRole::Local => None,
+        }
     }
 
     /// A reference whose identity root is already known (declared references).
     fn reference_by_root(&mut self, target: &Arc<str>, root: Option<&str>, key: i64) -> RowRef {
         let identity = root
             .and_then(|root| self.cache.get(root, key))
-            .unwrap_or_else(|| Identity::from_raw(format!("missing-at-source:{key}")));
+            .unwrap_or_else(|| unresolved(key));
         RowRef::new(Arc::clone(target), identity)
     }
 
@@ -232,8 +270,23 @@ impl Annotator<'_> {
             .table(&target)
             .and_then(|t| t.identity_source.as_ref())
             .and_then(|source| self.cache.get(&source.root, key))
-            .unwrap_or_else(|| Identity::from_raw(format!("missing-at-source:{key}")));
+            .unwrap_or_else(|| unresolved(key));
         RowRef::new(target, identity)
+    }
+}
+
+/// The identity a reference travels with when the source no longer has the row it names.
+fn unresolved(key: i64) -> Identity {
+    Identity::from_raw(format!("{UNRESOLVED_PREFIX}{key}"))
+}
+
+const UNRESOLVED_PREFIX: &str = "missing-at-source:";
+
+/// A reference to `target` row `key` as JSON: by its identity, or as unresolved.
+fn write_reference(out: &mut Vec<u8>, target: &str, identity: Option<&Identity>, key: i64) {
+    match identity {
+        Some(identity) => json::write_ref(out, target, identity.as_str()),
+        None => json::write_ref(out, target, unresolved(key).as_str()),
     }
 }
 
@@ -273,7 +326,7 @@ pub async fn annotate(
     formats: &mut AttributeFormats,
     conn: &mut mysql_async::Conn,
     database: &str,
-) -> Result<SourceTransaction, CaptureError> {
+) -> Result<CapturedTransaction, CaptureError> {
     cache.begin_transaction();
     formats.prepare(&raw.rows, schema, conn, database).await?;
     let mut annotator = Annotator {
@@ -284,12 +337,12 @@ pub async fn annotate(
     annotator.learn(images(&raw.rows));
     let wanted = annotator.wanted(images(&raw.rows));
     cache.fetch_missing(conn, database, &wanted).await?;
-    Annotator {
+    Ok(Annotator {
         schema,
         cache,
         formats,
     }
-    .transaction(raw)
+    .transaction(raw))
 }
 
 /// Every image of a raw row, with its table, for learning and lookups.
@@ -300,4 +353,67 @@ pub fn images(rows: &[RawRow]) -> impl Iterator<Item = (&str, &RawImage)> {
             .chain(r.after.iter())
             .map(move |image| (&*r.table, image))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::captured::payload_json;
+    use crate::event_fuzzing::{recorded_transactions, schema};
+    use tributary_model::{BatchPayload, Origin};
+
+    /// The payload JSON of `raw`, annotated with what its own rows teach the cache (the
+    /// recording's self-references), the other references unresolved.
+    fn annotated(raw: RawTransaction, cache: &mut IdentityCache) -> Vec<u8> {
+        let formats = AttributeFormats::default();
+        cache.begin_transaction();
+        let mut annotator = Annotator {
+            schema: schema(),
+            cache,
+            formats: &formats,
+        };
+        annotator.learn(images(&raw.rows));
+        let transaction = annotator.transaction(raw);
+        payload_json(Origin::Binlog, &[transaction], None)
+    }
+
+    #[test]
+    fn rows_written_from_binlog_values_equal_rows_built_from_travelling_values() {
+        let (mut rows, mut resolved) = (0, 0);
+        let (mut direct_cache, mut values_cache) =
+            (IdentityCache::new(1_000), IdentityCache::new(1_000));
+        for raw in recorded_transactions() {
+            let through_values = RawTransaction {
+                rows: raw
+                    .rows
+                    .iter()
+                    .cloned()
+                    .map(|row| RawRow {
+                        before: row.before.map(RawImage::without_travelling_names),
+                        after: row.after.map(RawImage::without_travelling_names),
+                        ..row
+                    })
+                    .collect(),
+                gtid: raw.gtid.clone(),
+                committed_at: raw.committed_at,
+                part: raw.part,
+            };
+            let direct = annotated(raw, &mut direct_cache);
+            let expected = annotated(through_values, &mut values_cache);
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&expected)
+            );
+            let payload: BatchPayload = serde_json::from_slice(&direct).expect("payload JSON");
+            rows += payload.row_count();
+            resolved += payload.transactions[0]
+                .rows
+                .iter()
+                .flat_map(|row| row.references())
+                .filter(|(_, to)| !to.identity.as_str().starts_with(UNRESOLVED_PREFIX))
+                .count();
+        }
+        assert_eq!(rows, 7, "every recorded row change travels");
+        assert!(resolved > 0, "a self-reference resolves through the cache");
+    }
 }

@@ -36,11 +36,6 @@ pub struct RawImage {
 }
 
 impl RawImage {
-    /// An image of `values` for `columns`, in order (extra values or columns are ignored).
-    pub fn new(columns: Arc<[ColumnInfo]>, values: Vec<Sql>) -> RawImage {
-        RawImage::shaped(columns, None, values)
-    }
-
     /// An image whose travelling column names were worked out once for its shape
     /// ([`travelling_names`]).
     pub fn shaped(
@@ -63,17 +58,29 @@ impl RawImage {
     }
 
     pub fn get(&self, name: &str) -> Option<&Sql> {
-        self.columns
-            .iter()
-            .position(|c| &*c.name == name)
-            .and_then(|i| self.values.get(i))
+        self.column(name).map(|(_, value)| value)
+    }
+
+    /// Column `name` and its value.
+    pub fn column(&self, name: &str) -> Option<(&ColumnInfo, &Sql)> {
+        self.iter().find(|(c, _)| &*c.name == name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&ColumnInfo, &Sql)> {
         self.columns.iter().zip(&self.values)
     }
 
-    /// The columns and their values, for building a row change without copying values.
+    /// The same image, as if its columns were not known to be in name order.
+    #[cfg(test)]
+    pub fn without_travelling_names(self) -> RawImage {
+        RawImage {
+            travelling: None,
+            ..self
+        }
+    }
+
+    /// The columns and their values.
+    #[cfg(test)]
     pub fn into_parts(self) -> (Arc<[ColumnInfo]>, Vec<Sql>) {
         (self.columns, self.values)
     }
@@ -93,7 +100,7 @@ pub fn travelling_names(columns: &[ColumnInfo]) -> Option<ColumnNames> {
         .then(|| ColumnNames::new(names))
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RawRow {
     pub table: Arc<str>,
     pub op: Op,
@@ -484,24 +491,28 @@ pub(crate) fn decode_rows_event(
         | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
         RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => Op::Delete,
     };
-    let before_present = present(rows.columns_before_image());
-    let after_present = present(rows.columns_after_image());
-    let before_shape = layout.image_shape(&before_present);
-    let after_shape = layout.image_shape(&after_present);
     let (has_before, has_after) = match op {
         Op::Insert => (false, true),
         Op::Update => (true, true),
         Op::Delete => (true, false),
     };
+    // Shapes only for the images the event holds (an insert's empty before shape cost two
+    // allocations per event).
+    let before_present = present(rows.columns_before_image().filter(|_| has_before));
+    let after_present = present(rows.columns_after_image().filter(|_| has_after));
+    let before_shape = has_before.then(|| layout.image_shape(&before_present));
+    let after_shape = has_after.then(|| layout.image_shape(&after_present));
     let partial = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));
     if decoder == Decoder::Prepared && layout.is_prepared() && !partial {
         let mut input = rows.rows_data();
         while !input.is_empty() {
-            let before = has_before
-                .then(|| layout.read_image(&mut input, &before_present, &before_shape))
+            let before = before_shape
+                .as_ref()
+                .map(|shape| layout.read_image(&mut input, &before_present, shape))
                 .transpose()?;
-            let after = has_after
-                .then(|| layout.read_image(&mut input, &after_present, &after_shape))
+            let after = after_shape
+                .as_ref()
+                .map(|shape| layout.read_image(&mut input, &after_present, shape))
                 .transpose()?;
             each(RawRow {
                 table: Arc::clone(&layout.table),
@@ -521,10 +532,12 @@ pub(crate) fn decode_rows_event(
             table: Arc::clone(&layout.table),
             op,
             before: before
-                .map(|r| layout.generic_image(r, &before_present, &before_shape))
+                .zip(before_shape.as_ref())
+                .map(|(r, shape)| layout.generic_image(r, &before_present, shape))
                 .transpose()?,
             after: after
-                .map(|r| layout.generic_image(r, &after_present, &after_shape))
+                .zip(after_shape.as_ref())
+                .map(|(r, shape)| layout.generic_image(r, &after_present, shape))
                 .transpose()?,
         });
     }

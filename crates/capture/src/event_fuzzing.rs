@@ -27,13 +27,14 @@
 use crate::annotate::{Annotator, images};
 use crate::attribute_formats::AttributeFormats;
 use crate::binlog::{Step, TableMaps, TransactionAssembler};
+use crate::captured::payload_json;
 use crate::identities::IdentityCache;
 use mysql_async::binlog::events::{Event, FormatDescriptionEvent, TableMapEvent};
 use mysql_async::binlog::{BinlogChecksumAlg, BinlogVersion};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Once, OnceLock};
-use tributary_model::{BatchPayload, Origin, payload_to_json};
+use tributary_model::{BatchPayload, Origin};
 use tributary_schema::{
     Catalog, CatalogColumn, CatalogTable, ColumnKind, ForeignKey, Policy, SchemaMap,
 };
@@ -67,8 +68,28 @@ fn recorded_events() -> Vec<Vec<u8>> {
     events
 }
 
+/// The recording's transactions (and DDL), decoded as a capture session decodes them.
+#[cfg(test)]
+pub(crate) fn recorded_transactions() -> Vec<crate::binlog::RawTransaction> {
+    let mut reader = StreamReader::default();
+    let mut assembler = TransactionAssembler::new("openmrs", 1_000);
+    let mut transactions = Vec::new();
+    for bytes in recorded_events() {
+        let event = reader.read(&bytes).expect("a recorded event reads");
+        match assembler
+            .feed(&event, &reader, schema())
+            .expect("a recorded event decodes")
+        {
+            Step::Committed(raw) | Step::SchemaChanged(raw) => transactions.push(raw),
+            Step::Chunk { part, .. } => transactions.push(part),
+            Step::Continue => {}
+        }
+    }
+    transactions
+}
+
 /// The recorded tables as capture would introspect them before the recording.
-fn schema() -> &'static SchemaMap {
+pub(crate) fn schema() -> &'static SchemaMap {
     static SCHEMA: OnceLock<SchemaMap> = OnceLock::new();
     SCHEMA.get_or_init(build_schema)
 }
@@ -376,14 +397,8 @@ fn check(case_number: u64, case: &Case, schema: &SchemaMap) {
         };
         annotator.learn(images(&raw.rows));
         let _unresolved = annotator.wanted(images(&raw.rows));
-        let transaction = annotator
-            .transaction(raw)
-            .unwrap_or_else(|e| panic!("case {case_number}, event {i}: annotation failed: {e}"));
-        let json = payload_to_json(&BatchPayload {
-            origin: Origin::Binlog,
-            transactions: vec![transaction],
-            health: None,
-        });
+        let transaction = annotator.transaction(raw);
+        let json = payload_json(Origin::Binlog, &[transaction], None);
         serde_json::from_slice::<BatchPayload>(&json)
             .unwrap_or_else(|e| panic!("case {case_number}, event {i}: unreadable payload: {e}"));
     }

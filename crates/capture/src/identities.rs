@@ -87,11 +87,16 @@ impl IdentityCache {
     }
 
     pub fn get(&mut self, root: &str, key: i64) -> Option<Identity> {
-        let id = self.key(root, key);
-        self.found(id).cloned()
+        self.get_ref(root, key).cloned()
     }
 
-    /// Whether the identity is known; a known one stays cached for the current transaction.
+    /// The identity of `root` row `key`, borrowed (nothing to count when it is only written
+    /// out).
+    pub fn get_ref(&mut self, root: &str, key: i64) -> Option<&Identity> {
+        let id = self.key(root, key);
+        self.found(id)
+    }
+
     pub fn pin(&mut self, root: &str, key: i64) -> bool {
         let id = self.key(root, key);
         self.found(id).is_some()

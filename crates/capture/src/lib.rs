@@ -23,6 +23,7 @@ mod attribute_formats;
 mod binlog;
 mod binlog_files;
 mod binlog_values;
+mod captured;
 mod checkpoint;
 mod consistent_snapshot;
 #[cfg(test)]

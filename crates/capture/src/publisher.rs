@@ -6,6 +6,7 @@
 //! synced rows only move the position; when nothing is pending, that move is checkpointed on
 //! its own.
 
+use crate::captured::{CapturedTransaction, payload_json};
 use crate::checkpoint::{Checkpoint, PartialTransaction, SeedProgress, StateDir};
 use crate::error::CaptureError;
 use crate::health::HealthReporter;
@@ -13,7 +14,7 @@ use crate::position::BinlogFilePosition;
 use crate::sealer::{Sealer, Sink};
 use crate::spool_budget::{SpoolBudget, SpoolLimits};
 use tributary_batch::{BatchHeader, SiteKey};
-use tributary_model::{BatchPayload, Origin, SourceTransaction};
+use tributary_model::Origin;
 use tributary_transport::Outbox;
 
 pub struct Publisher {
@@ -23,7 +24,7 @@ pub struct Publisher {
     /// The checkpoint as it stands once every job handed to the sealer has run.
     checkpoint: Checkpoint,
     origin: Origin,
-    pending: Vec<SourceTransaction>,
+    pending: Vec<CapturedTransaction>,
     pending_rows: usize,
     /// GTID position after the last transaction handed to this publisher.
     position: String,
@@ -206,7 +207,7 @@ impl Publisher {
     /// applied. Publishes a batch when the row bound is reached.
     pub fn add(
         &mut self,
-        txn: SourceTransaction,
+        txn: CapturedTransaction,
         position_after: String,
     ) -> Result<(), CaptureError> {
         self.position = position_after;
@@ -214,8 +215,8 @@ impl Publisher {
         self.last_source_commit = self.last_source_commit.max(Some(txn.committed_at));
         // The final part of a transaction sent in parts travels even when empty: it marks the
         // transaction's end for whoever reads the parts.
-        if !txn.rows.is_empty() || txn.part.is_some() {
-            self.pending_rows += txn.rows.len();
+        if !txn.is_empty() || txn.part.is_some() {
+            self.pending_rows += txn.row_count();
             self.pending.push(txn);
         }
         if self.pending_rows >= self.max_batch_rows {
@@ -229,11 +230,11 @@ impl Publisher {
     /// published parts reach.
     pub fn add_part(
         &mut self,
-        part: SourceTransaction,
+        part: CapturedTransaction,
         partial: PartialTransaction,
     ) -> Result<(), CaptureError> {
         self.flush()?;
-        self.pending_rows = part.rows.len();
+        self.pending_rows = part.row_count();
         self.pending.push(part);
         self.partial = Some(partial);
         self.flush()
@@ -253,12 +254,8 @@ impl Publisher {
 
     /// An empty transaction stamped `committed_at`: a keepalive batch once flushed.
     fn push_keepalive(&mut self, committed_at: u64) {
-        self.pending.push(SourceTransaction {
-            gtid: None,
-            committed_at,
-            rows: Vec::new(),
-            part: None,
-        });
+        self.pending
+            .push(CapturedTransaction::new(None, committed_at, None));
     }
 
     /// Hands what is pending to the sealer as the next batch (or checkpoints a position-only
@@ -284,13 +281,9 @@ impl Publisher {
             }
             return Ok(());
         }
-        let payload = BatchPayload {
-            origin: self.origin,
-            transactions: std::mem::take(&mut self.pending),
-            health: match &mut self.health {
-                Some(health) if health.due() => Some(health.report(&self.position)),
-                _ => None,
-            },
+        let health = match &mut self.health {
+            Some(health) if health.due() => Some(health.report(&self.position)),
+            _ => None,
         };
         let rows = std::mem::take(&mut self.pending_rows);
         let sequence = self.checkpoint.next_sequence;
@@ -310,11 +303,10 @@ impl Publisher {
         next.partial = self.partial.clone();
         next.seed = self.seed.clone();
         let saved = next.clone();
-        // Serialised here, on the thread that built the rows: the rows' shared names and
-        // identities are then counted and freed by one thread only (two threads updating the
-        // same reference counts cost more than the serialising).
-        let json = tributary_model::payload_to_json(&payload);
-        drop(payload);
+        // The rows were written as JSON when they were built; the envelope is added here, on
+        // the thread that built them (their identities are counted and freed by one thread).
+        let json = payload_json(self.origin, &self.pending, health.as_ref());
+        self.pending.clear();
         self.sealer
             .submit(move |sink| publish(sink, &header, json, &saved))?;
         self.checkpoint = next;
@@ -372,21 +364,18 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_model::{Identity, Op, RowChange};
+    use tributary_model::json::write_row_head;
+    use tributary_model::{Identity, Op};
     use tributary_transport::{SpoolFormat, open_outbox, open_spool};
 
-    fn txn() -> SourceTransaction {
-        SourceTransaction {
-            gtid: Some("0-1-5".into()),
-            committed_at: 1,
-            part: None,
-            rows: vec![RowChange {
-                table: "person".into(),
-                op: Op::Insert,
-                identity: Identity::from_uuid("p-1"),
-                columns: Default::default(),
-            }],
-        }
+    fn txn() -> CapturedTransaction {
+        let mut txn = CapturedTransaction::new(Some("0-1-5".into()), 1, None);
+        let identity = Identity::from_uuid("p-1");
+        txn.push_row(identity.clone(), |out| {
+            write_row_head(out, "person", Op::Insert, identity.as_str());
+            out.extend_from_slice(b"{}}");
+        });
+        txn
     }
 
     const FORMATS: [SpoolFormat; 2] = [SpoolFormat::Files, SpoolFormat::Segments];
@@ -479,10 +468,7 @@ mod tests {
         publisher.set_binlog_position(at(1_400));
         publisher
             .add(
-                SourceTransaction {
-                    rows: Vec::new(),
-                    ..txn()
-                },
+                CapturedTransaction::new(Some("0-1-6".into()), 1, None),
                 "0-1-6".into(),
             )
             .unwrap();

@@ -145,9 +145,8 @@ pub async fn run_resend(
             .await?;
             let wanted: HashSet<&Identity> = chunk.iter().copied().collect();
             let mut found = HashSet::new();
-            txn.rows
-                .retain(|row| wanted.contains(&row.identity) && found.insert(row.identity.clone()));
-            outcome.sent += txn.rows.len() as u64;
+            txn.retain(|identity| wanted.contains(identity) && found.insert(identity.clone()));
+            outcome.sent += txn.row_count() as u64;
             outcome.not_at_site.extend(
                 chunk
                     .iter()

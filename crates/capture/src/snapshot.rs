@@ -18,7 +18,7 @@
 
 use crate::annotate::annotate;
 use crate::attribute_formats::AttributeFormats;
-use crate::binlog::{RawImage, RawRow, RawTransaction};
+use crate::binlog::{RawImage, RawRow, RawTransaction, travelling_names};
 use crate::checkpoint::{Checkpoint, StateDir};
 use crate::consistent_snapshot;
 use crate::error::CaptureError;
@@ -34,7 +34,7 @@ use mysql_async::{Conn, Row, Value as Sql};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tributary_batch::SiteKey;
-use tributary_model::{Op, Origin};
+use tributary_model::{ColumnNames, Op, Origin};
 use tributary_schema::{ColumnKind, SchemaMap, TableMap, quote_ident};
 
 #[derive(Debug, Clone, Default)]
@@ -366,10 +366,11 @@ pub(crate) fn image_columns(table: &TableMap) -> String {
 pub(crate) fn to_images(schema: &SchemaMap, table: &TableMap, rows: Vec<Row>) -> Vec<RawImage> {
     let mut images = Vec::with_capacity(rows.len());
     // Every row of one query has the same columns: name them once.
-    let mut columns: Option<Arc<[ColumnInfo]>> = None;
+    let mut shape: Option<(Arc<[ColumnInfo]>, Option<ColumnNames>)> = None;
     for row in rows {
-        let columns = columns.get_or_insert_with(|| {
-            row.columns_ref()
+        let (columns, travelling) = shape.get_or_insert_with(|| {
+            let columns: Arc<[ColumnInfo]> = row
+                .columns_ref()
                 .iter()
                 .map(|c| {
                     let name = c.name_str();
@@ -379,9 +380,15 @@ pub(crate) fn to_images(schema: &SchemaMap, table: &TableMap, rows: Vec<Row>) ->
                         name: name.as_ref().into(),
                     }
                 })
-                .collect()
+                .collect();
+            let travelling = travelling_names(&columns);
+            (columns, travelling)
         });
-        images.push(RawImage::new(Arc::clone(columns), row.unwrap()));
+        images.push(RawImage::shaped(
+            Arc::clone(columns),
+            travelling.clone(),
+            row.unwrap(),
+        ));
     }
     images
 }

@@ -160,7 +160,7 @@ pub(crate) async fn stream_session(
             &settings.database,
         )
         .await?;
-        if !txn.rows.is_empty() && pending_since.is_none() {
+        if !txn.is_empty() && pending_since.is_none() {
             pending_since = Some(Instant::now());
         }
         let new_schema = if schema_changed {

@@ -321,7 +321,12 @@ impl TableLayout {
             ) else {
                 return Err(truncated(Truncated));
             };
-            *place = correction.normalise(codec.read(input).map_err(truncated)?);
+            let value = codec.read(input).map_err(truncated)?;
+            *place = if correction.corrects_prepared_values() {
+                correction.normalise(value)
+            } else {
+                value
+            };
         }
         Ok(RawImage::shaped(
             Arc::clone(&shape.columns),
@@ -416,6 +421,15 @@ pub(crate) struct BinlogColumn {
 }
 
 impl BinlogColumn {
+    /// Whether values read by the prepared codecs need [`BinlogColumn::normalise`]: ENUM
+    /// and SET members, and latin1 text.
+    fn corrects_prepared_values(&self) -> bool {
+        matches!(
+            self.column_type,
+            ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
+        ) || is_latin1(self.charset)
+    }
+
     /// Brings a decoded binlog value to the form a query of the same column returns:
     /// - a signed MEDIUMINT is read by mysql_common without sign extension;
     /// - without SIGNEDNESS metadata mysql_common reads unsigned integers as signed;

@@ -33,7 +33,7 @@ struct Names {
 
 /// Every name as a JSON object key, escaped as serde_json escapes it: `"name":`, with the
 /// comma that separates it from the previous member before every key but the first.
-pub(crate) struct JsonKeys {
+struct JsonKeys {
     bytes: Vec<u8>,
     /// Where each key ends in `bytes`.
     ends: Vec<usize>,
@@ -41,9 +41,13 @@ pub(crate) struct JsonKeys {
 
 impl JsonKeys {
     /// The bytes that go before value `i`.
-    pub(crate) fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+    fn key(&self, i: usize) -> &[u8] {
+        let start = match i.checked_sub(1) {
+            Some(before) => self.ends.get(before).copied().unwrap_or(self.bytes.len()),
+            None => 0,
+        };
+        let end = self.ends.get(i).copied().unwrap_or(self.bytes.len());
+        &self.bytes[start..end]
     }
 }
 
@@ -80,7 +84,13 @@ impl ColumnNames {
     }
 
     /// The names as JSON object keys, written on first use.
-    pub(crate) fn json_keys(&self) -> &JsonKeys {
+    /// The `i`-th name as a JSON object key, `"name":`, preceded by a comma unless it is the
+    /// first (empty past the last name). Rendered once per set of names.
+    pub fn json_key(&self, i: usize) -> &[u8] {
+        self.json_keys().key(i)
+    }
+
+    fn json_keys(&self) -> &JsonKeys {
         self.0.json_keys.get_or_init(|| {
             let mut bytes = Vec::new();
             let mut ends = Vec::with_capacity(self.len());

@@ -6,127 +6,186 @@
 //! first checked in one pass the compiler vectorises and then copied whole. Numbers are
 //! formatted by the same crates serde_json uses (`itoa`, `zmij`), so the output is identical,
 //! which `tests` checks against serde_json on random payloads.
+//!
+//! The pieces are public so that capture can write a row's JSON while its values are at hand
+//! (see `tributary_capture::captured`) and wrap the rows in the same envelope with
+//! [`PayloadWriter`].
 
-use crate::{BatchPayload, Columns, Op, Origin, RowChange, SourceTransaction, Value};
+use crate::{BatchPayload, Columns, Op, Origin, Part, RowChange, SiteHealth, Value};
 
 /// `payload` as JSON, identical to `serde_json::to_vec(payload)`.
 pub fn payload_to_json(payload: &BatchPayload) -> Vec<u8> {
-    let rows = payload.row_count();
-    let mut out = Vec::with_capacity(64 + rows * 512);
-    out.extend_from_slice(b"{\"origin\":");
-    out.extend_from_slice(match payload.origin {
-        Origin::Binlog => b"\"binlog\"",
-        Origin::Snapshot => b"\"snapshot\"",
-    });
-    out.extend_from_slice(b",\"transactions\":[");
-    for (i, transaction) in payload.transactions.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_transaction(&mut out, transaction);
+    let mut writer = PayloadWriter::new(payload.origin, payload.row_count() * 512);
+    for transaction in &payload.transactions {
+        writer.transaction(
+            transaction.gtid.as_deref(),
+            transaction.committed_at,
+            transaction.part,
+            |out| {
+                for (i, row) in transaction.rows.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_row(out, row);
+                }
+            },
+        );
     }
-    out.push(b']');
-    if let Some(health) = &payload.health {
-        // At most one batch a minute carries it: serde_json's own writer is fast enough.
-        out.extend_from_slice(b",\"health\":");
-        if serde_json::to_writer(&mut out, health).is_err() {
-            out.extend_from_slice(b"null");
-        }
-    }
-    out.push(b'}');
-    out
+    writer.finish(payload.health.as_ref())
 }
 
-fn write_transaction(out: &mut Vec<u8>, transaction: &SourceTransaction) {
-    out.push(b'{');
-    if let Some(gtid) = &transaction.gtid {
-        out.extend_from_slice(b"\"gtid\":");
-        write_str(out, gtid);
-        out.push(b',');
+/// Writes a payload's envelope (origin, transactions, health) around rows written by the
+/// caller: the same bytes [`payload_to_json`] gives for the same payload.
+pub struct PayloadWriter {
+    out: Vec<u8>,
+    transactions: usize,
+}
+
+impl PayloadWriter {
+    /// Starts a payload; `capacity` is a guess at the rows' size in bytes.
+    pub fn new(origin: Origin, capacity: usize) -> PayloadWriter {
+        let mut out = Vec::with_capacity(64 + capacity);
+        out.extend_from_slice(b"{\"origin\":");
+        out.extend_from_slice(match origin {
+            Origin::Binlog => b"\"binlog\"",
+            Origin::Snapshot => b"\"snapshot\"",
+        });
+        out.extend_from_slice(b",\"transactions\":[");
+        PayloadWriter {
+            out,
+            transactions: 0,
+        }
     }
-    out.extend_from_slice(b"\"committed_at\":");
-    out.extend_from_slice(
-        itoa::Buffer::new()
-            .format(transaction.committed_at)
-            .as_bytes(),
-    );
-    out.extend_from_slice(b",\"rows\":[");
-    for (i, row) in transaction.rows.iter().enumerate() {
-        if i > 0 {
+
+    /// Adds one transaction; `rows` writes its rows (comma-separated row objects).
+    pub fn transaction(
+        &mut self,
+        gtid: Option<&str>,
+        committed_at: u64,
+        part: Option<Part>,
+        rows: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let out = &mut self.out;
+        if self.transactions > 0 {
             out.push(b',');
         }
-        write_row(out, row);
+        self.transactions += 1;
+        out.push(b'{');
+        if let Some(gtid) = gtid {
+            out.extend_from_slice(b"\"gtid\":");
+            write_str(out, gtid);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"committed_at\":");
+        out.extend_from_slice(itoa::Buffer::new().format(committed_at).as_bytes());
+        out.extend_from_slice(b",\"rows\":[");
+        rows(out);
+        out.push(b']');
+        if let Some(part) = part {
+            out.extend_from_slice(b",\"part\":{\"index\":");
+            out.extend_from_slice(itoa::Buffer::new().format(part.index).as_bytes());
+            out.extend_from_slice(if part.last {
+                b",\"last\":true}"
+            } else {
+                b",\"last\":false}"
+            });
+        }
+        out.push(b'}');
     }
-    out.push(b']');
-    if let Some(part) = &transaction.part {
-        out.extend_from_slice(b",\"part\":{\"index\":");
-        out.extend_from_slice(itoa::Buffer::new().format(part.index).as_bytes());
-        out.extend_from_slice(if part.last {
-            b",\"last\":true}"
-        } else {
-            b",\"last\":false}"
-        });
+
+    /// Ends the payload, with the site's health report when one is due.
+    pub fn finish(mut self, health: Option<&SiteHealth>) -> Vec<u8> {
+        let out = &mut self.out;
+        out.push(b']');
+        if let Some(health) = health {
+            // At most one batch a minute carries it: serde_json's own writer is fast enough.
+            out.extend_from_slice(b",\"health\":");
+            if serde_json::to_writer(&mut *out, health).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b'}');
+        self.out
     }
-    out.push(b'}');
 }
 
 fn write_row(out: &mut Vec<u8>, row: &RowChange) {
-    out.extend_from_slice(b"{\"table\":");
-    write_str(out, &row.table);
-    out.extend_from_slice(match row.op {
-        Op::Insert => b",\"op\":\"insert\",\"identity\":",
-        Op::Update => b",\"op\":\"update\",\"identity\":",
-        Op::Delete => b",\"op\":\"delete\",\"identity\":",
-    });
-    write_str(out, row.identity.as_str());
-    out.extend_from_slice(b",\"columns\":");
+    write_row_head(out, &row.table, row.op, row.identity.as_str());
     write_columns(out, &row.columns);
     out.push(b'}');
 }
 
-fn write_columns(out: &mut Vec<u8>, columns: &Columns) {
+/// Opens a row object up to its columns: `{"table":..,"op":..,"identity":..,"columns":`.
+/// The caller writes the columns object, then closes the row with `}`.
+pub fn write_row_head(out: &mut Vec<u8>, table: &str, op: Op, identity: &str) {
+    out.extend_from_slice(b"{\"table\":");
+    write_str(out, table);
+    out.extend_from_slice(match op {
+        Op::Insert => b",\"op\":\"insert\",\"identity\":",
+        Op::Update => b",\"op\":\"update\",\"identity\":",
+        Op::Delete => b",\"op\":\"delete\",\"identity\":",
+    });
+    write_str(out, identity);
+    out.extend_from_slice(b",\"columns\":");
+}
+
+/// A columns object: `{"name":value,...}`.
+pub fn write_columns(out: &mut Vec<u8>, columns: &Columns) {
     out.push(b'{');
     // The keys (and the commas between members) are written once per shared set of names.
-    let keys = columns.names().json_keys();
+    let names = columns.names();
     for (i, value) in columns.values().enumerate() {
-        out.extend_from_slice(keys.key(i));
+        out.extend_from_slice(names.json_key(i));
         write_value(out, value);
     }
     out.push(b'}');
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+/// One value, as [`Value`]'s `Serialize` writes it.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
         Value::UInt(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
-        Value::Float(v) if v.is_finite() => {
-            out.extend_from_slice(zmij::Buffer::new().format_finite(*v).as_bytes())
-        }
-        Value::Float(_) => out.extend_from_slice(b"null"),
+        Value::Float(v) => write_f64(out, *v),
         Value::Text(s) => write_str(out, s),
-        Value::Bytes(b) => {
-            out.extend_from_slice(b"{\"hex\":\"");
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            out.reserve(b.len() * 2 + 2);
-            for byte in b {
-                out.push(DIGITS[usize::from(byte >> 4)]);
-                out.push(DIGITS[usize::from(byte & 0x0f)]);
-            }
-            out.extend_from_slice(b"\"}");
-        }
-        Value::Ref(r) => {
-            out.extend_from_slice(b"{\"ref\":");
-            write_str(out, &r.table);
-            out.extend_from_slice(b",\"id\":");
-            write_str(out, r.identity.as_str());
-            out.push(b'}');
-        }
+        Value::Bytes(b) => write_hex(out, b),
+        Value::Ref(r) => write_ref(out, &r.table, r.identity.as_str()),
     }
 }
 
+/// A float as serde_json writes it: shortest round-trip form, `null` when not finite.
+pub fn write_f64(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Bytes that are not text: `{"hex":"..."}`.
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"{\"hex\":\"");
+    out.reserve(bytes.len() * 2 + 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    }
+    out.extend_from_slice(b"\"}");
+}
+
+/// A reference: `{"ref":"<table>","id":"<identity>"}`.
+pub fn write_ref(out: &mut Vec<u8>, table: &str, identity: &str) {
+    out.extend_from_slice(b"{\"ref\":");
+    write_str(out, table);
+    out.extend_from_slice(b",\"id\":");
+    write_str(out, identity);
+    out.push(b'}');
+}
+
 /// A JSON string, escaped exactly as serde_json escapes it.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.push(b'"');
     // One pass without early exit, so it vectorises; almost every payload string is clean.
@@ -172,7 +231,7 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ColumnName, Identity, Part, RowRef, SiteError, SiteHealth};
+    use crate::{ColumnName, Identity, RowRef, SiteError, SourceTransaction};
     use proptest::prelude::*;
 
     fn text() -> impl Strategy<Value = String> {

@@ -10,7 +10,7 @@
 
 mod columns;
 mod identity;
-mod json;
+pub mod json;
 mod value;
 
 pub use columns::{ColumnNames, Columns};

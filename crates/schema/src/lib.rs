@@ -12,7 +12,7 @@ mod map;
 mod policy;
 
 pub use catalog::{Catalog, CatalogColumn, CatalogTable, ColumnKind, ForeignKey};
-pub use column_value::{quote_ident, to_value};
+pub use column_value::{quote_ident, to_value, write_json};
 pub use error::SchemaError;
 pub use map::{IdentityRule, IdentitySource, PolymorphicColumn, SchemaMap, TableMap};
 pub use policy::{
