@@ -66,6 +66,7 @@ impl Annotator<'_> {
                 if let ColumnRole::Reference {
                     target,
                     root: Some(root),
+                    ..
                 } = &column.role
                     && let Some(key) = sql_int(value)
                     && !self.cache.pin(root, key)
@@ -177,30 +178,32 @@ impl Annotator<'_> {
             return;
         };
         let polymorphic = self.polymorphic_targets(map, image);
+        let keys = names.json_keys();
         out.push(b'{');
         let mut travelling = 0;
         for (column, value) in image.iter() {
             if column.role == ColumnRole::Local {
                 continue;
             }
-            out.extend_from_slice(names.json_key(travelling));
+            out.extend_from_slice(keys.key(travelling));
             travelling += 1;
-            // Declared references, the most common, are written from the cache's own copy of
-            // the identity.
-            if let ColumnRole::Reference { target, root } = &column.role
-                && let Some(key) = sql_int(value)
-            {
-                let identity = root
-                    .as_deref()
-                    .and_then(|root| self.cache.get_ref(root, key));
-                write_reference(out, target, identity, key);
-                continue;
-            }
-            match self.travelling_reference(column, value, &polymorphic) {
-                Some(reference) => {
-                    json::write_ref(out, &reference.table, reference.identity.as_str())
+            match &column.role {
+                ColumnRole::Plain => write_json(out, value, column.kind),
+                // Declared references are written from the cache's own copy of the identity.
+                ColumnRole::Reference {
+                    root, json_prefix, ..
+                } if let Some(key) = sql_int(value) => {
+                    let identity = root
+                        .as_deref()
+                        .and_then(|root| self.cache.get_ref(root, key));
+                    write_reference(out, json_prefix, identity, key);
                 }
-                None => write_json(out, value, column.kind),
+                _ => match self.travelling_reference(column, value, &polymorphic) {
+                    Some(reference) => {
+                        json::write_ref(out, &reference.table, reference.identity.as_str())
+                    }
+                    None => write_json(out, value, column.kind),
+                },
             }
         }
         out.push(b'}');
@@ -244,7 +247,7 @@ impl Annotator<'_> {
         polymorphic: &[(&str, (&str, i64))],
     ) -> Option<RowRef> {
         match &column.role {
-            ColumnRole::Reference { target, root } => {
+            ColumnRole::Reference { target, root, .. } => {
                 let key = sql_int(value)?;
                 Some(self.reference_by_root(target, root.as_deref(), key))
             }
@@ -282,11 +285,12 @@ fn unresolved(key: i64) -> Identity {
 
 const UNRESOLVED_PREFIX: &str = "missing-at-source:";
 
-/// A reference to `target` row `key` as JSON: by its identity, or as unresolved.
-fn write_reference(out: &mut Vec<u8>, target: &str, identity: Option<&Identity>, key: i64) {
+/// A reference to row `key` as JSON after its column's `json_prefix`: by its identity, or as
+/// unresolved.
+fn write_reference(out: &mut Vec<u8>, json_prefix: &[u8], identity: Option<&Identity>, key: i64) {
     match identity {
-        Some(identity) => json::write_ref(out, target, identity.as_str()),
-        None => json::write_ref(out, target, unresolved(key).as_str()),
+        Some(identity) => json::write_ref_after(out, json_prefix, identity.as_str()),
+        None => json::write_ref_after(out, json_prefix, unresolved(key).as_str()),
     }
 }
 

@@ -46,6 +46,8 @@ pub enum ColumnRole {
     Reference {
         target: Arc<str>,
         root: Option<Arc<str>>,
+        /// `{"ref":"<target>","id":`, the JSON every value of the column starts with.
+        json_prefix: Arc<[u8]>,
     },
     /// Holds an id when the row's attribute type says so (`person_attribute.value`).
     Polymorphic,
@@ -63,6 +65,7 @@ impl ColumnRole {
             ColumnRole::Local
         } else if let Some(target) = map.references.get(name) {
             ColumnRole::Reference {
+                json_prefix: tributary_model::json::ref_prefix(target).into(),
                 target: Arc::clone(target),
                 root: schema
                     .table(target)

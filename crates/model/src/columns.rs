@@ -33,21 +33,21 @@ struct Names {
 
 /// Every name as a JSON object key, escaped as serde_json escapes it: `"name":`, with the
 /// comma that separates it from the previous member before every key but the first.
-struct JsonKeys {
+/// A set of names rendered as JSON object keys (see [`ColumnNames::json_keys`]).
+pub struct JsonKeys {
     bytes: Vec<u8>,
-    /// Where each key ends in `bytes`.
-    ends: Vec<usize>,
+    /// Where each key starts and ends in `bytes`.
+    spans: Vec<(usize, usize)>,
 }
 
 impl JsonKeys {
-    /// The bytes that go before value `i`.
-    fn key(&self, i: usize) -> &[u8] {
-        let start = match i.checked_sub(1) {
-            Some(before) => self.ends.get(before).copied().unwrap_or(self.bytes.len()),
-            None => 0,
-        };
-        let end = self.ends.get(i).copied().unwrap_or(self.bytes.len());
-        &self.bytes[start..end]
+    /// The `i`-th name as a JSON object key, `"name":`, preceded by a comma unless it is the
+    /// first (empty past the last name).
+    pub fn key(&self, i: usize) -> &[u8] {
+        self.spans
+            .get(i)
+            .and_then(|&(start, end)| self.bytes.get(start..end))
+            .unwrap_or_default()
     }
 }
 
@@ -84,25 +84,21 @@ impl ColumnNames {
     }
 
     /// The names as JSON object keys, written on first use.
-    /// The `i`-th name as a JSON object key, `"name":`, preceded by a comma unless it is the
-    /// first (empty past the last name). Rendered once per set of names.
-    pub fn json_key(&self, i: usize) -> &[u8] {
-        self.json_keys().key(i)
-    }
-
-    fn json_keys(&self) -> &JsonKeys {
+    /// The names as JSON object keys, rendered once per set of names.
+    pub fn json_keys(&self) -> &JsonKeys {
         self.0.json_keys.get_or_init(|| {
             let mut bytes = Vec::new();
-            let mut ends = Vec::with_capacity(self.len());
+            let mut spans = Vec::with_capacity(self.len());
             for (i, name) in self.iter().enumerate() {
+                let start = bytes.len();
                 if i > 0 {
                     bytes.push(b',');
                 }
                 crate::json::write_str(&mut bytes, name);
                 bytes.push(b':');
-                ends.push(bytes.len());
+                spans.push((start, bytes.len()));
             }
-            JsonKeys { bytes, ends }
+            JsonKeys { bytes, spans }
         })
     }
 }

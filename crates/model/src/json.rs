@@ -133,9 +133,9 @@ pub fn write_row_head(out: &mut Vec<u8>, table: &str, op: Op, identity: &str) {
 pub fn write_columns(out: &mut Vec<u8>, columns: &Columns) {
     out.push(b'{');
     // The keys (and the commas between members) are written once per shared set of names.
-    let names = columns.names();
+    let keys = columns.names().json_keys();
     for (i, value) in columns.values().enumerate() {
-        out.extend_from_slice(names.json_key(i));
+        out.extend_from_slice(keys.key(i));
         write_value(out, value);
     }
     out.push(b'}');
@@ -180,6 +180,22 @@ pub fn write_ref(out: &mut Vec<u8>, table: &str, identity: &str) {
     out.extend_from_slice(b"{\"ref\":");
     write_str(out, table);
     out.extend_from_slice(b",\"id\":");
+    write_str(out, identity);
+    out.push(b'}');
+}
+
+/// What every reference to `table` starts with, `{"ref":"<table>","id":`, for
+/// [`write_ref_after`]: written once per column rather than once per value.
+pub fn ref_prefix(table: &str) -> Vec<u8> {
+    let mut prefix = b"{\"ref\":".to_vec();
+    write_str(&mut prefix, table);
+    prefix.extend_from_slice(b",\"id\":");
+    prefix
+}
+
+/// A reference whose [`ref_prefix`] is at hand: the same bytes as [`write_ref`].
+pub fn write_ref_after(out: &mut Vec<u8>, prefix: &[u8], identity: &str) {
+    out.extend_from_slice(prefix);
     write_str(out, identity);
     out.push(b'}');
 }
@@ -334,6 +350,16 @@ mod tests {
                 String::from_utf8(payload_to_json(&payload)).unwrap(),
                 serde_json::to_string(&payload).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn a_reference_after_its_prefix_is_the_reference() {
+        for (table, identity) in [("obs", "a-1"), ("we\"ird", "[\"x\",1]")] {
+            let (mut whole, mut after) = (Vec::new(), Vec::new());
+            write_ref(&mut whole, table, identity);
+            write_ref_after(&mut after, &ref_prefix(table), identity);
+            assert_eq!(whole, after);
         }
     }
 

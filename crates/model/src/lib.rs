@@ -13,7 +13,7 @@ mod identity;
 pub mod json;
 mod value;
 
-pub use columns::{ColumnNames, Columns};
+pub use columns::{ColumnNames, Columns, JsonKeys};
 pub use identity::{Identity, RowRef};
 pub use json::payload_to_json;
 pub use value::Value;

@@ -120,6 +120,23 @@ fn datetime_text(
 }
 
 fn push_date(out: &mut Vec<u8>, year: u16, month: u8, day: u8) {
+    if year <= 9999 && month <= 99 && day <= 99 {
+        // The usual case, in one copy: every obs row carries several dates.
+        let y = usize::from(year);
+        out.extend_from_slice(&[
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(usize::from(month) / 10),
+            digit(usize::from(month)),
+            b'-',
+            digit(usize::from(day) / 10),
+            digit(usize::from(day)),
+        ]);
+        return;
+    }
     push_padded(out, u32::from(year), 4);
     out.push(b'-');
     push_padded(out, u32::from(month), 2);
@@ -129,16 +146,36 @@ fn push_date(out: &mut Vec<u8>, year: u16, month: u8, day: u8) {
 
 /// ` HH:MM:SS[.ffffff]`, after a date.
 fn push_time_of_day(out: &mut Vec<u8>, hour: u8, minute: u8, second: u8, micros: u32) {
-    out.push(b' ');
-    push_padded(out, u32::from(hour), 2);
-    out.push(b':');
-    push_padded(out, u32::from(minute), 2);
-    out.push(b':');
-    push_padded(out, u32::from(second), 2);
+    if hour <= 99 && minute <= 99 && second <= 99 {
+        let (h, m, s) = (usize::from(hour), usize::from(minute), usize::from(second));
+        out.extend_from_slice(&[
+            b' ',
+            digit(h / 10),
+            digit(h),
+            b':',
+            digit(m / 10),
+            digit(m),
+            b':',
+            digit(s / 10),
+            digit(s),
+        ]);
+    } else {
+        out.push(b' ');
+        push_padded(out, u32::from(hour), 2);
+        out.push(b':');
+        push_padded(out, u32::from(minute), 2);
+        out.push(b':');
+        push_padded(out, u32::from(second), 2);
+    }
     if micros != 0 {
         out.push(b'.');
         push_padded(out, micros, 6);
     }
+}
+
+/// The last decimal digit of `value`, as ASCII.
+fn digit(value: usize) -> u8 {
+    b'0' + (value % 10) as u8
 }
 
 /// Text made only of ASCII digits and separators.
