@@ -1,10 +1,11 @@
-//! Annotation: raw source rows become travelling [`RowChange`]s.
+//! Annotation: raw source rows become travelling row changes, written straight into their
+//! payload JSON ([`CapturedTransaction`]).
 //!
 //! For each row: keep the synced columns, drop the surrogate key, convert values by column
 //! kind, and replace every integer reference with the referenced row's identity. The
 //! transaction's rows first teach the cache their own keys (a visit inserted in the same
 //! transaction as its encounter needs no lookup), then the keys still unknown are fetched from
-//! the source in one batched pass, then the rows are built.
+//! the source in one batched pass, then the rows are written.
 //!
 //! A reference the source can no longer resolve (the parent was deleted before capture got
 //! here) travels as an identity marked `missing-at-source:`; HQ parks the row with that reason
@@ -25,7 +26,7 @@ use tributary_schema::{
     ColumnKind, IdentityRule, IdentitySource, SchemaMap, TableMap, to_value, write_json,
 };
 
-/// Turns raw rows into row changes, resolving references through `cache` and `lookup`.
+/// Turns raw rows into row changes, resolving references through `cache`.
 pub struct Annotator<'a> {
     pub schema: &'a SchemaMap,
     pub cache: &'a mut IdentityCache,

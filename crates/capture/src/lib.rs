@@ -3,7 +3,8 @@
 //!
 //! Module map: [`binlog`] frames events into transactions and decodes rows with the prepared
 //! layouts of [`table_layout`] and the codecs of [`binlog_values`]; [`annotate`] turns
-//! integer references into identities (with [`identities`] as its cache and lookup);
+//! integer references into identities (with [`identities`] as its cache and lookup) and
+//! writes each row's payload JSON into [`captured`] transactions;
 //! [`publisher`] seals and publishes batches with the [`checkpoint`] protocol; [`stream`] is
 //! the streaming loop, [`snapshot`] the seed, [`resend`] chosen rows again by identity;
 //! [`source`] holds the connection and preflight.
