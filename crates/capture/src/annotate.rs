@@ -70,7 +70,7 @@ impl Annotator<'_> {
                     ..
                 } = &column.role
                     && let Some(key) = sql_int(value)
-                    && !self.cache.pin(root, key)
+                    && !self.cache.pin_shared(root, key)
                     && let Some(source) = self
                         .schema
                         .table(target)
@@ -195,8 +195,8 @@ impl Annotator<'_> {
                     root, json_prefix, ..
                 } if let Some(key) = sql_int(value) => {
                     let identity = root
-                        .as_deref()
-                        .and_then(|root| self.cache.get_ref(root, key));
+                        .as_ref()
+                        .and_then(|root| self.cache.get_ref_shared(root, key));
                     write_reference(out, json_prefix, identity, key);
                 }
                 _ => match self.travelling_reference(column, value, &polymorphic) {

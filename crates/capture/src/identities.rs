@@ -13,17 +13,22 @@
 //! between transactions, whatever a transaction learned or found stays until it is built.
 //!
 //! Lookups happen for every reference of every row: root tables are numbered once, so a key
-//! is two integers, hashed with the Fx hash (keys are not attacker-chosen here).
+//! is two integers, hashed with the Fx hash (keys are not attacker-chosen here). A reference
+//! column names its root with one shared string for all its rows: the number is found by the
+//! string's address then, without hashing the name.
 
 use crate::error::CaptureError;
 use mysql_async::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use tributary_model::Identity;
 use tributary_schema::{IdentitySource, quote_ident};
 
 /// How many keys one lookup query asks for.
 const LOOKUP_CHUNK: usize = 500;
+/// Shared root names remembered by address before they are let go.
+const SHARED_ROOT_NAMES: usize = 1024;
 
 /// A root table's number and a source key of it.
 type Key = (u32, i64);
@@ -31,6 +36,10 @@ type Key = (u32, i64);
 pub struct IdentityCache {
     /// Root table name -> its number in keys (a handful of tables).
     roots: FxHashMap<Box<str>, u32>,
+    /// The address of a shared root name -> its number; `shared_names` keeps those names
+    /// alive, so no address is reused while it is here.
+    shared_roots: FxHashMap<usize, u32>,
+    shared_names: Vec<Arc<str>>,
     /// Keys learned or used since the last turn-over.
     recent: FxHashMap<Key, Identity>,
     /// The generation before; dropped at the next turn-over.
@@ -45,6 +54,8 @@ impl IdentityCache {
         let generation = (capacity / 2).max(1);
         IdentityCache {
             roots: FxHashMap::default(),
+            shared_roots: FxHashMap::default(),
+            shared_names: Vec::new(),
             recent: FxHashMap::default(),
             older: FxHashMap::default(),
             generation,
@@ -69,6 +80,23 @@ impl IdentityCache {
         }
         let number = u32::try_from(self.roots.len()).unwrap_or(u32::MAX);
         self.roots.insert(root.into(), number);
+        (number, key)
+    }
+
+    /// The key of `root` row `key`, `root` being a name shared by every row of a column.
+    fn shared_key(&mut self, root: &Arc<str>, key: i64) -> Key {
+        let address = Arc::as_ptr(root).cast::<u8>() as usize;
+        if let Some(&number) = self.shared_roots.get(&address) {
+            return (number, key);
+        }
+        if self.shared_names.len() >= SHARED_ROOT_NAMES {
+            // Each schema change brings new names: the old ones are let go now and then.
+            self.shared_roots.clear();
+            self.shared_names.clear();
+        }
+        let (number, key) = self.key(root, key);
+        self.shared_names.push(Arc::clone(root));
+        self.shared_roots.insert(address, number);
         (number, key)
     }
 
@@ -99,6 +127,18 @@ impl IdentityCache {
 
     pub fn pin(&mut self, root: &str, key: i64) -> bool {
         let id = self.key(root, key);
+        self.found(id).is_some()
+    }
+
+    /// [`IdentityCache::get_ref`] for a reference column's shared root name.
+    pub fn get_ref_shared(&mut self, root: &Arc<str>, key: i64) -> Option<&Identity> {
+        let id = self.shared_key(root, key);
+        self.found(id)
+    }
+
+    /// [`IdentityCache::pin`] for a reference column's shared root name.
+    pub fn pin_shared(&mut self, root: &Arc<str>, key: i64) -> bool {
+        let id = self.shared_key(root, key);
         self.found(id).is_some()
     }
 
@@ -165,6 +205,32 @@ mod tests {
         );
         assert_eq!(cache.get("person", 1), Some(Identity::from_uuid("a")));
         assert_eq!(cache.get("person", 2), Some(Identity::from_uuid("c")));
+    }
+
+    #[test]
+    fn shared_root_names_find_the_keys_learned_under_the_plain_name() {
+        let mut cache = IdentityCache::new(100);
+        cache.learn("person", 7, Identity::from_uuid("p-7"));
+        cache.learn("concept", 7, Identity::from_uuid("c-7"));
+        // Many schema versions' worth of shared names, each a new string for the same roots.
+        for _ in 0..3 * SHARED_ROOT_NAMES {
+            let person: Arc<str> = "person".into();
+            let concept: Arc<str> = "concept".into();
+            assert_eq!(
+                cache.get_ref_shared(&person, 7).map(Identity::as_str),
+                Some("p-7")
+            );
+            assert!(cache.pin_shared(&concept, 7));
+            assert!(!cache.pin_shared(&concept, 8));
+        }
+        assert!(cache.shared_names.len() <= SHARED_ROOT_NAMES);
+        let users: Arc<str> = "users".into();
+        assert!(cache.get_ref_shared(&users, 7).is_none());
+        cache.learn("users", 7, Identity::from_uuid("u-7"));
+        assert_eq!(
+            cache.get_ref_shared(&users, 7).map(Identity::as_str),
+            Some("u-7")
+        );
     }
 
     #[test]
