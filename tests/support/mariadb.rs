@@ -347,9 +347,38 @@ impl MariaDb {
 
     /// Graceful shutdown; the data stays, [`MariaDb::start_server`] brings it back.
     pub fn stop_server(&mut self) -> anyhow::Result<()> {
+        // A frozen server would sit out the graceful deadline.
+        self.thaw_server()?;
         run(script().arg("stop").arg(&self.dir))
             .with_context(|| format!("stopping the {} instance", self.role))?;
         self.running = false;
+        Ok(())
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open and say nothing, as over a
+    /// link that died without closing. [`MariaDb::thaw_server`] (or stopping it) resumes it.
+    pub fn freeze_server(&self) -> anyhow::Result<()> {
+        self.signal_server("-STOP")
+    }
+
+    /// Resumes a frozen server (SIGCONT; nothing happens to a running one).
+    pub fn thaw_server(&self) -> anyhow::Result<()> {
+        self.signal_server("-CONT")
+    }
+
+    fn signal_server(&self, signal: &str) -> anyhow::Result<()> {
+        if pid_alive(self.pid) {
+            let status = Command::new("kill")
+                .arg(signal)
+                .arg(self.pid.to_string())
+                .status()
+                .context("running kill(1)")?;
+            anyhow::ensure!(
+                status.success() || !pid_alive(self.pid),
+                "kill {signal} {} failed",
+                self.pid
+            );
+        }
         Ok(())
     }
 

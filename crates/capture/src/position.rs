@@ -406,16 +406,9 @@ fn carries_its_checksum(event: &Event, name: &[u8]) -> bool {
     crc32(&bytes).to_le_bytes() == stored
 }
 
-/// CRC-32 (IEEE 802.3), as the binlog uses; bitwise, for the one event that needs it.
+/// CRC-32 (IEEE 802.3), as the binlog uses.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 #[cfg(test)]

@@ -195,6 +195,29 @@ fn format_descriptions_of_57_and_80_announce_crc32_and_checksums_verify() {
 }
 
 #[test]
+fn event_checksums_are_computed_over_the_closed_file_header() {
+    // The server writes a format description with "binlog in use" set while the file is
+    // open, and its checksum as if the flag were clear (the flag is cleared on close).
+    let mut open_file = format_description("8.0.27", &MYSQL_80_POST_HEADER_LENGTHS);
+    open_file[17] |= 1;
+    let initial = FormatDescriptionEvent::new(BinlogVersion::Version4);
+    let fde = read(&initial, &open_file);
+    assert_eq!(fde.header().flags_raw() & 1, 1);
+    let fde80 = mysql_80();
+    let xid = read(&fde80, &frame(16, 1_234, &77u64.to_le_bytes(), true));
+    for event in [&fde, &xid] {
+        assert_eq!(
+            crate::binlog::event_crc32(event),
+            event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)
+        );
+        crate::binlog::verify_checksum(event).expect("the stored checksum verifies");
+    }
+    let mut corrupted = open_file.clone();
+    corrupted[30] ^= 1;
+    assert!(crate::binlog::verify_checksum(&read(&initial, &corrupted)).is_err());
+}
+
+#[test]
 fn recorded_gtid_events_with_and_without_the_80_fields() {
     let fde = mysql_80();
     let info = |body: &[u8]| {

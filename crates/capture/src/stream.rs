@@ -62,7 +62,9 @@ pub(crate) async fn stream_session(
     let mut assembler =
         TransactionAssembler::new(&settings.database, settings.transaction_part_rows);
     assembler.resume_inside(resume_inside(publisher)?);
-    let mut last_event = Instant::now();
+    // Since when the stream has been quiet: set by the first idle wait, cleared by any event
+    // (so a busy stream reads no clock per event).
+    let mut quiet_since: Option<Instant> = None;
     let mut pending_since: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
@@ -92,7 +94,12 @@ pub(crate) async fn stream_session(
                 publisher.flush()?;
                 publisher.keep_alive(settings.keepalive_interval)?;
                 pending_since = None;
-                if last_event.elapsed() > SILENCE_LIMIT {
+                // No event came during the whole wait that just ended.
+                let since = *quiet_since.get_or_insert_with(|| {
+                    let now = Instant::now();
+                    now.checked_sub(settings.flush_interval).unwrap_or(now)
+                });
+                if since.elapsed() > SILENCE_LIMIT {
                     return Err(CaptureError::Silent(SILENCE_LIMIT.as_secs()));
                 }
                 continue;
@@ -108,7 +115,7 @@ pub(crate) async fn stream_session(
             Ok(Ok(Some(Err(e)))) => return Err(e.into()),
             Ok(Ok(Some(Ok(event)))) => event,
         };
-        last_event = Instant::now();
+        quiet_since = None;
         if event.header().event_type_raw() == HEARTBEAT_EVENT {
             crate::metrics::caught_up();
         }

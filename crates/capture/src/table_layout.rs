@@ -310,8 +310,10 @@ impl TableLayout {
         }
         let (nulls, rest) = input.split_at(null_bytes);
         *input = rest;
-        // Values go straight to their sorted slots; NULLs are already in place.
-        let mut values = vec![Sql::NULL; present.len()];
+        // Values go straight to their sorted slots; NULLs are already in place (written as
+        // such, not cloned from one: `vec![Sql::NULL; n]` clones through `Value::clone`).
+        let mut values = Vec::with_capacity(present.len());
+        values.resize_with(present.len(), || Sql::NULL);
         for ((position, &column), &slot) in present.iter().enumerate().zip(&shape.slots) {
             let is_null = nulls[position / 8] & (1 << (position % 8)) != 0;
             if is_null {
