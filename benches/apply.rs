@@ -7,6 +7,11 @@
 //! `cargo bench --bench apply` (release build). `TRIBUTARY_BENCH_ROWS` sets the size (default
 //! 200,000 row changes). It starts its own site, HQ and replica MariaDB instances and removes
 //! them at the end. It prints rows/s for both and the ratio; it asserts nothing about time.
+//!
+//! HQ and the replica run with MariaDB's default durability (`innodb_flush_log_at_trx_commit=1`,
+//! doublewrite on: every commit is on disk when it returns), the reference DESIGN.md quotes.
+//! `TRIBUTARY_BENCH_DURABILITY=relaxed` runs both with the test instances' settings instead
+//! (`innodb_flush_log_at_trx_commit=2`, no doublewrite: a commit reaches the OS, not the disk).
 
 use anyhow::{Context, Result};
 use mysql_async::prelude::*;
@@ -38,11 +43,12 @@ async fn main() -> Result<()> {
         obs_per_encounter: 6,
     };
     let patients = target_rows.div_ceil(shape.rows_per_patient()).max(4);
+    let durability = Durability::from_env()?;
     let (site, hq, replica) = tokio::try_join!(
-        start(Role::Site, "bench-apply-site"),
-        start(Role::Hq, "bench-apply-hq"),
+        start(Role::Site, "bench-apply-site", Durability::Relaxed),
+        start(Role::Hq, "bench-apply-hq", durability),
         // The same fixtures as the site, so the replica starts where the site's binlog does.
-        start(Role::Site, "bench-apply-replica"),
+        start(Role::Site, "bench-apply-replica", durability),
     )?;
 
     eprintln!("loading about {target_rows} row changes at the site...");
@@ -113,7 +119,10 @@ async fn main() -> Result<()> {
     replicate(&site, &replica, &position).await?;
     let replica_secs = started.elapsed().as_secs_f64();
 
-    println!("apply benchmark: {loaded} row changes at the site ({patients} patients)");
+    println!(
+        "apply benchmark: {loaded} row changes at the site ({patients} patients); HQ and replica: {}",
+        durability.describe()
+    );
     println!(
         "  tributary apply         {apply_secs:>7.2} s  {:>8.0} rows/s  ({batches} batches, {rows} rows applied, {parked} parked, {conflicts} conflicts)",
         rows as f64 / apply_secs
@@ -123,7 +132,7 @@ async fn main() -> Result<()> {
         statements as f64 / rows.max(1) as f64
     );
     println!(
-        "  mariadb replica         {replica_secs:>7.2} s  {:>8.0} rows/s  (one SQL thread, default settings, same binlog)",
+        "  mariadb replica         {replica_secs:>7.2} s  {:>8.0} rows/s  (one SQL thread, a commit per source transaction, same binlog)",
         loaded as f64 / replica_secs
     );
     println!(
@@ -133,8 +142,52 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn start(role: Role, name: &'static str) -> Result<MariaDb> {
-    tokio::task::spawn_blocking(move || MariaDb::start(role, name)).await?
+/// How HQ and the replica make commits durable; both always run the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// MariaDB's defaults: a commit is on disk when it returns.
+    ServerDefault,
+    /// The test instances' settings: a commit reaches the OS, flushed about once a second.
+    Relaxed,
+}
+
+impl Durability {
+    fn from_env() -> Result<Durability> {
+        match std::env::var("TRIBUTARY_BENCH_DURABILITY").as_deref() {
+            Err(_) | Ok("" | "default") => Ok(Durability::ServerDefault),
+            Ok("relaxed") => Ok(Durability::Relaxed),
+            Ok(other) => anyhow::bail!(
+                "TRIBUTARY_BENCH_DURABILITY={other}: use `default` (MariaDB's durable commits) or `relaxed`"
+            ),
+        }
+    }
+
+    /// The mariadbd options over the test instances' own.
+    fn server_args(self) -> &'static [&'static str] {
+        match self {
+            Durability::ServerDefault => &[
+                "--innodb-flush-log-at-trx-commit=1",
+                "--innodb-doublewrite=1",
+            ],
+            Durability::Relaxed => &[],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Durability::ServerDefault => {
+                "MariaDB's default durability (innodb_flush_log_at_trx_commit=1, doublewrite)"
+            }
+            Durability::Relaxed => "relaxed durability (innodb_flush_log_at_trx_commit=2)",
+        }
+    }
+}
+
+async fn start(role: Role, name: &'static str, durability: Durability) -> Result<MariaDb> {
+    tokio::task::spawn_blocking(move || {
+        MariaDb::start_with_args(role, name, durability.server_args())
+    })
+    .await?
 }
 
 /// Captures the site's binlog up to `position` into sealed batch files under `work`.
