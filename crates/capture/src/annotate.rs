@@ -36,8 +36,9 @@ pub struct Annotator<'a> {
 impl Annotator<'_> {
     /// Teaches the cache the keys of uuid rows in `rows`.
     pub fn learn<'r>(&mut self, rows: impl Iterator<Item = (&'r str, &'r RawImage)>) {
+        let mut tables = TableLookup::new(self.schema);
         for (table, image) in rows {
-            let Some(map) = self.schema.table(table) else {
+            let Some(map) = tables.get(table) else {
                 continue;
             };
             let (Some(key), IdentityRule::OwnUuid { column }) = (&map.surrogate_key, &map.identity)
@@ -58,8 +59,9 @@ impl Annotator<'_> {
         rows: impl Iterator<Item = (&'r str, &'r RawImage)>,
     ) -> BTreeSet<(IdentitySource, i64)> {
         let mut wanted = BTreeSet::new();
+        let mut tables = TableLookup::new(self.schema);
         for (table, image) in rows {
-            let Some(map) = self.schema.table(table) else {
+            let Some(map) = tables.get(table) else {
                 continue;
             };
             // Declared references know their identity root: a cached key costs one lookup.
@@ -111,20 +113,18 @@ impl Annotator<'_> {
             raw.part,
             raw.rows.len(),
         );
-        for row in raw.rows {
-            self.row(row, &mut captured);
+        let mut tables = TableLookup::new(self.schema);
+        for row in &raw.rows {
+            if let Some(map) = tables.get(&row.table) {
+                self.row(map, row, &mut captured);
+            }
         }
         captured
     }
 
-    /// Adds the change of one raw row (snapshot rows arrive as inserts). Rows of tables that
-    /// do not travel, rows without an identity and rows the table's filter leaves home are
-    /// left out.
-    pub fn row(&mut self, row: RawRow, into: &mut CapturedTransaction) {
-        let schema = self.schema;
-        let Some(map) = schema.table(&row.table) else {
-            return;
-        };
+    /// Adds the change of one raw row of table `map` (snapshot rows arrive as inserts). Rows
+    /// without an identity and rows the table's filter leaves home are left out.
+    fn row(&mut self, map: &TableMap, row: &RawRow, into: &mut CapturedTransaction) {
         // An update's before image only identifies the row.
         let (identifying, image) = match row.op {
             Op::Insert => (row.after.as_ref(), row.after.as_ref()),
@@ -276,6 +276,30 @@ impl Annotator<'_> {
             .and_then(|source| self.cache.get(&source.root, key))
             .unwrap_or_else(|| unresolved(key));
         RowRef::new(target, identity)
+    }
+}
+
+/// The schema map's entry for a row's table, remembered while rows of the same table follow
+/// each other (an encounter's obs, say): comparing a short name is cheaper than hashing it.
+struct TableLookup<'s, 'r> {
+    schema: &'s SchemaMap,
+    last: Option<(&'r str, Option<&'s TableMap>)>,
+}
+
+impl<'s, 'r> TableLookup<'s, 'r> {
+    fn new(schema: &'s SchemaMap) -> Self {
+        TableLookup { schema, last: None }
+    }
+
+    fn get(&mut self, table: &'r str) -> Option<&'s TableMap> {
+        match self.last {
+            Some((name, map)) if name == table => map,
+            _ => {
+                let map = self.schema.table(table);
+                self.last = Some((table, map));
+                map
+            }
+        }
     }
 }
 
