@@ -108,11 +108,7 @@ async fn twenty_applier_kills_during_mixed_work_apply_everything_exactly_once() 
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     p.verify()?;
     assert_eq!(p.dangling_references_at_hq().await?, 0);
-    let rows_applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT rows_applied FROM tributary_site_progress")
-            .await?;
+    let rows_applied = p.rows_applied_at_hq().await?;
     assert_eq!(
         rows_applied,
         Some(rows),

@@ -46,11 +46,7 @@ async fn sigkill_of_capture_and_applier_mid_stream_loses_and_doubles_nothing() -
 
     // Nothing applied twice: HQ counted exactly one application of every row change the site
     // made (a batch applied again after a crash would count its rows again).
-    let rows_applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT rows_applied FROM tributary_site_progress")
-            .await?;
+    let rows_applied = p.rows_applied_at_hq().await?;
     let changes = PHASES * PATIENTS_PER_PHASE * shape.rows_per_patient() + live.rows;
     assert_eq!(
         rows_applied,

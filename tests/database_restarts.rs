@@ -4,7 +4,6 @@
 //! server that stops answering without closing the link is noticed by the missing heartbeats.
 
 use anyhow::Result;
-use mysql_async::prelude::*;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
@@ -51,11 +50,7 @@ async fn capture_and_apply_survive_crashes_of_the_site_and_hq_servers() -> Resul
         apply.logs()
     );
     p.verify()?;
-    let rows_applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT rows_applied FROM tributary_site_progress")
-            .await?;
+    let rows_applied = p.rows_applied_at_hq().await?;
     assert_eq!(
         rows_applied,
         Some(30 * shape.rows_per_patient()),
@@ -99,11 +94,7 @@ async fn capture_notices_a_site_server_that_stops_answering_and_resumes() -> Res
         capture.logs()
     );
     p.verify()?;
-    let rows_applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT rows_applied FROM tributary_site_progress")
-            .await?;
+    let rows_applied = p.rows_applied_at_hq().await?;
     assert_eq!(
         rows_applied,
         Some(10 * shape.rows_per_patient()),

@@ -7,7 +7,6 @@
 //! so the handshake and the certificate check are real.
 
 use anyhow::{Context, Result};
-use mysql_async::prelude::*;
 use std::path::Path;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::Tansu;
@@ -74,11 +73,7 @@ async fn batches_travel_over_tls_and_an_untrusted_broker_is_refused() -> Result<
     p.wait_caught_up(&mut [&mut capture, &mut ship, &mut apply])
         .await?;
     p.verify()?;
-    let applied: Option<u64> =
-        p.hq.conn()
-            .await?
-            .query_first("SELECT rows_applied FROM tributary_site_progress")
-            .await?;
+    let applied = p.rows_applied_at_hq().await?;
     assert_eq!(applied, Some(rows), "every row change applied exactly once");
     Ok(())
 }

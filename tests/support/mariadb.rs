@@ -385,18 +385,7 @@ impl MariaDb {
     /// Crashes the server (SIGKILL) and waits until it is gone; the data stays (InnoDB
     /// recovers it on [`MariaDb::start_server`]).
     pub fn kill9_server(&mut self) -> anyhow::Result<()> {
-        if pid_alive(self.pid) {
-            let status = Command::new("kill")
-                .arg("-KILL")
-                .arg(self.pid.to_string())
-                .status()
-                .context("running kill(1)")?;
-            anyhow::ensure!(
-                status.success() || !pid_alive(self.pid),
-                "kill -KILL {} failed",
-                self.pid
-            );
-        }
+        self.signal_server("-KILL")?;
         // `stop` waits until the process is gone and removes its stale socket.
         self.stop_server()
     }

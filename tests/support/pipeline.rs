@@ -169,6 +169,17 @@ impl Pipeline {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// How many row changes HQ counted as applied for the (single) site: each exactly once
+    /// when nothing was lost or applied twice. `None` before the site's first batch.
+    pub async fn rows_applied_at_hq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .hq
+            .conn()
+            .await?
+            .query_first("SELECT rows_applied FROM tributary_site_progress")
+            .await?)
+    }
+
     /// Rows at HQ whose integer references point at no row, over every reference the schema
     /// map knows (declared FKs and undeclared ones) in the clinical tables.
     pub async fn dangling_references_at_hq(&self) -> Result<u64> {
