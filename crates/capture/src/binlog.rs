@@ -16,11 +16,13 @@ use crate::transaction_payload::{DEFAULT_PAYLOAD_LIMIT_BYTES, PayloadGuard};
 use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::{BinlogStream, Value as Sql};
+use std::borrow::Cow;
 use std::sync::Arc;
 use tributary_model::{ColumnName, ColumnNames, Op, Part};
 use tributary_schema::SchemaMap;
 
 const GTID_EVENT: u8 = 162;
+const TABLE_MAP_EVENT: u8 = 19;
 
 /// One row image as the binlog (or a snapshot query) gave it: the values of the columns
 /// present, named and typed as the row's own TABLE_MAP (or the query) describes them, so a row
@@ -258,6 +260,11 @@ impl TransactionAssembler {
             };
             self.open(Some(SourceGtid::MariaDb(gtid)), header.timestamp())?;
             self.standalone = body.standalone;
+            return Ok(Step::Continue);
+        }
+        if header.event_type_raw() == TABLE_MAP_EVENT {
+            // The stream's reader has already read it and keeps it for the rows events that
+            // follow (`TableMaps`); reading it again here would only be thrown away.
             return Ok(Step::Continue);
         }
         let data = match event.read_data() {
@@ -498,8 +505,30 @@ pub(crate) fn decode_rows_event(
     };
     // Shapes only for the images the event holds (an insert's empty before shape cost two
     // allocations per event).
-    let before_present = present(rows.columns_before_image().filter(|_| has_before));
-    let after_present = present(rows.columns_after_image().filter(|_| has_after));
+    // A full image (every column, what `binlog_row_image=FULL` writes) lists the layout's
+    // own indexes; only a partial one is read bit by bit.
+    let before_present = match rows.columns_before_image().filter(|_| has_before) {
+        Some(bits) if bits.len() == layout.all_columns().len() && bits.all() => {
+            Cow::Borrowed(layout.all_columns())
+        }
+        bits => Cow::Owned(present(bits)),
+    };
+    let after_present = match rows.columns_after_image().filter(|_| has_after) {
+        Some(bits) if bits.len() == layout.all_columns().len() && bits.all() => {
+            Cow::Borrowed(layout.all_columns())
+        }
+        bits => Cow::Owned(present(bits)),
+    };
+    if before_present.is_empty() && after_present.is_empty() && !rows.rows_data().is_empty() {
+        // Images of no column take no bytes: the rows would never end.
+        return Err(CaptureError::MalformedEvent {
+            event: "rows",
+            detail: format!(
+                "table {}: the event marks no column present but carries row data",
+                layout.table
+            ),
+        });
+    }
     let before_shape = has_before.then(|| layout.image_shape(&before_present));
     let after_shape = has_after.then(|| layout.image_shape(&after_present));
     let partial = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));

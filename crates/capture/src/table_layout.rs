@@ -88,6 +88,8 @@ pub struct TableLayout {
     columns: Vec<ColumnInfo>,
     /// The shape of a full image (every column present).
     full: Arc<ImageShape>,
+    /// Every column's index, `0..columns.len()`: what a full image's bitmap lists.
+    all: Vec<usize>,
     corrections: Vec<BinlogColumn>,
     /// One codec per column, when every column has one.
     codecs: Option<Vec<Codec>>,
@@ -270,10 +272,16 @@ impl TableLayout {
         Ok(TableLayout {
             table,
             full: Arc::new(ImageShape::of(&columns, &all)),
+            all,
             columns,
             corrections,
             codecs,
         })
+    }
+
+    /// The indexes of a full image's columns (every column of the table map).
+    pub fn all_columns(&self) -> &[usize] {
+        &self.all
     }
 
     /// Whether rows of this table are read by the prepared codecs.
