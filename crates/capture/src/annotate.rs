@@ -199,6 +199,8 @@ impl Annotator<'_> {
                         .and_then(|root| self.cache.get_ref_shared(root, key));
                     write_reference(out, json_prefix, identity, key);
                 }
+                // A NULL (or non-integer) reference travels as the value it is.
+                ColumnRole::Reference { .. } => write_json(out, value, column.kind),
                 _ => match self.travelling_reference(column, value, &polymorphic) {
                     Some(reference) => {
                         json::write_ref(out, &reference.table, reference.identity.as_str())

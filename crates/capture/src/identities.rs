@@ -20,6 +20,7 @@
 use crate::error::CaptureError;
 use mysql_async::prelude::*;
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tributary_model::Identity;
@@ -107,11 +108,11 @@ impl IdentityCache {
 
     /// The identity of `key`, kept in the recent generation when found.
     fn found(&mut self, id: Key) -> Option<&Identity> {
-        if !self.recent.contains_key(&id) {
-            let identity = self.older.remove(&id)?;
-            self.recent.insert(id, identity);
+        // One probe of the recent generation whether the key is there or not.
+        match self.recent.entry(id) {
+            Entry::Occupied(entry) => Some(entry.into_mut()),
+            Entry::Vacant(entry) => Some(entry.insert(self.older.remove(&id)?)),
         }
-        self.recent.get(&id)
     }
 
     pub fn get(&mut self, root: &str, key: i64) -> Option<Identity> {
