@@ -7,7 +7,7 @@ use anyhow::Result;
 use std::time::Duration;
 use tributary::dataset::{self, PatientShape};
 use tributary_suite::pipeline::{CLINIC, Pipeline, PipelineOptions};
-use tributary_suite::wait_until;
+use tributary_suite::{ChildGuard, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_and_apply_survive_crashes_of_the_site_and_hq_servers() -> Result<()> {
@@ -21,42 +21,25 @@ async fn capture_and_apply_survive_crashes_of_the_site_and_hq_servers() -> Resul
     .await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
     let shape = PatientShape::default();
-    let load = |first: u64, opts: mysql_async::Opts| async move {
-        let mut conn = mysql_async::Conn::new(opts).await?;
-        dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, 10, shape).await?;
-        anyhow::Ok(())
-    };
 
-    load(0, p.site.opts()).await?;
+    load(&p, 0, 10).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
     p.site.kill9_server()?;
     p.site.start_server()?;
-    load(10, p.site.opts()).await?;
+    load(&p, 10, 10).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
     p.hq.kill9_server()?;
-    load(20, p.site.opts()).await?;
+    load(&p, 20, 10).await?;
     p.hq.start_server()?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
-    assert!(
-        capture.is_running(),
-        "capture reconnects by itself:\n{}",
-        capture.logs()
-    );
     assert!(
         apply.is_running(),
         "the applier reconnects by itself:\n{}",
         apply.logs()
     );
-    p.verify()?;
-    let rows_applied = p.rows_applied_at_hq().await?;
-    assert_eq!(
-        rows_applied,
-        Some(30 * shape.rows_per_patient()),
-        "each row change applied once"
-    );
-    Ok(())
+    everything_arrived_once(&p, &mut capture, 30 * shape.rows_per_patient()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,12 +47,7 @@ async fn capture_notices_a_site_server_that_stops_answering_and_resumes() -> Res
     let p = Pipeline::start("db-frozen", PipelineOptions::default()).await?;
     let (mut capture, mut apply) = p.start_streaming().await?;
     let shape = PatientShape::default();
-    let load = |first: u64, opts: mysql_async::Opts| async move {
-        let mut conn = mysql_async::Conn::new(opts).await?;
-        dataset::load_patients(&mut conn, CLINIC, "clinic-a", first, 5, shape).await?;
-        anyhow::Ok(())
-    };
-    load(0, p.site.opts()).await?;
+    load(&p, 0, 5).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
 
     // The link stays open and silent: no event, not even a heartbeat.
@@ -86,18 +64,42 @@ async fn capture_notices_a_site_server_that_stops_answering_and_resumes() -> Res
     p.site.thaw_server()?;
     noticed?;
 
-    load(5, p.site.opts()).await?;
+    load(&p, 5, 5).await?;
     p.wait_caught_up(&mut [&mut capture, &mut apply]).await?;
+    everything_arrived_once(&p, &mut capture, 10 * shape.rows_per_patient()).await
+}
+
+/// Registers `count` patients (with visits, encounters and obs) at the site, from number `first`.
+async fn load(p: &Pipeline, first: u64, count: u64) -> Result<()> {
+    let mut conn = mysql_async::Conn::new(p.site.opts()).await?;
+    dataset::load_patients(
+        &mut conn,
+        CLINIC,
+        "clinic-a",
+        first,
+        count,
+        PatientShape::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// After the outages: capture runs still (it reconnected by itself), HQ verifies identical to
+/// the site, and HQ counted each of the site's `changes` row changes exactly once.
+async fn everything_arrived_once(
+    p: &Pipeline,
+    capture: &mut ChildGuard,
+    changes: u64,
+) -> Result<()> {
     assert!(
         capture.is_running(),
         "capture reconnects by itself:\n{}",
         capture.logs()
     );
     p.verify()?;
-    let rows_applied = p.rows_applied_at_hq().await?;
     assert_eq!(
-        rows_applied,
-        Some(10 * shape.rows_per_patient()),
+        p.rows_applied_at_hq().await?,
+        Some(changes),
         "each row change applied once"
     );
     Ok(())
