@@ -4,8 +4,10 @@
 //! For each row: keep the synced columns, drop the surrogate key, convert values by column
 //! kind, and replace every integer reference with the referenced row's identity. The
 //! transaction's rows first teach the cache their own keys (a visit inserted in the same
-//! transaction as its encounter needs no lookup), then the keys still unknown are fetched from
-//! the source in one batched pass, then the rows are written.
+//! transaction as its encounter needs no lookup), then the rows are written, each reference
+//! looked up once. When a row refers to a key the cache lacks, writing stops there: the keys
+//! the rest of the rows lack are gathered and fetched from the source in one batched pass, and
+//! writing resumes at that row.
 //!
 //! A reference the source can no longer resolve (the parent was deleted before capture got
 //! here) travels as an identity marked `missing-at-source:`; HQ parks the row with that reason
@@ -21,34 +23,81 @@ use mysql_async::Value as Sql;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tributary_model::json::{self, write_row_head};
-use tributary_model::{Columns, Identity, Op, RowRef, Value};
+use tributary_model::{Columns, Identity, RowRef, Value};
 use tributary_schema::{
     ColumnKind, IdentityRule, IdentitySource, SchemaMap, TableMap, to_value, write_json,
 };
 
 /// Turns raw rows into row changes, resolving references through `cache`.
 pub struct Annotator<'a> {
-    pub schema: &'a SchemaMap,
-    pub cache: &'a mut IdentityCache,
-    pub formats: &'a AttributeFormats,
+    schema: &'a SchemaMap,
+    cache: &'a mut IdentityCache,
+    formats: &'a AttributeFormats,
+    /// Set when a reference the source could resolve was not in the cache (since cleared).
+    missed: bool,
 }
 
-impl Annotator<'_> {
-    /// Teaches the cache the keys of uuid rows in `rows`.
-    pub fn learn<'r>(&mut self, rows: impl Iterator<Item = (&'r str, &'r RawImage)>) {
+/// Where writing a transaction's rows stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Every row is written.
+    All,
+    /// The row at this index refers to a key the cache lacks: it and the rows after it are
+    /// not written yet.
+    UnknownKeyAt(usize),
+}
+
+impl<'a> Annotator<'a> {
+    pub fn new(
+        schema: &'a SchemaMap,
+        cache: &'a mut IdentityCache,
+        formats: &'a AttributeFormats,
+    ) -> Self {
+        Annotator {
+            schema,
+            cache,
+            formats,
+            missed: false,
+        }
+    }
+
+    /// Teaches the cache the keys of uuid rows in `rows`, and returns each row's identity
+    /// where its own uuid gives it (the usual case), so [`Annotator::write_rows`] does not
+    /// work it out again.
+    pub fn learn(&mut self, rows: &[RawRow]) -> Vec<Option<Identity>> {
         let mut tables = TableLookup::new(self.schema);
-        for (table, image) in rows {
-            let Some(map) = tables.get(table) else {
+        rows.iter()
+            .map(|row| {
+                let map = tables.get(&row.table)?;
+                let identity = row
+                    .identifying_image()
+                    .and_then(|image| own_uuid_identity(map, image));
+                self.learn_keys(map, row, identity.as_ref());
+                identity
+            })
+            .collect()
+    }
+
+    /// Teaches the cache the key of each image of `row`, a row of a uuid table with a
+    /// surrogate key; `identity` is the identifying image's, when already known.
+    fn learn_keys(&mut self, map: &TableMap, row: &RawRow, identity: Option<&Identity>) {
+        let (Some(key_column), IdentityRule::OwnUuid { column }) =
+            (&map.surrogate_key, &map.identity)
+        else {
+            return;
+        };
+        let identifying = row.identifying_image();
+        for image in row.before.iter().chain(row.after.iter()) {
+            let Some(key) = image.get(key_column).and_then(sql_int) else {
                 continue;
             };
-            let (Some(key), IdentityRule::OwnUuid { column }) = (&map.surrogate_key, &map.identity)
-            else {
-                continue;
+            let known = identity.filter(|_| identifying.is_some_and(|i| std::ptr::eq(i, image)));
+            let learned = match known {
+                Some(identity) => Some(identity.clone()),
+                None => image.get(column).and_then(sql_str).map(Identity::from_uuid),
             };
-            let key = image.get(key).and_then(sql_int);
-            let uuid = image.get(column).and_then(sql_str);
-            if let (Some(key), Some(uuid)) = (key, uuid) {
-                self.cache.learn(&map.name, key, Identity::from_uuid(uuid));
+            if let Some(learned) = learned {
+                self.cache.learn(&map.name, key, learned);
             }
         }
     }
@@ -105,36 +154,63 @@ impl Annotator<'_> {
     }
 
     /// The captured form of a transaction (or part, or snapshot chunk): each row written as
-    /// its payload JSON.
-    pub fn transaction(&mut self, raw: RawTransaction) -> CapturedTransaction {
-        let mut captured = CapturedTransaction::with_capacity(
-            raw.gtid.map(|g| g.to_string()),
-            raw.committed_at,
-            raw.part,
-            raw.rows.len(),
-        );
-        let mut tables = TableLookup::new(self.schema);
-        for row in &raw.rows {
-            if let Some(map) = tables.get(&row.table) {
-                self.row(map, row, &mut captured);
-            }
-        }
+    /// its payload JSON, references the cache lacks as unresolved. `identities` are what
+    /// [`Annotator::learn`] found for the same rows.
+    #[cfg(any(test, fuzzing))]
+    pub fn transaction(
+        &mut self,
+        raw: &RawTransaction,
+        identities: &[Option<Identity>],
+    ) -> CapturedTransaction {
+        let mut captured = CapturedTransaction::for_rows_of(raw);
+        self.write_rows(raw, identities, 0, false, &mut captured);
         captured
     }
 
-    /// Adds the change of one raw row of table `map` (snapshot rows arrive as inserts). Rows
-    /// without an identity and rows the table's filter leaves home are left out.
-    fn row(&mut self, map: &TableMap, row: &RawRow, into: &mut CapturedTransaction) {
-        // An update's before image only identifies the row.
-        let (identifying, image) = match row.op {
-            Op::Insert => (row.after.as_ref(), row.after.as_ref()),
-            Op::Delete => (row.before.as_ref(), row.before.as_ref()),
-            Op::Update => (row.before.as_ref(), row.after.as_ref()),
-        };
-        let (Some(identifying), Some(image)) = (identifying, image) else {
+    /// Writes the rows of `raw` from index `from` on into `captured`. With
+    /// `stop_at_unknown_key`, stops at the first row referring to a key the cache lacks (and
+    /// the source may have), leaving it and the rest unwritten; otherwise such references
+    /// travel as unresolved.
+    pub fn write_rows(
+        &mut self,
+        raw: &RawTransaction,
+        identities: &[Option<Identity>],
+        from: usize,
+        stop_at_unknown_key: bool,
+        captured: &mut CapturedTransaction,
+    ) -> Written {
+        let mut tables = TableLookup::new(self.schema);
+        for (index, row) in raw.rows.iter().enumerate().skip(from) {
+            let Some(map) = tables.get(&row.table) else {
+                continue;
+            };
+            let known = identities.get(index).cloned().flatten();
+            let rows_before = captured.row_count();
+            self.missed = false;
+            self.row(map, row, known, captured);
+            if stop_at_unknown_key && self.missed {
+                captured.truncate_rows(rows_before);
+                return Written::UnknownKeyAt(index);
+            }
+        }
+        Written::All
+    }
+
+    /// Adds the change of one raw row of table `map` (snapshot rows arrive as inserts), with
+    /// its identity when already `known`. Rows without an identity and rows the table's
+    /// filter leaves home are left out.
+    fn row(
+        &mut self,
+        map: &TableMap,
+        row: &RawRow,
+        known: Option<Identity>,
+        into: &mut CapturedTransaction,
+    ) {
+        let (Some(identifying), Some(image)) = (row.identifying_image(), row.changed_image())
+        else {
             return;
         };
-        let Some(identity) = self.identity(map, identifying) else {
+        let Some(identity) = known.or_else(|| self.identity(map, identifying)) else {
             return;
         };
         if let Some(filter) = &map.row_filter {
@@ -154,14 +230,8 @@ impl Annotator<'_> {
     /// The identity of the row `image` shows: from the columns the identity rule reads,
     /// converted as they travel.
     fn identity(&mut self, map: &TableMap, image: &RawImage) -> Option<Identity> {
-        if let IdentityRule::OwnUuid { column } = &map.identity
-            && let Some((info, Sql::Bytes(uuid))) = image.column(column)
-            && info.role != ColumnRole::Local
-            && matches!(info.kind, ColumnKind::Text | ColumnKind::Other)
-        {
-            // The usual case: the uuid's text, borrowed from the image.
-            let uuid = std::str::from_utf8(uuid).ok()?;
-            return (!uuid.is_empty()).then(|| Identity::from_uuid(uuid));
+        if let Some(identity) = own_uuid_identity(map, image) {
+            return Some(identity);
         }
         let columns = self.columns_of(map, image, Some(&map.identity_columns()));
         map.identity_of(|c| columns.get(c))
@@ -194,9 +264,14 @@ impl Annotator<'_> {
                 ColumnRole::Reference {
                     root, json_prefix, ..
                 } if let Some(key) = sql_int(value) => {
-                    let identity = root
-                        .as_ref()
-                        .and_then(|root| self.cache.get_ref_shared(root, key));
+                    let identity = match root {
+                        Some(root) => {
+                            let found = self.cache.get_ref_shared(root, key);
+                            self.missed |= found.is_none();
+                            found
+                        }
+                        None => None,
+                    };
                     write_reference(out, json_prefix, identity, key);
                 }
                 // A NULL (or non-integer) reference travels as the value it is.
@@ -264,10 +339,11 @@ impl Annotator<'_> {
 
     /// A reference whose identity root is already known (declared references).
     fn reference_by_root(&mut self, target: &Arc<str>, root: Option<&str>, key: i64) -> RowRef {
-        let identity = root
-            .and_then(|root| self.cache.get(root, key))
-            .unwrap_or_else(|| unresolved(key));
-        RowRef::new(Arc::clone(target), identity)
+        let identity = root.and_then(|root| self.cached(root, key));
+        RowRef::new(
+            Arc::clone(target),
+            identity.unwrap_or_else(|| unresolved(key)),
+        )
     }
 
     fn reference(&mut self, target: Arc<str>, key: i64) -> RowRef {
@@ -275,10 +351,33 @@ impl Annotator<'_> {
             .schema
             .table(&target)
             .and_then(|t| t.identity_source.as_ref())
-            .and_then(|source| self.cache.get(&source.root, key))
-            .unwrap_or_else(|| unresolved(key));
-        RowRef::new(target, identity)
+            .and_then(|source| self.cached(&source.root, key));
+        RowRef::new(target, identity.unwrap_or_else(|| unresolved(key)))
     }
+
+    /// The cached identity of `root` row `key`, noting a miss.
+    fn cached(&mut self, root: &str, key: i64) -> Option<Identity> {
+        let found = self.cache.get(root, key);
+        self.missed |= found.is_none();
+        found
+    }
+}
+
+/// The identity of a row of a table identified by its own uuid, read from the image's uuid
+/// text (the usual case); None when the rule is another or the image gives no usable uuid.
+fn own_uuid_identity(map: &TableMap, image: &RawImage) -> Option<Identity> {
+    let IdentityRule::OwnUuid { column } = &map.identity else {
+        return None;
+    };
+    let (info, Sql::Bytes(uuid)) = image.column(column)? else {
+        return None;
+    };
+    if info.role == ColumnRole::Local || !matches!(info.kind, ColumnKind::Text | ColumnKind::Other)
+    {
+        return None;
+    }
+    let uuid = std::str::from_utf8(uuid).ok()?;
+    (!uuid.is_empty()).then(|| Identity::from_uuid(uuid))
 }
 
 /// The schema map's entry for a row's table, remembered while rows of the same table follow
@@ -348,8 +447,10 @@ pub(crate) fn sql_text(value: &Sql) -> Option<String> {
 }
 
 /// Turns a transaction (or part, or snapshot chunk) into row changes: type formats for
-/// polymorphic columns are made known, the rows teach the cache their own keys, the keys still
-/// unknown are fetched from the site in one batched pass, then the rows are built.
+/// polymorphic columns are made known and the rows teach the cache their own keys; then rows
+/// are written until one refers to a key the cache lacks. Only then are the keys the rest of
+/// the rows lack gathered and fetched from the site in one batched pass, and the rest written
+/// (a warm cache costs one lookup per reference, not two).
 pub async fn annotate(
     raw: RawTransaction,
     schema: &SchemaMap,
@@ -360,20 +461,24 @@ pub async fn annotate(
 ) -> Result<CapturedTransaction, CaptureError> {
     cache.begin_transaction();
     formats.prepare(&raw.rows, schema, conn, database).await?;
-    let mut annotator = Annotator {
-        schema,
-        cache,
-        formats,
-    };
-    annotator.learn(images(&raw.rows));
-    let wanted = annotator.wanted(images(&raw.rows));
-    cache.fetch_missing(conn, database, &wanted).await?;
-    Ok(Annotator {
-        schema,
-        cache,
-        formats,
+    let mut annotator = Annotator::new(schema, cache, formats);
+    let identities = annotator.learn(&raw.rows);
+    let mut captured = CapturedTransaction::for_rows_of(&raw);
+    if let Written::UnknownKeyAt(at) =
+        annotator.write_rows(&raw, &identities, 0, true, &mut captured)
+    {
+        let rest = raw.rows.get(at..).unwrap_or_default();
+        let wanted = annotator.wanted(images(rest));
+        cache.fetch_missing(conn, database, &wanted).await?;
+        Annotator::new(schema, cache, formats).write_rows(
+            &raw,
+            &identities,
+            at,
+            false,
+            &mut captured,
+        );
     }
-    .transaction(raw))
+    Ok(captured)
 }
 
 /// Every image of a raw row, with its table, for learning and lookups.
@@ -395,17 +500,41 @@ mod tests {
 
     /// The payload JSON of `raw`, annotated with what its own rows teach the cache (the
     /// recording's self-references), the other references unresolved.
-    fn annotated(raw: RawTransaction, cache: &mut IdentityCache) -> Vec<u8> {
+    fn annotated(raw: &RawTransaction, cache: &mut IdentityCache) -> Vec<u8> {
         let formats = AttributeFormats::default();
         cache.begin_transaction();
-        let mut annotator = Annotator {
-            schema: schema(),
-            cache,
-            formats: &formats,
-        };
-        annotator.learn(images(&raw.rows));
-        let transaction = annotator.transaction(raw);
+        let mut annotator = Annotator::new(schema(), cache, &formats);
+        let identities = annotator.learn(&raw.rows);
+        let transaction = annotator.transaction(raw, &identities);
         payload_json(Origin::Binlog, &[transaction], None)
+    }
+
+    #[test]
+    fn writing_stops_at_the_first_unknown_key_and_resumes_to_the_same_rows() {
+        let formats = AttributeFormats::default();
+        let mut stops = 0;
+        for raw in recorded_transactions() {
+            let in_one_go = annotated(&raw, &mut IdentityCache::new(1_000));
+            let mut cache = IdentityCache::new(1_000);
+            cache.begin_transaction();
+            let mut annotator = Annotator::new(schema(), &mut cache, &formats);
+            let identities = annotator.learn(&raw.rows);
+            let mut captured = CapturedTransaction::for_rows_of(&raw);
+            let written = annotator.write_rows(&raw, &identities, 0, true, &mut captured);
+            if let Written::UnknownKeyAt(at) = written {
+                stops += 1;
+                assert!(captured.row_count() <= at, "nothing from row {at} on");
+                // What the lookups would bring is not there: the rest travels unresolved.
+                let rest = annotator.write_rows(&raw, &identities, at, false, &mut captured);
+                assert_eq!(rest, Written::All);
+            }
+            let resumed = payload_json(Origin::Binlog, &[captured], None);
+            assert_eq!(
+                String::from_utf8_lossy(&resumed),
+                String::from_utf8_lossy(&in_one_go)
+            );
+        }
+        assert!(stops > 0, "a recorded row refers to a key nothing taught");
     }
 
     #[test]
@@ -429,8 +558,8 @@ mod tests {
                 committed_at: raw.committed_at,
                 part: raw.part,
             };
-            let direct = annotated(raw, &mut direct_cache);
-            let expected = annotated(through_values, &mut values_cache);
+            let direct = annotated(&raw, &mut direct_cache);
+            let expected = annotated(&through_values, &mut values_cache);
             assert_eq!(
                 String::from_utf8_lossy(&direct),
                 String::from_utf8_lossy(&expected)

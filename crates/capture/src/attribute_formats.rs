@@ -9,7 +9,7 @@ use crate::error::CaptureError;
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tributary_schema::{PolymorphicColumn, SchemaMap, quote_ident};
+use tributary_schema::{PolymorphicColumn, SchemaMap, TableMap, quote_ident};
 
 /// At most this many type formats are cached; past it the cache starts over (types are few).
 const CAPACITY: usize = 10_000;
@@ -60,9 +60,15 @@ impl AttributeFormats {
                 }
             }
         }
+        // The few tables with polymorphic columns, compared by name: most rows are of
+        // others, and finding them out costs no hashing.
+        let polymorphic_tables: Vec<&TableMap> = schema
+            .tables()
+            .filter(|t| !t.polymorphic.is_empty())
+            .collect();
         let mut wanted: BTreeMap<(&str, &str, &str), BTreeSet<i64>> = BTreeMap::new();
         for row in rows {
-            let Some(map) = schema.table(&row.table) else {
+            let Some(map) = polymorphic_tables.iter().find(|t| *t.name == *row.table) else {
                 continue;
             };
             for column in &map.polymorphic {

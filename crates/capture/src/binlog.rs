@@ -112,6 +112,26 @@ pub struct RawRow {
     pub after: Option<RawImage>,
 }
 
+impl RawRow {
+    /// The image that identifies the row: the before image of an update or delete (an
+    /// update may change the uuid), the inserted one otherwise.
+    pub fn identifying_image(&self) -> Option<&RawImage> {
+        match self.op {
+            Op::Insert => self.after.as_ref(),
+            Op::Update | Op::Delete => self.before.as_ref(),
+        }
+    }
+
+    /// The image whose columns travel: what the row is after the change, or what a delete
+    /// removed.
+    pub fn changed_image(&self) -> Option<&RawImage> {
+        match self.op {
+            Op::Insert | Op::Update => self.after.as_ref(),
+            Op::Delete => self.before.as_ref(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct RawTransaction {
     pub gtid: Option<SourceGtid>,
@@ -427,15 +447,16 @@ impl TransactionAssembler {
         let tme = tables
             .table_map(rows.table_id())
             .ok_or(CaptureError::MissingTableMap(rows.table_id()))?;
-        if tme.database_name_raw() != self.database.as_bytes() {
-            return Ok(());
-        }
-        let Some(map) = schema.table(&tme.table_name()) else {
+        let database = self.database.as_bytes();
+        let layout = self.layouts.synced_layout(tme, || {
+            if tme.database_name_raw() != database {
+                return None;
+            }
+            Some((schema, schema.table(&tme.table_name())?))
+        })?;
+        let Some(layout) = layout else {
             return Ok(());
         };
-        let layout = self
-            .layouts
-            .layout(tme, &map.ordinal_columns, Some((schema, map)))?;
         let txn = self.current.get_or_insert_with(RawTransaction::default);
         let skip_rows = &mut self.skip_rows;
         let mode = if layout.is_prepared() {

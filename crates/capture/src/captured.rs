@@ -7,6 +7,7 @@
 //! the payload envelope with [`tributary_model::json::PayloadWriter`]: the payload is byte for
 //! byte what `serde_json` makes of the equivalent `BatchPayload`.
 
+use crate::binlog::RawTransaction;
 use tributary_model::json::PayloadWriter;
 use tributary_model::{Identity, Origin, Part, SiteHealth};
 
@@ -49,6 +50,16 @@ impl CapturedTransaction {
         }
     }
 
+    /// An empty captured form of `raw`, with room for its rows.
+    pub fn for_rows_of(raw: &RawTransaction) -> Self {
+        CapturedTransaction::with_capacity(
+            raw.gtid.as_ref().map(|g| g.to_string()),
+            raw.committed_at,
+            raw.part,
+            raw.rows.len(),
+        )
+    }
+
     pub fn row_count(&self) -> usize {
         self.rows.len()
     }
@@ -64,6 +75,17 @@ impl CapturedTransaction {
         }
         write(&mut self.json);
         self.rows.push((identity, self.json.len()));
+    }
+
+    /// Keeps the first `count` rows only.
+    pub fn truncate_rows(&mut self, count: usize) {
+        if count >= self.rows.len() {
+            return;
+        }
+        self.rows.truncate(count);
+        // The JSON ends where the last kept row does (before the comma of the next one).
+        let end = self.rows.last().map_or(0, |(_, end)| *end);
+        self.json.truncate(end);
     }
 
     /// Keeps only the rows `keep` says yes to, in order.
@@ -171,6 +193,22 @@ mod tests {
         };
         assert_eq!(json, serde_json::to_vec(&expected).unwrap());
         assert_eq!(parsed(&json), expected);
+    }
+
+    #[test]
+    fn truncated_transactions_keep_their_first_rows_json() {
+        let rows = vec![row("a-1", 0), row("a-2", 1), row("a-3", 0)];
+        let mut transaction = captured(&rows, None);
+        transaction.truncate_rows(5);
+        assert_eq!(transaction.row_count(), 3, "nothing to cut");
+        transaction.truncate_rows(1);
+        let json = payload_json(Origin::Binlog, &[transaction], None);
+        assert_eq!(parsed(&json).transactions[0].rows, vec![rows[0].clone()]);
+        let mut transaction = captured(&rows, None);
+        transaction.truncate_rows(0);
+        assert!(transaction.is_empty());
+        let json = payload_json(Origin::Binlog, &[transaction], None);
+        assert!(parsed(&json).transactions[0].rows.is_empty());
     }
 
     #[test]

@@ -390,14 +390,10 @@ fn check(case_number: u64, case: &Case, schema: &SchemaMap) {
             Step::Chunk { part, .. } => part,
         };
         cache.begin_transaction();
-        let mut annotator = Annotator {
-            schema,
-            cache: &mut cache,
-            formats: &formats,
-        };
-        annotator.learn(images(&raw.rows));
+        let mut annotator = Annotator::new(schema, &mut cache, &formats);
+        let identities = annotator.learn(&raw.rows);
         let _unresolved = annotator.wanted(images(&raw.rows));
-        let transaction = annotator.transaction(raw);
+        let transaction = annotator.transaction(&raw, &identities);
         let json = payload_json(Origin::Binlog, &[transaction], None);
         serde_json::from_slice::<BatchPayload>(&json)
             .unwrap_or_else(|e| panic!("case {case_number}, event {i}: unreadable payload: {e}"));

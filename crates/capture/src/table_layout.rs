@@ -16,7 +16,7 @@ use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, 
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use tributary_model::ColumnName;
 use tributary_model::ColumnNames;
@@ -92,7 +92,15 @@ pub struct TableLayout {
     all: Vec<usize>,
     corrections: Vec<BinlogColumn>,
     /// One codec per column, when every column has one.
-    codecs: Option<Vec<Codec>>,
+    codecs: Option<Vec<PreparedColumn>>,
+}
+
+/// How one column's values are read by the prepared codecs.
+#[derive(Debug, Clone, Copy)]
+struct PreparedColumn {
+    codec: Codec,
+    /// Whether its values go through [`BinlogColumn::normalise`] (decided once per layout).
+    corrected: bool,
 }
 
 /// The columns of a row image **sorted by name** (so rows are built without sorting), and
@@ -146,33 +154,65 @@ impl ImageShape {
     }
 }
 
-/// Prepared layouts by table id, each with the table map it was built from.
+/// Prepared layouts by table id, each with the table map it was built from; `None` for a
+/// table capture does not sync (another database, a table the schema map leaves out), so the
+/// rows events that follow a TABLE_MAP cost one comparison whichever table they touch.
 #[derive(Default)]
 pub struct Layouts {
-    by_table_id: HashMap<u64, (TableMapEvent<'static>, Arc<TableLayout>)>,
+    by_table_id: FxHashMap<u64, (TableMapEvent<'static>, Option<Arc<TableLayout>>)>,
 }
 
 impl Layouts {
     /// The layout of `tme`, built on first sight and whenever the table map changed.
     /// `ordinal` names the columns when the binlog carries no names; the schema map and the
     /// table's map give them their roles.
+    #[cfg(test)]
     pub fn layout(
         &mut self,
         tme: &TableMapEvent<'static>,
         ordinal: &[CatalogColumn],
         map: Option<(&SchemaMap, &TableMap)>,
     ) -> Result<Arc<TableLayout>, CaptureError> {
+        let built = self.remembered(tme, || {
+            TableLayout::build(tme, ordinal, map).map(|layout| Some(Arc::new(layout)))
+        })?;
+        built.ok_or(CaptureError::MissingTableMap(tme.table_id()))
+    }
+
+    /// The layout of `tme` when its table is synced: `synced` (asked only when the table map
+    /// is new or changed) gives the schema map and the table's entry, or None for a table
+    /// capture leaves out. Columns named by position take the entry's ordinal columns.
+    pub fn synced_layout<'s>(
+        &mut self,
+        tme: &TableMapEvent<'static>,
+        synced: impl FnOnce() -> Option<(&'s SchemaMap, &'s TableMap)>,
+    ) -> Result<Option<Arc<TableLayout>>, CaptureError> {
+        self.remembered(tme, || match synced() {
+            Some((schema, map)) => {
+                TableLayout::build(tme, &map.ordinal_columns, Some((schema, map)))
+                    .map(|layout| Some(Arc::new(layout)))
+            }
+            None => Ok(None),
+        })
+    }
+
+    /// What `build` made of `tme`, remembered until the table map of its id changes.
+    fn remembered(
+        &mut self,
+        tme: &TableMapEvent<'static>,
+        build: impl FnOnce() -> Result<Option<Arc<TableLayout>>, CaptureError>,
+    ) -> Result<Option<Arc<TableLayout>>, CaptureError> {
         if let Some((known, layout)) = self.by_table_id.get(&tme.table_id())
             && known == tme
         {
-            return Ok(Arc::clone(layout));
+            return Ok(layout.clone());
         }
-        let layout = Arc::new(TableLayout::build(tme, ordinal, map)?);
+        let layout = build()?;
         if self.by_table_id.len() >= MAX_LAYOUTS {
             self.by_table_id.clear();
         }
         self.by_table_id
-            .insert(tme.table_id(), (tme.clone(), Arc::clone(&layout)));
+            .insert(tme.table_id(), (tme.clone(), layout.clone()));
         Ok(layout)
     }
 
@@ -252,8 +292,17 @@ impl TableLayout {
                 }
             };
             let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+            let correction = BinlogColumn {
+                column_type,
+                charset,
+                unsigned,
+                members: members.next().flatten(),
+            };
             match (&mut codecs, Codec::for_column(column_type, meta, unsigned)) {
-                (Some(list), Some(codec)) => list.push(codec),
+                (Some(list), Some(codec)) => list.push(PreparedColumn {
+                    codec,
+                    corrected: correction.corrects_prepared_values(),
+                }),
                 _ => codecs = None,
             }
             columns.push(ColumnInfo {
@@ -261,12 +310,7 @@ impl TableLayout {
                 name,
                 kind: ColumnKind::from_column_type(column_type, charset),
             });
-            corrections.push(BinlogColumn {
-                column_type,
-                charset,
-                unsigned,
-                members: members.next().flatten(),
-            });
+            corrections.push(correction);
         }
         let all: Vec<usize> = (0..columns.len()).collect();
         Ok(TableLayout {
@@ -327,18 +371,13 @@ impl TableLayout {
             if is_null {
                 continue;
             }
-            let (Some(codec), Some(correction), Some(place)) = (
-                codecs.get(column),
-                self.corrections.get(column),
-                values.get_mut(slot),
-            ) else {
+            let (Some(prepared), Some(place)) = (codecs.get(column), values.get_mut(slot)) else {
                 return Err(truncated(Truncated));
             };
-            let value = codec.read(input).map_err(truncated)?;
-            *place = if correction.corrects_prepared_values() {
-                correction.normalise(value)
-            } else {
-                value
+            let value = prepared.codec.read(input).map_err(truncated)?;
+            *place = match self.corrections.get(column) {
+                Some(correction) if prepared.corrected => correction.normalise(value),
+                _ => value,
             };
         }
         Ok(RawImage::shaped(
