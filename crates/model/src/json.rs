@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_byte_is_found_wherever_it_sits() {
+        for length in 0..50 {
+            for at in 0..length {
+                for special in ['"', '\\', '\n', '\u{1}'] {
+                    let mut text: Vec<char> = vec!['a'; length];
+                    text[at] = special;
+                    let text: String = text.into_iter().collect();
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        serde_json::to_string(&text).unwrap(),
+                        "{special:?} at {at} of {length}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_control_character_and_quote_is_escaped_like_serde_json() {
         let all: String = (0u8..0x80).map(char::from).collect::<String>() + "é😀\"\\/";
         let mut out = Vec::new();

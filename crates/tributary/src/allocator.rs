@@ -6,12 +6,13 @@
 //! must be set before the first allocation creates an arena, so it is set by a constructor
 //! that runs before `main` (the standard library allocates before `main` runs).
 
-/// `mi_option_arena_eager_commit` in mimalloc 2.x's `mi_option_t` (include/mimalloc.h).
+/// `mi_option_arena_eager_commit` in mimalloc's `mi_option_t` (include/mimalloc.h): the same
+/// index in 2.x and in 3.x, which libmimalloc-sys builds by default.
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 extern "C" fn commit_arenas_on_demand() {
     // SAFETY: mi_option_set only stores an option value; the option index is the one mimalloc
-    // 2.x defines for arena eager commit, and 0 is a valid value for it ("never").
+    // (2.x and 3.x) defines for arena eager commit, and 0 is a valid value for it ("never").
     unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
 }
 
