@@ -66,40 +66,45 @@ impl<'a> Annotator<'a> {
     /// work it out again.
     pub fn learn(&mut self, rows: &[RawRow]) -> Vec<Option<Identity>> {
         let mut tables = TableLookup::new(self.schema);
+        let mut places = UuidRowPlaces::default();
         rows.iter()
             .map(|row| {
                 let map = tables.get(&row.table)?;
-                let identity = row
-                    .identifying_image()
-                    .and_then(|image| own_uuid_identity(map, image));
-                self.learn_keys(map, row, identity.as_ref());
+                let IdentityRule::OwnUuid { column } = &map.identity else {
+                    return None;
+                };
+                let identifying = row.identifying_image();
+                let identity = identifying.and_then(|image| {
+                    let (_, uuid) = places.of(image, map, column);
+                    own_uuid_at(image, uuid)
+                });
+                if map.surrogate_key.is_some() {
+                    for image in row.before.iter().chain(row.after.iter()) {
+                        let (key, uuid) = places.of(image, map, column);
+                        let Some(key) = key.and_then(|k| image.at(k)).and_then(|(_, v)| sql_int(v))
+                        else {
+                            continue;
+                        };
+                        // The identifying image's identity is already worked out.
+                        let learned = match &identity {
+                            Some(identity)
+                                if identifying.is_some_and(|i| std::ptr::eq(i, image)) =>
+                            {
+                                Some(identity.clone())
+                            }
+                            _ => uuid
+                                .and_then(|u| image.at(u))
+                                .and_then(|(_, v)| sql_str(v))
+                                .map(Identity::from_uuid),
+                        };
+                        if let Some(learned) = learned {
+                            self.cache.learn(&map.name, key, learned);
+                        }
+                    }
+                }
                 identity
             })
             .collect()
-    }
-
-    /// Teaches the cache the key of each image of `row`, a row of a uuid table with a
-    /// surrogate key; `identity` is the identifying image's, when already known.
-    fn learn_keys(&mut self, map: &TableMap, row: &RawRow, identity: Option<&Identity>) {
-        let (Some(key_column), IdentityRule::OwnUuid { column }) =
-            (&map.surrogate_key, &map.identity)
-        else {
-            return;
-        };
-        let identifying = row.identifying_image();
-        for image in row.before.iter().chain(row.after.iter()) {
-            let Some(key) = image.get(key_column).and_then(sql_int) else {
-                continue;
-            };
-            let known = identity.filter(|_| identifying.is_some_and(|i| std::ptr::eq(i, image)));
-            let learned = match known {
-                Some(identity) => Some(identity.clone()),
-                None => image.get(column).and_then(sql_str).map(Identity::from_uuid),
-            };
-            if let Some(learned) = learned {
-                self.cache.learn(&map.name, key, learned);
-            }
-        }
     }
 
     /// The (identity source, key) pairs `rows` refer to that the cache does not hold yet.
@@ -369,7 +374,12 @@ fn own_uuid_identity(map: &TableMap, image: &RawImage) -> Option<Identity> {
     let IdentityRule::OwnUuid { column } = &map.identity else {
         return None;
     };
-    let (info, Sql::Bytes(uuid)) = image.column(column)? else {
+    own_uuid_at(image, image.position(column))
+}
+
+/// [`own_uuid_identity`] with the uuid column's place in the image already found.
+fn own_uuid_at(image: &RawImage, uuid: Option<usize>) -> Option<Identity> {
+    let (info, Sql::Bytes(uuid)) = image.at(uuid?)? else {
         return None;
     };
     if info.role == ColumnRole::Local || !matches!(info.kind, ColumnKind::Text | ColumnKind::Other)
@@ -378,6 +388,38 @@ fn own_uuid_identity(map: &TableMap, image: &RawImage) -> Option<Identity> {
     }
     let uuid = std::str::from_utf8(uuid).ok()?;
     (!uuid.is_empty()).then(|| Identity::from_uuid(uuid))
+}
+
+/// Where the surrogate key and the uuid of a uuid table's rows sit in their images, found once
+/// per run of images of the same shape (the images of a rows event, and of the rows events of
+/// one table, share their column list) rather than by name in every image.
+#[derive(Default)]
+struct UuidRowPlaces<'r, 's> {
+    last: Option<(&'r RawImage, &'s TableMap, Option<usize>, Option<usize>)>,
+}
+
+impl<'r, 's> UuidRowPlaces<'r, 's> {
+    /// The places of `map`'s surrogate key and of its uuid `column` in `image`.
+    fn of(
+        &mut self,
+        image: &'r RawImage,
+        map: &'s TableMap,
+        column: &str,
+    ) -> (Option<usize>, Option<usize>) {
+        match self.last {
+            Some((seen, seen_map, key, uuid))
+                if seen.same_columns(image) && std::ptr::eq(seen_map, map) =>
+            {
+                (key, uuid)
+            }
+            _ => {
+                let key = map.surrogate_key.as_deref().and_then(|k| image.position(k));
+                let uuid = image.position(column);
+                self.last = Some((image, map, key, uuid));
+                (key, uuid)
+            }
+        }
+    }
 }
 
 /// The schema map's entry for a row's table, remembered while rows of the same table follow

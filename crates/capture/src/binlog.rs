@@ -68,6 +68,22 @@ impl RawImage {
         self.iter().find(|(c, _)| &*c.name == name)
     }
 
+    /// Where column `name` sits in this image (and in every image of the same columns).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| &*c.name == name)
+    }
+
+    /// The column at `position`, and its value.
+    pub fn at(&self, position: usize) -> Option<(&ColumnInfo, &Sql)> {
+        Some((self.columns.get(position)?, self.values.get(position)?))
+    }
+
+    /// Whether `other` has this image's very column list (images of one shape share it), so
+    /// a column sits at the same position in both.
+    pub fn same_columns(&self, other: &RawImage) -> bool {
+        Arc::ptr_eq(&self.columns, &other.columns)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&ColumnInfo, &Sql)> {
         self.columns.iter().zip(&self.values)
     }
