@@ -108,7 +108,7 @@ memory_gib="$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)"
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`deploy/bench-report.sh$( ((quick)) && echo " --quick")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')."
+  echo "Written by \`deploy/bench-report.sh$( ((quick)) && echo " --quick")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo " (with local changes to $(git diff --name-only | paste -sd, - | sed 's/,/, /g'))")."
   ((quick)) && echo "**Quick run: small sizes, for checking the report; not the reference figures.**"
   echo "What each benchmark does and how it compares is in [benches/README.md](../benches/README.md)."
   echo "Wall-clock figures on a virtual machine vary from run to run; the CPU seconds printed"
