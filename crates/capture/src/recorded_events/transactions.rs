@@ -50,6 +50,26 @@ fn large_data_columns() -> Vec<tributary_schema::CatalogColumn> {
         .collect()
 }
 
+/// The schema map of the recorded payload's database, `compression_test`: its one table,
+/// `large_data`, identified by a natural key (its first column, the primary key).
+fn large_data_schema() -> tributary_schema::SchemaMap {
+    let catalog = tributary_schema::Catalog {
+        database: "compression_test".into(),
+        tables: [(
+            "large_data".to_owned(),
+            tributary_schema::CatalogTable {
+                name: "large_data".into(),
+                columns: large_data_columns(),
+                primary_key: vec!["c0".into()],
+                foreign_keys: Vec::new(),
+                unique_columns: Vec::new(),
+            },
+        )]
+        .into(),
+    };
+    tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core()).unwrap()
+}
+
 /// The recorded 8.0.27 compressed transaction as a TRANSACTION_PAYLOAD event (40) at log
 /// position 5,000: its body, and the event read with the stream's FORMAT_DESCRIPTION.
 fn recorded_payload(fde: &FormatDescriptionEvent<'static>) -> (Vec<u8>, Event) {
@@ -74,14 +94,7 @@ fn a_recorded_compressed_transaction_expands_through_mysql_common_and_the_guard(
         .read_event::<TransactionPayloadEvent<'_>>()
         .unwrap();
     assert_eq!(tpe.uncompressed_size(), MYSQL_80_PAYLOAD_UNCOMPRESSED_BYTES);
-    let mut footer = fde.footer();
-    footer.set_checksum_enabled(false);
-    let inner_fde = fde.clone().with_footer(footer);
-    let mut reader = tpe.decompressed().unwrap();
-    let mut inner = Vec::new();
-    while reader.fill_buf().map(|b| !b.is_empty()).unwrap() {
-        inner.push(Event::read(&inner_fde, &mut reader).unwrap());
-    }
+    let inner = inner_events(&fde);
     let types: Vec<u8> = inner.iter().map(|e| e.header().event_type_raw()).collect();
     assert_eq!(types, vec![2, 19, 30, 19, 31, 19, 32, 16]);
     assert!(
@@ -264,6 +277,16 @@ fn payloads_that_would_be_dropped_or_are_too_large_stop_capture() {
 #[derive(Default)]
 struct SeenTableMaps(std::collections::HashMap<u64, TableMapEvent<'static>>);
 
+impl SeenTableMaps {
+    /// Keeps `event` when it is a TABLE_MAP, as the stream's reader does.
+    fn see(&mut self, event: &Event) {
+        if event.header().event_type_raw() == 19 {
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            self.0.insert(tme.table_id(), tme.into_owned());
+        }
+    }
+}
+
 impl crate::binlog::TableMaps for SeenTableMaps {
     fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
         self.0.get(&table_id)
@@ -279,55 +302,21 @@ fn a_recorded_mysql_transaction_assembles_with_its_gtid() {
     use crate::binlog::{Step, TransactionAssembler};
     use crate::position::{SourceGtid, StreamPosition};
     let fde = mysql_80();
-    let (body, payload_event) = recorded_payload(&fde);
-    let tpe = payload_event
-        .read_event::<TransactionPayloadEvent<'_>>()
-        .unwrap();
-    let mut footer = fde.footer();
-    footer.set_checksum_enabled(false);
-    let inner_fde = fde.clone().with_footer(footer);
-    let mut reader = tpe.decompressed().unwrap();
-    let mut inner = Vec::new();
-    while reader.fill_buf().map(|b| !b.is_empty()).unwrap() {
-        inner.push(Event::read(&inner_fde, &mut reader).unwrap());
-    }
-    drop(reader);
+    let (body, _) = recorded_payload(&fde);
     let mut events = vec![
         read(&fde, &frame(33, 4_000, GTID_80, true)),
         read(&fde, &frame(40, 5_000, &body, true)),
     ];
-    events.extend(inner);
+    events.extend(inner_events(&fde));
 
-    // The recorded table: compression_test.large_data, three columns (no names in the
-    // binlog: MINIMAL metadata), identified here by a natural key over all of them.
-    let columns = large_data_columns();
-    let catalog = tributary_schema::Catalog {
-        database: "compression_test".into(),
-        tables: [(
-            "large_data".to_owned(),
-            tributary_schema::CatalogTable {
-                name: "large_data".into(),
-                columns,
-                primary_key: vec!["c0".into()],
-                foreign_keys: Vec::new(),
-                unique_columns: Vec::new(),
-            },
-        )]
-        .into(),
-    };
-    let schema =
-        tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core())
-            .unwrap();
+    let schema = large_data_schema();
     assert!(schema.table("large_data").is_some());
 
     let mut assembler = TransactionAssembler::new("compression_test", 1_000);
     let mut tables = SeenTableMaps::default();
     let mut committed = Vec::new();
     for event in &events {
-        if event.header().event_type_raw() == 19 {
-            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
-            tables.0.insert(tme.table_id(), tme.into_owned());
-        }
+        tables.see(event);
         match assembler.feed(event, &tables, &schema).unwrap() {
             Step::Continue => {}
             Step::Committed(txn) => committed.push(txn),
@@ -481,10 +470,7 @@ fn a_mysql_stream_without_gtids_is_positioned_at_commit_ends_across_rotates() {
     let mut commits = Vec::new();
     let mut last = Some(start.clone());
     for event in &events {
-        if event.header().event_type_raw() == 19 {
-            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
-            tables.0.insert(tme.table_id(), tme.into_owned());
-        }
+        tables.see(event);
         // The calls and their order are stream.rs's.
         let step = assembler.feed(event, &tables, &schema).unwrap();
         session.observe(event, assembler.inside_payload()).unwrap();
@@ -543,23 +529,7 @@ fn a_transaction_in_parts_resumes_without_a_gtid() {
         payload_event,
     ];
     events.extend(inner_events(&fde));
-    let catalog = tributary_schema::Catalog {
-        database: "compression_test".into(),
-        tables: [(
-            "large_data".to_owned(),
-            tributary_schema::CatalogTable {
-                name: "large_data".into(),
-                columns: large_data_columns(),
-                primary_key: vec!["c0".into()],
-                foreign_keys: Vec::new(),
-                unique_columns: Vec::new(),
-            },
-        )]
-        .into(),
-    };
-    let schema =
-        tributary_schema::SchemaMap::build(&catalog, &tributary_schema::Policy::openmrs_core())
-            .unwrap();
+    let schema = large_data_schema();
     // Two parts (the inserted row, then the first updated row) were published before a crash.
     let mut assembler = TransactionAssembler::new("compression_test", 1);
     assembler.resume_inside(Some(ResumeInside {
@@ -570,10 +540,7 @@ fn a_transaction_in_parts_resumes_without_a_gtid() {
     let mut tables = SeenTableMaps::default();
     let mut parts = Vec::new();
     for event in &events {
-        if event.header().event_type_raw() == 19 {
-            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
-            tables.0.insert(tme.table_id(), tme.into_owned());
-        }
+        tables.see(event);
         match assembler.feed(event, &tables, &schema).unwrap() {
             Step::Continue => {}
             Step::Chunk { part, rows_so_far } => parts.push((part, Some(rows_so_far))),
