@@ -242,6 +242,15 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     /// The descriptors a running process has open.
+    /// Whether `pid` is blocked in a nanosleep (by the kernel's wait channel, or its current
+    /// system call: 230 is `clock_nanosleep` and 35 `nanosleep` on x86-64).
+    fn asleep(pid: u32) -> bool {
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        wchan.contains("nanosleep")
+            || matches!(syscall.split_whitespace().next(), Some("230" | "35"))
+    }
+
     fn open_fds(pid: u32) -> Vec<i32> {
         fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|dir| {
@@ -266,9 +275,18 @@ mod tests {
         )
         .unwrap();
         let pid = child.id();
-        wait_until("the child to exec sleep", Duration::from_secs(10), || async move {
-            Ok(fs::read_to_string(format!("/proc/{pid}/comm"))?.trim() == "sleep")
-        })
+        // Asleep, not merely exec'd: while it starts, `sleep` opens and closes files of its
+        // own (the locale archive), which would look like inherited descriptors.
+        wait_until(
+            "the child to sleep",
+            Duration::from_secs(10),
+            || async move {
+                Ok(
+                    fs::read_to_string(format!("/proc/{pid}/comm"))?.trim() == "sleep"
+                        && asleep(pid),
+                )
+            },
+        )
         .await
         .unwrap();
         let fds = open_fds(pid);
