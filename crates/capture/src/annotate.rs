@@ -37,6 +37,15 @@ pub struct Annotator<'a> {
     missed: bool,
 }
 
+/// What writing does at a row referring to a key the cache lacks (and the source may have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnknownKey {
+    /// Stop before the row, so the keys can be fetched first.
+    Stop,
+    /// Write the reference as unresolved (the keys were fetched already).
+    WriteUnresolved,
+}
+
 /// Where writing a transaction's rows stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
@@ -78,33 +87,44 @@ impl<'a> Annotator<'a> {
                     let (_, uuid) = places.of(image, map, column);
                     own_uuid_at(image, uuid)
                 });
-                if map.surrogate_key.is_some() {
-                    for image in row.before.iter().chain(row.after.iter()) {
-                        let (key, uuid) = places.of(image, map, column);
-                        let Some(key) = key.and_then(|k| image.at(k)).and_then(|(_, v)| sql_int(v))
-                        else {
-                            continue;
-                        };
-                        // The identifying image's identity is already worked out.
-                        let learned = match &identity {
-                            Some(identity)
-                                if identifying.is_some_and(|i| std::ptr::eq(i, image)) =>
-                            {
-                                Some(identity.clone())
-                            }
-                            _ => uuid
-                                .and_then(|u| image.at(u))
-                                .and_then(|(_, v)| sql_str(v))
-                                .map(Identity::from_uuid),
-                        };
-                        if let Some(learned) = learned {
-                            self.cache.learn(&map.name, key, learned);
-                        }
-                    }
-                }
+                self.learn_keys(map, column, row, identity.as_ref(), &mut places);
                 identity
             })
             .collect()
+    }
+
+    /// Teaches the cache the key of each image of `row`, a row of uuid table `map` (uuid in
+    /// `column`); `identity` is the identifying image's, when already worked out.
+    fn learn_keys<'r, 's>(
+        &mut self,
+        map: &'s TableMap,
+        column: &str,
+        row: &'r RawRow,
+        identity: Option<&Identity>,
+        places: &mut UuidRowPlaces<'r, 's>,
+    ) {
+        if map.surrogate_key.is_none() {
+            return;
+        }
+        let identifying = row.identifying_image();
+        for image in row.before.iter().chain(row.after.iter()) {
+            let (key, uuid) = places.of(image, map, column);
+            let Some(key) = key.and_then(|k| image.at(k)).and_then(|(_, v)| sql_int(v)) else {
+                continue;
+            };
+            let learned = match identity {
+                Some(identity) if identifying.is_some_and(|i| std::ptr::eq(i, image)) => {
+                    Some(identity.clone())
+                }
+                _ => uuid
+                    .and_then(|u| image.at(u))
+                    .and_then(|(_, v)| sql_str(v))
+                    .map(Identity::from_uuid),
+            };
+            if let Some(learned) = learned {
+                self.cache.learn(&map.name, key, learned);
+            }
+        }
     }
 
     /// The (identity source, key) pairs `rows` refer to that the cache does not hold yet.
@@ -168,20 +188,24 @@ impl<'a> Annotator<'a> {
         identities: &[Option<Identity>],
     ) -> CapturedTransaction {
         let mut captured = CapturedTransaction::for_rows_of(raw);
-        self.write_rows(raw, identities, 0, false, &mut captured);
+        self.write_rows(
+            raw,
+            identities,
+            0,
+            OnUnknownKey::WriteUnresolved,
+            &mut captured,
+        );
         captured
     }
 
-    /// Writes the rows of `raw` from index `from` on into `captured`. With
-    /// `stop_at_unknown_key`, stops at the first row referring to a key the cache lacks (and
-    /// the source may have), leaving it and the rest unwritten; otherwise such references
-    /// travel as unresolved.
+    /// Writes the rows of `raw` from index `from` on into `captured`; at a row referring to
+    /// a key the cache lacks, does what `unknown` says.
     pub fn write_rows(
         &mut self,
         raw: &RawTransaction,
         identities: &[Option<Identity>],
         from: usize,
-        stop_at_unknown_key: bool,
+        unknown: OnUnknownKey,
         captured: &mut CapturedTransaction,
     ) -> Written {
         let mut tables = TableLookup::new(self.schema);
@@ -193,7 +217,7 @@ impl<'a> Annotator<'a> {
             let rows_before = captured.row_count();
             self.missed = false;
             self.row(map, row, known, captured);
-            if stop_at_unknown_key && self.missed {
+            if unknown == OnUnknownKey::Stop && self.missed {
                 captured.truncate_rows(rows_before);
                 return Written::UnknownKeyAt(index);
             }
@@ -507,7 +531,7 @@ pub async fn annotate(
     let identities = annotator.learn(&raw.rows);
     let mut captured = CapturedTransaction::for_rows_of(&raw);
     if let Written::UnknownKeyAt(at) =
-        annotator.write_rows(&raw, &identities, 0, true, &mut captured)
+        annotator.write_rows(&raw, &identities, 0, OnUnknownKey::Stop, &mut captured)
     {
         let rest = raw.rows.get(at..).unwrap_or_default();
         let wanted = annotator.wanted(images(rest));
@@ -516,7 +540,7 @@ pub async fn annotate(
             &raw,
             &identities,
             at,
-            false,
+            OnUnknownKey::WriteUnresolved,
             &mut captured,
         );
     }
@@ -562,12 +586,19 @@ mod tests {
             let mut annotator = Annotator::new(schema(), &mut cache, &formats);
             let identities = annotator.learn(&raw.rows);
             let mut captured = CapturedTransaction::for_rows_of(&raw);
-            let written = annotator.write_rows(&raw, &identities, 0, true, &mut captured);
+            let written =
+                annotator.write_rows(&raw, &identities, 0, OnUnknownKey::Stop, &mut captured);
             if let Written::UnknownKeyAt(at) = written {
                 stops += 1;
                 assert!(captured.row_count() <= at, "nothing from row {at} on");
                 // What the lookups would bring is not there: the rest travels unresolved.
-                let rest = annotator.write_rows(&raw, &identities, at, false, &mut captured);
+                let rest = annotator.write_rows(
+                    &raw,
+                    &identities,
+                    at,
+                    OnUnknownKey::WriteUnresolved,
+                    &mut captured,
+                );
                 assert_eq!(rest, Written::All);
             }
             let resumed = payload_json(Origin::Binlog, &[captured], None);
