@@ -296,11 +296,119 @@ impl<'de> Visitor<'de> for ColumnsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Columns, A::Error> {
         // Bounded by the input: every entry is at least a few bytes of it.
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
-        while let Some((name, value)) = map.next_entry::<String, Value>()? {
-            entries.push((ColumnName::from(name), value));
+        let hint = map.size_hint().unwrap_or(0).min(4096);
+        let mut keys: Vec<Key<'de>> = Vec::with_capacity(hint);
+        let mut values = Vec::with_capacity(hint);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            values.push(map.next_value::<Value>()?);
+            keys.push(key);
         }
-        Ok(entries.into_iter().collect())
+        // Written by Tributary, the names come sorted: rows of one shape then share them.
+        if keys
+            .windows(2)
+            .all(|pair| pair[0].as_str() < pair[1].as_str())
+        {
+            let names = RECENT_NAMES.with(|recent| recent.borrow_mut().names_for(&keys));
+            return Ok(Columns { names, values });
+        }
+        Ok(keys
+            .iter()
+            .map(|key| ColumnName::from(key.as_str()))
+            .zip(values)
+            .collect())
+    }
+}
+
+/// A column name as read from JSON: borrowed from the input unless it had escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(name) => name,
+            Key::Owned(name) => name,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(name))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(name.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, name: String) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(name))
+    }
+}
+
+/// Shapes of rows recently read on this thread.
+const RECENT_SHAPES: usize = 32;
+
+thread_local! {
+    static RECENT_NAMES: std::cell::RefCell<RecentNames> =
+        const { std::cell::RefCell::new(RecentNames { shapes: Vec::new(), last: 0 }) };
+}
+
+/// The column names of the row shapes read last on one thread, so that the rows of a batch
+/// share one set per shape (one reference count each) instead of allocating every name of
+/// every row: the applier reads thousands of rows of a handful of shapes per batch.
+struct RecentNames {
+    shapes: Vec<ColumnNames>,
+    /// The shape found last, looked at first.
+    last: usize,
+}
+
+impl RecentNames {
+    /// The names `keys` (sorted, no repeats) spell, shared with an earlier row when one had
+    /// the same.
+    fn names_for(&mut self, keys: &[Key<'_>]) -> ColumnNames {
+        let same = |names: &ColumnNames| {
+            names.len() == keys.len()
+                && names
+                    .iter()
+                    .zip(keys)
+                    .all(|(name, key)| **name == *key.as_str())
+        };
+        let found = std::iter::once(self.last)
+            .chain(0..self.shapes.len())
+            .find(|i| self.shapes.get(*i).is_some_and(same));
+        if let Some(i) = found {
+            self.last = i;
+            return self.shapes[i].clone();
+        }
+        let names =
+            ColumnNames::sorted(keys.iter().map(|k| ColumnName::from(k.as_str())).collect());
+        if self.shapes.len() < RECENT_SHAPES {
+            self.shapes.push(names.clone());
+            self.last = self.shapes.len() - 1;
+        } else {
+            // The shape found last stays; the next slot after it goes.
+            let slot = (self.last + 1) % RECENT_SHAPES;
+            self.shapes[slot] = names.clone();
+            self.last = slot;
+        }
+        names
     }
 }
 
@@ -363,6 +471,44 @@ mod tests {
         edited.insert(name("c"), Value::Null);
         assert_eq!(edited.len(), 3);
         assert_eq!(row.len(), 2, "an edit copies the shared names");
+    }
+
+    #[test]
+    fn rows_read_from_json_share_the_names_of_their_shape() {
+        let rows: Vec<Columns> =
+            serde_json::from_str(r#"[{"a":1,"b":2},{"a":3,"b":4},{"a":5},{"a":6,"b":7}]"#).unwrap();
+        assert!(Arc::ptr_eq(&rows[0].names.0, &rows[1].names.0));
+        assert!(Arc::ptr_eq(&rows[0].names.0, &rows[3].names.0));
+        assert!(!Arc::ptr_eq(&rows[0].names.0, &rows[2].names.0));
+        assert_eq!(rows[3].get("b"), Some(&Value::Int(7)));
+        assert_eq!(rows[2].len(), 1);
+        // An escaped name is read as well, and is the same name as its plain spelling.
+        let escaped: Columns = serde_json::from_str(r#"{"\u0061":1,"b":2}"#).unwrap();
+        assert_eq!(escaped.get("a"), Some(&Value::Int(1)));
+        assert!(Arc::ptr_eq(&escaped.names.0, &rows[0].names.0));
+    }
+
+    #[test]
+    fn more_shapes_than_are_remembered_still_read_right() {
+        for round in 0..2 {
+            for width in 1..=(RECENT_SHAPES + 5) {
+                let json = format!(
+                    "{{{}}}",
+                    (0..width)
+                        .map(|i| format!("\"c{i:03}\":{}", i + round))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let row: Columns = serde_json::from_str(&json).unwrap();
+                assert_eq!(row.len(), width);
+                assert_eq!(row.get("c000"), Some(&Value::Int(round as i64)));
+                let last = format!("c{:03}", width - 1);
+                assert_eq!(
+                    row.get(&last),
+                    Some(&Value::Int((width - 1 + round) as i64))
+                );
+            }
+        }
     }
 
     #[test]
