@@ -244,6 +244,21 @@ impl MariaDb {
         &self.password
     }
 
+    /// A MariaDB client program (`mariadb`, `mariadb-dump`, ...) that connects to this server
+    /// over TCP as the application user, the password in its environment.
+    pub fn client_command(&self, program: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        command.env("MYSQL_PWD", self.password()).args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &self.port().to_string(),
+            "-u",
+            self.user(),
+        ]);
+        command
+    }
+
     /// `mysql://tributary:<password>@127.0.0.1:<port>/openmrs`.
     ///
     /// It contains the password: never log or print it (and do not put it in an

@@ -389,7 +389,7 @@ async fn carry_out(
             let chosen = row
                 .values
                 .into_iter()
-                .filter(|(c, _)| columns.contains(c))
+                .filter(|(c, _)| columns.iter().any(|chosen| **chosen == **c))
                 .collect();
             writer::update(tx, map, &locator, chosen).await?;
         }

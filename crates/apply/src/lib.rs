@@ -39,6 +39,7 @@ mod row_state;
 mod row_state_upgrade;
 mod runner;
 mod settings;
+mod sql_row;
 mod status;
 mod usernames;
 mod writer;

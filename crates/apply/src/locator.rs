@@ -1,9 +1,9 @@
 //! Finding a row at HQ by its identity: its uuid, or the HQ-local key columns of an inherited
 //! or natural-key table (already translated to HQ ids).
 
+use crate::writer::SqlRow;
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
-use std::collections::BTreeMap;
 use tributary_model::{RowChange, Value};
 use tributary_schema::{IdentityRule, TableMap, quote_ident};
 
@@ -56,7 +56,7 @@ impl Locator {
     pub fn of_written(
         map: &TableMap,
         change: &RowChange,
-        values: &BTreeMap<String, Sql>,
+        values: &SqlRow,
         id: Option<u64>,
     ) -> Option<Locator> {
         if let (Some(key), Some(id)) = (&map.surrogate_key, id) {
@@ -81,14 +81,14 @@ pub fn travelling_uuid<'a>(change: &'a RowChange, column: &str) -> &'a str {
 }
 
 /// Inherited and natural keys: the key columns themselves, already HQ-local.
-fn key_columns(map: &TableMap, values: &BTreeMap<String, Sql>) -> Option<Locator> {
+fn key_columns(map: &TableMap, values: &SqlRow) -> Option<Locator> {
     let columns = match &map.identity {
         IdentityRule::Natural { columns } => columns,
         _ => &map.primary_key,
     };
     let mut parts = Vec::with_capacity(columns.len());
     for column in columns {
-        parts.push((column.clone(), values.get(column)?.clone()));
+        parts.push((column.clone(), values.get(column.as_str())?.clone()));
     }
     Some(Locator::Columns(parts))
 }
@@ -98,7 +98,7 @@ pub async fn locate(
     tx: &mut Transaction<'_>,
     map: &TableMap,
     change: &RowChange,
-    values: &BTreeMap<String, Sql>,
+    values: &SqlRow,
 ) -> mysql_async::Result<Option<Locator>> {
     let table = quote_ident(&map.name);
     match (&map.identity, &map.surrogate_key) {

@@ -12,11 +12,11 @@
 //! nothing is queued), spaced by `auto_increment_increment`.
 
 use crate::locator::Locator;
-use crate::writer::{ResolvedRow, Scope, remember_new_id};
+use crate::writer::{ResolvedRow, Scope, SqlRow, remember_new_id};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Transaction, Value as Sql};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use tributary_model::{Op, RowChange, RowRef};
+use rustc_hash::{FxHashMap, FxHashSet};
+use tributary_model::{ColumnName, Op, RowChange, RowRef};
 use tributary_schema::{IdentityRule, TableMap, quote_ident};
 
 /// Rows per statement, largest first: a few statement shapes per table, so prepared
@@ -57,9 +57,20 @@ struct Queued<'c> {
 /// The rows of one table with the same columns, at one level: level 0 refers only to rows HQ
 /// has; level n + 1 refers to a queued row of level n at most.
 struct Group<'c> {
+    level: usize,
     table: String,
-    columns: Vec<String>,
+    columns: Vec<ColumnName>,
     rows: Vec<Queued<'c>>,
+}
+
+impl Group<'_> {
+    /// Whether a row of `table` at `level` with these values belongs here.
+    fn takes(&self, level: usize, table: &str, values: &SqlRow) -> bool {
+        self.level == level
+            && self.table == table
+            && self.columns.len() == values.len()
+            && self.columns.iter().zip(values.keys()).all(|(a, b)| a == b)
+    }
 }
 
 /// What writing the queue did.
@@ -75,21 +86,25 @@ pub struct Written<'c> {
 /// The queue of one batch's new rows.
 pub struct NewRows<'c> {
     numbering: Option<IdNumbering>,
-    groups: BTreeMap<(usize, String, String), Group<'c>>,
-    entities: HashSet<RowRef>,
-    levels: HashMap<RowRef, usize>,
+    /// A batch has a few groups (tables times levels), so they are searched in turn, the one
+    /// that took the last row first.
+    groups: Vec<Group<'c>>,
+    last_group: usize,
+    entities: FxHashSet<RowRef>,
+    levels: FxHashMap<RowRef, usize>,
     /// Tables with queued rows.
-    tables: HashSet<String>,
+    tables: FxHashSet<String>,
 }
 
 impl<'c> NewRows<'c> {
     pub fn new(numbering: Option<IdNumbering>) -> NewRows<'c> {
         NewRows {
             numbering,
-            groups: BTreeMap::new(),
-            entities: HashSet::new(),
-            levels: HashMap::new(),
-            tables: HashSet::new(),
+            groups: Vec::new(),
+            last_group: 0,
+            entities: FxHashSet::default(),
+            levels: FxHashMap::default(),
+            tables: FxHashSet::default(),
         }
     }
 
@@ -98,7 +113,7 @@ impl<'c> NewRows<'c> {
     }
 
     /// The rows queued (references to them are filled in when they are written).
-    pub fn queued(&self) -> &HashSet<RowRef> {
+    pub fn queued(&self) -> &FxHashSet<RowRef> {
         &self.entities
     }
 
@@ -160,21 +175,36 @@ impl<'c> NewRows<'c> {
             .map(|level| level + 1)
             .max()
             .unwrap_or(0);
-        let columns: Vec<String> = row.values.keys().cloned().collect();
-        let key = (level, map.name.clone(), columns.join(","));
-        self.entities.insert(change.row_ref());
-        self.levels.insert(change.row_ref(), level);
-        self.tables.insert(map.name.clone());
-        self.groups
-            .entry(key)
-            .or_insert_with(|| Group {
-                table: map.name.clone(),
-                columns,
-                rows: Vec::new(),
-            })
-            .rows
-            .push(Queued { change, row });
+        let entity = change.row_ref();
+        self.entities.insert(entity.clone());
+        self.levels.insert(entity, level);
+        if !self.tables.contains(&map.name) {
+            self.tables.insert(map.name.clone());
+        }
+        let group = match self.group_taking(level, &map.name, &row.values) {
+            Some(i) => i,
+            None => {
+                self.groups.push(Group {
+                    level,
+                    table: map.name.clone(),
+                    columns: row.values.keys().cloned().collect(),
+                    rows: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        self.last_group = group;
+        self.groups[group].rows.push(Queued { change, row });
         None
+    }
+
+    /// The group a new row joins, when there is one.
+    fn group_taking(&self, level: usize, table: &str, values: &SqlRow) -> Option<usize> {
+        let takes = |i: &usize| self.groups[*i].takes(level, table, values);
+        std::iter::once(self.last_group)
+            .filter(|i| *i < self.groups.len())
+            .chain(0..self.groups.len())
+            .find(takes)
     }
 
     /// Writes every queued row, level by level, filling in the ids of the rows written before.
@@ -190,11 +220,15 @@ impl<'c> NewRows<'c> {
         self.entities.clear();
         self.levels.clear();
         self.tables.clear();
-        let groups = std::mem::take(&mut self.groups);
+        let mut groups = std::mem::take(&mut self.groups);
+        self.last_group = 0;
         let Some(numbering) = self.numbering else {
             return Ok(written);
         };
-        for (_, group) in groups {
+        // Level by level; within a level in a fixed order (table, then columns).
+        groups
+            .sort_by(|a, b| (a.level, &a.table, &a.columns).cmp(&(b.level, &b.table, &b.columns)));
+        for group in groups {
             let Some(map) = scope.schema.table(&group.table) else {
                 written.refused.extend(group.rows.iter().map(|q| q.change));
                 continue;
@@ -209,8 +243,9 @@ impl<'c> NewRows<'c> {
             }
             while !ready.is_empty() {
                 let take = chunk_rows(ready.len(), group.columns.len());
-                let chunk: Vec<Queued<'c>> = ready.drain(..take).collect();
-                match insert_rows(tx, map, &group.columns, &chunk).await {
+                let mut chunk: Vec<Queued<'c>> = ready.drain(..take).collect();
+                let params = take_params(map, &mut chunk);
+                match insert_rows(tx, map, &group.columns, params).await {
                     Ok(first_id) => {
                         for (i, queued) in chunk.into_iter().enumerate() {
                             let id = first_id.map(|first| first + i as u64 * numbering.step);
@@ -254,14 +289,45 @@ fn chunk_rows(left: usize, columns: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// One multi-row INSERT; the first new id when the table has an auto-increment key.
+/// Moves the values of a chunk's rows into one list of statement parameters, row after row,
+/// leaving each row only its key columns: what [`wrote`] reads once the rows are in. (A row
+/// the statement refuses is resolved again from its change.)
+fn take_params(map: &TableMap, chunk: &mut [Queued<'_>]) -> Vec<Sql> {
+    let natural: &[String] = match &map.identity {
+        IdentityRule::Natural { columns } => columns,
+        _ => &[],
+    };
+    let is_key = |column: &str| {
+        map.primary_key
+            .iter()
+            .chain(natural)
+            .any(|key| key == column)
+    };
+    let mut params = Vec::with_capacity(chunk.iter().map(|q| q.row.values.len()).sum());
+    for queued in chunk {
+        let mut keys = SqlRow::new();
+        for (column, value) in std::mem::take(&mut queued.row.values) {
+            if is_key(&column) {
+                keys.insert(column, value.clone());
+            }
+            params.push(value);
+        }
+        queued.row.values = keys;
+    }
+    params
+}
+
+/// One multi-row INSERT of `params.len() / columns.len()` rows; the first new id when the
+/// table has an auto-increment key.
 async fn insert_rows(
     tx: &mut Transaction<'_>,
     map: &TableMap,
-    columns: &[String],
-    rows: &[Queued<'_>],
+    columns: &[ColumnName],
+    params: Vec<Sql>,
 ) -> mysql_async::Result<Option<u64>> {
-    let row_marks = format!("({})", vec!["?"; columns.len()].join(", "));
+    let rows = params.len() / columns.len().max(1);
+    // Placeholders without spaces: the client library scans the whole text of every statement.
+    let row_marks = format!("({})", vec!["?"; columns.len()].join(","));
     let sql = format!(
         "INSERT INTO {} ({}) VALUES {}",
         quote_ident(&map.name),
@@ -270,12 +336,8 @@ async fn insert_rows(
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", "),
-        vec![row_marks; rows.len()].join(", ")
+        vec![row_marks; rows].join(",")
     );
-    let params: Vec<Sql> = rows
-        .iter()
-        .flat_map(|q| q.row.values.values().cloned())
-        .collect();
     tx.exec_drop(sql, params).await?;
     Ok(tx.last_insert_id().filter(|id| *id > 0))
 }
@@ -291,7 +353,7 @@ fn wrote(
     remember_new_id(map, scope.resolver, queued.change, id);
     // An inherited row's id is its root's, already in its key column.
     if let (IdentityRule::Inherited { .. }, [key]) = (&map.identity, map.primary_key.as_slice())
-        && let Some(Sql::Int(id)) = queued.row.values.get(key)
+        && let Some(Sql::Int(id)) = queued.row.values.get(key.as_str())
     {
         scope.resolver.remember(queued.change.row_ref(), *id);
     }
@@ -303,6 +365,7 @@ fn wrote(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use tributary_model::{Columns, Identity, Value};
     use tributary_schema::{CatalogColumn, ColumnKind};
 
@@ -358,16 +421,18 @@ mod tests {
     }
 
     fn resolved(deferred: &[(&str, &RowChange)]) -> ResolvedRow {
-        let mut values = BTreeMap::from([("uuid".to_owned(), Sql::from("u"))]);
+        let mut values: SqlRow = [(ColumnName::from("uuid"), Sql::from("u"))]
+            .into_iter()
+            .collect();
         for (column, _) in deferred {
-            values.insert((*column).to_owned(), Sql::NULL);
+            values.insert(ColumnName::from(*column), Sql::NULL);
         }
         ResolvedRow {
             values,
             self_references: Vec::new(),
             deferred: deferred
                 .iter()
-                .map(|(c, target)| ((*c).to_owned(), target.row_ref()))
+                .map(|(c, target)| (ColumnName::from(*c), target.row_ref()))
                 .collect(),
             dropped_columns: Vec::new(),
         }
@@ -412,8 +477,8 @@ mod tests {
         );
         let levels: Vec<(usize, &str)> = queue
             .groups
-            .keys()
-            .map(|(level, table, _)| (*level, table.as_str()))
+            .iter()
+            .map(|group| (group.level, group.table.as_str()))
             .collect();
         assert_eq!(levels, [(0, "person"), (1, "encounter"), (2, "obs")]);
     }

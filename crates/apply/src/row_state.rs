@@ -23,7 +23,8 @@
 use crate::locator::{Locator, travelling_uuid};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use tributary_model::{RowChange, RowRef};
 use tributary_schema::{CatalogColumn, ColumnKind, IdentityRule, SchemaMap, TableMap, quote_ident};
 
@@ -168,7 +169,7 @@ struct Pending {
 /// The states of one HQ transaction: rows written (to record at the end) per entity.
 #[derive(Default)]
 pub struct RowStates {
-    pending: HashMap<RowRef, Pending>,
+    pending: FxHashMap<RowRef, Pending>,
 }
 
 impl RowStates {

@@ -242,6 +242,7 @@ impl Applier {
                 report.rows.released += outcome.released;
             }
             self.inbox.acknowledge(entry)?;
+            free_elsewhere(payload);
         }
         Ok(())
     }
@@ -449,6 +450,12 @@ pub async fn run_apply(
 
 /// Authenticates and decodes a batch that claims to be (site, epoch, sequence); the error is
 /// the rejection reason.
+/// Frees an applied payload on a blocking thread: a batch is thousands of small allocations,
+/// and freeing them took a tenth of the thread that waits on HQ.
+fn free_elsewhere(payload: BatchPayload) {
+    drop(tokio::task::spawn_blocking(move || drop(payload)));
+}
+
 fn open_batch(keyring: &Keyring, site_id: &str, epoch: u64, sequence: u64, bytes: &[u8]) -> Opened {
     let (header, json) =
         tributary_batch::open(bytes, keyring).map_err(|e| Rejection::from_open(&e))?;

@@ -5,10 +5,10 @@
 //! policy (`[hq.conflicts] usernames`) then parks the row with the reason (the default) or
 //! writes it with the names suffixed by the site id.
 
+use crate::writer::SqlRow;
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use tributary_model::RowChange;
 
 /// The table and columns concerned.
@@ -44,7 +44,7 @@ pub async fn settle(
     policy: UsernamePolicy,
     site_id: &str,
     change: &RowChange,
-    values: &mut BTreeMap<String, Sql>,
+    values: &mut SqlRow,
 ) -> mysql_async::Result<Clash> {
     let mut clashing = Vec::new();
     for column in LOGIN_COLUMNS {
@@ -76,7 +76,7 @@ pub async fn settle(
         ))),
         UsernamePolicy::SuffixSite => {
             for column in &clashing {
-                if let Some(Sql::Bytes(name)) = values.get_mut(*column) {
+                if let Some(Sql::Bytes(name)) = values.get_mut(column) {
                     *name = suffixed(&String::from_utf8_lossy(name), site_id).into_bytes();
                 }
             }

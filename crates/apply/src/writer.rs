@@ -13,11 +13,12 @@ use crate::integration::AppliedChanges;
 use crate::locator::{Locator, locate, locator_columns};
 use crate::resolver::Resolver;
 use crate::row_state::{self, RowSnapshot, RowStates, Standing};
+pub use crate::sql_row::SqlRow;
 use crate::usernames::{self, Clash, USERS};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value as Sql};
-use std::collections::{BTreeMap, HashSet};
-use tributary_model::{Op, RowChange, RowRef, Value};
+use rustc_hash::FxHashSet;
+use tributary_model::{ColumnName, Op, RowChange, RowRef, Value};
 use tributary_schema::{IdentityRule, SchemaMap, TableMap, quote_ident};
 
 /// Prefix capture gives identities it could not resolve at the source.
@@ -50,13 +51,13 @@ pub enum Resolution {
 
 /// A row ready to be written.
 pub struct ResolvedRow {
-    pub values: BTreeMap<String, Sql>,
+    pub values: SqlRow,
     /// Columns that refer to the row itself (a user who created their own account) while the
     /// row is not at HQ yet: filled in with the row's new id right after it is inserted.
     pub self_references: Vec<String>,
     /// Columns that refer to rows queued to be inserted in this batch (`new_rows`): their
     /// HQ ids are filled in once those rows are written.
-    pub deferred: Vec<(String, RowRef)>,
+    pub deferred: Vec<(ColumnName, RowRef)>,
     /// Columns the site sent that HQ's table lacks, dropped by the schema map's rule.
     pub dropped_columns: Vec<String>,
 }
@@ -67,7 +68,7 @@ pub async fn resolve_row(
     resolver: &mut Resolver,
     change: &RowChange,
 ) -> mysql_async::Result<Resolution> {
-    resolve_row_deferring(tx, schema, resolver, change, &HashSet::new()).await
+    resolve_row_deferring(tx, schema, resolver, change, &FxHashSet::default()).await
 }
 
 /// Resolves a row whose references to `queued` rows (new rows of this batch, not written yet)
@@ -77,7 +78,7 @@ pub async fn resolve_row_deferring(
     schema: &SchemaMap,
     resolver: &mut Resolver,
     change: &RowChange,
-    queued: &HashSet<RowRef>,
+    queued: &FxHashSet<RowRef>,
 ) -> mysql_async::Result<Resolution> {
     let Some(map) = schema.table(&change.table) else {
         return Ok(Resolution::Blocked(format!(
@@ -123,7 +124,7 @@ pub async fn resolve_row_deferring(
         dropped_columns.push(column.to_string());
     }
     let needed = |column: &str| wanted(column) && !dropped_columns.iter().any(|d| d == column);
-    let mut values = BTreeMap::new();
+    let mut values = SqlRow::with_capacity(change.columns.len());
     let mut waiting = Vec::new();
     let mut self_references = Vec::new();
     let mut deferred = Vec::new();
@@ -147,7 +148,7 @@ pub async fn resolve_row_deferring(
                 )));
             }
             Value::Ref(target) if queued.contains(target) => {
-                deferred.push((column.to_string(), target.clone()));
+                deferred.push((column.clone(), target.clone()));
                 Sql::NULL
             }
             Value::Ref(target) => match resolver.resolve(tx, schema, target).await? {
@@ -165,7 +166,7 @@ pub async fn resolve_row_deferring(
             },
             other => to_sql(other),
         };
-        values.insert(column.to_string(), sql);
+        values.insert(column.clone(), sql);
     }
     if waiting.is_empty() {
         Ok(Resolution::Ready(ResolvedRow {
@@ -324,7 +325,7 @@ async fn write_existing(
     map: &TableMap,
     change: &RowChange,
     locator: &Locator,
-    values: BTreeMap<String, Sql>,
+    values: SqlRow,
 ) -> mysql_async::Result<()> {
     if change.op == Op::Delete {
         // For a table with an integer key of HQ's own (every table subtypes extend), the
@@ -408,7 +409,7 @@ pub(crate) async fn update(
     tx: &mut Transaction<'_>,
     map: &TableMap,
     locator: &Locator,
-    values: BTreeMap<String, Sql>,
+    values: SqlRow,
 ) -> mysql_async::Result<()> {
     let mut values = values;
     if map.row_filter.is_some() {
@@ -443,7 +444,7 @@ fn wrote_new(
     origin: Origin<'_>,
     map: &TableMap,
     change: &RowChange,
-    values: &BTreeMap<String, Sql>,
+    values: &SqlRow,
     id: Option<u64>,
 ) {
     remember_new_id(map, scope.resolver, change, id);
@@ -469,7 +470,7 @@ async fn settle(
     scope: &mut Scope<'_>,
     origin: Origin<'_>,
     change: &RowChange,
-    values: BTreeMap<String, Sql>,
+    values: SqlRow,
     diverged: Diverged<'_>,
 ) -> mysql_async::Result<Written> {
     let Diverged {
@@ -520,7 +521,7 @@ async fn settle(
     };
     match (decision, change.op) {
         (Decision::SiteWon, Op::Delete) => {
-            write_existing(tx, scope, origin, map, change, &locator, BTreeMap::new()).await?;
+            write_existing(tx, scope, origin, map, change, &locator, SqlRow::new()).await?;
         }
         (Decision::SiteWon, _) => {
             tx.query_drop("RELEASE SAVEPOINT tributary_conflict")
@@ -592,7 +593,7 @@ fn is_duplicate_key(error: &mysql_async::Error) -> bool {
 async fn insert(
     tx: &mut Transaction<'_>,
     map: &TableMap,
-    values: &BTreeMap<String, Sql>,
+    values: &SqlRow,
 ) -> mysql_async::Result<Option<u64>> {
     let columns: Vec<String> = values.keys().map(|c| quote_ident(c)).collect();
     let marks = vec!["?"; columns.len()].join(", ");
@@ -614,7 +615,7 @@ async fn insert(
 async fn insert_referring_to_itself(
     tx: &mut Transaction<'_>,
     map: &TableMap,
-    mut values: BTreeMap<String, Sql>,
+    mut values: SqlRow,
     self_references: &[String],
 ) -> mysql_async::Result<Option<u64>> {
     let Some(key) = &map.surrogate_key else {
@@ -625,7 +626,7 @@ async fn insert_referring_to_itself(
         let nullable = map.column(column).is_none_or(|c| c.nullable);
         pause_fk_checks |= !nullable;
         values.insert(
-            column.clone(),
+            ColumnName::from(column.as_str()),
             if nullable { Sql::NULL } else { Sql::Int(0) },
         );
     }
@@ -687,6 +688,7 @@ fn to_sql(value: &Value) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use tributary_schema::{CatalogColumn, ColumnKind, IdentityRule};
 
     fn table(columns: &[&str]) -> TableMap {
