@@ -6,7 +6,11 @@
 //!
 //! `cargo bench --bench apply` (release build). `TRIBUTARY_BENCH_ROWS` sets the size (default
 //! 200,000 row changes). It starts its own site, HQ and replica MariaDB instances and removes
-//! them at the end. It prints rows/s for both and the ratio; it asserts nothing about time.
+//! them at the end. It prints rows/s for both and the ratio, the CPU seconds of the applier and
+//! of both servers, and HQ's floor: HQ's end state loaded by `mariadb-dump | mariadb` into a
+//! fourth, empty server, the least work any SQL writer of those rows makes a server do, and
+//! from it the best ratio to the replica this machine's cores allow. It asserts nothing about
+//! time.
 //!
 //! HQ and the replica run with MariaDB's default durability (`innodb_flush_log_at_trx_commit=1`,
 //! doublewrite on: every commit is on disk when it returns), the reference DESIGN.md quotes.
@@ -44,11 +48,12 @@ async fn main() -> Result<()> {
     };
     let patients = target_rows.div_ceil(shape.rows_per_patient()).max(4);
     let durability = Durability::from_env()?;
-    let (site, hq, replica) = tokio::try_join!(
+    let (site, hq, replica, floor) = tokio::try_join!(
         start(Role::Site, "bench-apply-site", Durability::Relaxed),
         start(Role::Hq, "bench-apply-hq", durability),
         // The same fixtures as the site, so the replica starts where the site's binlog does.
         start(Role::Site, "bench-apply-replica", durability),
+        start(Role::Hq, "bench-apply-floor", durability),
     )?;
 
     eprintln!("loading about {target_rows} row changes at the site...");
@@ -97,6 +102,8 @@ async fn main() -> Result<()> {
     let mut applier = Applier::connect(settings).await?;
     let statements_before = hq.statements_run().await?;
     eprintln!("applying the batches into HQ...");
+    let hq_cpu_before = tributary_suite::cpu_seconds(hq.pid());
+    let applier_cpu_before = tributary_suite::cpu_seconds(std::process::id());
     let started = Instant::now();
     let (mut batches, mut rows, mut parked) = (0, 0, 0);
     loop {
@@ -110,14 +117,29 @@ async fn main() -> Result<()> {
         parked += pass.rows.parked;
     }
     let apply_secs = started.elapsed().as_secs_f64();
+    let hq_cpu = tributary_suite::cpu_seconds(hq.pid()) - hq_cpu_before;
+    let applier_cpu = tributary_suite::cpu_seconds(std::process::id()) - applier_cpu_before;
     let statements = hq.statements_run().await?.saturating_sub(statements_before);
     let conflicts: u64 = hq.scalar("SELECT COUNT(*) FROM tributary_conflict").await?;
 
     // MariaDB's own replica: the same binlog, from its start.
     eprintln!("applied in {apply_secs:.2} s; replicating the same binlog...");
+    let replica_cpu_before = tributary_suite::cpu_seconds(replica.pid());
     let started = Instant::now();
     replicate(&site, &replica, &position).await?;
     let replica_secs = started.elapsed().as_secs_f64();
+    let replica_cpu = tributary_suite::cpu_seconds(replica.pid()) - replica_cpu_before;
+
+    // The floor: HQ's end state written the cheapest way SQL offers, into an empty server.
+    eprintln!(
+        "replicated in {replica_secs:.2} s; loading HQ's end state into an empty server with mariadb-dump | mariadb..."
+    );
+    let floor_cpu_before = tributary_suite::cpu_seconds(floor.pid());
+    let started = Instant::now();
+    load_end_state(&hq, &floor).await?;
+    let floor_secs = started.elapsed().as_secs_f64();
+    let floor_cpu = tributary_suite::cpu_seconds(floor.pid()) - floor_cpu_before;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     println!(
         "apply benchmark: {loaded} row changes at the site ({patients} patients); HQ and replica: {}",
@@ -136,8 +158,22 @@ async fn main() -> Result<()> {
         loaded as f64 / replica_secs
     );
     println!(
+        "  CPU s: applier {applier_cpu:.1}, HQ's mariadbd {hq_cpu:.1}; replica's mariadbd {replica_cpu:.1}"
+    );
+    println!(
         "  ratio (tributary / replica): {:.2}x",
         (rows as f64 / apply_secs) / (loaded as f64 / replica_secs)
+    );
+    println!(
+        "  HQ's floor              {floor_secs:>7.2} s  (HQ's end state loaded by mariadb-dump | mariadb into an empty server: {floor_cpu:.1} CPU s of its mariadbd)"
+    );
+    // A batch is one HQ transaction on one connection, so one server thread does its inserts.
+    let floor_one_thread = floor_cpu.max(f64::EPSILON);
+    let floor_all_cores = (floor_cpu / cores as f64).max(f64::EPSILON);
+    println!(
+        "  best possible ratio with nothing but those inserts to do: {:.2}x on one server thread (one transaction per batch), {:.2}x spread over all {cores} cores",
+        replica_secs / floor_one_thread,
+        replica_secs / floor_all_cores
     );
     Ok(())
 }
@@ -186,6 +222,39 @@ impl Durability {
 async fn start(role: Role, name: &'static str, durability: Durability) -> Result<MariaDb> {
     tokio::task::spawn_blocking(move || {
         MariaDb::start_with_args(role, name, durability.server_args())
+    })
+    .await?
+}
+
+/// Loads HQ's synced tables (everything but the applier's own `tributary_*` tables) into
+/// `floor`'s database with `mariadb-dump | mariadb`, replacing its tables.
+async fn load_end_state(hq: &MariaDb, floor: &MariaDb) -> Result<()> {
+    let mut conn = hq.conn().await?;
+    let tables: Vec<String> = conn
+        .query(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name NOT LIKE 'tributary\\_%'",
+        )
+        .await?;
+    let mut dump = hq.client_command("mariadb-dump");
+    dump.args(["--single-transaction", "--quick", hq.database()])
+        .args(&tables)
+        .stdout(std::process::Stdio::piped());
+    let mut load = floor.client_command("mariadb");
+    load.arg(floor.database());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut dump = dump.spawn().context("starting mariadb-dump")?;
+        let pipe = dump.stdout.take().context("mariadb-dump's output")?;
+        let loaded = load
+            .stdin(pipe)
+            .status()
+            .context("running mariadb (load)")?;
+        let dumped = dump.wait()?;
+        anyhow::ensure!(
+            dumped.success() && loaded.success(),
+            "mariadb-dump | mariadb of HQ's end state failed ({dumped}, {loaded})"
+        );
+        Ok(())
     })
     .await?
 }

@@ -202,24 +202,12 @@ fn child(config: &Path, role: &str) -> Result<Command> {
 /// `mariadb-dump | mariadb`: the site's database into the reference server's (replacing its
 /// tables), both clients started with the password in their environment.
 fn dump_and_load(site: &MariaDb, reference: &MariaDb) -> Result<(Watched, Watched)> {
-    let client = |program: &str, db: &MariaDb| {
-        let mut c = Command::new(program);
-        c.env("MYSQL_PWD", db.password()).args([
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &db.port().to_string(),
-            "-u",
-            db.user(),
-        ]);
-        c
-    };
-    let mut dump = client("mariadb-dump", site);
+    let mut dump = site.client_command("mariadb-dump");
     dump.args(["--single-transaction", "--quick", site.database()])
         .stdout(Stdio::piped());
     let mut dump = dump.spawn().context("starting mariadb-dump")?;
     let pipe = dump.stdout.take().context("mariadb-dump's output")?;
-    let mut load = client("mariadb", reference);
+    let mut load = reference.client_command("mariadb");
     load.arg(reference.database())
         .stdin(pipe)
         .stdout(Stdio::piped());
