@@ -244,7 +244,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Quotes an identifier for MariaDB (backticks, with embedded backticks doubled).
 pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
+    // By hand: statements quote every column name they list, and `format!` cost a thousand
+    // instructions a name in the applier's profile.
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('`');
+    for (i, part) in name.split('`').enumerate() {
+        if i > 0 {
+            quoted.push_str("``");
+        }
+        quoted.push_str(part);
+    }
+    quoted.push('`');
+    quoted
 }
 
 #[cfg(test)]
@@ -379,5 +390,10 @@ mod tests {
     #[test]
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(quote_ident("obs_id"), "`obs_id`");
+        assert_eq!(quote_ident(""), "``");
+        assert_eq!(quote_ident("`"), "````");
+        assert_eq!(quote_ident("``x`"), "`````x```");
+        assert_eq!(quote_ident("é`ü"), "`é``ü`");
     }
 }
