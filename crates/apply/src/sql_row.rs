@@ -118,28 +118,36 @@ impl fmt::Debug for SqlRow {
 mod tests {
     use super::*;
 
-    fn name(s: &str) -> ColumnName {
-        ColumnName::from(s)
+    /// A row from (name, value) pairs, in the order given.
+    fn row_of(pairs: &[(&str, Sql)]) -> SqlRow {
+        pairs
+            .iter()
+            .map(|(column, value)| (ColumnName::from(*column), value.clone()))
+            .collect()
+    }
+
+    fn names(row: &SqlRow) -> Vec<&str> {
+        row.keys().map(|k| &**k).collect()
     }
 
     #[test]
-    fn built_in_any_order_it_reads_like_a_map() {
-        let mut row: SqlRow = [
-            (name("voided"), Sql::Int(0)),
-            (name("uuid"), Sql::from("a")),
-            (name("voided"), Sql::Int(1)),
-            (name("comments"), Sql::NULL),
-        ]
-        .into_iter()
-        .collect();
-        let names: Vec<&str> = row.keys().map(|k| &**k).collect();
-        assert_eq!(names, ["comments", "uuid", "voided"]);
-        assert_eq!(row.get("voided"), Some(&Sql::Int(1)), "the last value wins");
+    fn a_row_built_out_of_order_is_sorted_and_keeps_the_last_value() {
+        let mut row = row_of(&[
+            ("voided", Sql::Int(0)),
+            ("uuid", Sql::from("a")),
+            ("voided", Sql::Int(1)),
+            ("comments", Sql::NULL),
+        ]);
+        assert_eq!(names(&row), ["comments", "uuid", "voided"]);
+        assert_eq!(row.get("voided"), Some(&Sql::Int(1)));
         assert_eq!(row.get("missing"), None);
 
-        assert_eq!(row.insert(name("concept_id"), Sql::Int(5)), None);
         assert_eq!(
-            row.insert(name("uuid"), Sql::from("b")),
+            row.insert(ColumnName::from("concept_id"), Sql::Int(5)),
+            None
+        );
+        assert_eq!(
+            row.insert(ColumnName::from("uuid"), Sql::from("b")),
             Some(Sql::from("a"))
         );
         assert_eq!(row.remove("comments"), Some(Sql::NULL));
@@ -147,36 +155,26 @@ mod tests {
         if let Some(value) = row.get_mut("voided") {
             *value = Sql::Int(2);
         }
-        let pairs: Vec<(String, Sql)> = row
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("concept_id".to_owned(), Sql::Int(5)),
-                ("uuid".to_owned(), Sql::from("b")),
-                ("voided".to_owned(), Sql::Int(2)),
-            ]
-        );
+        assert_eq!(names(&row), ["concept_id", "uuid", "voided"]);
+        let values: Vec<Sql> = row.into_values().collect();
+        assert_eq!(values, [Sql::Int(5), Sql::from("b"), Sql::Int(2)]);
     }
 
     #[test]
     fn names_sort_by_bytes_as_a_changes_columns_do() {
-        let row: SqlRow = ["b", "B", "a_b", "ab", "a"]
-            .into_iter()
-            .map(|n| (name(n), Sql::NULL))
-            .collect();
-        let names: Vec<&str> = row.keys().map(|k| &**k).collect();
-        assert_eq!(names, ["B", "a", "a_b", "ab", "b"]);
+        let row = row_of(&[
+            ("b", Sql::NULL),
+            ("B", Sql::NULL),
+            ("a_b", Sql::NULL),
+            ("ab", Sql::NULL),
+            ("a", Sql::NULL),
+        ]);
+        assert_eq!(names(&row), ["B", "a", "a_b", "ab", "b"]);
     }
 
     #[test]
     fn debug_shows_names_and_never_values() {
-        let row: SqlRow = [(name("given_name"), Sql::from("Amina"))]
-            .into_iter()
-            .collect();
-        let shown = format!("{row:?}");
+        let shown = format!("{:?}", row_of(&[("given_name", Sql::from("Amina"))]));
         assert!(shown.contains("given_name"));
         assert!(!shown.contains("Amina"));
     }
