@@ -74,6 +74,12 @@ bench_env() {
 
 logs="${CARGO_TARGET_DIR:-$TRIBUTARY_REPO_ROOT/target}/bench-report"
 mkdir -p "$logs" "$(dirname "$out")"
+# The code the benchmarks run: the commit, and the files changed from it before they start
+# (the report itself left out: it is rewritten below).
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+report_path="$(realpath -m --relative-to="$TRIBUTARY_REPO_ROOT" "$out")"
+changed="$({ git -C "$TRIBUTARY_REPO_ROOT" diff --name-only HEAD 2>/dev/null || true; } | { grep -vxF "$report_path" || true; } |
+  paste -sd, - | sed 's/,/, /g')"
 log "building the benchmarks (release)..."
 cargo build --release -p tributary --benches >"$logs/build.log" 2>&1 || {
   tail -40 "$logs/build.log" >&2
@@ -108,7 +114,7 @@ memory_gib="$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)"
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`deploy/bench-report.sh$( ((quick)) && echo " --quick")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo " (with local changes to $(git diff --name-only | paste -sd, - | sed 's/,/, /g'))")."
+  echo "Written by \`deploy/bench-report.sh$( ((quick)) && echo " --quick")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit$([[ -n "$changed" ]] && echo " (with local changes to $changed)")."
   ((quick)) && echo "**Quick run: small sizes, for checking the report; not the reference figures.**"
   echo "What each benchmark does and how it compares is in [benches/README.md](../benches/README.md)."
   echo "Wall-clock figures on a virtual machine vary from run to run; the CPU seconds printed"
